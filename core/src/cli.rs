@@ -1,0 +1,130 @@
+//! The `touchpoint` command line: `serve` and `plan check`.
+#![allow(clippy::print_stdout)]
+
+use crate::config::Config;
+use crate::startup::Application;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use touchpoint_tracking_plan::Severity;
+
+/// Touchpoint: a self-hosted customer data platform.
+#[derive(Parser, Debug)]
+#[command(name = "touchpoint", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the core service (configuration from the environment; see README).
+    Serve,
+    /// Tracking-plan tools.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PlanCommand {
+    /// Checks a tracking plan and prints every problem as FILE:LINE: severity: message.
+    Check {
+        /// The plan file (default TRACKING_PLAN.md).
+        #[arg(default_value = "TRACKING_PLAN.md")]
+        file: PathBuf,
+        /// Fail on warnings (e.g. GA4 limits) too.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve => {
+            let config = Config::from_env().context("reading configuration")?;
+            Application::build(config).await?.run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            command: PlanCommand::Check {
+                file,
+                deny_warnings,
+            },
+        } => {
+            let (report, ok) = plan_check(&file, deny_warnings)?;
+            print!("{report}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+/// Checks the plan at `file`; returns the report and whether it passed.
+pub fn plan_check(file: &std::path::Path, deny_warnings: bool) -> anyhow::Result<(String, bool)> {
+    let src = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let diagnostics = touchpoint_tracking_plan::check(&src);
+    let mut report = String::new();
+    let (mut errors, mut warnings) = (0, 0);
+    for d in &diagnostics {
+        let severity = match d.severity {
+            Severity::Error => {
+                errors += 1;
+                "error"
+            }
+            _ => {
+                warnings += 1;
+                "warning"
+            }
+        };
+        report.push_str(&format!(
+            "{}:{}: {severity}: {}\n",
+            file.display(),
+            d.line,
+            d.message
+        ));
+    }
+    let ok = errors == 0 && (!deny_warnings || warnings == 0);
+    report.push_str(&format!(
+        "{}: {errors} error(s), {warnings} warning(s){}\n",
+        file.display(),
+        if ok { "" } else { " — check failed" }
+    ));
+    Ok((report, ok))
+}
+
+/// The process entry point shared by the `touchpoint` binary: logging, arguments, runtime.
+pub fn main() -> ExitCode {
+    use tracing_subscriber::EnvFilter;
+    let json = std::env::var("TOUCHPOINT_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Typed configuration, read once from the environment at start-up.
+
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the core service needs to start. Tests clone [`Config::default`] and change fields.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (`TOUCHPOINT_BIND`, default `127.0.0.1:8080`; port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Database URL (`DATABASE_URL`): `sqlite://path` (default `sqlite://data/touchpoint.db`) or
+    /// `postgres://…`.
+    pub database_url: String,
+    /// The tracking plan file (`TOUCHPOINT_PLAN`, default `TRACKING_PLAN.md`).
+    pub plan_path: PathBuf,
+    /// Sources to create at start as `name=writeKey` pairs separated by commas (`TOUCHPOINT_SOURCES`,
+    /// default `web=wk_demo_web,server=wk_demo_server` for local development).
+    pub sources: Vec<(String, String)>,
+    /// Admin bearer token for the admin API, debugger and profiles (`TOUCHPOINT_ADMIN_TOKEN`,
+    /// default `dev-admin-token`; set a long random value in production).
+    pub admin_token: SecretString,
+    /// Shared secret for HMAC-signed batches from the edge worker (`TOUCHPOINT_EDGE_SECRET`); the
+    /// edge endpoint is disabled when unset.
+    pub edge_secret: Option<SecretString>,
+    /// Largest clock difference accepted for a signed edge batch (`TOUCHPOINT_EDGE_REPLAY_SECS`, 300).
+    pub edge_replay_window: Duration,
+    /// Messages the group-commit queue holds before new requests get 503 (`TOUCHPOINT_QUEUE`, 50000).
+    pub queue_capacity: usize,
+    /// Most messages written in one commit (`TOUCHPOINT_MAX_COMMIT`, 4096).
+    pub max_commit: usize,
+    /// How long a messageId is remembered for deduplication (24 h).
+    pub dedup_window: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://data/touchpoint.db".into(),
+            plan_path: PathBuf::from("TRACKING_PLAN.md"),
+            sources: vec![
+                ("web".into(), "wk_demo_web".into()),
+                ("server".into(), "wk_demo_server".into()),
+            ],
+            admin_token: SecretString::from("dev-admin-token"),
+            edge_secret: None,
+            edge_replay_window: Duration::from_secs(300),
+            queue_capacity: 50_000,
+            max_commit: 4096,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A configuration value that could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    var: &'static str,
+    reason: String,
+}
+
+impl Config {
+    /// Reads the configuration from the environment, falling back to the defaults.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `get`, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = get("TOUCHPOINT_BIND") {
+            c.bind = v.parse().map_err(|e| ConfigError {
+                var: "TOUCHPOINT_BIND",
+                reason: format!("{e}"),
+            })?;
+        }
+        if let Some(v) = get("DATABASE_URL") {
+            c.database_url = v;
+        }
+        if let Some(v) = get("TOUCHPOINT_PLAN") {
+            c.plan_path = v.into();
+        }
+        if let Some(v) = get("TOUCHPOINT_SOURCES") {
+            c.sources = parse_sources(&v)?;
+        }
+        if let Some(v) = get("TOUCHPOINT_ADMIN_TOKEN") {
+            c.admin_token = SecretString::from(v);
+        }
+        c.edge_secret = get("TOUCHPOINT_EDGE_SECRET")
+            .filter(|s| !s.is_empty())
+            .map(SecretString::from);
+        if let Some(v) = get("TOUCHPOINT_EDGE_REPLAY_SECS") {
+            c.edge_replay_window = Duration::from_secs(number("TOUCHPOINT_EDGE_REPLAY_SECS", &v)?);
+        }
+        if let Some(v) = get("TOUCHPOINT_QUEUE") {
+            c.queue_capacity = number("TOUCHPOINT_QUEUE", &v)? as usize;
+        }
+        if let Some(v) = get("TOUCHPOINT_MAX_COMMIT") {
+            c.max_commit = number("TOUCHPOINT_MAX_COMMIT", &v)?.max(1) as usize;
+        }
+        Ok(c)
+    }
+}
+
+fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError {
+        var,
+        reason: format!("expected a whole number, got {v:?}"),
+    })
+}
+
+fn parse_sources(v: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    v.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|pair| {
+            let (name, key) = pair.split_once('=').ok_or_else(|| ConfigError {
+                var: "TOUCHPOINT_SOURCES",
+                reason: format!("expected name=writeKey, got {pair:?}"),
+            })?;
+            Ok((name.trim().to_owned(), key.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_read_as_name_and_write_key_pairs() {
+        let c = Config::from_lookup(|k| {
+            (k == "TOUCHPOINT_SOURCES").then(|| "web=wk_1, app = wk_2".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            c.sources,
+            vec![
+                ("web".to_owned(), "wk_1".to_owned()),
+                ("app".to_owned(), "wk_2".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_number_names_the_variable() {
+        let err = Config::from_lookup(|k| (k == "TOUCHPOINT_QUEUE").then(|| "lots".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TOUCHPOINT_QUEUE"));
+    }
+}

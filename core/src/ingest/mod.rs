@@ -1,0 +1,332 @@
+//! The Segment-compatible intake: `/v1/{track,identify,page,screen,group,alias,batch}` and the signed
+//! edge endpoint. Requests are acknowledged only after their messages are durably committed.
+
+pub mod edge;
+pub mod prepare;
+pub mod writer;
+
+use crate::debugger::Debugger;
+use crate::domain::WriteKey;
+use crate::sources::{Source, SourceCounters};
+use crate::state::AppState;
+use crate::storage::{InsertOutcome, NewRejected, Status};
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Utc;
+use prepare::{BodyError, Checked, ItemError, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, Origin};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use touchpoint_tracking_plan::{Message, MessageType, Parsed};
+use writer::WriteError;
+
+/// Why a request was not acknowledged. Messages are client-safe: no internals.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body could not be read as a message or batch.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// Larger than the endpoint's limit.
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    /// A compressed body (not supported yet).
+    #[error("Content-Encoding {0:?} is not supported; send uncompressed JSON")]
+    UnsupportedEncoding(String),
+    /// No write key in the Authorization header or the body.
+    #[error("missing write key: send HTTP Basic auth with the write key as user name, or \"writeKey\" in the body")]
+    MissingWriteKey,
+    /// The write key names no source.
+    #[error("unknown write key")]
+    UnknownWriteKey,
+    /// No item of a batch was a valid message.
+    #[error("no valid message in the batch")]
+    NothingValid(Vec<ItemError>),
+    /// Queue full or storage failing: retry later.
+    #[error("temporarily unable to accept messages; retry later")]
+    Unavailable,
+    /// Edge endpoint without a configured secret.
+    #[error("the edge endpoint is not enabled on this server")]
+    EdgeDisabled,
+    /// Bad edge signature.
+    #[error("edge signature refused: {0}")]
+    Signature(#[from] edge::SignatureError),
+}
+
+impl From<WriteError> for IngestError {
+    fn from(e: WriteError) -> Self {
+        if !matches!(e, WriteError::Overloaded) {
+            tracing::warn!(error = %e, "ingest write failed");
+        }
+        IngestError::Unavailable
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            IngestError::Body(BodyError::TooManyItems(_)) | IngestError::TooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            IngestError::Body(_) | IngestError::NothingValid(_) => StatusCode::BAD_REQUEST,
+            IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::MissingWriteKey
+            | IngestError::UnknownWriteKey
+            | IngestError::Signature(_) => StatusCode::UNAUTHORIZED,
+            IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::EdgeDisabled => StatusCode::NOT_FOUND,
+        };
+        let mut body = json!({"success": false, "error": self.to_string()});
+        if let IngestError::NothingValid(items) = &self {
+            body["rejected"] = json!(items);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The ingest routes.
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/v1/batch", post(batch))
+        .route("/v1/import", post(batch))
+        .route("/v1/edge/batch", post(edge_batch));
+    for kind in MessageType::ALL {
+        router = router.route(
+            &format!("/v1/{kind}"),
+            post(move |state: State<AppState>, headers: HeaderMap, body: Body| {
+                single(state, kind, headers, body)
+            }),
+        );
+    }
+    router
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, IngestError> {
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?");
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(IngestError::UnsupportedEncoding(enc.to_owned()));
+        }
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| IngestError::TooLarge(limit))
+}
+
+fn source_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    body_key: Option<&str>,
+) -> Result<Arc<Source>, IngestError> {
+    let key = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(h) => WriteKey::from_basic_auth(h).map_err(|_| IngestError::UnknownWriteKey)?,
+        None => WriteKey::parse(body_key.ok_or(IngestError::MissingWriteKey)?)
+            .map_err(|_| IngestError::MissingWriteKey)?,
+    };
+    state.sources.get(&key).ok_or(IngestError::UnknownWriteKey)
+}
+
+async fn single(
+    State(state): State<AppState>,
+    kind: MessageType,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, IngestError> {
+    let bytes = read_body(&headers, body, MAX_MESSAGE_BYTES).await?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| BodyError::MalformedJson(e.to_string()))?;
+    let source = source_for(
+        &state,
+        &headers,
+        value.get("writeKey").and_then(Value::as_str),
+    )?;
+    match Message::from_value(value, Some(kind)) {
+        Ok(parsed) => {
+            accept(&state, &source, Origin::Direct, vec![parsed], Vec::new()).await?;
+            Ok(Json(json!({"success": true})))
+        }
+        Err(e) => {
+            let item = ItemError {
+                index: 0,
+                error: e.to_string(),
+                raw: String::from_utf8_lossy(&bytes).into_owned(),
+            };
+            accept(&state, &source, Origin::Direct, Vec::new(), vec![item]).await?;
+            Err(BodyError::Invalid(e).into())
+        }
+    }
+}
+
+async fn batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, IngestError> {
+    let bytes = read_body(&headers, body, MAX_BATCH_BYTES).await?;
+    batch_from(&state, &headers, &bytes, Origin::Direct).await
+}
+
+async fn edge_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, IngestError> {
+    let secret = state.edge_secret.clone().ok_or(IngestError::EdgeDisabled)?;
+    let bytes = read_body(&headers, body, MAX_BATCH_BYTES).await?;
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    edge::verify(
+        secret.expose_secret().as_bytes(),
+        text(edge::TIMESTAMP_HEADER),
+        text(edge::SIGNATURE_HEADER),
+        &bytes,
+        Utc::now().timestamp(),
+        state.edge_replay_window,
+    )?;
+    // The signature authenticates the edge; the source is still the browser's write key.
+    let mut headers = headers;
+    headers.remove(header::AUTHORIZATION);
+    batch_from(&state, &headers, &bytes, Origin::Edge).await
+}
+
+async fn batch_from(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    origin: Origin,
+) -> Result<Json<Value>, IngestError> {
+    let (envelope, items) = prepare::parse_batch(bytes)?;
+    let source = source_for(state, headers, envelope.write_key.as_deref())?;
+    let mut parsed = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for item in items {
+        match item {
+            Ok(p) => parsed.push(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    let nothing_valid = parsed.is_empty();
+    let summary = accept(state, &source, origin, parsed, errors.clone()).await?;
+    if nothing_valid {
+        return Err(IngestError::NothingValid(errors));
+    }
+    Ok(Json(json!({
+        "success": true,
+        "stored": summary.stored,
+        "duplicates": summary.duplicates,
+        "rejected": errors,
+    })))
+}
+
+struct Summary {
+    stored: usize,
+    duplicates: usize,
+}
+
+/// Checks, durably stores and publishes messages; rejected items are stored beside them.
+async fn accept(
+    state: &AppState,
+    source: &Arc<Source>,
+    origin: Origin,
+    parsed: Vec<Parsed>,
+    errors: Vec<ItemError>,
+) -> Result<Summary, IngestError> {
+    let counters = &source.counters;
+    SourceCounters::add(&counters.received, parsed.len() + errors.len());
+    let loaded = state.plan.current();
+    let now = Utc::now();
+    let checked: Vec<Checked> = parsed
+        .into_iter()
+        .map(|p| prepare::check(p, &loaded.plan, origin, now))
+        .collect();
+    let rows = checked
+        .iter()
+        .map(|c| prepare::to_row(c, source.id, &loaded.version))
+        .collect();
+    let rejected = errors
+        .iter()
+        .map(|e| NewRejected {
+            source_id: source.id,
+            received_at_ms: now.timestamp_millis(),
+            reason: e.error.clone(),
+            body: e.raw.clone(),
+        })
+        .collect();
+    let outcomes = state.writer.write(rows, rejected).await?;
+    let mut summary = Summary {
+        stored: 0,
+        duplicates: 0,
+    };
+    for (c, outcome) in checked.iter().zip(&outcomes) {
+        match (outcome, c.status) {
+            (InsertOutcome::Duplicate, _) => summary.duplicates += 1,
+            (InsertOutcome::Stored(_), Status::Accepted) => summary.stored += 1,
+            (InsertOutcome::Stored(_), Status::Flagged) => {
+                summary.stored += 1;
+                SourceCounters::add(&counters.flagged, 1);
+            }
+            (InsertOutcome::Stored(_), Status::Blocked) => {
+                summary.stored += 1;
+                SourceCounters::add(&counters.blocked, 1);
+            }
+        }
+    }
+    SourceCounters::add(&counters.accepted, summary.stored);
+    SourceCounters::add(&counters.deduplicated, summary.duplicates);
+    SourceCounters::add(&counters.rejected, errors.len());
+    if state.debugger.watched() {
+        publish(
+            &state.debugger,
+            source,
+            &loaded.version,
+            &checked,
+            &outcomes,
+            &errors,
+        );
+    }
+    Ok(summary)
+}
+
+fn publish(
+    debugger: &Debugger,
+    source: &Source,
+    plan_version: &str,
+    checked: &[Checked],
+    outcomes: &[InsertOutcome],
+    errors: &[ItemError],
+) {
+    let name: Arc<str> = source.name.as_str().into();
+    for (c, outcome) in checked.iter().zip(outcomes) {
+        let (seq, status) = match outcome {
+            InsertOutcome::Stored(seq) => (Some(*seq), c.status.as_str()),
+            InsertOutcome::Duplicate => (None, "duplicate"),
+        };
+        debugger.publish(
+            &name,
+            json!({
+                "source": &*name, "seq": seq, "status": status,
+                "messageId": c.message.message_id, "type": c.message.kind,
+                "planVersion": plan_version, "findings": c.findings, "message": c.message,
+            }),
+        );
+    }
+    for e in errors {
+        let message = serde_json::from_str::<Value>(&e.raw).unwrap_or(Value::String(e.raw.clone()));
+        debugger.publish(
+            &name,
+            json!({"source": &*name, "status": "rejected", "error": e.error, "findings": [], "message": message}),
+        );
+    }
+}

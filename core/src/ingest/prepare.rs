@@ -1,0 +1,315 @@
+//! Pure ingestion logic: request bodies → validated, enriched messages ready for the log.
+//!
+//! No I/O here: limits, Segment-spec parsing, clock-skew correction, messageId assignment and the
+//! tracking plan's verdict, all unit-tested without a server.
+
+use crate::storage::{NewMessage, Status};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+use touchpoint_tracking_plan::{
+    BatchEnvelope, Message, MessageError, MessageType, Parsed, TrackingPlan, Verdict,
+};
+
+/// Largest accepted message, in bytes of JSON.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// Largest accepted batch request, in bytes of JSON.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Largest number of items in one batch.
+pub const MAX_BATCH_ITEMS: usize = 2_000;
+
+/// Why a whole request body was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BodyError {
+    /// Not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A batch body without a `batch` array.
+    #[error("malformed batch: expected {{\"batch\": [ … ]}} ({0})")]
+    MalformedBatch(String),
+    /// An empty batch.
+    #[error("the batch is empty")]
+    EmptyBatch,
+    /// More items than [`MAX_BATCH_ITEMS`].
+    #[error("the batch has {0} items; at most {MAX_BATCH_ITEMS} are accepted per request")]
+    TooManyItems(usize),
+    /// A single message that is not a valid Segment message.
+    #[error("invalid message: {0}")]
+    Invalid(#[from] MessageError),
+}
+
+/// One batch item that could not be accepted, reported back to the client by index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemError {
+    /// Position in the `batch` array.
+    pub index: usize,
+    /// What is wrong with it.
+    pub error: String,
+    /// The raw item (kept so it can be stored as rejected, never silently lost).
+    #[serde(skip)]
+    pub raw: String,
+}
+
+/// A message checked and enriched, with what the plan said about it.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The message as it will be stored.
+    pub message: Message,
+    /// The plan's verdict.
+    pub status: Status,
+    /// Violations and normalisation notices, as JSON objects.
+    pub findings: Vec<Value>,
+}
+
+/// Where a message came from, which decides whose clock is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Straight from a client SDK: the server stamps receivedAt and corrects skew.
+    Direct,
+    /// From the edge worker, which already stamped receivedAt and corrected skew (signed).
+    Edge,
+}
+
+/// Parses a single-message endpoint body (`/v1/track` …).
+pub fn parse_single(body: &[u8], kind: MessageType) -> Result<Parsed, BodyError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
+    Ok(Message::from_value(value, Some(kind))?)
+}
+
+/// Parses a batch envelope; items are parsed one by one so one bad item does not sink the rest.
+pub fn parse_batch(
+    body: &[u8],
+) -> Result<(BatchEnvelope<'_>, Vec<Result<Parsed, ItemError>>), BodyError> {
+    let text = std::str::from_utf8(body).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
+    let envelope: BatchEnvelope<'_> = serde_json::from_str(text).map_err(|e| {
+        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+            BodyError::MalformedJson(e.to_string())
+        } else {
+            BodyError::MalformedBatch(e.to_string())
+        }
+    })?;
+    if envelope.batch.is_empty() {
+        return Err(BodyError::EmptyBatch);
+    }
+    if envelope.batch.len() > MAX_BATCH_ITEMS {
+        return Err(BodyError::TooManyItems(envelope.batch.len()));
+    }
+    let items = envelope
+        .batch
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            let raw = raw.get();
+            let fail = |error: String| ItemError {
+                index,
+                error,
+                raw: raw.to_owned(),
+            };
+            if raw.len() > MAX_MESSAGE_BYTES {
+                return Err(fail(format!(
+                    "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                    raw.len()
+                )));
+            }
+            let value: Value = serde_json::from_str(raw).map_err(|e| fail(e.to_string()))?;
+            let mut parsed = Message::from_value(value, None).map_err(|e| fail(e.to_string()))?;
+            envelope.apply_to(&mut parsed.message);
+            Ok(parsed)
+        })
+        .collect();
+    Ok((envelope, items))
+}
+
+/// Stamps server fields, corrects the timestamp, applies the plan; the message is then ready to store.
+pub fn check(
+    parsed: Parsed,
+    plan: &TrackingPlan,
+    origin: Origin,
+    now: DateTime<Utc>,
+) -> Checked {
+    let Parsed {
+        mut message,
+        notices,
+    } = parsed;
+    let mut findings: Vec<Value> = notices
+        .into_iter()
+        .map(|n| serde_json::json!({"kind": "normalised", "field": n.field, "message": n.message}))
+        .collect();
+    if message.message_id.as_deref().is_none_or(str::is_empty) {
+        message.message_id = Some(format!("tp-{}", uuid::Uuid::new_v4()));
+    }
+    if origin == Origin::Direct || message.received_at.is_none() {
+        message.received_at = Some(rfc3339(now));
+        correct_skew(&mut message, now, &mut findings);
+    }
+    message.write_key = None;
+    let outcome = plan.enforce(&mut message);
+    let status = match outcome.verdict {
+        Verdict::Accept if findings.is_empty() => Status::Accepted,
+        Verdict::Accept | Verdict::Flag => Status::Flagged,
+        Verdict::Block => Status::Blocked,
+    };
+    findings.extend(
+        outcome
+            .violations
+            .iter()
+            .filter_map(|v| serde_json::to_value(v).ok()),
+    );
+    Checked {
+        message,
+        status,
+        findings,
+    }
+}
+
+/// Segment's skew correction: `timestamp = receivedAt - (sentAt - originalTimestamp)`.
+fn correct_skew(message: &mut Message, now: DateTime<Utc>, findings: &mut Vec<Value>) {
+    let original = message
+        .original_timestamp
+        .clone()
+        .or_else(|| message.timestamp.clone());
+    let Some(original_text) = original else {
+        message.timestamp = message.received_at.clone();
+        return;
+    };
+    let Some(original) = parse_time(&original_text) else {
+        findings.push(serde_json::json!({
+            "kind": "bad_timestamp", "field": "timestamp",
+            "message": format!("{original_text:?} is not an ISO-8601 date-time; receivedAt used"),
+        }));
+        message.timestamp = message.received_at.clone();
+        return;
+    };
+    message.original_timestamp = Some(original_text);
+    let corrected = match message.sent_at.as_deref().and_then(parse_time) {
+        Some(sent) => now - (sent - original),
+        None => original,
+    };
+    message.timestamp = Some(rfc3339(corrected));
+}
+
+/// Parses an RFC 3339 date-time.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Turns a checked message into a log row.
+pub fn to_row(checked: &Checked, source_id: i64, plan_version: &Arc<str>) -> NewMessage {
+    let m = &checked.message;
+    let event_time = m.timestamp.as_deref().and_then(parse_time);
+    let received = m.received_at.as_deref().and_then(parse_time);
+    let received_at_ms = received.map_or_else(|| Utc::now().timestamp_millis(), |t| t.timestamp_millis());
+    NewMessage {
+        source_id,
+        message_id: m.message_id.clone().unwrap_or_default(),
+        kind: m.kind.as_str(),
+        event: m.event.clone(),
+        user_id: m.user_id.clone(),
+        anonymous_id: m.anonymous_id.clone(),
+        event_time_ms: event_time.map_or(received_at_ms, |t| t.timestamp_millis()),
+        received_at_ms,
+        plan_version: plan_version.clone(),
+        status: checked.status,
+        violations_json: Value::Array(checked.findings.clone()).to_string(),
+        body_json: serde_json::to_string(m).unwrap_or_else(|_| "{}".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn plan() -> TrackingPlan {
+        touchpoint_tracking_plan::parse(include_str!("../../../TRACKING_PLAN.md")).unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_client_clock_ten_minutes_fast_is_corrected_from_sent_at() {
+        let parsed = Message::from_value(
+            json!({"type": "track", "event": "workspace_created", "userId": "u1",
+                   "properties": {"workspace_id": "w1"},
+                   "timestamp": "2026-11-25T12:09:00Z", "sentAt": "2026-11-25T12:10:00Z"}),
+            None,
+        )
+        .unwrap();
+        let c = check(parsed, &plan(), Origin::Direct, now());
+        assert_eq!(c.message.timestamp.as_deref(), Some("2026-11-25T11:59:00.000Z"));
+        assert_eq!(
+            c.message.original_timestamp.as_deref(),
+            Some("2026-11-25T12:09:00Z")
+        );
+        assert_eq!(c.message.received_at.as_deref(), Some("2026-11-25T12:00:00.000Z"));
+    }
+
+    #[test]
+    fn a_message_without_message_id_gets_one() {
+        let parsed = parse_single(br#"{"userId":"u","traits":{}}"#, MessageType::Identify).unwrap();
+        let c = check(parsed, &plan(), Origin::Direct, now());
+        assert!(c.message.message_id.unwrap().starts_with("tp-"));
+    }
+
+    #[test]
+    fn an_unplanned_event_is_not_accepted_silently() {
+        let parsed =
+            parse_single(br#"{"userId":"u","event":"Mystery Thing"}"#, MessageType::Track).unwrap();
+        let c = check(parsed, &plan(), Origin::Direct, now());
+        assert_ne!(c.status, Status::Accepted);
+        assert!(!c.findings.is_empty());
+    }
+
+    #[test]
+    fn oversized_batch_items_are_rejected_by_index_and_the_rest_kept() {
+        let big = "x".repeat(MAX_MESSAGE_BYTES);
+        let body = format!(
+            r#"{{"batch":[{{"type":"track","event":"a","userId":"u"}},{{"type":"track","event":"b","userId":"u","properties":{{"p":"{big}"}}}}]}}"#
+        );
+        let (_, items) = parse_batch(body.as_bytes()).unwrap();
+        assert!(items[0].is_ok());
+        let err = items[1].as_ref().unwrap_err();
+        assert_eq!(err.index, 1);
+        assert!(err.error.contains("limit"));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_malformed_and_a_json_without_batch_is_a_malformed_batch() {
+        assert!(matches!(
+            parse_batch(b"{nope"),
+            Err(BodyError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_batch(br#"{"events":[]}"#),
+            Err(BodyError::MalformedBatch(_))
+        ));
+        assert_eq!(
+            parse_batch(br#"{"batch":[]}"#).unwrap_err(),
+            BodyError::EmptyBatch
+        );
+    }
+
+    #[test]
+    fn the_edge_receive_time_is_kept_for_signed_batches() {
+        let parsed = Message::from_value(
+            json!({"type": "page", "anonymousId": "a", "receivedAt": "2026-11-25T11:00:00.000Z",
+                   "timestamp": "2026-11-25T10:59:59.000Z"}),
+            None,
+        )
+        .unwrap();
+        let c = check(parsed, &plan(), Origin::Edge, now());
+        assert_eq!(c.message.received_at.as_deref(), Some("2026-11-25T11:00:00.000Z"));
+        assert_eq!(c.message.timestamp.as_deref(), Some("2026-11-25T10:59:59.000Z"));
+    }
+}

@@ -1,0 +1,156 @@
+//! Group commit: requests hand their messages to one writer task, which appends everything waiting
+//! in one transaction and acknowledges each request only after that commit returned.
+
+use crate::storage::{EventStore, InsertOutcome, NewMessage, NewRejected, StorageError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio::sync::{mpsc, oneshot};
+
+/// A unit of work: one request's messages, answered together.
+struct Job {
+    messages: Vec<NewMessage>,
+    rejected: Vec<NewRejected>,
+    reply: oneshot::Sender<Result<Vec<InsertOutcome>, Arc<StorageError>>>,
+}
+
+/// Why a submission was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The queue is full; the client should retry later.
+    #[error("ingest queue full")]
+    Overloaded,
+    /// The writer stopped (shutting down).
+    #[error("writer stopped")]
+    Stopped,
+    /// The commit failed; nothing of this request was stored.
+    #[error("commit failed: {0}")]
+    Storage(Arc<StorageError>),
+}
+
+/// Counters the writer keeps for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Commits made.
+    pub commits: AtomicU64,
+    /// Messages and rejected items written by those commits.
+    pub rows: AtomicU64,
+    /// Commits that failed.
+    pub failures: AtomicU64,
+}
+
+/// Handle used by request handlers.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Job>,
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
+    /// Commit statistics.
+    pub stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    /// Starts the writer task over `store`; at most `capacity` messages wait, at most `max_commit`
+    /// go in one transaction.
+    pub fn spawn(store: Arc<dyn EventStore>, capacity: usize, max_commit: usize) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(run(store, rx, pending.clone(), stats.clone(), max_commit));
+        Writer {
+            tx,
+            pending,
+            capacity,
+            stats,
+        }
+    }
+
+    /// Messages waiting for a commit.
+    pub fn queue_depth(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Appends durably; resolves once committed, with one outcome per message.
+    pub async fn write(
+        &self,
+        messages: Vec<NewMessage>,
+        rejected: Vec<NewRejected>,
+    ) -> Result<Vec<InsertOutcome>, WriteError> {
+        let n = messages.len() + rejected.len();
+        let before = self.pending.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.capacity && before > 0 {
+            self.pending.fetch_sub(n, Ordering::AcqRel);
+            return Err(WriteError::Overloaded);
+        }
+        let (reply, answer) = oneshot::channel();
+        if self
+            .tx
+            .send(Job {
+                messages,
+                rejected,
+                reply,
+            })
+            .is_err()
+        {
+            self.pending.fetch_sub(n, Ordering::AcqRel);
+            return Err(WriteError::Stopped);
+        }
+        match answer.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(e)) => Err(WriteError::Storage(e)),
+            Err(_) => Err(WriteError::Stopped),
+        }
+    }
+}
+
+async fn run(
+    store: Arc<dyn EventStore>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    pending: Arc<AtomicUsize>,
+    stats: Arc<WriterStats>,
+    max_commit: usize,
+) {
+    let mut jobs: Vec<Job> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut size = first.messages.len() + first.rejected.len();
+        jobs.push(first);
+        while size < max_commit {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job.messages.len() + job.rejected.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut messages = Vec::with_capacity(size);
+        let mut rejected = Vec::new();
+        let mut shares = Vec::with_capacity(jobs.len());
+        for job in &mut jobs {
+            shares.push(job.messages.len());
+            messages.append(&mut job.messages);
+            rejected.append(&mut job.rejected);
+        }
+        let result = store.append(&messages, &rejected).await;
+        pending.fetch_sub(size, Ordering::AcqRel);
+        match result {
+            Ok(outcomes) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.rows.fetch_add(size as u64, Ordering::Relaxed);
+                let mut rest = outcomes.as_slice();
+                for (job, share) in jobs.drain(..).zip(shares) {
+                    let (mine, tail) = rest.split_at(share);
+                    rest = tail;
+                    let _ = job.reply.send(Ok(mine.to_vec()));
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, messages = size, "commit failed; requests answered 503");
+                let e = Arc::new(e);
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

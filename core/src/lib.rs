@@ -1,0 +1,18 @@
+//! Touchpoint core service: Segment-compatible ingestion into a durable log on SQLite or PostgreSQL,
+//! tracking-plan enforcement, the live debugger, admin API and ops endpoints.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod debugger;
+pub mod domain;
+pub mod ingest;
+pub mod ops;
+pub mod plan;
+pub mod sources;
+pub mod startup;
+pub mod state;
+pub mod storage;
+
+pub use config::Config;
+pub use startup::{Application, router};

@@ -1,0 +1,147 @@
+//! Wiring: builds the state from a [`Config`], binds the listener, serves until shutdown.
+
+use crate::config::Config;
+use crate::debugger::Debugger;
+use crate::ingest::writer::Writer;
+use crate::plan::PlanHandle;
+use crate::sources::Sources;
+use crate::state::AppState;
+use crate::{admin, ingest, ops, storage};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The whole HTTP surface; tests may call it with `oneshot` and no socket.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ingest::routes())
+        .merge(admin::routes())
+        .merge(ops::routes())
+        // Each endpoint enforces its own, smaller limit with a JSON error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects storage, loads the plan and sources, starts the writer, binds the port.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let plan = PlanHandle::load(&config.plan_path).context("loading the tracking plan")?;
+        let store = storage::connect(&config.database_url)
+            .await
+            .with_context(|| format!("opening the database ({})", redact(&config.database_url)))?;
+        for (name, key) in &config.sources {
+            store
+                .upsert_source(name, key)
+                .await
+                .with_context(|| format!("creating source {name}"))?;
+        }
+        let sources = Sources::load(store.as_ref())
+            .await
+            .context("loading sources")?;
+        let writer = Writer::spawn(store.clone(), config.queue_capacity, config.max_commit);
+        spawn_dedup_janitor(store.clone(), config.dedup_window);
+        let state = AppState {
+            store,
+            writer,
+            sources: Arc::new(sources),
+            plan: Arc::new(plan),
+            debugger: Debugger::default(),
+            admin_token: Arc::new(config.admin_token.clone()),
+            edge_secret: config.edge_secret.clone().map(Arc::new),
+            edge_replay_window: config.edge_replay_window,
+        };
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        Ok(Application { listener, state })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The state, for tests that inspect it.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until ctrl-c / SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, plan = %self.state.plan.current().version, "touchpoint serving");
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")
+    }
+}
+
+fn spawn_dedup_janitor(store: Arc<dyn storage::EventStore>, window: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let before = Utc::now().timestamp_millis() - window.as_millis() as i64;
+            match store.expire_dedup(before).await {
+                Ok(n) if n > 0 => tracing::info!(expired = n, "dedup window advanced"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dedup expiry failed"),
+            }
+        }
+    });
+}
+
+/// Hides the password of a database URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://tp:hunter2@127.0.0.1/tp"),
+            "postgres://tp:***@127.0.0.1/tp"
+        );
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

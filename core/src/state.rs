@@ -1,0 +1,31 @@
+//! Shared application state handed to every handler.
+
+use crate::debugger::Debugger;
+use crate::ingest::writer::Writer;
+use crate::plan::PlanHandle;
+use crate::sources::Sources;
+use crate::storage::EventStore;
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything handlers need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The message log.
+    pub store: Arc<dyn EventStore>,
+    /// Group-commit writer in front of the store.
+    pub writer: Writer,
+    /// Write key → source.
+    pub sources: Arc<Sources>,
+    /// The tracking plan in force.
+    pub plan: Arc<PlanHandle>,
+    /// Live debugger fan-out.
+    pub debugger: Debugger,
+    /// Admin bearer token.
+    pub admin_token: Arc<SecretString>,
+    /// Edge HMAC secret; the edge endpoint answers 404 without it.
+    pub edge_secret: Option<Arc<SecretString>>,
+    /// Accepted age of an edge signature.
+    pub edge_replay_window: Duration,
+}

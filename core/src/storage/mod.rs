@@ -1,0 +1,206 @@
+//! Durable storage: the [`EventStore`] port and its SQLite and PostgreSQL adapters.
+//!
+//! Both adapters run the same tests (`tests/` spawns the server against each). The message log is
+//! append-only; `seq` is the position the processing pipeline resumes from.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+/// Whether a stored message passed the tracking plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Conformed to the plan.
+    Accepted,
+    /// Stored and processed, with violations reported.
+    Flagged,
+    /// Stored with its violations but never processed further.
+    Blocked,
+}
+
+impl Status {
+    /// The value stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Flagged => "flagged",
+            Status::Blocked => "blocked",
+        }
+    }
+}
+
+/// A message ready to be appended to the log.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The source it came from.
+    pub source_id: i64,
+    /// The client's messageId (or one the server generated).
+    pub message_id: String,
+    /// Message type, e.g. `track`.
+    pub kind: &'static str,
+    /// Track event name.
+    pub event: Option<String>,
+    /// userId, if any.
+    pub user_id: Option<String>,
+    /// anonymousId, if any.
+    pub anonymous_id: Option<String>,
+    /// Skew-corrected event time, ms since the Unix epoch.
+    pub event_time_ms: i64,
+    /// Server receive time, ms since the Unix epoch.
+    pub received_at_ms: i64,
+    /// The tracking plan version it was validated against.
+    pub plan_version: Arc<str>,
+    /// The plan's verdict.
+    pub status: Status,
+    /// Violations as a JSON array.
+    pub violations_json: String,
+    /// The full message as JSON.
+    pub body_json: String,
+}
+
+/// An item a known source sent that could not be read as a message.
+#[derive(Debug, Clone)]
+pub struct NewRejected {
+    /// The source it came from.
+    pub source_id: i64,
+    /// Server receive time, ms since the Unix epoch.
+    pub received_at_ms: i64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw item, as sent (truncated to 32 KB).
+    pub body: String,
+}
+
+/// What happened to one message of an insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Appended at this log position.
+    Stored(i64),
+    /// Its messageId was already stored for this source within the dedup window.
+    Duplicate,
+}
+
+/// A source row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRow {
+    /// Primary key.
+    pub id: i64,
+    /// Human name, unique.
+    pub name: String,
+    /// The public, ingest-only write key.
+    pub write_key: String,
+}
+
+/// A message read back from the log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredMessage {
+    /// Log position.
+    pub seq: i64,
+    /// Source id.
+    pub source_id: i64,
+    /// messageId.
+    pub message_id: String,
+    /// Message type.
+    pub kind: String,
+    /// `accepted`, `flagged` or `blocked`.
+    pub status: String,
+    /// The plan version it was validated against.
+    pub plan_version: String,
+    /// Skew-corrected event time (ms).
+    pub event_time_ms: i64,
+    /// Receive time (ms).
+    pub received_at_ms: i64,
+    /// Violations (JSON array).
+    pub violations: serde_json::Value,
+    /// The stored message.
+    pub body: serde_json::Value,
+}
+
+/// A storage failure. Details are logged, never sent to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database driver failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported database.
+    #[error("unsupported DATABASE_URL scheme (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    /// A stored JSON column could not be read back.
+    #[error("corrupt JSON column: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The message log and source registry.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends messages (deduplicating on `(source_id, messageId)` inside the window) and rejected
+    /// items in one durable transaction; returns one outcome per message, in order.
+    fn append<'a>(
+        &'a self,
+        messages: &'a [NewMessage],
+        rejected: &'a [NewRejected],
+    ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>>;
+
+    /// Creates a source, or updates its write key when the name exists.
+    fn upsert_source<'a>(
+        &'a self,
+        name: &'a str,
+        write_key: &'a str,
+    ) -> BoxFuture<'a, Result<SourceRow, StorageError>>;
+
+    /// All sources.
+    fn sources(&self) -> BoxFuture<'_, Result<Vec<SourceRow>, StorageError>>;
+
+    /// The stored messages with this messageId (any source), oldest first.
+    fn messages_by_id<'a>(
+        &'a self,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StorageError>>;
+
+    /// The newest `limit` messages of a source, newest first.
+    fn recent_messages(
+        &self,
+        source_id: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<StoredMessage>, StorageError>>;
+
+    /// Number of stored messages and of rejected items.
+    fn counts(&self) -> BoxFuture<'_, Result<(i64, i64), StorageError>>;
+
+    /// Forgets messageIds received before `before_ms` so they no longer deduplicate; returns how many.
+    fn expire_dedup(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StorageError>>;
+
+    /// Checks the database answers.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>>;
+}
+
+/// Opens the store the URL names and runs its migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn EventStore>, StorageError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        Err(StorageError::UnsupportedUrl)
+    }
+}
+
+/// Truncates a rejected body so a hostile client cannot fill the disk through the reject path.
+pub(crate) fn truncate_body(body: &str) -> String {
+    const MAX: usize = 32 * 1024;
+    if body.len() <= MAX {
+        return body.to_owned();
+    }
+    let mut end = MAX;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    body[..end].to_owned()
+}

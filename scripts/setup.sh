@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs, skipping what is already there (fast on repeat runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# PostgreSQL server (real database for the storage tests).
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "setup: installing postgresql"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+
+# Rust toolchain pinned by rust-toolchain.toml (rustup installs it and the wasm32 target on first use).
+rustup show active-toolchain >/dev/null
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# Node tools (real Segment client, Chromium driver): reinstall only when package.json changed.
+if [ ! -f node_modules/.touchpoint-stamp ] || [ package.json -nt node_modules/.touchpoint-stamp ]; then
+  echo "setup: npm install"
+  npm install --no-audit --no-fund --loglevel=error
+  touch node_modules/.touchpoint-stamp
+fi
+
+# Python tools (Segment's analytics-python) in a project-local venv.
+if [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/python -c 'import segment.analytics' 2>/dev/null; then
+  echo "setup: python venv"
+  python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q --disable-pip-version-check segment-analytics-python==2.4.0
+fi

@@ -1,0 +1,160 @@
+//! Test harness: spawns the real core server on port 0 against a fresh SQLite file or a fresh
+//! PostgreSQL database, and gives tests an HTTP client pointed at it.
+
+use secrecy::SecretString;
+use std::path::PathBuf;
+use std::time::Duration;
+use touchpoint_core::{Application, Config};
+
+/// Which database a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A new database on the PostgreSQL server named by `TOUCHPOINT_TEST_PG_URL`.
+    Postgres,
+}
+
+/// The write key of the `web` source every test app has.
+pub const WEB_KEY: &str = "wk_test_web";
+/// The write key of the `server` source.
+pub const SERVER_KEY: &str = "wk_test_server";
+/// The admin token of test apps.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The edge signing secret of test apps.
+pub const EDGE_SECRET: &str = "test-edge-secret";
+
+/// A running server.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The port.
+    pub port: u16,
+    /// A client with sane timeouts.
+    pub client: reqwest::Client,
+    /// The database URL (to restart a server on the same data).
+    pub database_url: String,
+    /// Keeps the SQLite directory alive.
+    pub tmp: Option<tempfile::TempDir>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The repository root (for TRACKING_PLAN.md and scripts).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The configuration every test app starts from.
+pub fn test_config(database_url: String) -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().expect("literal address"),
+        database_url,
+        plan_path: repo_root().join("TRACKING_PLAN.md"),
+        sources: vec![
+            ("web".into(), WEB_KEY.into()),
+            ("server".into(), SERVER_KEY.into()),
+        ],
+        admin_token: SecretString::from(ADMIN_TOKEN),
+        edge_secret: Some(SecretString::from(EDGE_SECRET)),
+        ..Config::default()
+    }
+}
+
+/// A fresh, empty database of the given kind; returns its URL and the temp dir to keep alive.
+pub async fn fresh_database(db: Db) -> (String, Option<tempfile::TempDir>) {
+    match db {
+        Db::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("touchpoint.db").display());
+            (url, Some(dir))
+        }
+        Db::Postgres => {
+            let admin_url = std::env::var("TOUCHPOINT_TEST_PG_URL").expect(
+                "TOUCHPOINT_TEST_PG_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
+            );
+            let name = format!("tp_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let base = admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(b, _)| b);
+            (format!("{base}/{name}"), None)
+        }
+    }
+}
+
+/// Spawns a server on a fresh database.
+pub async fn spawn_app(db: Db) -> TestApp {
+    let (url, tmp) = fresh_database(db).await;
+    spawn_app_with(test_config(url), tmp).await
+}
+
+/// Spawns a server with a given configuration.
+pub async fn spawn_app_with(config: Config, tmp: Option<tempfile::TempDir>) -> TestApp {
+    let database_url = config.database_url.clone();
+    let app = Application::build(config).await.expect("build app");
+    let port = app.port();
+    let task = tokio::spawn(async move {
+        let _ = app.run().await;
+    });
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        database_url,
+        tmp,
+        task,
+    }
+}
+
+impl TestApp {
+    /// POSTs JSON to a path with HTTP Basic write-key auth.
+    pub async fn post(&self, path: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .basic_auth(key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// GETs an admin path with the admin token; returns status and JSON.
+    pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The stored rows for a messageId.
+    pub async fn stored(&self, message_id: &str) -> Vec<serde_json::Value> {
+        let (status, body) = self.admin_get(&format!("/admin/messages/{message_id}")).await;
+        match status {
+            200 => body.as_array().cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}

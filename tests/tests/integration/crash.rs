@@ -1,0 +1,110 @@
+//! Kill -9 under load: every acknowledged messageId is in the database after restart.
+
+use serde_json::json;
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use touchpoint_tests::{WEB_KEY, repo_root};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start_server(db_url: &str, port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tp-server"))
+        .arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("TOUCHPOINT_BIND", format!("127.0.0.1:{port}"))
+        .env("TOUCHPOINT_PLAN", repo_root().join("TRACKING_PLAN.md"))
+        .env("TOUCHPOINT_SOURCES", format!("web={WEB_KEY}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn server")
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} never became ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_survives_a_kill_9_mid_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("crash.db").display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut server = start_server(&db_url, port);
+    wait_ready(&client, &base).await;
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
+        workers.push(tokio::spawn(async move {
+            // Bounded: at most 2,000 requests per worker, and the server dies long before.
+            for i in 0..2_000 {
+                let id = format!("crash-{w}-{i}");
+                let sent = client
+                    .post(format!("{base}/v1/track"))
+                    .basic_auth(WEB_KEY, Some(""))
+                    .json(&json!({"messageId": id, "anonymousId": format!("a{w}"), "event": "report_generated",
+                                  "properties": {"report_type": "usage", "row_count": i}}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push(id),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_kill().expect("SIGKILL");
+    let _ = server.wait().await;
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+    }
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "load ran before the kill ({} acked)", acked.len());
+
+    // Restart on the same file; SQLite recovers the WAL.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start_server(&db_url, port);
+    wait_ready(&client, &base).await;
+    let pool = sqlx::SqlitePool::connect(&db_url).await.unwrap();
+    let stored: HashSet<String> = sqlx::query_scalar("SELECT message_id FROM messages")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+    server.start_kill().ok();
+}

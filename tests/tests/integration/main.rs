@@ -1,0 +1,22 @@
+//! One integration binary: the real server on port 0 against real SQLite and PostgreSQL.
+
+mod clients;
+mod crash;
+mod ingest;
+
+/// Runs an `async fn(Db)` test body once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$name(touchpoint_tests::Db::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$name(touchpoint_tests::Db::Postgres).await
+            }
+        }
+    )*};
+}
