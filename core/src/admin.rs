@@ -78,7 +78,9 @@ impl FromRequestParts<AppState> for Admin {
                     .map(|(_, v)| percent_decode(v))
             })
         };
-        let given = from_header.or_else(from_query).ok_or(AdminError::Unauthorized)?;
+        let given = from_header
+            .or_else(from_query)
+            .ok_or(AdminError::Unauthorized)?;
         let expected = state.admin_token.expose_secret().as_bytes();
         if bool::from(given.as_bytes().ct_eq(expected)) {
             Ok(Admin)
@@ -95,16 +97,14 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }

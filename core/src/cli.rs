@@ -50,10 +50,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
-            command: PlanCommand::Check {
-                file,
-                deny_warnings,
-            },
+            command:
+                PlanCommand::Check {
+                    file,
+                    deny_warnings,
+                },
         } => {
             let (report, ok) = plan_check(&file, deny_warnings)?;
             print!("{report}");
@@ -68,7 +69,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Checks the plan at `file`; returns the report and whether it passed.
 pub fn plan_check(file: &std::path::Path, deny_warnings: bool) -> anyhow::Result<(String, bool)> {
-    let src = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let src =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let diagnostics = touchpoint_tracking_plan::check(&src);
     let mut report = String::new();
     let (mut errors, mut warnings) = (0, 0);
@@ -113,7 +115,10 @@ pub fn main() -> ExitCode {
         builder.init();
     }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

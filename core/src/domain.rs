@@ -75,7 +75,10 @@ mod tests {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("wk_abc:")
         );
-        assert_eq!(WriteKey::from_basic_auth(&header).unwrap().as_ref(), "wk_abc");
+        assert_eq!(
+            WriteKey::from_basic_auth(&header).unwrap().as_ref(),
+            "wk_abc"
+        );
     }
 
     #[test]

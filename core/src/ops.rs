@@ -1,5 +1,6 @@
 //! Operations endpoints: `/healthz`, `/readyz` and Prometheus `/metrics`.
 
+use crate::sources::SourceCounters;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
@@ -27,17 +28,42 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// A counter family: name, help text, and how to read it from a source's counters.
+type Family = (&'static str, &'static str, fn(&SourceCounters) -> u64);
+
 /// Renders every counter in the Prometheus text exposition format.
 pub fn render_metrics(state: &AppState) -> String {
     let mut out = String::with_capacity(2048);
     let sources = state.sources.all();
-    let families: [(&str, &str, fn(&crate::sources::SourceCounters) -> u64); 6] = [
-        ("received", "Messages received, valid or not.", |c| c.received.load(Ordering::Relaxed)),
-        ("accepted", "Messages durably stored (any plan verdict).", |c| c.accepted.load(Ordering::Relaxed)),
-        ("flagged", "Stored messages with tracking-plan violations.", |c| c.flagged.load(Ordering::Relaxed)),
-        ("blocked", "Stored messages blocked by the tracking plan.", |c| c.blocked.load(Ordering::Relaxed)),
-        ("rejected", "Items refused as invalid messages (kept in rejected_messages).", |c| c.rejected.load(Ordering::Relaxed)),
-        ("deduplicated", "Messages dropped as repeats of a messageId within 24 h.", |c| c.deduplicated.load(Ordering::Relaxed)),
+    let families: [Family; 6] = [
+        ("received", "Messages received, valid or not.", |c| {
+            c.received.load(Ordering::Relaxed)
+        }),
+        (
+            "accepted",
+            "Messages durably stored (any plan verdict).",
+            |c| c.accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "flagged",
+            "Stored messages with tracking-plan violations.",
+            |c| c.flagged.load(Ordering::Relaxed),
+        ),
+        (
+            "blocked",
+            "Stored messages blocked by the tracking plan.",
+            |c| c.blocked.load(Ordering::Relaxed),
+        ),
+        (
+            "rejected",
+            "Items refused as invalid messages (kept in rejected_messages).",
+            |c| c.rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "deduplicated",
+            "Messages dropped as repeats of a messageId within 24 h.",
+            |c| c.deduplicated.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, read) in families {
         let _ = writeln!(out, "# HELP touchpoint_messages_{name}_total {help}");
@@ -54,16 +80,41 @@ pub fn render_metrics(state: &AppState) -> String {
     let stats = &state.writer.stats;
     let _ = writeln!(out, "# HELP touchpoint_commits_total Group commits made.");
     let _ = writeln!(out, "# TYPE touchpoint_commits_total counter");
-    let _ = writeln!(out, "touchpoint_commits_total {}", stats.commits.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP touchpoint_commit_rows_total Rows written by group commits.");
+    let _ = writeln!(
+        out,
+        "touchpoint_commits_total {}",
+        stats.commits.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP touchpoint_commit_rows_total Rows written by group commits."
+    );
     let _ = writeln!(out, "# TYPE touchpoint_commit_rows_total counter");
-    let _ = writeln!(out, "touchpoint_commit_rows_total {}", stats.rows.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP touchpoint_commit_failures_total Group commits that failed.");
+    let _ = writeln!(
+        out,
+        "touchpoint_commit_rows_total {}",
+        stats.rows.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP touchpoint_commit_failures_total Group commits that failed."
+    );
     let _ = writeln!(out, "# TYPE touchpoint_commit_failures_total counter");
-    let _ = writeln!(out, "touchpoint_commit_failures_total {}", stats.failures.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP touchpoint_ingest_queue_depth Messages waiting for a commit.");
+    let _ = writeln!(
+        out,
+        "touchpoint_commit_failures_total {}",
+        stats.failures.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP touchpoint_ingest_queue_depth Messages waiting for a commit."
+    );
     let _ = writeln!(out, "# TYPE touchpoint_ingest_queue_depth gauge");
-    let _ = writeln!(out, "touchpoint_ingest_queue_depth {}", state.writer.queue_depth());
+    let _ = writeln!(
+        out,
+        "touchpoint_ingest_queue_depth {}",
+        state.writer.queue_depth()
+    );
     out
 }
 

@@ -151,7 +151,9 @@ impl TestApp {
 
     /// The stored rows for a messageId.
     pub async fn stored(&self, message_id: &str) -> Vec<serde_json::Value> {
-        let (status, body) = self.admin_get(&format!("/admin/messages/{message_id}")).await;
+        let (status, body) = self
+            .admin_get(&format!("/admin/messages/{message_id}"))
+            .await;
         match status {
             200 => body.as_array().cloned().unwrap_or_default(),
             _ => Vec::new(),

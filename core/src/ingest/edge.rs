@@ -53,7 +53,8 @@ pub fn verify(
     mac.update(ts.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)?;
+    mac.verify_slice(&sig)
+        .map_err(|_| SignatureError::Mismatch)?;
     if (now - ts).unsigned_abs() > window.as_secs() {
         return Err(SignatureError::Stale);
     }
@@ -69,7 +70,10 @@ mod tests {
     #[test]
     fn a_body_signed_with_the_shared_secret_verifies() {
         let sig = sign(b"s3cret", 1000, b"{}");
-        assert_eq!(verify(b"s3cret", Some("1000"), Some(&sig), b"{}", 1010, W), Ok(()));
+        assert_eq!(
+            verify(b"s3cret", Some("1000"), Some(&sig), b"{}", 1010, W),
+            Ok(())
+        );
     }
 
     #[test]

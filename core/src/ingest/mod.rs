@@ -38,7 +38,9 @@ pub enum IngestError {
     #[error("Content-Encoding {0:?} is not supported; send uncompressed JSON")]
     UnsupportedEncoding(String),
     /// No write key in the Authorization header or the body.
-    #[error("missing write key: send HTTP Basic auth with the write key as user name, or \"writeKey\" in the body")]
+    #[error(
+        "missing write key: send HTTP Basic auth with the write key as user name, or \"writeKey\" in the body"
+    )]
     MissingWriteKey,
     /// The write key names no source.
     #[error("unknown write key")]
@@ -103,9 +105,11 @@ pub fn routes() -> Router<AppState> {
     for kind in MessageType::ALL {
         router = router.route(
             &format!("/v1/{kind}"),
-            post(move |state: State<AppState>, headers: HeaderMap, body: Body| {
-                single(state, kind, headers, body)
-            }),
+            post(
+                move |state: State<AppState>, headers: HeaderMap, body: Body| {
+                    single(state, kind, headers, body)
+                },
+            ),
         );
     }
     router
@@ -146,8 +150,8 @@ async fn single(
     body: Body,
 ) -> Result<Json<Value>, IngestError> {
     let bytes = read_body(&headers, body, MAX_MESSAGE_BYTES).await?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| BodyError::MalformedJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| BodyError::MalformedJson(e.to_string()))?;
     let source = source_for(
         &state,
         &headers,

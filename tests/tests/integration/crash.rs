@@ -84,7 +84,11 @@ async fn every_acknowledged_message_survives_a_kill_9_mid_load() {
         let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "load ran before the kill ({} acked)", acked.len());
+    assert!(
+        acked.len() > 50,
+        "load ran before the kill ({} acked)",
+        acked.len()
+    );
 
     // Restart on the same file; SQLite recovers the WAL.
     let port = free_port();

@@ -41,13 +41,23 @@ async fn a_tracked_event_is_stored_intact_with_plan_version_and_server_times(db:
     assert_eq!(rows.len(), 1);
     let body = &rows[0]["body"];
     assert_eq!(body["type"], "track");
-    assert_eq!(body["userId"], "42", "numeric ids are normalised to strings");
+    assert_eq!(
+        body["userId"], "42",
+        "numeric ids are normalised to strings"
+    );
     assert_eq!(body["properties"], sent["properties"]);
     assert_eq!(body["context"], sent["context"]);
-    assert_eq!(body["_metadata"], sent["_metadata"], "unknown fields are kept");
+    assert_eq!(
+        body["_metadata"], sent["_metadata"],
+        "unknown fields are kept"
+    );
     assert_eq!(body["originalTimestamp"], "2026-11-25T10:00:00.000Z");
     assert!(body["receivedAt"].as_str().is_some());
-    assert!(rows[0]["plan_version"].as_str().is_some_and(|v| !v.is_empty()));
+    assert!(
+        rows[0]["plan_version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
     let findings = rows[0]["violations"].as_array().unwrap();
     assert!(
         findings.iter().any(|f| f["field"] == "userId"),
@@ -96,7 +106,12 @@ async fn a_repeated_message_id_is_stored_once(db: Db) {
     let twice = json!({"batch": [
         {"type": "track", "messageId": id, "anonymousId": "a1", "event": "feature_toggled",
          "properties": {"feature_name": "dark_mode", "new_status": true}}]});
-    let r: Value = app.post("/v1/batch", WEB_KEY, &twice).await.json().await.unwrap();
+    let r: Value = app
+        .post("/v1/batch", WEB_KEY, &twice)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["duplicates"], 1);
     assert_eq!(app.stored(&id).await.len(), 1);
 }
@@ -132,16 +147,27 @@ async fn malformed_input_is_answered_400_with_the_reason_and_kept_as_rejected(db
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("malformed JSON"));
 
-    let r = app.post("/v1/track", WEB_KEY, &json!({"event": "trial_started"})).await;
+    let r = app
+        .post("/v1/track", WEB_KEY, &json!({"event": "trial_started"}))
+        .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("userId or anonymousId"));
 
     let r = app
-        .post("/v1/batch", WEB_KEY, &json!({"batch": [{"type": "purchase", "userId": "u"}]}))
+        .post(
+            "/v1/batch",
+            WEB_KEY,
+            &json!({"batch": [{"type": "purchase", "userId": "u"}]}),
+        )
         .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(body["rejected"][0]["error"].as_str().unwrap().contains("purchase"));
+    assert!(
+        body["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("purchase")
+    );
 
     // One bad item does not sink the good ones.
     let good = mid();
@@ -168,14 +194,20 @@ async fn oversized_messages_and_batches_are_answered_413(db: Db) {
     let app = spawn_app(db).await;
     let big = "x".repeat(33 * 1024);
     let r = app
-        .post("/v1/track", WEB_KEY, &json!({"userId": "u", "event": "trial_started", "properties": {"p": big}}))
+        .post(
+            "/v1/track",
+            WEB_KEY,
+            &json!({"userId": "u", "event": "trial_started", "properties": {"p": big}}),
+        )
         .await;
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("exceeds"));
     let items: Vec<Value> = (0..20)
         .map(|_| json!({"type": "track", "userId": "u", "event": "e", "properties": {"p": "y".repeat(30 * 1024)}}))
         .collect();
-    let r = app.post("/v1/batch", WEB_KEY, &json!({"batch": items})).await;
+    let r = app
+        .post("/v1/batch", WEB_KEY, &json!({"batch": items}))
+        .await;
     assert_eq!(r.status(), 413);
 }
 
@@ -183,9 +215,17 @@ async fn an_unplanned_event_is_stored_with_its_violations_not_lost(db: Db) {
     let app = spawn_app(db).await;
     let id = mid();
     let r = app
-        .post("/v1/track", WEB_KEY, &json!({"messageId": id, "userId": "u", "event": "Feature Toggled"}))
+        .post(
+            "/v1/track",
+            WEB_KEY,
+            &json!({"messageId": id, "userId": "u", "event": "Feature Toggled"}),
+        )
         .await;
-    assert_eq!(r.status(), 200, "acknowledged: the client must not retry forever");
+    assert_eq!(
+        r.status(),
+        200,
+        "acknowledged: the client must not retry forever"
+    );
     let rows = app.stored(&id).await;
     assert_eq!(rows.len(), 1);
     assert_ne!(rows[0]["status"], "accepted");
@@ -226,11 +266,19 @@ async fn a_signed_edge_batch_is_accepted_and_a_forged_one_refused(db: Db) {
     assert_eq!(send(good, now).await.unwrap().status(), 200);
     let rows = app.stored(&id).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["body"]["receivedAt"], "2026-11-25T09:00:00.000Z", "the edge's receive time is kept");
+    assert_eq!(
+        rows[0]["body"]["receivedAt"], "2026-11-25T09:00:00.000Z",
+        "the edge's receive time is kept"
+    );
 }
 
 async fn metrics_text(app: &touchpoint_tests::TestApp) -> (u16, String) {
-    let r = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
@@ -248,16 +296,39 @@ async fn metrics_count_received_accepted_rejected_and_deduplicated(db: Db) {
     let msg = json!({"messageId": id, "userId": "u", "event": "trial_started", "properties": {"plan_tier": "pro"}});
     app.post("/v1/track", SERVER_KEY, &msg).await;
     app.post("/v1/track", SERVER_KEY, &msg).await;
-    app.post("/v1/track", SERVER_KEY, &json!({"event": "x"})).await;
+    app.post("/v1/track", SERVER_KEY, &json!({"event": "x"}))
+        .await;
     let (status, text) = metrics_text(&app).await;
     assert_eq!(status, 200);
-    assert_eq!(metric(&text, "touchpoint_messages_received_total", "server"), 3.0);
-    assert_eq!(metric(&text, "touchpoint_messages_accepted_total", "server"), 1.0);
-    assert_eq!(metric(&text, "touchpoint_messages_deduplicated_total", "server"), 1.0);
-    assert_eq!(metric(&text, "touchpoint_messages_rejected_total", "server"), 1.0);
-    let health = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(
+        metric(&text, "touchpoint_messages_received_total", "server"),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, "touchpoint_messages_accepted_total", "server"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "touchpoint_messages_deduplicated_total", "server"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "touchpoint_messages_rejected_total", "server"),
+        1.0
+    );
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 }
 
@@ -265,7 +336,10 @@ async fn the_debugger_stream_shows_new_messages_with_their_validation_result(db:
     let app = spawn_app(db).await;
     let mut stream = app
         .client
-        .get(format!("{}/debugger/stream?source=web&token={ADMIN_TOKEN}", app.address))
+        .get(format!(
+            "{}/debugger/stream?source=web&token={ADMIN_TOKEN}",
+            app.address
+        ))
         .send()
         .await
         .unwrap();
@@ -278,7 +352,12 @@ async fn the_debugger_stream_shows_new_messages_with_their_validation_result(db:
     )
     .await;
     // Another source's message must not appear in the web stream.
-    app.post("/v1/track", SERVER_KEY, &json!({"userId": "other", "event": "trial_started"})).await;
+    app.post(
+        "/v1/track",
+        SERVER_KEY,
+        &json!({"userId": "other", "event": "trial_started"}),
+    )
+    .await;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !seen.contains(&id) && tokio::time::Instant::now() < deadline {
@@ -295,10 +374,17 @@ async fn the_debugger_stream_shows_new_messages_with_their_validation_result(db:
         .unwrap_or_else(|| panic!("message not streamed; got {seen}"));
     assert_eq!(line["message"]["userId"], "dbg-user");
     assert!(
-        line["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "not_in_enum"),
+        line["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "not_in_enum"),
         "{line}"
     );
-    assert!(!seen.contains("\"other\""), "the stream is filtered by source");
+    assert!(
+        !seen.contains("\"other\""),
+        "the stream is filtered by source"
+    );
 }
 
 async fn the_admin_api_refuses_the_write_key(db: Db) {
@@ -342,5 +428,8 @@ async fn the_write_key_may_be_sent_in_the_body(db: Db) {
     assert_eq!(r.status(), 200);
     let rows = app.stored(&id).await;
     assert_eq!(rows.len(), 1);
-    assert!(rows[0]["body"].get("writeKey").is_none(), "the key is not stored");
+    assert!(
+        rows[0]["body"].get("writeKey").is_none(),
+        "the key is not stored"
+    );
 }
