@@ -12,6 +12,13 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
+# Chromium (headless browser tests of the debugger page, driven by playwright-core).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing chromium"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # Rust toolchain pinned by rust-toolchain.toml (rustup installs it and the wasm32 target on first use).
 rustup show active-toolchain >/dev/null
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown

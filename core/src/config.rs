@@ -32,6 +32,9 @@ pub struct Config {
     pub max_commit: usize,
     /// How long a messageId is remembered for deduplication (24 h).
     pub dedup_window: Duration,
+    /// Run the processing pipeline (identity resolution, profiles) in this process
+    /// (`TOUCHPOINT_PROCESS`, default true; set false for ingest-only replicas).
+    pub process: bool,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             queue_capacity: 50_000,
             max_commit: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
+            process: true,
         }
     }
 }
@@ -100,6 +104,9 @@ impl Config {
         }
         if let Some(v) = get("TOUCHPOINT_MAX_COMMIT") {
             c.max_commit = number("TOUCHPOINT_MAX_COMMIT", &v)?.max(1) as usize;
+        }
+        if let Some(v) = get("TOUCHPOINT_PROCESS") {
+            c.process = !matches!(v.trim(), "0" | "false" | "no" | "off");
         }
         Ok(c)
     }

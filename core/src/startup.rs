@@ -4,9 +4,10 @@ use crate::config::Config;
 use crate::debugger::Debugger;
 use crate::ingest::writer::Writer;
 use crate::plan::PlanHandle;
+use crate::profiles::Processor;
 use crate::sources::Sources;
 use crate::state::AppState;
-use crate::{admin, ingest, ops, storage};
+use crate::{admin, ingest, ops, profiles, storage};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -14,12 +15,14 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 /// The whole HTTP surface; tests may call it with `oneshot` and no socket.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::routes())
         .merge(admin::routes())
+        .merge(profiles::api::routes())
         .merge(ops::routes())
         // Each endpoint enforces its own, smaller limit with a JSON error.
         .layer(DefaultBodyLimit::disable())
@@ -36,9 +39,10 @@ impl Application {
     /// Connects storage, loads the plan and sources, starts the writer, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let plan = PlanHandle::load(&config.plan_path).context("loading the tracking plan")?;
-        let store = storage::connect(&config.database_url)
+        let stores = storage::connect(&config.database_url)
             .await
             .with_context(|| format!("opening the database ({})", redact(&config.database_url)))?;
+        let store = stores.events.clone();
         for (name, key) in &config.sources {
             store
                 .upsert_source(name, key)
@@ -50,11 +54,19 @@ impl Application {
             .context("loading sources")?;
         let writer = Writer::spawn(store.clone(), config.queue_capacity, config.max_commit);
         spawn_dedup_janitor(store.clone(), config.dedup_window);
+        let plan = Arc::new(plan);
+        let pipeline_wake = Arc::new(Notify::new());
+        if config.process {
+            let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
+            tokio::spawn(processor.run(pipeline_wake.clone()));
+        }
         let state = AppState {
             store,
+            profiles: stores.profiles.clone(),
+            pipeline_wake,
             writer,
             sources: Arc::new(sources),
-            plan: Arc::new(plan),
+            plan,
             debugger: Debugger::default(),
             admin_token: Arc::new(config.admin_token.clone()),
             edge_secret: config.edge_secret.clone().map(Arc::new),

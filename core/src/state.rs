@@ -3,17 +3,23 @@
 use crate::debugger::Debugger;
 use crate::ingest::writer::Writer;
 use crate::plan::PlanHandle;
+use crate::profiles::ProfileStore;
 use crate::sources::Sources;
 use crate::storage::EventStore;
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Everything handlers need; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// The message log.
     pub store: Arc<dyn EventStore>,
+    /// Profiles and the identity graph.
+    pub profiles: Arc<dyn ProfileStore>,
+    /// Wakes the processing pipeline after a commit.
+    pub pipeline_wake: Arc<Notify>,
     /// Group-commit writer in front of the store.
     pub writer: Writer,
     /// Write key → source.

@@ -149,6 +149,19 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Waits (at most 20 s) until the pipeline has processed everything in the log.
+    pub async fn wait_processed(&self) {
+        wait_processed(&self.client, &self.address).await
+    }
+
+    /// Looks a profile up by identifier kind and value; `None` on 404.
+    pub async fn profile(&self, kind: &str, value: &str) -> Option<serde_json::Value> {
+        let (status, body) = self
+            .admin_get(&format!("/admin/profiles?kind={kind}&value={value}"))
+            .await;
+        (status == 200).then_some(body)
+    }
+
     /// The stored rows for a messageId.
     pub async fn stored(&self, message_id: &str) -> Vec<serde_json::Value> {
         let (status, body) = self
@@ -159,4 +172,23 @@ impl TestApp {
             _ => Vec::new(),
         }
     }
+}
+
+/// Waits (at most 20 s) until the server at `base` has processed its whole log.
+pub async fn wait_processed(client: &reqwest::Client, base: &str) {
+    for _ in 0..400 {
+        if let Ok(r) = client
+            .get(format!("{base}/admin/pipeline"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            && let Ok(v) = r.json::<serde_json::Value>().await
+            && v["profilesCursor"].as_i64().is_some()
+            && v["profilesCursor"].as_i64() >= v["logHead"].as_i64()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the pipeline at {base} did not catch up within 20 s");
 }

@@ -34,9 +34,12 @@ pub enum IngestError {
     /// Larger than the endpoint's limit.
     #[error("request body exceeds {0} bytes")]
     TooLarge(usize),
-    /// A compressed body (not supported yet).
-    #[error("Content-Encoding {0:?} is not supported; send uncompressed JSON")]
+    /// A `Content-Encoding` other than `gzip` or `identity`.
+    #[error("Content-Encoding {0:?} is not supported; send gzip or uncompressed JSON")]
     UnsupportedEncoding(String),
+    /// `Content-Encoding: gzip` with a body that is not valid gzip data.
+    #[error("Content-Encoding is gzip but the body is not valid gzip data: {0}")]
+    BadGzip(String),
     /// No write key in the Authorization header or the body.
     #[error(
         "missing write key: send HTTP Basic auth with the write key as user name, or \"writeKey\" in the body"
@@ -74,7 +77,9 @@ impl IntoResponse for IngestError {
             IngestError::Body(BodyError::TooManyItems(_)) | IngestError::TooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            IngestError::Body(_) | IngestError::NothingValid(_) => StatusCode::BAD_REQUEST,
+            IngestError::Body(_) | IngestError::NothingValid(_) | IngestError::BadGzip(_) => {
+                StatusCode::BAD_REQUEST
+            }
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::MissingWriteKey
             | IngestError::UnknownWriteKey
@@ -115,16 +120,55 @@ pub fn routes() -> Router<AppState> {
     router
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, IngestError> {
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        let enc = enc.to_str().unwrap_or("?");
-        if !enc.eq_ignore_ascii_case("identity") {
-            return Err(IngestError::UnsupportedEncoding(enc.to_owned()));
-        }
+/// How a request body is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEncoding {
+    Identity,
+    Gzip,
+}
+
+fn body_encoding(headers: &HeaderMap) -> Result<BodyEncoding, IngestError> {
+    let Some(enc) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(BodyEncoding::Identity);
+    };
+    let enc = enc.to_str().unwrap_or("?").trim();
+    if enc.is_empty() || enc.eq_ignore_ascii_case("identity") {
+        Ok(BodyEncoding::Identity)
+    } else if enc.eq_ignore_ascii_case("gzip") || enc.eq_ignore_ascii_case("x-gzip") {
+        Ok(BodyEncoding::Gzip)
+    } else {
+        Err(IngestError::UnsupportedEncoding(enc.to_owned()))
     }
-    axum::body::to_bytes(body, limit)
+}
+
+/// Reads a request body of at most `limit` bytes on the wire and, for `Content-Encoding: gzip`
+/// (Segment's analytics-python with `gzip=True`, RudderStack SDKs), at most `limit` bytes once
+/// decompressed, so a small gzip bomb cannot expand past the endpoint's limit. Everything after
+/// (parsing, the edge signature, rejected-item bodies) sees the decoded JSON.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, IngestError> {
+    let encoding = body_encoding(headers)?;
+    let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| IngestError::TooLarge(limit))
+        .map_err(|_| IngestError::TooLarge(limit))?;
+    match encoding {
+        BodyEncoding::Identity => Ok(bytes),
+        BodyEncoding::Gzip => gunzip(&bytes, limit),
+    }
+}
+
+/// Decompresses gzip (one or more members), stopping as soon as the output passes `limit`.
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, IngestError> {
+    use std::io::Read;
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut out = Vec::with_capacity(limit.min(compressed.len().saturating_mul(4)));
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::BadGzip(e.to_string()))?;
+    if out.len() > limit {
+        return Err(IngestError::TooLarge(limit));
+    }
+    Ok(out.into())
 }
 
 fn source_for(
@@ -269,6 +313,7 @@ async fn accept(
         })
         .collect();
     let outcomes = state.writer.write(rows, rejected).await?;
+    state.pipeline_wake.notify_one();
     let mut summary = Summary {
         stored: 0,
         duplicates: 0,
@@ -332,5 +377,115 @@ fn publish(
             &name,
             json!({"source": &*name, "status": "rejected", "error": e.error, "findings": [], "message": message}),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BodyEncoding, IngestError, body_encoding, gunzip};
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn with_encoding(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn gzip_and_identity_are_the_accepted_encodings() {
+        assert_eq!(
+            body_encoding(&HeaderMap::new()).unwrap(),
+            BodyEncoding::Identity
+        );
+        assert_eq!(
+            body_encoding(&with_encoding("identity")).unwrap(),
+            BodyEncoding::Identity
+        );
+        assert_eq!(
+            body_encoding(&with_encoding("gzip")).unwrap(),
+            BodyEncoding::Gzip
+        );
+        assert_eq!(
+            body_encoding(&with_encoding("GZip")).unwrap(),
+            BodyEncoding::Gzip
+        );
+        assert_eq!(
+            body_encoding(&with_encoding("x-gzip")).unwrap(),
+            BodyEncoding::Gzip
+        );
+        for other in ["br", "deflate", "zstd", "gzip, br"] {
+            let err = body_encoding(&with_encoding(other)).unwrap_err();
+            assert!(
+                matches!(err, IngestError::UnsupportedEncoding(_)),
+                "{other}"
+            );
+            assert_eq!(
+                err.into_response().status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_bodies_are_decompressed_up_to_the_limit() {
+        let json = br#"{"type":"track","event":"a","userId":"u"}"#;
+        assert_eq!(&gunzip(&gzip(json), 1024).unwrap()[..], json);
+        // Exactly at the limit is fine; one byte more is not.
+        let exact = vec![b' '; 1000];
+        assert_eq!(gunzip(&gzip(&exact), 1000).unwrap().len(), 1000);
+        let err = gunzip(&gzip(&vec![b' '; 1001]), 1000).unwrap_err();
+        assert!(matches!(err, IngestError::TooLarge(1000)), "{err:?}");
+        assert_eq!(err.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        // 8 MB of zeros compress to ~8 KB; decoding must stop right after the 32 KB limit.
+        let bomb = gzip(&vec![0u8; 8 << 20]);
+        assert!(bomb.len() < 32 * 1024);
+        assert!(matches!(
+            gunzip(&bomb, 32 * 1024),
+            Err(IngestError::TooLarge(32768))
+        ));
+    }
+
+    #[test]
+    fn concatenated_gzip_members_are_one_body() {
+        let mut two = gzip(b"[1,");
+        two.extend(gzip(b"2]"));
+        assert_eq!(&gunzip(&two, 100).unwrap()[..], b"[1,2]");
+    }
+
+    #[test]
+    fn corrupt_or_truncated_gzip_is_a_400_with_a_reason() {
+        let good = gzip(br#"{"event":"a"}"#);
+        for bad in [
+            b"not gzip at all".to_vec(),
+            good[..good.len() - 5].to_vec(),
+            {
+                let mut flipped = good.clone();
+                let n = flipped.len();
+                flipped[n - 6] ^= 0xff; // breaks the CRC
+                flipped
+            },
+        ] {
+            let err = gunzip(&bad, 1024).unwrap_err();
+            assert!(matches!(err, IngestError::BadGzip(_)), "{err:?}");
+            assert!(err.to_string().contains("not valid gzip"));
+            assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST);
+        }
     }
 }

@@ -181,12 +181,31 @@ pub trait EventStore: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>>;
 }
 
-/// Opens the store the URL names and runs its migrations.
-pub async fn connect(url: &str) -> Result<Arc<dyn EventStore>, StorageError> {
+/// The repositories over one database.
+#[derive(Clone)]
+pub struct Stores {
+    /// The message log and sources.
+    pub events: Arc<dyn EventStore>,
+    /// Profiles and the identity graph.
+    pub profiles: Arc<dyn crate::profiles::ProfileStore>,
+}
+
+/// Opens the database the URL names, runs its migrations, and returns its repositories.
+pub async fn connect(url: &str) -> Result<Stores, StorageError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        let store = SqliteStore::connect(url).await?;
+        let profiles = crate::profiles::SqliteProfiles::new(store.pool().clone());
+        Ok(Stores {
+            events: Arc::new(store),
+            profiles: Arc::new(profiles),
+        })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        let store = PgStore::connect(url).await?;
+        let profiles = crate::profiles::PgProfiles::new(store.pool().clone());
+        Ok(Stores {
+            events: Arc::new(store),
+            profiles: Arc::new(profiles),
+        })
     } else {
         Err(StorageError::UnsupportedUrl)
     }

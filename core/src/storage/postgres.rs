@@ -54,6 +54,11 @@ impl EventStore for PgStore {
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
+            // Serialise appends across core processes so log positions commit in order and the
+            // pipeline, which reads `seq > cursor`, can never skip a late-committing row.
+            sqlx::query("SELECT pg_advisory_xact_lock(7243001)")
+                .execute(&mut *tx)
+                .await?;
             let mut out = vec![InsertOutcome::Duplicate; messages.len()];
             if !messages.is_empty() {
                 let col = |f: fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {

@@ -1,8 +1,11 @@
 //! One integration binary: the real server on port 0 against real SQLite and PostgreSQL.
 
+mod browser;
 mod clients;
 mod crash;
+mod encoding;
 mod ingest;
+mod profiles;
 
 /// Runs an `async fn(Db)` test body once on SQLite and once on PostgreSQL.
 #[macro_export]

@@ -1,0 +1,263 @@
+//! The processing pipeline after the durable log: reads messages in log order from a cursor,
+//! resolves identities, and writes profiles, traits, accounts and merges in the same transaction as
+//! the cursor move, so a crash resumes exactly where it stopped and each message counts once.
+
+use super::store::{LogRow, Op, ProfileStore};
+use crate::identity::{self, Graph, Identifier};
+use crate::plan::PlanHandle;
+use crate::storage::StorageError;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use touchpoint_tracking_plan::{Message, MessageType};
+
+const CURSOR: &str = "profiles";
+/// Graph cache bound; beyond it the cache restarts from storage.
+const MAX_CACHED_IDENTIFIERS: usize = 2_000_000;
+
+/// A log row with its parsed message, identifiers and extraction reports.
+type Work = (
+    LogRow,
+    Option<Message>,
+    Vec<Identifier>,
+    Vec<identity::Report>,
+);
+
+/// Progress the rest of the service can observe.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Last log position processed.
+    pub cursor: AtomicI64,
+}
+
+/// The identity/profile stage of the pipeline.
+pub struct Processor {
+    store: Arc<dyn ProfileStore>,
+    plan: Arc<PlanHandle>,
+    graph: Graph,
+    seen: Option<(i64, i64)>,
+    batch: i64,
+    progress: Arc<Progress>,
+}
+
+impl Processor {
+    /// A processor over `store`, processing up to `batch` messages per transaction.
+    pub fn new(store: Arc<dyn ProfileStore>, plan: Arc<PlanHandle>, batch: i64) -> Processor {
+        Processor {
+            store,
+            plan,
+            graph: Graph::new(),
+            seen: None,
+            batch,
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// Shared progress counters.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Runs forever: processes whatever is in the log, then waits for `wake` or a short poll
+    /// (other processes may append to a shared PostgreSQL).
+    pub async fn run(mut self, wake: Arc<Notify>) {
+        loop {
+            match self.step().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "profile processing failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Processes one batch; returns how many messages it consumed.
+    pub async fn step(&mut self) -> Result<usize, StorageError> {
+        let result = self.step_inner().await;
+        if result.is_err() {
+            // The transaction rolled back: the cached graph may hold decisions that never landed.
+            self.graph = Graph::new();
+            self.seen = None;
+        }
+        result
+    }
+
+    async fn step_inner(&mut self) -> Result<usize, StorageError> {
+        let mut tx = self.store.begin().await?;
+        let (cursor, generation) = tx.lock_cursor(CURSOR).await?;
+        if self.seen != Some((cursor, generation)) || self.graph.len() > MAX_CACHED_IDENTIFIERS {
+            // Someone else (another process, or a deletion) changed the graph since we last looked.
+            self.graph = Graph::new();
+        }
+        let rows = tx.read_log(cursor, self.batch).await?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            tx.commit(CURSOR.into(), cursor).await?;
+            self.seen = Some((cursor, generation));
+            return Ok(0);
+        };
+        let plan = self.plan.current();
+        let rules = plan.plan.identity();
+
+        // Parse and extract identifiers for the whole batch, then load what the graph lacks.
+        let mut work: Vec<Work> = Vec::with_capacity(rows.len());
+        let mut wanted: Vec<Identifier> = Vec::new();
+        for row in rows {
+            let message = (row.status != "blocked")
+                .then(|| serde_json::from_str::<Message>(&row.body).ok())
+                .flatten();
+            let (ids, reports) = match &message {
+                Some(m) => identity::extract(m, rules),
+                None => (Vec::new(), Vec::new()),
+            };
+            for id in &ids {
+                if id.kind == "previous_id" {
+                    wanted.push(Identifier::new("user_id", &id.value));
+                    wanted.push(Identifier::new("anonymous_id", &id.value));
+                } else {
+                    wanted.push(id.clone());
+                }
+            }
+            work.push((row, message, ids, reports));
+        }
+        wanted.sort();
+        wanted.dedup();
+        let unknown: Vec<Identifier> = wanted
+            .iter()
+            .filter(|i| !self.graph.knows(i))
+            .cloned()
+            .collect();
+        let owners = tx.owners(&unknown).await?;
+        let mut profiles: Vec<String> = owners
+            .iter()
+            .map(|(_, p)| p.clone())
+            .filter(|p| !self.graph.has_profile(p))
+            .collect();
+        profiles.sort();
+        profiles.dedup();
+        for (id, p) in tx.members(&profiles).await? {
+            self.graph.insert(id, &p);
+        }
+        let suppressed: HashSet<Identifier> = tx.suppressed(&wanted).await?.into_iter().collect();
+
+        let now = chrono::Utc::now().timestamp_millis();
+        let consumed = work.len();
+        let mut ops = Vec::new();
+        for (row, message, mut ids, reports) in work {
+            let Some(message) = message else { continue };
+            let seq = row.seq;
+            let at = now;
+            self.graph.settle_previous_ids(&mut ids, rules);
+            if ids.iter().any(|i| suppressed.contains(i)) {
+                ops.push(Op::DropMessage { seq });
+                continue;
+            }
+            for r in &reports {
+                ops.push(Op::Report {
+                    seq,
+                    profile: None,
+                    kind: r.kind.into(),
+                    id: r.identifier.clone(),
+                    detail: r.detail.clone(),
+                    at,
+                });
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            let res = self
+                .graph
+                .resolve(&ids, rules, || uuid::Uuid::new_v4().to_string());
+            if res.created {
+                ops.push(Op::CreateProfile {
+                    id: res.profile.clone(),
+                    at,
+                });
+            }
+            for m in &res.merges {
+                tracing::info!(winner = %m.winner, loser = %m.loser, seq, "profiles merged");
+                ops.push(Op::Merge {
+                    winner: m.winner.clone(),
+                    loser: m.loser.clone(),
+                    reason: m.reason.clone(),
+                    seq,
+                    at,
+                });
+            }
+            for id in &res.attached {
+                ops.push(Op::Attach {
+                    id: id.clone(),
+                    profile: res.profile.clone(),
+                    seq,
+                    at,
+                });
+            }
+            for r in &res.reports {
+                ops.push(Op::Report {
+                    seq,
+                    profile: Some(res.profile.clone()),
+                    kind: r.kind.into(),
+                    id: r.identifier.clone(),
+                    detail: r.detail.clone(),
+                    at,
+                });
+            }
+            ops.push(Op::Link {
+                seq,
+                profile: res.profile.clone(),
+                kind: message.kind.as_str().into(),
+                event: message.event.clone(),
+                event_time: row.event_time,
+            });
+            match message.kind {
+                MessageType::Identify => {
+                    let mut traits = encode(&message.traits);
+                    if let Some(ctx) = message.context.get("traits").and_then(Value::as_object) {
+                        // analytics.js repeats cached traits in context.traits; the call's own win.
+                        for (k, v) in encode(ctx) {
+                            if !traits.iter().any(|(key, _)| *key == k) {
+                                traits.push((k, v));
+                            }
+                        }
+                    }
+                    if !traits.is_empty() {
+                        ops.push(Op::SetTraits {
+                            profile: res.profile.clone(),
+                            traits,
+                            updated_at: row.event_time,
+                            seq,
+                        });
+                    }
+                }
+                MessageType::Group => {
+                    if let Some(group_id) = message.group_id.clone() {
+                        ops.push(Op::SetAccount {
+                            profile: res.profile.clone(),
+                            group_id,
+                            traits: encode(&message.traits),
+                            updated_at: row.event_time,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        tx.apply(&ops).await?;
+        tx.commit(CURSOR.into(), last).await?;
+        self.seen = Some((last, generation));
+        self.progress.cursor.store(last, Ordering::Release);
+        Ok(consumed)
+    }
+}
+
+fn encode(map: &Map<String, Value>) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
+}

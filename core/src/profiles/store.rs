@@ -1,0 +1,860 @@
+//! The profile repository: one set of SQL (`$N` placeholders work on both SQLite and PostgreSQL)
+//! instantiated for each pool type by `impl_profile_store!`.
+
+use crate::identity::{Identifier, ProfileId};
+use crate::storage::StorageError;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+/// A message of the log, as the processor reads it.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    /// Log position.
+    pub seq: i64,
+    /// `accepted`, `flagged` or `blocked`.
+    pub status: String,
+    /// Skew-corrected event time (ms).
+    pub event_time: i64,
+    /// The message JSON.
+    pub body: String,
+}
+
+/// One write the processor decided on; applied in order inside the batch transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A new profile.
+    CreateProfile {
+        /// Its id.
+        id: ProfileId,
+        /// Creation time (ms).
+        at: i64,
+    },
+    /// An identifier now belongs to a profile.
+    Attach {
+        /// The identifier.
+        id: Identifier,
+        /// The profile.
+        profile: ProfileId,
+        /// The message that brought it.
+        seq: i64,
+        /// When (ms).
+        at: i64,
+    },
+    /// `loser` folded into `winner`.
+    Merge {
+        /// Remaining profile.
+        winner: ProfileId,
+        /// Folded profile.
+        loser: ProfileId,
+        /// Why.
+        reason: String,
+        /// The message that caused it.
+        seq: i64,
+        /// When (ms).
+        at: i64,
+    },
+    /// A message joins a profile's timeline.
+    Link {
+        /// Log position.
+        seq: i64,
+        /// The profile.
+        profile: ProfileId,
+        /// Message type.
+        kind: String,
+        /// Track event name.
+        event: Option<String>,
+        /// Event time (ms).
+        event_time: i64,
+    },
+    /// Traits set by an identify, last write wins by `updated_at` (event time).
+    SetTraits {
+        /// The profile.
+        profile: ProfileId,
+        /// Key → JSON value.
+        traits: Vec<(String, String)>,
+        /// Event time (ms).
+        updated_at: i64,
+        /// The message.
+        seq: i64,
+    },
+    /// A group call: the profile belongs to the account, whose traits are updated.
+    SetAccount {
+        /// The profile.
+        profile: ProfileId,
+        /// groupId.
+        group_id: String,
+        /// Key → JSON value.
+        traits: Vec<(String, String)>,
+        /// Event time (ms).
+        updated_at: i64,
+    },
+    /// Something resolution refused, kept for the profile's audit trail.
+    Report {
+        /// The message.
+        seq: i64,
+        /// The profile it went to, if any.
+        profile: Option<ProfileId>,
+        /// Report kind.
+        kind: String,
+        /// The identifier.
+        id: Identifier,
+        /// Explanation.
+        detail: String,
+        /// When (ms).
+        at: i64,
+    },
+    /// The message carries a suppressed identifier (deleted profile): erase it from the log.
+    DropMessage {
+        /// Log position.
+        seq: i64,
+    },
+}
+
+/// A profile's id, creation time (ms) and the profile it was merged into, if any.
+pub type ProfileHeader = (String, i64, Option<String>);
+
+/// An account: its groupId and traits.
+pub type Account = (String, Vec<TraitRow>);
+
+/// A trait as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraitRow {
+    /// Trait name.
+    pub key: String,
+    /// JSON value.
+    pub value: serde_json::Value,
+    /// Event time of the write that set it (ms).
+    pub updated_at: i64,
+}
+
+/// An identity as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityRow {
+    /// Kind.
+    pub kind: String,
+    /// Value.
+    pub value: String,
+    /// When attached (ms).
+    pub added_at: i64,
+    /// The message that brought it.
+    pub seq: i64,
+}
+
+/// A merge as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeRow {
+    /// Remaining profile.
+    pub winner: String,
+    /// Folded profile.
+    pub loser: String,
+    /// Why.
+    pub reason: String,
+    /// The message that caused it.
+    pub seq: i64,
+    /// When (ms).
+    pub at: i64,
+}
+
+/// A resolution report as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportRow {
+    /// The message.
+    pub seq: i64,
+    /// Kind.
+    pub kind: String,
+    /// Identifier kind.
+    pub id_kind: String,
+    /// Identifier value.
+    pub id_value: String,
+    /// Explanation.
+    pub detail: String,
+}
+
+/// Per (type, event) counts of a profile's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventStat {
+    /// Message type.
+    pub kind: String,
+    /// Track event name.
+    pub event: Option<String>,
+    /// All time.
+    pub total: i64,
+    /// Since `now - 7 d`.
+    pub last_7d: i64,
+    /// Since `now - 30 d`.
+    pub last_30d: i64,
+    /// Earliest event time (ms).
+    pub first: i64,
+    /// Latest event time (ms).
+    pub last: i64,
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineRow {
+    /// Log position.
+    pub seq: i64,
+    /// Event time (ms).
+    pub event_time: i64,
+    /// The message.
+    pub message: serde_json::Value,
+}
+
+/// A processing transaction: holds the cursor lock until commit.
+pub trait ProfileTx: Send {
+    /// Locks the named cursor (serialising processors across processes); returns (seq, generation).
+    fn lock_cursor<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>>;
+    /// Messages after `after`, in log order.
+    fn read_log(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<LogRow>, StorageError>>;
+    /// Owners of the given identifiers (those that have one).
+    fn owners<'a>(
+        &'a mut self,
+        ids: &'a [Identifier],
+    ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>>;
+    /// Every identifier of the given profiles.
+    fn members<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>>;
+    /// Which of the identifiers are suppressed.
+    fn suppressed<'a>(
+        &'a mut self,
+        ids: &'a [Identifier],
+    ) -> BoxFuture<'a, Result<Vec<Identifier>, StorageError>>;
+    /// Applies the ops in order.
+    fn apply<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Moves the cursor and commits everything.
+    fn commit(
+        self: Box<Self>,
+        name: String,
+        seq: i64,
+    ) -> BoxFuture<'static, Result<(), StorageError>>;
+}
+
+/// Profiles: processing transactions and the read/delete API.
+pub trait ProfileStore: Send + Sync + 'static {
+    /// Starts a processing transaction.
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>>;
+    /// The live profile owning an identifier.
+    fn lookup<'a>(
+        &'a self,
+        id: &'a Identifier,
+    ) -> BoxFuture<'a, Result<Option<ProfileId>, StorageError>>;
+    /// A profile's (id, created_at, merged_into), if it exists.
+    fn profile<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ProfileHeader>, StorageError>>;
+    /// Identities of a profile.
+    fn identities<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<IdentityRow>, StorageError>>;
+    /// Traits of a profile.
+    fn traits<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>>;
+    /// Accounts (groupId → traits) of a profile.
+    fn accounts<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<Account>, StorageError>>;
+    /// Newest-first timeline page: entries strictly before `before` = (event_time, seq).
+    fn timeline<'a>(
+        &'a self,
+        id: &'a str,
+        before: Option<(i64, i64)>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<TimelineRow>, StorageError>>;
+    /// Message counts by type and event, windows ending at `now` (ms).
+    fn event_stats<'a>(
+        &'a self,
+        id: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>>;
+    /// Distinct UTC days with activity since `since` (ms).
+    fn active_days<'a>(
+        &'a self,
+        id: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<i64, StorageError>>;
+    /// Merges the profile took part in.
+    fn merges<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>>;
+    /// Resolution reports of the profile.
+    fn reports<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>>;
+    /// Erases a profile (messages, traits, identities, merges) and suppresses its identifiers.
+    /// Returns false when there is no such live profile.
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
+    /// The processing cursor (seq) of a stage.
+    fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
+    /// Number of live profiles.
+    fn count(&self) -> BoxFuture<'_, Result<i64, StorageError>>;
+    /// The newest log position (0 when the log is empty).
+    fn head(&self) -> BoxFuture<'_, Result<i64, StorageError>>;
+}
+
+fn json_or_string(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+macro_rules! impl_profile_store {
+    ($store:ident, $tx:ident, $db:ty, $pool:ty) => {
+        /// Profile repository over this database.
+        #[derive(Clone, Debug)]
+        pub struct $store {
+            pool: $pool,
+        }
+
+        impl $store {
+            /// Wraps a migrated pool.
+            pub fn new(pool: $pool) -> Self {
+                Self { pool }
+            }
+        }
+
+        /// A processing transaction on this database.
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, $db>,
+        }
+
+        impl ProfileTx for $tx {
+            fn lock_cursor<'a>(
+                &'a mut self,
+                name: &'a str,
+            ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
+                Box::pin(async move {
+                    // A write first: takes SQLite's write lock / PostgreSQL's row lock up front.
+                    let row: (i64, i64) = sqlx::query_as(
+                        "UPDATE pipeline_cursors SET seq = seq WHERE name = $1 RETURNING seq, generation",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                    Ok(row)
+                })
+            }
+
+            fn read_log(
+                &mut self,
+                after: i64,
+                limit: i64,
+            ) -> BoxFuture<'_, Result<Vec<LogRow>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
+                        "SELECT seq, status, event_time, CAST(body AS TEXT) FROM messages \
+                         WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(seq, status, event_time, body)| LogRow {
+                            seq,
+                            status,
+                            event_time,
+                            body,
+                        })
+                        .collect())
+                })
+            }
+
+            fn owners<'a>(
+                &'a mut self,
+                ids: &'a [Identifier],
+            ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
+                Box::pin(async move {
+                    let mut out = Vec::new();
+                    for id in ids {
+                        let p: Option<String> = sqlx::query_scalar(
+                            "SELECT profile_id FROM identities WHERE kind = $1 AND value = $2",
+                        )
+                        .bind(&id.kind)
+                        .bind(&id.value)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                        if let Some(p) = p {
+                            out.push((id.clone(), p));
+                        }
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn members<'a>(
+                &'a mut self,
+                profiles: &'a [ProfileId],
+            ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
+                Box::pin(async move {
+                    let mut out = Vec::new();
+                    for p in profiles {
+                        let rows: Vec<(String, String)> = sqlx::query_as(
+                            "SELECT kind, value FROM identities WHERE profile_id = $1",
+                        )
+                        .bind(p)
+                        .fetch_all(&mut *self.tx)
+                        .await?;
+                        out.extend(
+                            rows.into_iter()
+                                .map(|(kind, value)| (Identifier { kind, value }, p.clone())),
+                        );
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn suppressed<'a>(
+                &'a mut self,
+                ids: &'a [Identifier],
+            ) -> BoxFuture<'a, Result<Vec<Identifier>, StorageError>> {
+                Box::pin(async move {
+                    let any: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM suppressions")
+                        .fetch_one(&mut *self.tx)
+                        .await?;
+                    let mut out = Vec::new();
+                    if any == 0 {
+                        return Ok(out);
+                    }
+                    for id in ids {
+                        let hits: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM suppressions WHERE kind = $1 AND value = $2",
+                        )
+                        .bind(&id.kind)
+                        .bind(&id.value)
+                        .fetch_one(&mut *self.tx)
+                        .await?;
+                        if hits > 0 {
+                            out.push(id.clone());
+                        }
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn apply<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(async move {
+                    let tx = &mut self.tx;
+                    for op in ops {
+                        match op {
+                            Op::CreateProfile { id, at } => {
+                                sqlx::query("INSERT INTO profiles (id, created_at) VALUES ($1, $2)")
+                                    .bind(id)
+                                    .bind(at)
+                                    .execute(&mut **tx)
+                                    .await?;
+                            }
+                            Op::Attach { id, profile, seq, at } => {
+                                sqlx::query(
+                                    "INSERT INTO identities (kind, value, profile_id, added_at, seq) \
+                                     VALUES ($1, $2, $3, $4, $5)",
+                                )
+                                .bind(&id.kind)
+                                .bind(&id.value)
+                                .bind(profile)
+                                .bind(at)
+                                .bind(seq)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                            Op::Merge { winner, loser, reason, seq, at } => {
+                                for sql in [
+                                    "UPDATE identities SET profile_id = $1 WHERE profile_id = $2",
+                                    "UPDATE profile_messages SET profile_id = $1 WHERE profile_id = $2",
+                                    "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
+                                     SELECT $1, key, value, updated_at, seq FROM profile_traits WHERE profile_id = $2 \
+                                     ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
+                                     updated_at = excluded.updated_at, seq = excluded.seq \
+                                     WHERE excluded.updated_at >= profile_traits.updated_at",
+                                    "DELETE FROM profile_traits WHERE profile_id = $2 AND $1 <> ''",
+                                    "INSERT INTO profile_accounts (profile_id, group_id) \
+                                     SELECT $1, group_id FROM profile_accounts WHERE profile_id = $2 \
+                                     ON CONFLICT DO NOTHING",
+                                    "DELETE FROM profile_accounts WHERE profile_id = $2 AND $1 <> ''",
+                                    "UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2",
+                                ] {
+                                    sqlx::query(sql).bind(winner).bind(loser).execute(&mut **tx).await?;
+                                }
+                                sqlx::query(
+                                    "INSERT INTO merges (winner, loser, reason, seq, at) VALUES ($1, $2, $3, $4, $5)",
+                                )
+                                .bind(winner)
+                                .bind(loser)
+                                .bind(reason)
+                                .bind(seq)
+                                .bind(at)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                            Op::Link { seq, profile, kind, event, event_time } => {
+                                sqlx::query(
+                                    "INSERT INTO profile_messages (seq, profile_id, kind, event, event_time) \
+                                     VALUES ($1, $2, $3, $4, $5)",
+                                )
+                                .bind(seq)
+                                .bind(profile)
+                                .bind(kind)
+                                .bind(event)
+                                .bind(event_time)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                            Op::SetTraits { profile, traits, updated_at, seq } => {
+                                for (key, value) in traits {
+                                    sqlx::query(
+                                        "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
+                                         VALUES ($1, $2, $3, $4, $5) \
+                                         ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
+                                         updated_at = excluded.updated_at, seq = excluded.seq \
+                                         WHERE excluded.updated_at >= profile_traits.updated_at",
+                                    )
+                                    .bind(profile)
+                                    .bind(key)
+                                    .bind(value)
+                                    .bind(updated_at)
+                                    .bind(seq)
+                                    .execute(&mut **tx)
+                                    .await?;
+                                }
+                            }
+                            Op::SetAccount { profile, group_id, traits, updated_at } => {
+                                sqlx::query(
+                                    "INSERT INTO profile_accounts (profile_id, group_id) VALUES ($1, $2) \
+                                     ON CONFLICT DO NOTHING",
+                                )
+                                .bind(profile)
+                                .bind(group_id)
+                                .execute(&mut **tx)
+                                .await?;
+                                for (key, value) in traits {
+                                    sqlx::query(
+                                        "INSERT INTO account_traits (group_id, key, value, updated_at) \
+                                         VALUES ($1, $2, $3, $4) \
+                                         ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, \
+                                         updated_at = excluded.updated_at \
+                                         WHERE excluded.updated_at >= account_traits.updated_at",
+                                    )
+                                    .bind(group_id)
+                                    .bind(key)
+                                    .bind(value)
+                                    .bind(updated_at)
+                                    .execute(&mut **tx)
+                                    .await?;
+                                }
+                            }
+                            Op::Report { seq, profile, kind, id, detail, at } => {
+                                sqlx::query(
+                                    "INSERT INTO identity_reports (seq, profile_id, kind, id_kind, id_value, detail, at) \
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                )
+                                .bind(seq)
+                                .bind(profile)
+                                .bind(kind)
+                                .bind(&id.kind)
+                                .bind(&id.value)
+                                .bind(detail)
+                                .bind(at)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                            Op::DropMessage { seq } => {
+                                sqlx::query("DELETE FROM messages WHERE seq = $1")
+                                    .bind(seq)
+                                    .execute(&mut **tx)
+                                    .await?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            }
+
+            fn commit(
+                self: Box<Self>,
+                name: String,
+                seq: i64,
+            ) -> BoxFuture<'static, Result<(), StorageError>> {
+                Box::pin(async move {
+                    let mut tx = self.tx;
+                    sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = $2")
+                        .bind(seq)
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+        }
+
+        impl ProfileStore for $store {
+            fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
+                Box::pin(async move {
+                    let tx = self.pool.begin().await?;
+                    Ok(Box::new($tx { tx }) as Box<dyn ProfileTx>)
+                })
+            }
+
+            fn lookup<'a>(
+                &'a self,
+                id: &'a Identifier,
+            ) -> BoxFuture<'a, Result<Option<ProfileId>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "SELECT profile_id FROM identities WHERE kind = $1 AND value = $2",
+                    )
+                    .bind(&id.kind)
+                    .bind(&id.value)
+                    .fetch_optional(&self.pool)
+                    .await?)
+                })
+            }
+
+            fn profile<'a>(
+                &'a self,
+                id: &'a str,
+            ) -> BoxFuture<'a, Result<Option<ProfileHeader>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_as("SELECT id, created_at, merged_into FROM profiles WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?)
+                })
+            }
+
+            fn identities<'a>(
+                &'a self,
+                id: &'a str,
+            ) -> BoxFuture<'a, Result<Vec<IdentityRow>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                        "SELECT kind, value, added_at, seq FROM identities WHERE profile_id = $1 \
+                         ORDER BY added_at, kind, value",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(kind, value, added_at, seq)| IdentityRow { kind, value, added_at, seq })
+                        .collect())
+                })
+            }
+
+            fn traits<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                        "SELECT key, value, updated_at FROM profile_traits WHERE profile_id = $1 ORDER BY key",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(key, value, updated_at)| TraitRow { key, value: json_or_string(value), updated_at })
+                        .collect())
+                })
+            }
+
+            fn accounts<'a>(
+                &'a self,
+                id: &'a str,
+            ) -> BoxFuture<'a, Result<Vec<Account>, StorageError>> {
+                Box::pin(async move {
+                    let groups: Vec<String> = sqlx::query_scalar(
+                        "SELECT group_id FROM profile_accounts WHERE profile_id = $1 ORDER BY group_id",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut out = Vec::with_capacity(groups.len());
+                    for g in groups {
+                        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                            "SELECT key, value, updated_at FROM account_traits WHERE group_id = $1 ORDER BY key",
+                        )
+                        .bind(&g)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        let traits = rows
+                            .into_iter()
+                            .map(|(key, value, updated_at)| TraitRow { key, value: json_or_string(value), updated_at })
+                            .collect();
+                        out.push((g, traits));
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn timeline<'a>(
+                &'a self,
+                id: &'a str,
+                before: Option<(i64, i64)>,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<TimelineRow>, StorageError>> {
+                Box::pin(async move {
+                    let (t, s) = before.unwrap_or((i64::MAX, i64::MAX));
+                    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+                        "SELECT pm.seq, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
+                         JOIN messages m ON m.seq = pm.seq WHERE pm.profile_id = $1 \
+                         AND (pm.event_time < $2 OR (pm.event_time = $2 AND pm.seq < $3)) \
+                         ORDER BY pm.event_time DESC, pm.seq DESC LIMIT $4",
+                    )
+                    .bind(id)
+                    .bind(t)
+                    .bind(s)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(seq, event_time, body)| TimelineRow { seq, event_time, message: json_or_string(body) })
+                        .collect())
+                })
+            }
+
+            fn event_stats<'a>(
+                &'a self,
+                id: &'a str,
+                now: i64,
+            ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, Option<String>, i64, i64, i64, i64, i64)> = sqlx::query_as(
+                        "SELECT kind, event, COUNT(*), \
+                         SUM(CASE WHEN event_time >= $2 THEN 1 ELSE 0 END), \
+                         SUM(CASE WHEN event_time >= $3 THEN 1 ELSE 0 END), \
+                         MIN(event_time), MAX(event_time) \
+                         FROM profile_messages WHERE profile_id = $1 GROUP BY kind, event ORDER BY kind, event",
+                    )
+                    .bind(id)
+                    .bind(now - 7 * 86_400_000)
+                    .bind(now - 30 * 86_400_000)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(kind, event, total, last_7d, last_30d, first, last)| EventStat {
+                            kind, event, total, last_7d, last_30d, first, last,
+                        })
+                        .collect())
+                })
+            }
+
+            fn active_days<'a>(&'a self, id: &'a str, since: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "SELECT COUNT(DISTINCT event_time / 86400000) FROM profile_messages \
+                         WHERE profile_id = $1 AND event_time >= $2",
+                    )
+                    .bind(id)
+                    .bind(since)
+                    .fetch_one(&self.pool)
+                    .await?)
+                })
+            }
+
+            fn merges<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+                        "SELECT winner, loser, reason, seq, at FROM merges \
+                         WHERE winner = $1 OR loser = $1 ORDER BY id",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(winner, loser, reason, seq, at)| MergeRow { winner, loser, reason, seq, at })
+                        .collect())
+                })
+            }
+
+            fn reports<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+                        "SELECT seq, kind, id_kind, id_value, detail FROM identity_reports \
+                         WHERE profile_id = $1 ORDER BY id",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(seq, kind, id_kind, id_value, detail)| ReportRow { seq, kind, id_kind, id_value, detail })
+                        .collect())
+                })
+            }
+
+            fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    // Serialise with the processor and make it drop its cached graph.
+                    sqlx::query(
+                        "UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'",
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                    let live: Option<String> =
+                        sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if live.is_none() {
+                        return Ok(false);
+                    }
+                    let now = chrono::Utc::now().timestamp_millis();
+                    for sql in [
+                        "INSERT INTO suppressions (kind, value, at) SELECT kind, value, $2 FROM identities \
+                         WHERE profile_id = $1 ON CONFLICT DO NOTHING",
+                        "DELETE FROM messages WHERE seq IN (SELECT seq FROM profile_messages WHERE profile_id = $1) AND $2 > 0",
+                        "DELETE FROM profile_messages WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM profile_traits WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM profile_accounts WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM identities WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM identity_reports WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM merges WHERE (winner = $1 OR loser = $1) AND $2 > 0",
+                        "DELETE FROM profiles WHERE (id = $1 OR merged_into = $1) AND $2 > 0",
+                    ] {
+                        sqlx::query(sql).bind(id).bind(now).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(true)
+                })
+            }
+
+            fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = $1")
+                        .bind(name)
+                        .fetch_one(&self.pool)
+                        .await?)
+                })
+            }
+
+            fn head(&self) -> BoxFuture<'_, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM messages")
+                        .fetch_one(&self.pool)
+                        .await?)
+                })
+            }
+
+            fn count(&self) -> BoxFuture<'_, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
+                        .fetch_one(&self.pool)
+                        .await?)
+                })
+            }
+        }
+    };
+}
+
+impl_profile_store!(
+    SqliteProfiles,
+    SqliteProfileTx,
+    sqlx::Sqlite,
+    sqlx::SqlitePool
+);
+impl_profile_store!(PgProfiles, PgProfileTx, sqlx::Postgres, sqlx::PgPool);

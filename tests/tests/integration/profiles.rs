@@ -1,0 +1,271 @@
+//! Identity resolution and unified profiles over HTTP, on both stores.
+
+use serde_json::{Value, json};
+use touchpoint_tests::{Db, SERVER_KEY, TestApp, WEB_KEY, spawn_app, spawn_app_with, test_config};
+
+crate::on_both_stores!(
+    the_seed_story_ends_in_one_profile_holding_everything,
+    traits_are_last_write_wins_by_event_time_not_arrival_order,
+    two_user_ids_sharing_a_device_stay_two_profiles_and_the_conflict_is_reported,
+    a_group_call_attaches_the_account_and_its_traits,
+    deleting_a_profile_erases_it_and_drops_re_sent_data,
+    blocked_identifier_values_never_join_profiles,
+    processing_resumes_from_the_log_after_a_restart,
+);
+
+async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
+    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+}
+
+fn kinds_and_values(profile: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = profile["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap().into(),
+                i["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn the_seed_story_ends_in_one_profile_holding_everything(db: Db) {
+    let app = spawn_app(db).await;
+    let anon = format!("anon-{}", uuid::Uuid::new_v4().simple());
+    // 1. An anonymous visit.
+    send(&app, WEB_KEY, vec![json!({"type": "page", "anonymousId": anon, "name": "Pricing",
+        "properties": {"path": "/pricing", "url": "https://example.com/pricing", "title": "Pricing"},
+        "timestamp": "2026-11-20T10:00:00Z"})]).await;
+    app.wait_processed().await;
+    let anonymous = app
+        .profile("anonymous_id", &anon)
+        .await
+        .expect("anonymous profile");
+    // 2. Sign-up: identify with the same anonymousId, then trial_started.
+    send(&app, WEB_KEY, vec![
+        json!({"type": "identify", "anonymousId": anon, "userId": "user-1001",
+               "traits": {"email": "Ada@Example.com", "plan_tier": "free", "user_role": "admin"},
+               "timestamp": "2026-11-20T10:05:00Z"}),
+        json!({"type": "track", "userId": "user-1001", "event": "trial_started",
+               "properties": {"plan_tier": "pro", "trial_days": 14}, "timestamp": "2026-11-20T10:05:01Z"}),
+    ]).await;
+    // 3. Inside the product (server-side, user id only).
+    send(&app, SERVER_KEY, vec![
+        json!({"type": "track", "userId": "user-1001", "event": "workspace_created",
+               "properties": {"workspace_id": "ws-1", "workspace_name": "Acme"}, "timestamp": "2026-11-20T10:06:00Z"}),
+        json!({"type": "track", "userId": "user-1001", "event": "teammate_invited",
+               "properties": {"workspace_id": "ws-1", "invitee_role": "member"}, "timestamp": "2026-11-20T10:07:00Z"}),
+        json!({"type": "track", "userId": "user-1001", "event": "teammate_invited",
+               "properties": {"workspace_id": "ws-1", "invitee_role": "admin"}, "timestamp": "2026-11-20T10:08:00Z"}),
+    ]).await;
+    app.wait_processed().await;
+
+    let by_user = app
+        .profile("user_id", "user-1001")
+        .await
+        .expect("profile by user id");
+    let by_anon = app
+        .profile("anonymous_id", &anon)
+        .await
+        .expect("profile by anonymous id");
+    let by_email = app
+        .profile("email", "ada@example.com")
+        .await
+        .expect("profile by email");
+    assert_eq!(
+        by_user["id"], by_anon["id"],
+        "anonymous browsing is stitched into the profile"
+    );
+    assert_eq!(by_user["id"], by_email["id"]);
+    assert_eq!(
+        by_user["id"], anonymous["id"],
+        "the anonymous profile became the known one"
+    );
+    assert_eq!(
+        kinds_and_values(&by_user),
+        vec![
+            ("anonymous_id".into(), anon.clone()),
+            ("email".into(), "ada@example.com".into()),
+            ("user_id".into(), "user-1001".into())
+        ]
+    );
+    assert_eq!(by_user["traits"]["plan_tier"], "free");
+    let computed = &by_user["computed"];
+    assert_eq!(computed["messages_total"], 6);
+    assert_eq!(computed["events"]["teammate_invited"]["total"], 2);
+    assert_eq!(computed["page_views"]["total"], 1);
+    assert_eq!(computed["journey_stage"], "Expansion");
+
+    let id = by_user["id"].as_str().unwrap();
+    let (status, page) = app
+        .admin_get(&format!("/admin/profiles/{id}/timeline?limit=4"))
+        .await;
+    assert_eq!(status, 200);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(
+        items[0]["message"]["event"], "teammate_invited",
+        "newest first"
+    );
+    let next = page["next"].as_str().expect("a next cursor");
+    let (_, rest) = app
+        .admin_get(&format!(
+            "/admin/profiles/{id}/timeline?limit=4&before={next}"
+        ))
+        .await;
+    let rest = rest["items"].as_array().unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(
+        rest[1]["message"]["type"], "page",
+        "the anonymous page view is in the timeline"
+    );
+}
+
+async fn traits_are_last_write_wins_by_event_time_not_arrival_order(db: Db) {
+    let app = spawn_app(db).await;
+    send(&app, SERVER_KEY, vec![json!({"type": "identify", "userId": "lww-1",
+        "traits": {"plan_tier": "business", "seats_provisioned": 5}, "timestamp": "2026-11-21T12:00:00Z"})]).await;
+    // Arrives later but happened earlier: must not overwrite.
+    send(&app, SERVER_KEY, vec![json!({"type": "identify", "userId": "lww-1",
+        "traits": {"plan_tier": "free", "user_role": "member"}, "timestamp": "2026-11-21T09:00:00Z"})]).await;
+    app.wait_processed().await;
+    let p = app.profile("user_id", "lww-1").await.unwrap();
+    assert_eq!(p["traits"]["plan_tier"], "business");
+    assert_eq!(
+        p["traits"]["user_role"], "member",
+        "older writes still fill unset traits"
+    );
+}
+
+async fn two_user_ids_sharing_a_device_stay_two_profiles_and_the_conflict_is_reported(db: Db) {
+    let app = spawn_app(db).await;
+    send(
+        &app,
+        WEB_KEY,
+        vec![
+            json!({"type": "identify", "userId": "alice", "anonymousId": "shared-laptop"}),
+            json!({"type": "identify", "userId": "bob", "anonymousId": "shared-laptop"}),
+        ],
+    )
+    .await;
+    app.wait_processed().await;
+    let alice = app.profile("user_id", "alice").await.unwrap();
+    let bob = app.profile("user_id", "bob").await.unwrap();
+    assert_ne!(alice["id"], bob["id"], "two user ids never merge");
+    assert_eq!(
+        app.profile("anonymous_id", "shared-laptop").await.unwrap()["id"],
+        alice["id"]
+    );
+    let reports = bob["reports"].as_array().unwrap();
+    assert_eq!(reports[0]["kind"], "merge_refused", "{reports:?}");
+    assert_eq!(reports[0]["id_value"], "shared-laptop");
+    assert!(bob["merges"].as_array().unwrap().is_empty());
+}
+
+async fn a_group_call_attaches_the_account_and_its_traits(db: Db) {
+    let app = spawn_app(db).await;
+    send(&app, SERVER_KEY, vec![
+        json!({"type": "group", "userId": "g-user", "groupId": "acct-9",
+               "traits": {"seats_provisioned": 2, "company": "Acme"}, "timestamp": "2026-11-21T10:00:00Z"}),
+        json!({"type": "group", "userId": "g-user", "groupId": "acct-9",
+               "traits": {"seats_provisioned": 4}, "timestamp": "2026-11-21T11:00:00Z"}),
+    ]).await;
+    app.wait_processed().await;
+    let p = app.profile("user_id", "g-user").await.unwrap();
+    assert_eq!(p["accounts"][0]["groupId"], "acct-9");
+    assert_eq!(p["accounts"][0]["traits"]["seats_provisioned"], 4);
+    assert_eq!(p["accounts"][0]["traits"]["company"], "Acme");
+}
+
+async fn deleting_a_profile_erases_it_and_drops_re_sent_data(db: Db) {
+    let app = spawn_app(db).await;
+    let msg = |id: &str| {
+        json!({"type": "identify", "messageId": id, "userId": "forget-me", "anonymousId": "fm-device",
+        "traits": {"email": "forget@example.com"}})
+    };
+    send(&app, WEB_KEY, vec![msg("d-1")]).await;
+    app.wait_processed().await;
+    let p = app.profile("user_id", "forget-me").await.unwrap();
+    let id = p["id"].as_str().unwrap();
+    let r = app
+        .client
+        .delete(format!("{}/admin/profiles/{id}", app.address))
+        .bearer_auth(touchpoint_tests::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(app.profile("user_id", "forget-me").await.is_none());
+    assert!(
+        app.stored("d-1").await.is_empty(),
+        "the stored message is erased"
+    );
+    // Re-sent data carrying any of its identifiers is dropped.
+    send(
+        &app,
+        WEB_KEY,
+        vec![
+            json!({"type": "track", "messageId": "d-2", "anonymousId": "fm-device",
+        "event": "feature_toggled", "properties": {"feature_name": "x", "new_status": true}}),
+        ],
+    )
+    .await;
+    app.wait_processed().await;
+    assert!(app.profile("anonymous_id", "fm-device").await.is_none());
+    assert!(app.stored("d-2").await.is_empty());
+}
+
+async fn blocked_identifier_values_never_join_profiles(db: Db) {
+    let app = spawn_app(db).await;
+    send(
+        &app,
+        WEB_KEY,
+        vec![
+            json!({"type": "identify", "userId": "null", "anonymousId": "dev-a"}),
+            json!({"type": "identify", "userId": "null", "anonymousId": "dev-b"}),
+        ],
+    )
+    .await;
+    app.wait_processed().await;
+    let a = app.profile("anonymous_id", "dev-a").await.unwrap();
+    let b = app.profile("anonymous_id", "dev-b").await.unwrap();
+    assert_ne!(
+        a["id"], b["id"],
+        "\"null\" did not glue two people together"
+    );
+    assert!(app.profile("user_id", "null").await.is_none());
+}
+
+async fn processing_resumes_from_the_log_after_a_restart(db: Db) {
+    let (url, tmp) = touchpoint_tests::fresh_database(db).await;
+    let mut config = test_config(url.clone());
+    config.process = false;
+    let mut ingest_only = spawn_app_with(config, tmp).await;
+    send(
+        &ingest_only,
+        WEB_KEY,
+        vec![
+            json!({"type": "page", "anonymousId": "resume-a"}),
+            json!({"type": "identify", "anonymousId": "resume-a", "userId": "resume-u"}),
+        ],
+    )
+    .await;
+    assert!(
+        ingest_only.profile("user_id", "resume-u").await.is_none(),
+        "not processed yet"
+    );
+    let tmp = ingest_only.tmp.take();
+    drop(ingest_only);
+    let processing = spawn_app_with(test_config(url), tmp).await;
+    processing.wait_processed().await;
+    let p = processing
+        .profile("user_id", "resume-u")
+        .await
+        .expect("processed after restart");
+    assert_eq!(p["computed"]["messages_total"], 2);
+}
