@@ -192,3 +192,44 @@ pub async fn wait_processed(client: &reqwest::Client, base: &str) {
     }
     panic!("the pipeline at {base} did not catch up within 20 s");
 }
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts the real `touchpoint serve` binary as a child process (killed on drop).
+pub fn start_server_process(tp_server: &str, db_url: &str, port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(tp_server)
+        .arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("TOUCHPOINT_BIND", format!("127.0.0.1:{port}"))
+        .env("TOUCHPOINT_PLAN", repo_root().join("TRACKING_PLAN.md"))
+        .env(
+            "TOUCHPOINT_SOURCES",
+            format!("web={WEB_KEY},server={SERVER_KEY}"),
+        )
+        .env("TOUCHPOINT_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn server")
+}
+
+/// Waits (at most 10 s) until `/readyz` answers 200.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} never became ready");
+}

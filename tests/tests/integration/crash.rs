@@ -2,43 +2,12 @@
 
 use serde_json::json;
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use touchpoint_tests::{WEB_KEY, repo_root};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use touchpoint_tests::{WEB_KEY, free_port, start_server_process, wait_ready};
 
 fn start_server(db_url: &str, port: u16) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_tp-server"))
-        .arg("serve")
-        .env("DATABASE_URL", db_url)
-        .env("TOUCHPOINT_BIND", format!("127.0.0.1:{port}"))
-        .env("TOUCHPOINT_PLAN", repo_root().join("TRACKING_PLAN.md"))
-        .env("TOUCHPOINT_SOURCES", format!("web={WEB_KEY}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn server")
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server at {base} never became ready");
+    start_server_process(env!("CARGO_BIN_EXE_tp-server"), db_url, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 
 mod browser;
 mod clients;
+mod concurrency;
 mod crash;
 mod encoding;
 mod ingest;
