@@ -35,6 +35,10 @@ pub struct Config {
     /// Run the processing pipeline (identity resolution, profiles) in this process
     /// (`TOUCHPOINT_PROCESS`, default true; set false for ingest-only replicas).
     pub process: bool,
+    /// A reverse-ETL sync from a production read replica: `TOUCHPOINT_RETL_URL` (PostgreSQL),
+    /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
+    /// (`production`); rows are recorded under the `reverse-etl` source.
+    pub reverse_etl: Option<crate::reverse_etl::SyncConfig>,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             max_commit: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
             process: true,
+            reverse_etl: None,
         }
     }
 }
@@ -107,6 +112,23 @@ impl Config {
         }
         if let Some(v) = get("TOUCHPOINT_PROCESS") {
             c.process = !matches!(v.trim(), "0" | "false" | "no" | "off");
+        }
+        if let Some(url) = get("TOUCHPOINT_RETL_URL").filter(|u| !u.is_empty()) {
+            let query = get("TOUCHPOINT_RETL_QUERY").ok_or(ConfigError {
+                var: "TOUCHPOINT_RETL_QUERY",
+                reason: "required when TOUCHPOINT_RETL_URL is set".into(),
+            })?;
+            let interval = match get("TOUCHPOINT_RETL_INTERVAL_SECS") {
+                Some(v) => number("TOUCHPOINT_RETL_INTERVAL_SECS", &v)?.max(1),
+                None => 60,
+            };
+            c.reverse_etl = Some(crate::reverse_etl::SyncConfig {
+                name: get("TOUCHPOINT_RETL_NAME").unwrap_or_else(|| "production".into()),
+                url: SecretString::from(url),
+                query,
+                interval: Duration::from_secs(interval),
+                source: "reverse-etl".into(),
+            });
         }
         Ok(c)
     }

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod ops;
 pub mod plan;
 pub mod profiles;
+pub mod reverse_etl;
 pub mod sources;
 pub mod startup;
 pub mod state;

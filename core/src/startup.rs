@@ -2,9 +2,11 @@
 
 use crate::config::Config;
 use crate::debugger::Debugger;
+use crate::domain::WriteKey;
 use crate::ingest::writer::Writer;
 use crate::plan::PlanHandle;
 use crate::profiles::Processor;
+use crate::reverse_etl::{self, ReverseEtl};
 use crate::sources::Sources;
 use crate::state::AppState;
 use crate::{admin, ingest, ops, profiles, storage};
@@ -23,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::routes())
         .merge(admin::routes())
         .merge(profiles::api::routes())
+        .merge(reverse_etl::routes())
         .merge(ops::routes())
         // Each endpoint enforces its own, smaller limit with a JSON error.
         .layer(DefaultBodyLimit::disable())
@@ -43,7 +46,17 @@ impl Application {
             .await
             .with_context(|| format!("opening the database ({})", redact(&config.database_url)))?;
         let store = stores.events.clone();
-        for (name, key) in &config.sources {
+        let mut sources_to_create = config.sources.clone();
+        if let Some(sync) = &config.reverse_etl
+            && !sources_to_create.iter().any(|(n, _)| *n == sync.source)
+        {
+            // An internal source: its key is random and never handed out.
+            sources_to_create.push((
+                sync.source.clone(),
+                WriteKey::generate().as_ref().to_owned(),
+            ));
+        }
+        for (name, key) in &sources_to_create {
             store
                 .upsert_source(name, key)
                 .await
@@ -71,7 +84,16 @@ impl Application {
             admin_token: Arc::new(config.admin_token.clone()),
             edge_secret: config.edge_secret.clone().map(Arc::new),
             edge_replay_window: config.edge_replay_window,
+            reverse_etl: match config.reverse_etl.clone() {
+                Some(sync) => Some(Arc::new(
+                    ReverseEtl::new(sync).context("configuring the reverse-ETL sync")?,
+                )),
+                None => None,
+            },
         };
+        if let Some(sync) = &state.reverse_etl {
+            reverse_etl::spawn(state.clone(), sync.clone());
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;

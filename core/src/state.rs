@@ -34,4 +34,6 @@ pub struct AppState {
     pub edge_secret: Option<Arc<SecretString>>,
     /// Accepted age of an edge signature.
     pub edge_replay_window: Duration,
+    /// The reverse-ETL sync, when configured.
+    pub reverse_etl: Option<Arc<crate::reverse_etl::ReverseEtl>>,
 }

@@ -278,13 +278,16 @@ async fn batch_from(
     })))
 }
 
-struct Summary {
-    stored: usize,
-    duplicates: usize,
+/// What an accepted request stored.
+pub(crate) struct Summary {
+    /// Newly stored messages.
+    pub stored: usize,
+    /// Repeats dropped by messageId.
+    pub duplicates: usize,
 }
 
 /// Checks, durably stores and publishes messages; rejected items are stored beside them.
-async fn accept(
+pub(crate) async fn accept(
     state: &AppState,
     source: &Arc<Source>,
     origin: Origin,

@@ -177,6 +177,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// Forgets messageIds received before `before_ms` so they no longer deduplicate; returns how many.
     fn expire_dedup(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StorageError>>;
 
+    /// The stored value of a named sync cursor (`None` before the first sync).
+    fn sync_cursor<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
+
+    /// Records a named sync cursor.
+    fn set_sync_cursor<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+
     /// Checks the database answers.
     fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>>;
 }

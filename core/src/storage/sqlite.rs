@@ -213,6 +213,39 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn sync_cursor<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+        Box::pin(async move {
+            let v: Option<Option<String>> =
+                sqlx::query_scalar("SELECT value FROM sync_cursors WHERE name = ?1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(v.flatten())
+        })
+    }
+
+    fn set_sync_cursor<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO sync_cursors (name, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;

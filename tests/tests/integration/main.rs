@@ -7,6 +7,7 @@ mod crash;
 mod encoding;
 mod ingest;
 mod profiles;
+mod reverse_etl;
 
 /// Runs an `async fn(Db)` test body once on SQLite and once on PostgreSQL.
 #[macro_export]
