@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p touchpoint-tests --bin identity-bench
-N="${N:-200000}" target/release/identity-bench
+N="${N:-200000}" "${CARGO_TARGET_DIR:-target}"/release/identity-bench

@@ -36,3 +36,18 @@ if [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/python -c 'import segmen
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check segment-analytics-python==2.4.0
 fi
+
+# Browser SDK build tools: wasm-bindgen-cli equal to the crate's pinned wasm-bindgen (npm's binaryen
+# and esbuild come with package.json; never Debian's binaryen, whose wasm fails in Chromium).
+if [ "$(wasm-bindgen --version 2>/dev/null || "$HOME/.cargo/bin/wasm-bindgen" --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
+  echo "setup: cargo install wasm-bindgen-cli 0.2.130 (~3 min)"
+  cargo install wasm-bindgen-cli --version 0.2.130
+fi
+
+# Edge worker build tool (scripts/build-edge.sh): worker-build, told where wasm-bindgen/esbuild/wasm-opt
+# are so it downloads nothing. wrangler, miniflare@4 (workerd tests), Node 22, esbuild and binaryen
+# come with package.json.
+if ! { worker-build --version 2>/dev/null || "$HOME/.cargo/bin/worker-build" --version 2>/dev/null; } | grep -qx '\(worker-build \)\?0\.8\.7'; then
+  echo "setup: cargo install worker-build 0.8.7 (~5 min)"
+  cargo install worker-build --version 0.8.7
+fi

@@ -9,4 +9,6 @@ echo "== fmt";    cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== wasm32"; cargo build --locked -p touchpoint-tracking-plan --target wasm32-unknown-unknown
 echo "== plan";   cargo run --locked -q -p touchpoint-core --bin touchpoint -- plan check TRACKING_PLAN.md
+echo "== sdk";    scripts/build-sdk.sh
+echo "== edge";   scripts/build-edge.sh
 echo "== tests";  cargo test --workspace --locked

@@ -1,6 +1,8 @@
 //! Pure helpers for the automatic context and identity: ids, utm campaign, cookies.
 
-use crate::json::{Obj, hex_digit};
+use crate::json::{Obj, hex_digit, split_byte, split_once_byte};
+use alloc::string::String;
+use alloc::vec::Vec;
 
 /// Formats 16 random bytes as a version-4 UUID.
 pub fn uuid(mut b: [u8; 16]) -> String {
@@ -19,24 +21,21 @@ pub fn uuid(mut b: [u8; 16]) -> String {
 
 /// Decodes `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte).
 pub fn url_decode(s: &str) -> String {
-    let b = s.as_bytes();
+    let mut b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+    while let [c, rest @ ..] = b {
+        b = rest;
+        match (c, rest) {
+            (b'+', _) => out.push(b' '),
+            (b'%', [h, l, after @ ..]) => match (hex_val(*h), hex_val(*l)) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    b = after;
                 }
-            }
-            c => out.push(c),
+                _ => out.push(b'%'),
+            },
+            (c, _) => out.push(*c),
         }
-        i += 1;
     }
     String::from_utf8(out).unwrap_or_default()
 }
@@ -48,8 +47,8 @@ fn hex_val(c: u8) -> Option<u8> {
 /// The Segment `context.campaign` object (JSON) from a `?utm_…` query string; empty when none.
 pub fn campaign(search: &str) -> String {
     let mut fields: Vec<(&str, String)> = Vec::new();
-    for pair in search.trim_start_matches('?').split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for pair in split_byte(search.trim_start_matches('?'), b'&') {
+        let (k, v) = split_once_byte(pair, b'=').unwrap_or((pair, ""));
         let key = match k {
             "utm_campaign" => "name",
             "utm_source" => "source",
@@ -73,7 +72,13 @@ pub fn campaign(search: &str) -> String {
 }
 
 /// A first-party cookie assignment for `document.cookie`: SameSite=Lax, optional Domain, max age.
-pub fn cookie(name: &str, value: &str, domain: Option<&str>, max_age_secs: u64, secure: bool) -> String {
+pub fn cookie(
+    name: &str,
+    value: &str,
+    domain: Option<&str>,
+    max_age_secs: u64,
+    secure: bool,
+) -> String {
     let mut s = String::with_capacity(96);
     s.push_str(name);
     s.push('=');
@@ -93,9 +98,8 @@ pub fn cookie(name: &str, value: &str, domain: Option<&str>, max_age_secs: u64, 
 
 /// The value of cookie `name` in a `document.cookie` string.
 pub fn read_cookie<'a>(cookies: &'a str, name: &str) -> Option<&'a str> {
-    cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
+    split_byte(cookies, b';')
+        .filter_map(|c| split_once_byte(c.trim_ascii(), b'='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
@@ -103,7 +107,11 @@ pub fn read_cookie<'a>(cookies: &'a str, name: &str) -> Option<&'a str> {
 
 /// Whether a stored id is usable: ids are written by this crate as URL-safe text.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -135,7 +143,10 @@ mod tests {
             cookie("tp_anon", "abc", Some(".example.com"), 31_536_000, true),
             "tp_anon=abc; Path=/; Max-Age=31536000; SameSite=Lax; Domain=.example.com; Secure"
         );
-        assert_eq!(cookie("tp_anon", "", None, 0, false), "tp_anon=; Path=/; Max-Age=0; SameSite=Lax");
+        assert_eq!(
+            cookie("tp_anon", "", None, 0, false),
+            "tp_anon=; Path=/; Max-Age=0; SameSite=Lax"
+        );
     }
 
     #[test]

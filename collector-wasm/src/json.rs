@@ -1,4 +1,8 @@
 //! A tiny JSON writer and a splitter for stored arrays: serde_json would cost kilobytes of wasm.
+//! Nothing here uses `core::fmt` or `str::find` (its two-way searcher is ~2 KB of wasm).
+
+use alloc::string::String;
+use alloc::vec::Vec;
 
 /// Appends `s` as a quoted, escaped JSON string.
 pub fn push_str(out: &mut String, s: &str) {
@@ -27,20 +31,11 @@ pub fn hex_digit(n: u32) -> char {
 }
 
 /// Appends a non-negative integer without `core::fmt`.
-pub fn push_uint(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+pub fn push_uint(out: &mut String, n: u64) {
+    if n >= 10 {
+        push_uint(out, n / 10);
     }
-    for &b in &buf[i..] {
-        out.push(b as char);
-    }
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// Parses a non-negative decimal integer without pulling in `core::num` parsing.
@@ -51,6 +46,23 @@ pub fn parse_uint(s: &str) -> Option<u64> {
     s.bytes().try_fold(0u64, |n, b| {
         b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
+}
+
+/// The integer part (truncated toward zero) of a JSON number's text, without float parsing;
+/// `None` for anything else (exponents included, `null` for NaN).
+pub fn int_part(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    let b = digits.as_bytes();
+    let end = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
+    let frac = b.get(end + 1..).unwrap_or_default();
+    if !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = i64::try_from(parse_uint(digits.get(..end)?)?).ok()?;
+    Some(if neg { -n } else { n })
 }
 
 /// Writes a JSON object field by field: `Obj::new(&mut s).str("a", "b").raw("n", "1").end()`.
@@ -110,7 +122,7 @@ impl<'a> Obj<'a> {
 pub fn split_array(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let b = s.as_bytes();
-    let s_trim = s.trim();
+    let s_trim = s.trim_ascii();
     if !s_trim.starts_with('[') || !s_trim.ends_with(']') {
         return out;
     }
@@ -144,7 +156,7 @@ pub fn split_array(s: &str) -> Vec<&str> {
             }
             b',' if depth == 1 => {
                 if let Some(st) = start.take() {
-                    out.push(s[st..i].trim());
+                    out.push(s.get(st..i).unwrap_or_default().trim_ascii());
                 }
             }
             c if depth == 1 && start.is_none() && !c.is_ascii_whitespace() => start = Some(i),
@@ -155,8 +167,8 @@ pub fn split_array(s: &str) -> Vec<&str> {
         }
     }
     if let Some(st) = start {
-        let end = s.rfind(']').unwrap_or(s.len());
-        let last = s[st..end].trim();
+        let end = b.iter().rposition(|&c| c == b']').unwrap_or(b.len());
+        let last = s.get(st..end).unwrap_or_default().trim_ascii();
         if !last.is_empty() {
             out.push(last);
         }
@@ -164,19 +176,67 @@ pub fn split_array(s: &str) -> Vec<&str> {
     out
 }
 
+/// The byte offset of the first `needle` in `hay` (a naive search: the texts here are short).
+pub fn find(hay: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.as_bytes()
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+}
+
+/// Splits `s` at every `sep` (an ASCII byte). Like `str::split`, without its searcher's panic paths.
+pub fn split_byte(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    core::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == sep) {
+            Some(i) => {
+                rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// `s` split at its first `sep` (an ASCII byte), like `str::split_once`.
+pub fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == sep)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// `s` with the first `from` replaced by `to` (unchanged when absent).
+pub fn replace_first(s: &str, from: &str, to: &str) -> String {
+    match find(s, from) {
+        Some(i) => {
+            let mut out = String::with_capacity(s.len() + to.len());
+            out.push_str(s.get(..i).unwrap_or_default());
+            out.push_str(to);
+            out.push_str(s.get(i + from.len()..).unwrap_or_default());
+            out
+        }
+        None => String::from(s),
+    }
+}
+
 /// The raw (still escaped) value of the first `"key":"…"` string field in JSON text.
 pub fn string_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
     let mut pat = String::with_capacity(key.len() + 4);
     push_str(&mut pat, key);
     pat.push_str(":\"");
-    let start = json.find(&pat)? + pat.len();
-    let rest = &json[start..];
+    let start = find(json, &pat)? + pat.len();
+    let rest = json.get(start..)?;
     let mut esc = false;
     for (i, c) in rest.char_indices() {
         match c {
             _ if esc => esc = false,
             '\\' => esc = true,
-            '"' => return Some(&rest[..i]),
+            '"' => return rest.get(..i),
             _ => {}
         }
     }
@@ -212,6 +272,17 @@ mod tests {
     }
 
     #[test]
+    fn integer_parts_of_json_numbers() {
+        assert_eq!(int_part("20"), Some(20));
+        assert_eq!(int_part("-5"), Some(-5));
+        assert_eq!(int_part("1.75"), Some(1));
+        assert_eq!(int_part("-0.5"), Some(0));
+        assert_eq!(int_part("1e21"), None);
+        assert_eq!(int_part("null"), None);
+        assert_eq!(int_part(""), None);
+    }
+
+    #[test]
     fn objects_skip_absent_and_empty_fields() {
         let mut s = String::new();
         Obj::new(&mut s)
@@ -233,6 +304,26 @@ mod tests {
         assert!(split_array("[]").is_empty());
         assert!(split_array("garbage").is_empty());
         assert!(split_array("").is_empty());
+    }
+
+    #[test]
+    fn splitting_at_a_byte_matches_str_split() {
+        for s in ["a&b&&c", "", "&", "abc", "é&ü="] {
+            assert_eq!(
+                split_byte(s, b'&').collect::<Vec<_>>(),
+                s.split('&').collect::<Vec<_>>()
+            );
+            assert_eq!(split_once_byte(s, b'&'), s.split_once('&'));
+        }
+    }
+
+    #[test]
+    fn substrings_are_found_and_replaced_once() {
+        assert_eq!(find("abcabc", "ca"), Some(2));
+        assert_eq!(find("abc", "abcd"), None);
+        assert_eq!(find("abc", ""), Some(0));
+        assert_eq!(replace_first("x:1,x:1", "x:1", "y:22"), "y:22,x:1");
+        assert_eq!(replace_first("é", "a", "b"), "é");
     }
 
     #[test]

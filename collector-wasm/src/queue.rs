@@ -1,8 +1,9 @@
 //! The bounded message queue (persisted as a JSON array of messages), batching and retry backoff.
 //! Pure logic: the browser bindings decide when to read, write and send it.
 
-use crate::json::{push_str, split_array, string_field};
-
+use crate::json::{push_str, split_array, split_once_byte, string_field};
+use alloc::string::String;
+use alloc::vec::Vec;
 
 /// Most messages kept waiting; beyond it the oldest are dropped (with a console warning).
 pub const MAX_QUEUE: usize = 500;
@@ -47,7 +48,7 @@ impl Queue {
     pub fn push(&mut self, msg: String, max: usize) -> usize {
         self.items.push(msg);
         let over = self.items.len().saturating_sub(max.max(1));
-        self.items.drain(..over);
+        drop_front(&mut self.items, over);
         over
     }
 
@@ -70,6 +71,16 @@ impl Queue {
         self.items
             .retain(|m| !message_id(m).is_some_and(|id| ids.iter().any(|x| x == id)));
     }
+}
+
+/// Removes the first `n` items (all when fewer); unlike `drain(..n)` it has no panicking path, whose
+/// message formatting would pull `core::fmt` into the wasm.
+pub fn drop_front<T>(v: &mut Vec<T>, n: usize) {
+    let mut i = 0;
+    v.retain(|_| {
+        i += 1;
+        i > n
+    });
 }
 
 /// The `messageId` of a message written by this crate (raw JSON string content).
@@ -103,14 +114,16 @@ pub fn is_retryable(status: u16) -> bool {
 /// Milliseconds to wait before retry number `attempt` (1-based): 500 ms doubling to a 30 s cap,
 /// scaled by `jitter` in [0, 1) into the upper half of the interval.
 pub fn backoff_ms(attempt: u32, jitter: f64) -> u32 {
-    let full = 500u32.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(30_000);
+    let full = 500u32
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(30_000);
     let half = full / 2;
     half + (f64::from(half) * jitter.clamp(0.0, 1.0)) as u32
 }
 
 /// Whether a cross-tab lease `tab|expiresAtMs` is free for `tab` at `now` (absent, expired or ours).
 pub fn lease_free(stored: Option<&str>, tab: &str, now: u64) -> bool {
-    let Some((owner, expiry)) = stored.and_then(|s| s.split_once('|')) else {
+    let Some((owner, expiry)) = stored.and_then(|s| split_once_byte(s, b'|')) else {
         return true;
     };
     owner == tab || crate::json::parse_uint(expiry).is_none_or(|e| e <= now)
@@ -141,6 +154,17 @@ mod tests {
         }
         let ids: Vec<_> = q.items.iter().filter_map(|m| message_id(m)).collect();
         assert_eq!(ids, ["2", "3", "4"]);
+    }
+
+    #[test]
+    fn dropping_from_the_front_keeps_the_rest_in_order() {
+        let mut v = vec![1, 2, 3, 4];
+        drop_front(&mut v, 0);
+        assert_eq!(v, [1, 2, 3, 4]);
+        drop_front(&mut v, 3);
+        assert_eq!(v, [4]);
+        drop_front(&mut v, 5);
+        assert!(v.is_empty());
     }
 
     #[test]

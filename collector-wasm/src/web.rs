@@ -1,17 +1,22 @@
-//! The browser bindings (wasm32 only): the analytics.js-shaped API exported through wasm-bindgen,
-//! identity in a first-party cookie + localStorage, the persisted queue, sending and consent.
+//! The browser bindings (wasm32 only): the analytics.js-shaped API, identity in a first-party cookie +
+//! localStorage, the persisted queue, sending and consent.
+//!
+//! No wasm-bindgen: `js/touchpoint.js` is a hand-written glue (~1 KB gzip) that instantiates this
+//! module with a dozen small imports (`tp.*`, declared in `sys`) and calls the `tp_*` exports.
+//! Strings go in both directions as UTF-8 in linear memory: JS→Rust through `tp_in`/`tp_push`
+//! (pushed onto `ARGS`, arguments tagged with their JS type, see `Args`), Rust→JS as (ptr, len).
+//! All decisions (overloads, queue, batching, retry, leases, identity, consent, context) stay here;
+//! the glue only touches the browser APIs.
 
 use crate::context::{campaign, cookie, read_cookie, uuid, valid_id};
-use crate::json::{Obj, push_uint};
+use crate::json::{Obj, int_part, push_uint, replace_first};
 use crate::queue::{
     MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_MESSAGE_BYTES, MAX_QUEUE, Queue, backoff_ms, batch_body,
-    is_retryable, lease_free, message_id,
+    drop_front, is_retryable, lease_free, message_id,
 };
-use js_sys::{Date, Function, JSON, Math, Object, Reflect};
-use std::cell::RefCell;
-use wasm_bindgen::JsCast;
-use wasm_bindgen::prelude::*;
-use web_sys::{RequestInit, Storage, console};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
 
 const ANON_KEY: &str = "tp_anon";
 const USER_KEY: &str = "tp_user";
@@ -22,22 +27,273 @@ const LEASE_MS: u64 = 15_000;
 const COOKIE_MAX_AGE: u64 = 365 * 24 * 3600;
 const KEEPALIVE_MAX: usize = 64 * 1024;
 
+/// What `tp.get(i)` reads (the order of the getters in js/touchpoint.js).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+enum Env {
+    Path,
+    Referrer,
+    Search,
+    Title,
+    Href,
+    Protocol,
+    UserAgent,
+    Language,
+    TimeZone,
+    ScreenWidth,
+    ScreenHeight,
+    PixelRatio,
+    Cookies,
+    IsoNow,
+}
+
+/// The imports and their safe wrappers.
+#[allow(unsafe_code)]
+mod sys {
+    use super::{ARGS, Env, INBOX};
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    #[link(wasm_import_module = "tp")]
+    unsafe extern "C" {
+        /// Pushes the string an `Env` getter returns ("" for undefined/null or when it throws).
+        fn get(what: u32);
+        /// localStorage: op 0 get (pushes the value, 1 if found), 1 set, 2 remove, 3 probe;
+        /// returns 0 when it threw (quota, disabled storage).
+        fn store(op: u32, k: *const u8, kn: usize, v: *const u8, vn: usize) -> u32;
+        fn set_cookie(p: *const u8, n: usize);
+        /// 0 console.warn(text), 1 console.log("touchpoint:", JSON.parse(text)), 2 console.log(text).
+        fn con(level: u32, p: *const u8, n: usize);
+        fn now() -> f64;
+        fn random() -> f64;
+        /// setTimeout(tp_tick, ms); returns the handle.
+        fn timer(ms: u32) -> i32;
+        fn untimer(handle: i32);
+        /// fetch POST; tp_sent(status) when it settles (0 for a network error).
+        fn send(u: *const u8, un: usize, b: *const u8, bn: usize, keepalive: u32);
+        fn beacon(u: *const u8, un: usize, b: *const u8, bn: usize) -> u32;
+        /// Pushes JSON.stringify(Object.assign(JSON.parse(a), JSON.parse(b))) (b if that throws).
+        fn merge(a: *const u8, an: usize, b: *const u8, bn: usize);
+        /// Sets the string an export returns to JS.
+        fn out(p: *const u8, n: usize);
+        #[cfg(feature = "dev-validate")]
+        /// fetch(url).text(), then tp_plan() with the text pushed.
+        fn fetch_plan(p: *const u8, n: usize);
+    }
+
+    /// The last string JS pushed.
+    pub fn pop() -> String {
+        ARGS.with(Vec::pop).flatten().unwrap_or_default()
+    }
+
+    pub fn env(what: Env) -> String {
+        unsafe { get(what as u32) };
+        pop()
+    }
+
+    pub fn storage(op: u32, k: &str, v: &str) -> bool {
+        unsafe { store(op, k.as_ptr(), k.len(), v.as_ptr(), v.len()) == 1 }
+    }
+
+    pub fn write_cookie(c: &str) {
+        unsafe { set_cookie(c.as_ptr(), c.len()) }
+    }
+
+    pub fn console(level: u32, s: &str) {
+        unsafe { con(level, s.as_ptr(), s.len()) }
+    }
+
+    pub fn now_ms() -> f64 {
+        unsafe { now() }
+    }
+
+    pub fn rand() -> f64 {
+        unsafe { random() }
+    }
+
+    pub fn set_timer(ms: u32) -> i32 {
+        unsafe { timer(ms) }
+    }
+
+    pub fn clear_timer(h: i32) {
+        unsafe { untimer(h) }
+    }
+
+    pub fn post(url: &str, body: &str, keepalive: bool) {
+        unsafe {
+            send(
+                url.as_ptr(),
+                url.len(),
+                body.as_ptr(),
+                body.len(),
+                keepalive.into(),
+            )
+        }
+    }
+
+    pub fn send_beacon(url: &str, body: &str) -> bool {
+        unsafe { beacon(url.as_ptr(), url.len(), body.as_ptr(), body.len()) == 1 }
+    }
+
+    pub fn merge_json(a: &str, b: &str) -> String {
+        unsafe { merge(a.as_ptr(), a.len(), b.as_ptr(), b.len()) };
+        pop()
+    }
+
+    pub fn ret(s: &str) {
+        unsafe { out(s.as_ptr(), s.len()) }
+    }
+
+    #[cfg(feature = "dev-validate")]
+    pub fn load_plan_from(url: &str) {
+        unsafe { fetch_plan(url.as_ptr(), url.len()) }
+    }
+
+    /// JS asks for `n` bytes to write a UTF-8 string into, then calls `tp_push`.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn tp_in(n: usize) -> *mut u8 {
+        INBOX
+            .with(|b| {
+                *b = Vec::with_capacity(n);
+                b.as_mut_ptr()
+            })
+            .unwrap_or(core::ptr::null_mut())
+    }
+
+    /// JS wrote `n` bytes (TextEncoder.encodeInto: valid UTF-8) at `tp_in`'s pointer.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn tp_push(n: usize) {
+        let mut b = INBOX.with(core::mem::take).unwrap_or_default();
+        // SAFETY: JS initialised the first n <= capacity bytes with complete UTF-8 sequences.
+        let s = unsafe {
+            b.set_len(n.min(b.capacity()));
+            String::from_utf8_unchecked(b)
+        };
+        ARGS.with(|a| a.push(s));
+    }
+}
+
+/// A single-threaded global (wasm32-unknown-unknown without atomics has exactly one thread).
+struct Global<T>(RefCell<T>);
+
+// SAFETY: see above; there is no other thread to share it with.
+#[allow(unsafe_code)]
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    /// Runs `f` on the value; `None` if it is already borrowed (a reentrant call), which a
+    /// `borrow_mut` would turn into a panic.
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.0.try_borrow_mut().ok().map(|mut v| f(&mut v))
+    }
+}
+
+/// Strings JS pushed: the arguments of the export being called, or an import's result.
+static ARGS: Global<Vec<String>> = Global(RefCell::new(Vec::new()));
+static INBOX: Global<Vec<u8>> = Global(RefCell::new(Vec::new()));
+/// The SDK's state (`None` until `load`).
+static STATE: Global<Option<State>> = Global(RefCell::new(None));
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    STATE.with(|s| s.as_mut().map(f)).flatten()
+}
+
+/// An export's arguments, each tagged by the glue with its JS type: `s` string, `n` number (as
+/// JSON), `t`/`f` boolean, `o` plain object (as JSON), `x` an object JSON.stringify refused,
+/// `u` anything else (undefined, null, arrays, functions).
+struct Args(Vec<String>);
+
+impl Args {
+    fn take() -> Args {
+        Args(ARGS.with(core::mem::take).unwrap_or_default())
+    }
+
+    fn tag(&self, i: usize) -> u8 {
+        self.0
+            .get(i)
+            .and_then(|a| a.as_bytes().first().copied())
+            .unwrap_or(b'u')
+    }
+
+    fn text(&self, i: usize) -> &str {
+        self.0.get(i).and_then(|a| a.get(1..)).unwrap_or("")
+    }
+
+    fn string(&self, i: usize) -> Option<&str> {
+        (self.tag(i) == b's').then(|| self.text(i))
+    }
+
+    fn number(&self, i: usize) -> Option<i64> {
+        if self.tag(i) == b'n' {
+            int_part(self.text(i))
+        } else {
+            None
+        }
+    }
+
+    fn truthy(&self, i: usize) -> bool {
+        self.tag(i) == b't'
+    }
+
+    /// A string (or number) id argument.
+    fn id(&self, i: usize) -> Option<String> {
+        matches!(self.tag(i), b's' | b'n')
+            .then(|| self.text(i))
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    }
+
+    /// JSON text of a plain object argument; empty for anything else.
+    fn object(&self, i: usize) -> String {
+        match self.tag(i) {
+            b'o' => String::from(self.text(i)),
+            b'x' => {
+                warn("touchpoint: properties/traits are not JSON-serialisable; sent without them");
+                String::new()
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+pub(crate) fn warn(msg: &str) {
+    sys::console(0, msg);
+}
+
+fn now_ms() -> u64 {
+    sys::now_ms() as u64
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    for x in &mut b {
+        *x = (sys::rand() * 256.0) as u8;
+    }
+    uuid(b)
+}
+
+fn quoted_anon(id: &str) -> String {
+    let mut s = String::from("\"anonymousId\":");
+    crate::json::push_str(&mut s, id);
+    s
+}
+
 struct State {
     write_key: String,
     url: String,
-    api_host: String,
     cookie_domain: Option<String>,
     flush_at: usize,
     flush_interval: u32,
     debug: bool,
     /// Storing and sending allowed (always, unless `waitForConsent` and no `consent(true)` yet).
     consent: bool,
-    /// localStorage when allowed and working; `None` means memory only.
-    storage: Option<Storage>,
+    /// localStorage works (probed when storage is turned on); false means memory only.
+    storage: bool,
     mem_queue: Queue,
     anon: String,
     user: Option<String>,
-    traits: Object,
+    /// The user's traits as a JSON object.
+    traits: String,
     /// The part of `context` that does not change while the page lives.
     static_context: String,
     tab: String,
@@ -45,124 +301,49 @@ struct State {
     inflight: Vec<String>,
     attempt: u32,
     timer: Option<i32>,
-    flush_cb: Function,
     #[cfg(feature = "dev-validate")]
     plan: Option<touchpoint_tracking_plan::TrackingPlan>,
 }
 
-thread_local! {
-    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
-}
-
-fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
-    STATE.with(|s| s.borrow_mut().as_mut().map(f))
-}
-
-fn window() -> web_sys::Window {
-    js_sys::global().unchecked_into()
-}
-
-fn get(o: &JsValue, k: &str) -> JsValue {
-    Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
-}
-
-fn get_str(o: &JsValue, k: &str) -> String {
-    get(o, k).as_string().unwrap_or_default()
-}
-
-fn call0(o: &JsValue, k: &str) -> JsValue {
-    get(o, k)
-        .dyn_into::<Function>()
-        .ok()
-        .and_then(|f| f.call0(o).ok())
-        .unwrap_or(JsValue::UNDEFINED)
-}
-
-fn warn(msg: &str) {
-    console::warn_1(&JsValue::from_str(msg));
-}
-
-fn now_ms() -> u64 {
-    Date::now() as u64
-}
-
-fn now_iso() -> String {
-    String::from(Date::new_0().to_iso_string())
-}
-
-fn new_id() -> String {
-    let mut b = [0u8; 16];
-    for x in &mut b {
-        *x = (Math::random() * 256.0) as u8;
-    }
-    uuid(b)
-}
-
-/// JSON text of a plain object argument; empty for anything else (or a value JSON cannot hold).
-fn object_json(v: &JsValue) -> String {
-    if !v.is_object() || js_sys::Array::is_array(v) {
-        return String::new();
-    }
-    match JSON::stringify(v) {
-        Ok(s) => String::from(s),
-        Err(_) => {
-            warn("touchpoint: properties/traits are not JSON-serialisable; sent without them");
-            String::new()
-        }
-    }
-}
-
-fn number_json(v: &JsValue) -> String {
-    match v.as_f64() {
-        Some(_) => JSON::stringify(v).map(String::from).unwrap_or_default(),
-        None => String::new(),
-    }
-}
-
-/// A string (or number) id argument.
-fn id_arg(v: &JsValue) -> Option<String> {
-    v.as_string()
-        .or_else(|| v.as_f64().map(|_| number_json(v)))
-        .filter(|s| !s.is_empty())
-}
+const NO_TRAITS: &str = "{}";
 
 impl State {
-    fn persistent(&self) -> Option<&Storage> {
-        if self.consent { self.storage.as_ref() } else { None }
+    fn persistent(&self) -> bool {
+        self.consent && self.storage
     }
 
     fn read(&self, k: &str) -> Option<String> {
-        self.persistent()?.get_item(k).ok().flatten()
+        (self.persistent() && sys::storage(0, k, "")).then(sys::pop)
     }
 
-    fn write(&self, k: &str, v: Option<&str>) {
-        if let Some(s) = self.persistent() {
-            let _ = match v {
-                Some(v) => s.set_item(k, v),
-                None => s.remove_item(k),
-            };
-        }
+    fn write(&self, k: &str, v: Option<&str>) -> bool {
+        self.persistent()
+            && match v {
+                Some(v) => sys::storage(1, k, v),
+                None => sys::storage(2, k, ""),
+            }
     }
 
     fn load_queue(&self) -> Queue {
-        match self.persistent() {
-            Some(_) => Queue::parse(&self.read(QUEUE_KEY).unwrap_or_default()),
-            None => self.mem_queue.clone(),
+        if self.persistent() {
+            Queue::parse(&self.read(QUEUE_KEY).unwrap_or_default())
+        } else {
+            self.mem_queue.clone()
         }
     }
 
     fn save_queue(&mut self, mut q: Queue) {
-        let Some(s) = self.persistent().cloned() else {
+        if !self.persistent() {
             self.mem_queue = q;
             return;
-        };
-        while s.set_item(QUEUE_KEY, &q.to_json()).is_err() {
+        }
+        while !self.write(QUEUE_KEY, Some(&q.to_json())) {
             if q.items.is_empty() {
                 return;
             }
             // QuotaExceededError: give up the oldest tenth and try again.
             let n = q.items.len().div_ceil(10);
-            q.items.drain(..n);
+            drop_front(&mut q.items, n);
             warn("touchpoint: storage full, dropped the oldest queued messages");
         }
     }
@@ -173,37 +354,44 @@ impl State {
         }
         self.write(ANON_KEY, Some(&self.anon));
         self.write(USER_KEY, self.user.as_deref());
-        let traits = object_json(&self.traits);
-        self.write(TRAITS_KEY, (traits.len() > 2).then_some(traits.as_str()));
-        let secure = get_str(&get(&window(), "location"), "protocol") == "https:";
-        let c = cookie(ANON_KEY, &self.anon, self.cookie_domain.as_deref(), COOKIE_MAX_AGE, secure);
-        let _ = Reflect::set(&window().document().into(), &"cookie".into(), &c.into());
+        let t = &self.traits;
+        self.write(TRAITS_KEY, (t.len() > 2).then_some(t.as_str()));
+        let secure = sys::env(Env::Protocol) == "https:";
+        let c = cookie(
+            ANON_KEY,
+            &self.anon,
+            self.cookie_domain.as_deref(),
+            COOKIE_MAX_AGE,
+            secure,
+        );
+        sys::write_cookie(&c);
     }
 
     /// Turns storage on (after consent): probes localStorage, restores or saves identity, and moves
     /// what waited in memory into the persisted queue.
-    fn enable_storage(&mut self, fresh_anon: bool) {
-        self.storage = window().local_storage().ok().flatten().filter(|s| {
-            s.set_item("tp_probe", "1").is_ok() && s.remove_item("tp_probe").is_ok()
-        });
-        let cookies = get_str(&window().document().into(), "cookie");
+    fn enable_storage(&mut self) {
+        self.storage = sys::storage(3, "", "");
+        let cookies = sys::env(Env::Cookies);
         let stored = read_cookie(&cookies, ANON_KEY)
             .map(String::from)
             .or_else(|| self.read(ANON_KEY))
             .filter(|a| valid_id(a));
-        if let (Some(a), false) = (stored, fresh_anon) {
+        if let Some(a) = stored.filter(|a| *a != self.anon) {
+            // A returning visitor: what waited for consent carries the remembered id too.
+            let (old, new) = (quoted_anon(&self.anon), quoted_anon(&a));
+            for m in &mut self.mem_queue.items {
+                *m = replace_first(m, &old, &new);
+            }
             self.anon = a;
         }
         if self.user.is_none() {
             self.user = self.read(USER_KEY);
         }
-        if let Some(t) = self.read(TRAITS_KEY).and_then(|t| JSON::parse(&t).ok()) {
-            if t.is_object() {
-                self.traits = Object::assign(&t.unchecked_into(), &self.traits);
-            }
+        if let Some(t) = self.read(TRAITS_KEY).filter(|t| t.starts_with('{')) {
+            self.traits = sys::merge_json(&t, &self.traits);
         }
         self.persist_identity();
-        let mem = std::mem::take(&mut self.mem_queue);
+        let mem = core::mem::take(&mut self.mem_queue);
         if !mem.items.is_empty() {
             let mut q = self.load_queue();
             for m in mem.items {
@@ -214,21 +402,12 @@ impl State {
     }
 
     fn page_context(&self) -> String {
-        let w = window();
-        let loc = get(&w, "location");
-        let doc: JsValue = w.document().into();
-        let search = get_str(&loc, "search");
+        let search = sys::env(Env::Search);
         let mut s = String::with_capacity(self.static_context.len() + 256);
         s.push_str(&self.static_context);
         s.pop(); // reopen the static object
         s.push_str(",\"page\":");
-        Obj::new(&mut s)
-            .str("path", &get_str(&loc, "pathname"))
-            .str("referrer", &get_str(&doc, "referrer"))
-            .str("search", &search)
-            .str("title", &get_str(&doc, "title"))
-            .str("url", &get_str(&loc, "href"))
-            .end();
+        page_fields(Obj::new(&mut s), &search).end();
         let c = campaign(&search);
         if !c.is_empty() {
             s.push_str(",\"campaign\":");
@@ -240,16 +419,25 @@ impl State {
 
     /// Builds a message, applying `fill` for the type's own fields.
     fn message(&self, kind: &str, fill: impl for<'a> FnOnce(Obj<'a>) -> Obj<'a>) -> String {
+        self.message_for(kind, self.user.as_deref(), fill)
+    }
+
+    fn message_for(
+        &self,
+        kind: &str,
+        user: Option<&str>,
+        fill: impl for<'a> FnOnce(Obj<'a>) -> Obj<'a>,
+    ) -> String {
         let mut s = String::with_capacity(768);
         let ctx = self.page_context();
         let o = Obj::new(&mut s)
             .str("type", kind)
             .str("messageId", &new_id())
             .str("anonymousId", &self.anon)
-            .opt_str("userId", self.user.as_deref());
+            .opt_str("userId", user);
         fill(o)
             .raw("context", &ctx)
-            .str("timestamp", &now_iso())
+            .str("timestamp", &sys::env(Env::IsoNow))
             .end();
         s
     }
@@ -260,7 +448,7 @@ impl State {
             return;
         }
         if self.debug {
-            console::log_2(&"touchpoint:".into(), &JSON::parse(&msg).unwrap_or(JsValue::NULL));
+            sys::console(1, &msg);
         }
         #[cfg(feature = "dev-validate")]
         if let Some(plan) = &self.plan {
@@ -282,16 +470,13 @@ impl State {
     }
 
     fn schedule(&mut self, ms: u32, replace: bool) {
-        let w = window();
         if let Some(t) = self.timer {
             if !replace {
                 return;
             }
-            w.clear_timeout_with_handle(t);
+            sys::clear_timer(t);
         }
-        self.timer = w
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&self.flush_cb, ms as i32)
-            .ok();
+        self.timer = Some(sys::set_timer(ms));
     }
 
     fn take_lease(&self) -> bool {
@@ -308,9 +493,10 @@ impl State {
     }
 
     fn release_lease(&self) {
-        let mine = self
-            .read(LEASE_KEY)
-            .is_some_and(|l| l.split('|').next() == Some(self.tab.as_str()));
+        let mine = self.read(LEASE_KEY).is_some_and(|l| {
+            l.strip_prefix(self.tab.as_str())
+                .is_some_and(|r| r.is_empty() || r.starts_with('|'))
+        });
         if mine {
             self.write(LEASE_KEY, None);
         }
@@ -331,24 +517,37 @@ impl State {
             return None;
         }
         let n = q.batch_len(MAX_BATCH_ITEMS, MAX_BATCH_BYTES);
-        let batch = &q.items[..n];
+        let batch = q.items.get(..n).unwrap_or_default();
         self.inflight = batch
             .iter()
             .filter_map(|m| message_id(m).map(String::from))
             .collect();
         self.sending = true;
-        Some((self.url.clone(), batch_body(batch, &now_iso(), &self.write_key)))
+        Some((
+            self.url.clone(),
+            batch_body(batch, &sys::env(Env::IsoNow), &self.write_key),
+        ))
+    }
+
+    fn flush_now(&mut self) {
+        self.timer = None;
+        if let Some((url, body)) = self.next_batch() {
+            // A string body goes as text/plain: a CORS "simple" request, no preflight.
+            sys::post(&url, &body, body.len() <= KEEPALIVE_MAX);
+        }
     }
 
     fn sent(&mut self, status: u16) {
         self.sending = false;
-        let ids = std::mem::take(&mut self.inflight);
+        let ids = core::mem::take(&mut self.inflight);
         if self.debug {
-            console::log_2(&"touchpoint: batch status".into(), &status.into());
+            let mut m = String::from("touchpoint: batch status ");
+            push_uint(&mut m, status.into());
+            sys::console(2, &m);
         }
         if is_retryable(status) {
             self.attempt += 1;
-            let delay = backoff_ms(self.attempt, Math::random());
+            let delay = backoff_ms(self.attempt, sys::rand());
             self.schedule(delay, true);
             return;
         }
@@ -374,19 +573,18 @@ impl State {
         if !self.consent || !self.take_lease() {
             return;
         }
-        let nav = window().navigator();
         let mut rest = self.load_queue();
-        rest.items
-            .retain(|m| !message_id(m).is_some_and(|id| self.inflight.iter().any(|x| x == id)));
+        rest.remove_ids(&self.inflight);
         let mut sent = Vec::new();
         while !rest.items.is_empty() {
             let n = rest.batch_len(MAX_BATCH_ITEMS, MAX_BATCH_BYTES);
-            let batch: Vec<String> = rest.items.drain(..n).collect();
-            let body = batch_body(&batch, &now_iso(), &self.write_key);
-            if !nav.send_beacon_with_opt_str(&self.url, Some(&body)).unwrap_or(false) {
+            let batch = rest.items.get(..n).unwrap_or_default();
+            let body = batch_body(batch, &sys::env(Env::IsoNow), &self.write_key);
+            if !sys::send_beacon(&self.url, &body) {
                 break;
             }
             sent.extend(batch.iter().filter_map(|m| message_id(m).map(String::from)));
+            drop_front(&mut rest.items, n);
         }
         let mut q = self.load_queue();
         q.remove_ids(&sent);
@@ -397,46 +595,21 @@ impl State {
     }
 }
 
-fn flush_now() {
-    let Some(Some((url, body))) = with(|s| {
-        s.timer = None;
-        s.next_batch()
-    }) else {
-        return;
-    };
-    let init = RequestInit::new();
-    init.set_method("POST");
-    // A string body goes as text/plain: a CORS "simple" request, no preflight.
-    init.set_body(&JsValue::from_str(&body));
-    init.set_keepalive(body.len() <= KEEPALIVE_MAX);
-    let ok = Closure::once_into_js(|resp: JsValue| {
-        let status = get(&resp, "status").as_f64().unwrap_or(0.0) as u16;
-        with(|s| s.sent(status));
-    });
-    let err = Closure::once_into_js(|_: JsValue| {
-        with(|s| s.sent(0));
-    });
-    let _ = window()
-        .fetch_with_str_and_init(&url, &init)
-        .then2(ok.unchecked_ref(), err.unchecked_ref());
+/// Segment's page fields: path, referrer, search, title, url.
+fn page_fields<'a>(o: Obj<'a>, search: &str) -> Obj<'a> {
+    o.str("path", &sys::env(Env::Path))
+        .str("referrer", &sys::env(Env::Referrer))
+        .str("search", search)
+        .str("title", &sys::env(Env::Title))
+        .str("url", &sys::env(Env::Href))
 }
 
 fn static_context() -> String {
-    let w = window();
-    let nav = get(&w, "navigator");
-    let scr = get(&w, "screen");
-    let intl = get(&js_sys::global(), "Intl");
-    let dtf = get(&intl, "DateTimeFormat")
-        .dyn_into::<Function>()
-        .ok()
-        .and_then(|f| Reflect::construct(&f, &js_sys::Array::new()).ok())
-        .unwrap_or(JsValue::UNDEFINED);
-    let tz = get_str(&call0(&dtf, "resolvedOptions"), "timeZone");
     let mut screen = String::new();
     Obj::new(&mut screen)
-        .raw("width", &number_json(&get(&scr, "width")))
-        .raw("height", &number_json(&get(&scr, "height")))
-        .raw("density", &number_json(&get(&w, "devicePixelRatio")))
+        .raw("width", &sys::env(Env::ScreenWidth))
+        .raw("height", &sys::env(Env::ScreenHeight))
+        .raw("density", &sys::env(Env::PixelRatio))
         .end();
     let mut library = String::new();
     Obj::new(&mut library)
@@ -446,165 +619,148 @@ fn static_context() -> String {
     let mut s = String::with_capacity(512);
     Obj::new(&mut s)
         .raw("library", &library)
-        .str("userAgent", &get_str(&nav, "userAgent"))
-        .str("locale", &get_str(&nav, "language"))
-        .str("timezone", &tz)
+        .str("userAgent", &sys::env(Env::UserAgent))
+        .str("locale", &sys::env(Env::Language))
+        .str("timezone", &sys::env(Env::TimeZone))
         .raw("screen", &screen)
         .end();
     s
 }
 
-fn on(target: &web_sys::EventTarget, event: &str, f: impl FnMut(JsValue) + 'static) {
-    let cb = Closure::<dyn FnMut(JsValue)>::new(f).into_js_value();
-    let _ = target.add_event_listener_with_callback(event, cb.unchecked_ref());
-}
-
-/// `touchpoint.load(writeKey, options)`: options `apiHost`, `path`, `cookieDomain`, `flushAt`,
-/// `flushInterval` (ms), `waitForConsent`, `debug`, and in the dev build `devPlan`.
-#[wasm_bindgen]
-pub fn load(write_key: String, options: JsValue) {
+/// `touchpoint.load(writeKey, options)`: the glue passes the options `apiHost`, `path`,
+/// `cookieDomain`, `flushAt`, `flushInterval` (ms), `waitForConsent`, `debug`, and `devPlan`.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_load() {
+    let a = Args::take();
     if with(|_| ()).is_some() {
         return;
     }
-    let opt = |k: &str| get(&options, k);
-    let api_host = get_str(&options, "apiHost").trim_end_matches('/').to_owned();
-    let mut url = api_host.clone();
-    match opt("path").as_string() {
-        Some(p) => url.push_str(&p),
-        None => url.push_str("/v1/batch"),
-    }
-    let consent = !opt("waitForConsent").is_truthy();
-    let flush_cb = Closure::<dyn FnMut()>::new(flush_now)
-        .into_js_value()
-        .unchecked_into();
+    let api_host = a.string(1).unwrap_or("").trim_end_matches('/');
+    let mut url = String::from(api_host);
+    url.push_str(a.string(2).unwrap_or("/v1/batch"));
+    let consent = !a.truthy(6);
     let mut state = State {
-        write_key,
+        write_key: String::from(a.string(0).unwrap_or("")),
         url,
-        api_host,
-        cookie_domain: opt("cookieDomain").as_string(),
-        flush_at: opt("flushAt").as_f64().map_or(20, |n| n.max(1.0) as usize),
-        flush_interval: opt("flushInterval").as_f64().map_or(5000, |n| n.max(0.0) as u32),
-        debug: opt("debug").is_truthy(),
+        cookie_domain: a.string(3).map(String::from),
+        flush_at: a.number(4).map_or(20, |n| n.max(1) as usize),
+        flush_interval: a
+            .number(5)
+            .map_or(5000, |n| n.clamp(0, i64::from(u32::MAX)) as u32),
+        debug: a.truthy(7),
         consent,
-        storage: None,
+        storage: false,
         mem_queue: Queue::default(),
         anon: new_id(),
         user: None,
-        traits: Object::new(),
+        traits: String::from(NO_TRAITS),
         static_context: static_context(),
         tab: new_id(),
         sending: false,
         inflight: Vec::new(),
         attempt: 0,
         timer: None,
-        flush_cb,
         #[cfg(feature = "dev-validate")]
         plan: None,
     };
     if consent {
-        state.enable_storage(false);
+        state.enable_storage();
     }
     #[cfg(feature = "dev-validate")]
-    crate::dev::load_plan(&mut state.plan, &opt("devPlan"), state.debug, &state.api_host);
-    STATE.with(|s| *s.borrow_mut() = Some(state));
-    let w = window();
-    on(&w, "pagehide", |_| {
-        with(State::beacon);
-    });
-    on(&w.document().into(), "visibilitychange", |_| {
-        if get_str(&window().document().into(), "visibilityState") == "hidden" {
-            with(State::beacon);
-        }
-    });
+    crate::dev::load_plan(&mut state.plan, a.string(8), state.debug, api_host);
+    STATE.with(|s| *s = Some(state));
     // Whatever a previous page left in the persisted queue goes out now.
     with(|s| s.schedule(0, true));
 }
 
 /// `touchpoint.page([category], [name], [properties])`.
-#[wasm_bindgen]
-pub fn page(a: JsValue, b: JsValue, c: JsValue) {
-    let (category, name, props) = match (a.as_string(), b.as_string()) {
-        (Some(cat), Some(name)) => (Some(cat), Some(name), c),
-        (Some(name), None) => (None, Some(name), b),
-        _ => (None, None, a),
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_page() {
+    let a = Args::take();
+    let (category, name, props) = match (a.string(0), a.string(1)) {
+        (Some(cat), Some(name)) => (Some(cat), Some(name), 2),
+        (Some(name), None) => (None, Some(name), 1),
+        _ => (None, None, 0),
     };
-    let mut props = object_json(&props);
+    let props = a.object(props);
     // Segment's page properties also carry the page fields.
-    let w = window();
-    let loc = get(&w, "location");
-    let doc: JsValue = w.document().into();
     let mut base = String::new();
-    Obj::new(&mut base)
-        .str("path", &get_str(&loc, "pathname"))
-        .str("referrer", &get_str(&doc, "referrer"))
-        .str("search", &get_str(&loc, "search"))
-        .str("title", &get_str(&doc, "title"))
-        .str("url", &get_str(&loc, "href"))
-        .end();
+    let o = Obj::new(&mut base)
+        .opt_str("name", name)
+        .opt_str("category", category);
+    page_fields(o, &sys::env(Env::Search)).end();
     if props.len() > 2 {
         base.pop();
         base.push(',');
-        base.push_str(&props[1..]);
+        base.push_str(props.get(1..).unwrap_or("}"));
     }
-    props = base;
     with(|s| {
         let m = s.message("page", |o| {
-            o.opt_str("category", category.as_deref())
-                .opt_str("name", name.as_deref())
-                .raw("properties", &props)
+            o.opt_str("category", category)
+                .opt_str("name", name)
+                .raw("properties", &base)
         });
         s.enqueue(m);
     });
 }
 
 /// `touchpoint.track(event, [properties])`.
-#[wasm_bindgen]
-pub fn track(event: JsValue, properties: JsValue) {
-    let Some(event) = event.as_string().filter(|e| !e.is_empty()) else {
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_track() {
+    let a = Args::take();
+    let Some(event) = a.string(0).filter(|e| !e.is_empty()) else {
         warn("touchpoint: track needs an event name");
         return;
     };
-    let props = object_json(&properties);
+    let props = a.object(1);
     with(|s| {
-        let m = s.message("track", |o| {
-            o.str("event", &event).raw("properties", &props)
-        });
+        let m = s.message("track", |o| o.str("event", event).raw("properties", &props));
         s.enqueue(m);
     });
 }
 
 /// `touchpoint.identify([userId], [traits])`: remembers both (traits merge into the stored ones).
-#[wasm_bindgen]
-pub fn identify(a: JsValue, b: JsValue) {
-    let (user, traits) = match id_arg(&a) {
-        Some(u) => (Some(u), b),
-        None => (None, a),
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_identify() {
+    let a = Args::take();
+    let (user, traits) = match a.id(0) {
+        Some(u) => (Some(u), 1),
+        None => (None, 0),
     };
+    let traits = a.object(traits);
     with(|s| {
         if let Some(u) = user {
             if s.user.as_deref().is_some_and(|old| old != u) {
-                s.traits = Object::new();
+                s.traits = String::from(NO_TRAITS);
             }
             s.user = Some(u);
         }
-        if traits.is_object() {
-            s.traits = Object::assign(&s.traits, &traits.unchecked_into());
+        if !traits.is_empty() {
+            s.traits = sys::merge_json(&s.traits, &traits);
         }
         s.persist_identity();
-        let t = object_json(&s.traits);
-        let m = s.message("identify", |o| o.raw("traits", if t.len() > 2 { &t } else { "" }));
+        let t = &s.traits;
+        let m = s.message("identify", |o| {
+            o.raw("traits", if t.len() > 2 { t } else { "" })
+        });
         s.enqueue(m);
     });
 }
 
 /// `touchpoint.group(groupId, [traits])`.
-#[wasm_bindgen]
-pub fn group(group_id: JsValue, traits: JsValue) {
-    let Some(id) = id_arg(&group_id) else {
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_group() {
+    let a = Args::take();
+    let Some(id) = a.id(0) else {
         warn("touchpoint: group needs a groupId");
         return;
     };
-    let t = object_json(&traits);
+    let t = a.object(1);
     with(|s| {
         let m = s.message("group", |o| o.str("groupId", &id).raw("traits", &t));
         s.enqueue(m);
@@ -612,93 +768,128 @@ pub fn group(group_id: JsValue, traits: JsValue) {
 }
 
 /// `touchpoint.alias(userId, [previousId])`: previousId defaults to the current user or anonymous id.
-#[wasm_bindgen]
-pub fn alias(user_id: JsValue, previous_id: JsValue) {
-    let Some(to) = id_arg(&user_id) else {
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_alias() {
+    let a = Args::take();
+    let Some(to) = a.id(0) else {
         warn("touchpoint: alias needs a userId");
         return;
     };
     with(|s| {
-        let from = id_arg(&previous_id)
+        let from = a
+            .id(1)
             .or_else(|| s.user.clone())
             .unwrap_or_else(|| s.anon.clone());
-        let mut m = s.message("alias", |o| o.str("previousId", &from));
-        // alias names the new id as userId.
-        if let Some(i) = m.find(",\"userId\":") {
-            let end = m[i + 10..].find("\",").map_or(i, |e| i + 10 + e + 1);
-            m.replace_range(i..end, "");
-        }
-        m.insert_str(m.len() - 1, "");
-        let mut uid = String::from(",\"userId\":");
-        crate::json::push_str(&mut uid, &to);
-        let at = m.find(",\"previousId\"").unwrap_or(m.len() - 1);
-        m.insert_str(at, &uid);
+        let m = s.message_for("alias", Some(&to), |o| o.str("previousId", &from));
         s.enqueue(m);
     });
 }
 
 /// `touchpoint.reset()`: forgets the user and traits and starts a new anonymous id.
-#[wasm_bindgen]
-pub fn reset() {
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_reset() {
+    Args::take();
     with(|s| {
         s.user = None;
-        s.traits = Object::new();
+        s.traits = String::from(NO_TRAITS);
         s.anon = new_id();
         s.persist_identity();
     });
 }
 
 /// `touchpoint.user().anonymousId()`.
-#[wasm_bindgen(js_name = anonymousId)]
-pub fn anonymous_id() -> Option<String> {
-    with(|s| s.anon.clone())
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_anon() {
+    Args::take();
+    with(|s| sys::ret(&s.anon));
 }
 
 /// `touchpoint.user().id()`.
-#[wasm_bindgen(js_name = userId)]
-pub fn user_id() -> Option<String> {
-    with(|s| s.user.clone()).flatten()
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_user() {
+    Args::take();
+    with(|s| s.user.as_deref().map(sys::ret));
 }
 
-/// `touchpoint.user().traits()`.
-#[wasm_bindgen]
-pub fn traits() -> JsValue {
-    with(|s| s.traits.clone().into()).unwrap_or(JsValue::NULL)
-}
-
-/// `touchpoint.ready(callback)`: calls back once loaded (at once when already loaded).
-#[wasm_bindgen]
-pub fn ready(cb: JsValue) {
-    if let Ok(f) = cb.dyn_into::<Function>() {
-        let _ = f.call0(&JsValue::NULL);
-    }
+/// `touchpoint.user().traits()` (JSON; the glue parses it).
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_traits() {
+    Args::take();
+    with(|s| sys::ret(&s.traits));
 }
 
 /// `touchpoint.debug(on)`: logs every message and send result to the console.
-#[wasm_bindgen]
-pub fn debug(on: bool) {
-    with(|s| s.debug = on);
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_debug() {
+    let a = Args::take();
+    with(|s| s.debug = a.truthy(0));
 }
 
 /// `touchpoint.consent(granted)`: with `waitForConsent`, nothing is stored or sent before
 /// `consent(true)`; `consent(false)` drops what waited and stops storing again.
-#[wasm_bindgen]
-pub fn consent(granted: bool) {
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_consent() {
+    let granted = Args::take().truthy(0);
     with(|s| {
         if granted && !s.consent {
             s.consent = true;
-            s.enable_storage(true);
+            s.enable_storage();
             s.schedule(0, true);
         } else if !granted {
             s.consent = false;
-            s.storage = None;
+            s.storage = false;
             s.mem_queue = Queue::default();
         }
     });
 }
 
 /// `touchpoint.flush()`: sends what is queued now.
-#[wasm_bindgen]
-pub fn flush() {
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_flush() {
+    Args::take();
     with(|s| s.schedule(0, true));
+}
+
+/// The flush timer fired.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_tick() {
+    with(State::flush_now);
+}
+
+/// A send settled with `status` (0: network error).
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_sent(status: u32) {
+    with(|s| s.sent(status.min(999) as u16));
+}
+
+/// `pagehide`, or `visibilitychange` to hidden.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_hide() {
+    with(State::beacon);
+}
+
+/// The tracking plan fetched after `load` arrived (dev build).
+#[cfg(feature = "dev-validate")]
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_plan() {
+    let text = sys::pop();
+    let plan = crate::dev::parse(&text);
+    with(|s| s.plan = plan);
+}
+
+#[cfg(feature = "dev-validate")]
+pub(crate) fn fetch_plan(url: &str) {
+    sys::load_plan_from(url);
 }

@@ -26,6 +26,11 @@ enum Command {
         #[command(subcommand)]
         command: PlanCommand,
     },
+    /// Destination tools: status, replay of dead letters, GA4 validation.
+    Destinations {
+        #[command(subcommand)]
+        command: crate::destinations::cli::DestinationsCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,6 +49,7 @@ enum PlanCommand {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Destinations { command } => crate::destinations::cli::run(command).await,
         Command::Serve => {
             let config = Config::from_env().context("reading configuration")?;
             Application::build(config).await?.run().await?;
@@ -91,6 +97,30 @@ pub fn plan_check(file: &std::path::Path, deny_warnings: bool) -> anyhow::Result
             d.line,
             d.message
         ));
+    }
+    // Audience definitions kept beside the plan are part of the contract too.
+    let audiences = file.with_file_name("AUDIENCES.md");
+    if let (Ok(text), Ok(plan)) = (
+        std::fs::read_to_string(&audiences),
+        touchpoint_tracking_plan::parse(&src),
+    ) {
+        let (defs, mut problems) = crate::audiences::definitions::parse_file(&text);
+        problems.extend(crate::audiences::definitions::validate(&defs, &plan, &[]));
+        for p in &problems {
+            let severity = if p.error {
+                errors += 1;
+                "error"
+            } else {
+                warnings += 1;
+                "warning"
+            };
+            report.push_str(&format!(
+                "{}:{}: {severity}: {}\n",
+                audiences.display(),
+                p.line,
+                p.message
+            ));
+        }
     }
     let ok = errors == 0 && (!deny_warnings || warnings == 0);
     report.push_str(&format!(

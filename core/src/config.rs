@@ -15,6 +15,12 @@ pub struct Config {
     pub database_url: String,
     /// The tracking plan file (`TOUCHPOINT_PLAN`, default `TRACKING_PLAN.md`).
     pub plan_path: PathBuf,
+    /// Audience definitions kept in git (`TOUCHPOINT_AUDIENCES`, default `AUDIENCES.md`; a missing
+    /// file means none).
+    pub audiences_path: PathBuf,
+    /// Directory of the built browser SDK served at `/sdk/*` (`TOUCHPOINT_SDK_DIR`, default
+    /// `collector-wasm/dist`, which `scripts/build-sdk.sh` writes).
+    pub sdk_dir: PathBuf,
     /// Sources to create at start as `name=writeKey` pairs separated by commas (`TOUCHPOINT_SOURCES`,
     /// default `web=wk_demo_web,server=wk_demo_server` for local development).
     pub sources: Vec<(String, String)>,
@@ -39,6 +45,9 @@ pub struct Config {
     /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
     /// (`production`); rows are recorded under the `reverse-etl` source.
     pub reverse_etl: Option<crate::reverse_etl::SyncConfig>,
+    /// Destinations (Salesforce, HubSpot, GA4, Resend, Meta, webhook), each disabled unless its
+    /// credentials are set; see `destinations::config` for the variables.
+    pub destinations: crate::destinations::DestinationsConfig,
 }
 
 impl Default for Config {
@@ -47,6 +56,8 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: "sqlite://data/touchpoint.db".into(),
             plan_path: PathBuf::from("TRACKING_PLAN.md"),
+            audiences_path: PathBuf::from("AUDIENCES.md"),
+            sdk_dir: PathBuf::from("collector-wasm/dist"),
             sources: vec![
                 ("web".into(), "wk_demo_web".into()),
                 ("server".into(), "wk_demo_server".into()),
@@ -59,6 +70,7 @@ impl Default for Config {
             dedup_window: Duration::from_secs(24 * 3600),
             process: true,
             reverse_etl: None,
+            destinations: Default::default(),
         }
     }
 }
@@ -69,6 +81,16 @@ impl Default for Config {
 pub struct ConfigError {
     var: &'static str,
     reason: String,
+}
+
+impl ConfigError {
+    /// A problem with the variable `var`.
+    pub(crate) fn new(var: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl Config {
@@ -91,6 +113,9 @@ impl Config {
         }
         if let Some(v) = get("TOUCHPOINT_PLAN") {
             c.plan_path = v.into();
+        }
+        if let Some(v) = get("TOUCHPOINT_AUDIENCES") {
+            c.audiences_path = v.into();
         }
         if let Some(v) = get("TOUCHPOINT_SOURCES") {
             c.sources = parse_sources(&v)?;
@@ -130,11 +155,15 @@ impl Config {
                 source: "reverse-etl".into(),
             });
         }
+        if let Some(v) = get("TOUCHPOINT_SDK_DIR") {
+            c.sdk_dir = v.into();
+        }
+        c.destinations = crate::destinations::DestinationsConfig::from_lookup(&get)?;
         Ok(c)
     }
 }
 
-fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
+pub(crate) fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
     v.trim().parse().map_err(|_| ConfigError {
         var,
         reason: format!("expected a whole number, got {v:?}"),

@@ -2,9 +2,11 @@
 //! tracking-plan enforcement, the live debugger, admin API and ops endpoints.
 
 pub mod admin;
+pub mod audiences;
 pub mod cli;
 pub mod config;
 pub mod debugger;
+pub mod destinations;
 pub mod domain;
 pub mod identity;
 pub mod ingest;
@@ -12,6 +14,7 @@ pub mod ops;
 pub mod plan;
 pub mod profiles;
 pub mod reverse_etl;
+pub mod sdk;
 pub mod sources;
 pub mod startup;
 pub mod state;

@@ -115,6 +115,7 @@ pub fn render_metrics(state: &AppState) -> String {
         "touchpoint_ingest_queue_depth {}",
         state.writer.queue_depth()
     );
+    crate::destinations::render_metrics(&state.destinations, &mut out);
     out
 }
 

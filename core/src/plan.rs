@@ -52,6 +52,11 @@ impl PlanHandle {
         })
     }
 
+    /// The file the plan is read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The plan in force now.
     pub fn current(&self) -> Arc<LoadedPlan> {
         self.current

@@ -1,5 +1,6 @@
 //! Wiring: builds the state from a [`Config`], binds the listener, serves until shutdown.
 
+use crate::audiences::{self, AudienceStage};
 use crate::config::Config;
 use crate::debugger::Debugger;
 use crate::domain::WriteKey;
@@ -9,7 +10,7 @@ use crate::profiles::Processor;
 use crate::reverse_etl::{self, ReverseEtl};
 use crate::sources::Sources;
 use crate::state::AppState;
-use crate::{admin, ingest, ops, profiles, storage};
+use crate::{admin, ingest, ops, profiles, sdk, storage};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,7 +27,11 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(profiles::api::routes())
         .merge(reverse_etl::routes())
+        .merge(audiences::api::routes())
         .merge(ops::routes())
+        .merge(crate::destinations::api::routes())
+        .merge(sdk::routes())
+        .layer(axum::middleware::from_fn(sdk::cors))
         // Each endpoint enforces its own, smaller limit with a JSON error.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -42,6 +47,7 @@ impl Application {
     /// Connects storage, loads the plan and sources, starts the writer, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let plan = PlanHandle::load(&config.plan_path).context("loading the tracking plan")?;
+        let file_audiences = load_audiences_file(&config.audiences_path, &plan)?;
         let stores = storage::connect(&config.database_url)
             .await
             .with_context(|| format!("opening the database ({})", redact(&config.database_url)))?;
@@ -69,13 +75,39 @@ impl Application {
         spawn_dedup_janitor(store.clone(), config.dedup_window);
         let plan = Arc::new(plan);
         let pipeline_wake = Arc::new(Notify::new());
-        if config.process {
-            let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
-            tokio::spawn(processor.run(pipeline_wake.clone()));
+        let audience_stage = Arc::new(AudienceStage::new(stores.audiences.clone(), plan.clone()));
+        let mut to_backfill = Vec::new();
+        for d in &file_audiences {
+            let changed = stores
+                .audiences
+                .upsert(
+                    &d.id,
+                    &d.name,
+                    &d.description,
+                    &d.condition.to_string(),
+                    "file",
+                )
+                .await
+                .with_context(|| format!("saving audience {}", d.id))?;
+            if changed {
+                to_backfill.push(d.id.clone());
+            }
         }
+        if config.process {
+            let audience_wake = Arc::new(Notify::new());
+            let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
+            tokio::spawn(processor.run(pipeline_wake.clone(), audience_wake.clone()));
+            tokio::spawn(audience_stage.clone().run(audience_wake));
+        }
+        let destinations = crate::destinations::start(&stores, &config, plan.clone())
+            .context("configuring destinations")?;
         let state = AppState {
+            destinations,
             store,
             profiles: stores.profiles.clone(),
+            audiences: stores.audiences.clone(),
+            audience_stage,
+            sdk_dir: Arc::new(config.sdk_dir.clone()),
             pipeline_wake,
             writer,
             sources: Arc::new(sources),
@@ -91,6 +123,9 @@ impl Application {
                 None => None,
             },
         };
+        for id in to_backfill {
+            audiences::api::spawn_backfill(&state, id);
+        }
         if let Some(sync) = &state.reverse_etl {
             reverse_etl::spawn(state.clone(), sync.clone());
         }
@@ -119,6 +154,36 @@ impl Application {
             .await
             .context("serving HTTP")
     }
+}
+
+/// Reads and validates `AUDIENCES.md`; a missing file means no file audiences.
+fn load_audiences_file(
+    path: &std::path::Path,
+    plan: &PlanHandle,
+) -> anyhow::Result<Vec<audiences::definitions::Definition>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let (defs, mut problems) = audiences::definitions::parse_file(&text);
+    problems.extend(audiences::definitions::validate(
+        &defs,
+        &plan.current().plan,
+        &[],
+    ));
+    let errors: Vec<String> = problems
+        .iter()
+        .filter(|p| p.error)
+        .map(|p| format!("{}:{}: {}", path.display(), p.line, p.message))
+        .collect();
+    if !errors.is_empty() {
+        anyhow::bail!("invalid audiences file:\n{}", errors.join("\n"));
+    }
+    for p in problems.iter().filter(|p| !p.error) {
+        tracing::warn!(file = %path.display(), line = p.line, "{}", p.message);
+    }
+    Ok(defs)
 }
 
 fn spawn_dedup_janitor(store: Arc<dyn storage::EventStore>, window: Duration) {

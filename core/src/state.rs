@@ -7,6 +7,7 @@ use crate::profiles::ProfileStore;
 use crate::sources::Sources;
 use crate::storage::EventStore;
 use secrecy::SecretString;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -18,6 +19,10 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     /// Profiles and the identity graph.
     pub profiles: Arc<dyn ProfileStore>,
+    /// Audience definitions, members and the entered/exited feed.
+    pub audiences: Arc<dyn crate::audiences::AudienceStore>,
+    /// The audience stage (backfill, preview).
+    pub audience_stage: Arc<crate::audiences::AudienceStage>,
     /// Wakes the processing pipeline after a commit.
     pub pipeline_wake: Arc<Notify>,
     /// Group-commit writer in front of the store.
@@ -34,6 +39,10 @@ pub struct AppState {
     pub edge_secret: Option<Arc<SecretString>>,
     /// Accepted age of an edge signature.
     pub edge_replay_window: Duration,
+    /// Where the built browser SDK is served from (`/sdk/*`).
+    pub sdk_dir: Arc<PathBuf>,
     /// The reverse-ETL sync, when configured.
     pub reverse_etl: Option<Arc<crate::reverse_etl::ReverseEtl>>,
+    /// Enabled destinations, the outbox and delivery counters.
+    pub destinations: Arc<crate::destinations::Destinations>,
 }

@@ -128,9 +128,11 @@ mod tests {
             EdgeConfig::from_vars(vars(&[])).unwrap_err(),
             ConfigError::CoreUrl
         );
-        let bad_path =
-            EdgeConfig::from_vars(vars(&[("CORE_URL", "http://c"), ("COLLECT_PATH", "/collect")]))
-                .unwrap_err();
+        let bad_path = EdgeConfig::from_vars(vars(&[
+            ("CORE_URL", "http://c"),
+            ("COLLECT_PATH", "/collect"),
+        ]))
+        .unwrap_err();
         assert!(bad_path.to_string().contains("ad-block"), "{bad_path}");
         assert!(matches!(
             EdgeConfig::from_vars(vars(&[("CORE_URL", "http://c"), ("IP_PRIVACY", "anon")])),

@@ -171,6 +171,17 @@ pub fn ad_blocked_name(path: &str) -> Option<&'static str> {
         })
 }
 
+/// The `Content-Type` for an SDK file, from its extension (when core does not say).
+pub fn content_type_for(file: &str) -> &'static str {
+    match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("json" | "map") => "application/json",
+        Some("md") => "text/markdown; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +239,13 @@ mod tests {
         ] {
             assert_eq!(route(p, Method::Get, bad), Route::NotFound, "{bad}");
         }
+    }
+
+    #[test]
+    fn sdk_files_get_their_content_type() {
+        assert_eq!(content_type_for("a.js"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type_for("v1/a_bg.wasm"), "application/wasm");
+        assert_eq!(content_type_for("README"), "application/octet-stream");
     }
 
     #[test]

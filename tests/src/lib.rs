@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use touchpoint_core::{Application, Config};
 
+pub mod fakes;
+
 /// Which database a test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Db {
@@ -59,12 +61,14 @@ pub fn test_config(database_url: String) -> Config {
         bind: "127.0.0.1:0".parse().expect("literal address"),
         database_url,
         plan_path: repo_root().join("TRACKING_PLAN.md"),
+        audiences_path: repo_root().join("AUDIENCES.md"),
         sources: vec![
             ("web".into(), WEB_KEY.into()),
             ("server".into(), SERVER_KEY.into()),
         ],
         admin_token: SecretString::from(ADMIN_TOKEN),
         edge_secret: Some(SecretString::from(EDGE_SECRET)),
+        sdk_dir: repo_root().join("collector-wasm/dist"),
         ..Config::default()
     }
 }
@@ -208,6 +212,7 @@ pub fn start_server_process(tp_server: &str, db_url: &str, port: u16) -> tokio::
         .env("DATABASE_URL", db_url)
         .env("TOUCHPOINT_BIND", format!("127.0.0.1:{port}"))
         .env("TOUCHPOINT_PLAN", repo_root().join("TRACKING_PLAN.md"))
+        .env("TOUCHPOINT_AUDIENCES", repo_root().join("AUDIENCES.md"))
         .env(
             "TOUCHPOINT_SOURCES",
             format!("web={WEB_KEY},server={SERVER_KEY}"),

@@ -113,6 +113,7 @@ async fn render(state: &AppState, requested: &str) -> Result<Value, AdminError> 
         "accounts": accounts,
         "merges": store.merges(&id).await?,
         "reports": store.reports(&id).await?,
+        "audiences": state.audiences.memberships(&id).await?,
     }))
 }
 
@@ -180,7 +181,9 @@ async fn delete(
 }
 
 async fn pipeline(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    let audiences_cursor: i64 = state.profiles.cursor("audiences").await?;
     Ok(Json(json!({
+        "audiencesCursor": audiences_cursor,
         "logHead": state.profiles.head().await?,
         "profilesCursor": state.profiles.cursor("profiles").await?,
         "profiles": state.profiles.count().await?,

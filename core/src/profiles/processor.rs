@@ -63,10 +63,14 @@ impl Processor {
 
     /// Runs forever: processes whatever is in the log, then waits for `wake` or a short poll
     /// (other processes may append to a shared PostgreSQL).
-    pub async fn run(mut self, wake: Arc<Notify>) {
+    /// `downstream` is woken after every batch (the audience stage).
+    pub async fn run(mut self, wake: Arc<Notify>, downstream: Arc<Notify>) {
         loop {
             match self.step().await {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    downstream.notify_one();
+                    continue;
+                }
                 Ok(_) => {
                     let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
                 }

@@ -2,6 +2,7 @@
 //! instantiated for each pool type by `impl_profile_store!`.
 
 use crate::identity::{Identifier, ProfileId};
+use crate::storage::BeginWrite;
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -319,6 +320,89 @@ macro_rules! impl_profile_store {
             tx: sqlx::Transaction<'static, $db>,
         }
 
+        /// Multi-row inserts of the profiles, identities, timeline links and reports in `ops`.
+        async fn insert_batched(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            ops: &[Op],
+        ) -> Result<(), StorageError> {
+            const ROWS: usize = 100;
+            let profiles: Vec<(&String, &i64)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::CreateProfile { id, at } => Some((id, at)),
+                    _ => None,
+                })
+                .collect();
+            for chunk in profiles.chunks(ROWS) {
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO profiles (id, created_at) ");
+                q.push_values(chunk, |mut b, (id, at)| {
+                    b.push_bind(*id).push_bind(**at);
+                });
+                q.build().execute(&mut **tx).await?;
+            }
+            let attach: Vec<(&Identifier, &String, &i64, &i64)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Attach { id, profile, seq, at } => Some((id, profile, seq, at)),
+                    _ => None,
+                })
+                .collect();
+            for chunk in attach.chunks(ROWS) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO identities (kind, value, profile_id, added_at, seq) ",
+                );
+                q.push_values(chunk, |mut b, (id, profile, seq, at)| {
+                    b.push_bind(&id.kind)
+                        .push_bind(&id.value)
+                        .push_bind(*profile)
+                        .push_bind(**at)
+                        .push_bind(**seq);
+                });
+                q.build().execute(&mut **tx).await?;
+            }
+            let links: Vec<(&i64, &String, &String, &Option<String>, &i64)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Link { seq, profile, kind, event, event_time } => {
+                        Some((seq, profile, kind, event, event_time))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for chunk in links.chunks(ROWS) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO profile_messages (seq, profile_id, kind, event, event_time) ",
+                );
+                q.push_values(chunk, |mut b, (seq, profile, kind, event, event_time)| {
+                    b.push_bind(**seq)
+                        .push_bind(*profile)
+                        .push_bind(*kind)
+                        .push_bind(*event)
+                        .push_bind(**event_time);
+                });
+                q.build().execute(&mut **tx).await?;
+            }
+            let reports: Vec<&Op> = ops.iter().filter(|op| matches!(op, Op::Report { .. })).collect();
+            for chunk in reports.chunks(ROWS) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO identity_reports (seq, profile_id, kind, id_kind, id_value, detail, at) ",
+                );
+                q.push_values(chunk, |mut b, op| {
+                    if let Op::Report { seq, profile, kind, id, detail, at } = op {
+                        b.push_bind(*seq)
+                            .push_bind(profile.clone())
+                            .push_bind(kind.clone())
+                            .push_bind(id.kind.clone())
+                            .push_bind(id.value.clone())
+                            .push_bind(detail.clone())
+                            .push_bind(*at);
+                    }
+                });
+                q.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
         impl ProfileTx for $tx {
             fn lock_cursor<'a>(
                 &'a mut self,
@@ -368,17 +452,21 @@ macro_rules! impl_profile_store {
             ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
                 Box::pin(async move {
                     let mut out = Vec::new();
-                    for id in ids {
-                        let p: Option<String> = sqlx::query_scalar(
-                            "SELECT profile_id FROM identities WHERE kind = $1 AND value = $2",
-                        )
-                        .bind(&id.kind)
-                        .bind(&id.value)
-                        .fetch_optional(&mut *self.tx)
-                        .await?;
-                        if let Some(p) = p {
-                            out.push((id.clone(), p));
-                        }
+                    // One round trip per 200 identifiers instead of one each.
+                    for chunk in ids.chunks(200) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT kind, value, profile_id FROM identities WHERE (kind, value) IN (",
+                        );
+                        q.push_values(chunk, |mut row, id| {
+                            row.push_bind(&id.kind).push_bind(&id.value);
+                        });
+                        q.push(")");
+                        let rows: Vec<(String, String, String)> =
+                            q.build_query_as().fetch_all(&mut *self.tx).await?;
+                        out.extend(
+                            rows.into_iter()
+                                .map(|(kind, value, p)| (Identifier { kind, value }, p)),
+                        );
                     }
                     Ok(out)
                 })
@@ -390,16 +478,20 @@ macro_rules! impl_profile_store {
             ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
                 Box::pin(async move {
                     let mut out = Vec::new();
-                    for p in profiles {
-                        let rows: Vec<(String, String)> = sqlx::query_as(
-                            "SELECT kind, value FROM identities WHERE profile_id = $1",
-                        )
-                        .bind(p)
-                        .fetch_all(&mut *self.tx)
-                        .await?;
+                    for chunk in profiles.chunks(500) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT kind, value, profile_id FROM identities WHERE profile_id IN (",
+                        );
+                        let mut list = q.separated(", ");
+                        for p in chunk {
+                            list.push_bind(p);
+                        }
+                        q.push(")");
+                        let rows: Vec<(String, String, String)> =
+                            q.build_query_as().fetch_all(&mut *self.tx).await?;
                         out.extend(
                             rows.into_iter()
-                                .map(|(kind, value)| (Identifier { kind, value }, p.clone())),
+                                .map(|(kind, value, p)| (Identifier { kind, value }, p)),
                         );
                     }
                     Ok(out)
@@ -437,28 +529,22 @@ macro_rules! impl_profile_store {
             fn apply<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Result<(), StorageError>> {
                 Box::pin(async move {
                     let tx = &mut self.tx;
-                    for op in ops {
+                    // Ops come in segments separated by merges; inside a segment the inserts
+                    // (profiles, identities, timeline links, reports) go in multi-row statements
+                    // and the rest follow in order. A merge must see every earlier row, so each
+                    // segment is flushed before it.
+                    for segment in ops.split_inclusive(|op| matches!(op, Op::Merge { .. })) {
+                        let (body, merge) = match segment.split_last() {
+                            Some((last @ Op::Merge { .. }, rest)) => (rest, Some(last)),
+                            _ => (segment, None),
+                        };
+                        insert_batched(tx, body).await?;
+                        for op in body.iter().chain(merge) {
                         match op {
-                            Op::CreateProfile { id, at } => {
-                                sqlx::query("INSERT INTO profiles (id, created_at) VALUES ($1, $2)")
-                                    .bind(id)
-                                    .bind(at)
-                                    .execute(&mut **tx)
-                                    .await?;
-                            }
-                            Op::Attach { id, profile, seq, at } => {
-                                sqlx::query(
-                                    "INSERT INTO identities (kind, value, profile_id, added_at, seq) \
-                                     VALUES ($1, $2, $3, $4, $5)",
-                                )
-                                .bind(&id.kind)
-                                .bind(&id.value)
-                                .bind(profile)
-                                .bind(at)
-                                .bind(seq)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
+                            Op::CreateProfile { .. }
+                            | Op::Attach { .. }
+                            | Op::Link { .. }
+                            | Op::Report { .. } => {}
                             Op::Merge { winner, loser, reason, seq, at } => {
                                 for sql in [
                                     "UPDATE identities SET profile_id = $1 WHERE profile_id = $2",
@@ -485,19 +571,6 @@ macro_rules! impl_profile_store {
                                 .bind(reason)
                                 .bind(seq)
                                 .bind(at)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
-                            Op::Link { seq, profile, kind, event, event_time } => {
-                                sqlx::query(
-                                    "INSERT INTO profile_messages (seq, profile_id, kind, event, event_time) \
-                                     VALUES ($1, $2, $3, $4, $5)",
-                                )
-                                .bind(seq)
-                                .bind(profile)
-                                .bind(kind)
-                                .bind(event)
-                                .bind(event_time)
                                 .execute(&mut **tx)
                                 .await?;
                             }
@@ -544,21 +617,6 @@ macro_rules! impl_profile_store {
                                     .await?;
                                 }
                             }
-                            Op::Report { seq, profile, kind, id, detail, at } => {
-                                sqlx::query(
-                                    "INSERT INTO identity_reports (seq, profile_id, kind, id_kind, id_value, detail, at) \
-                                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                                )
-                                .bind(seq)
-                                .bind(profile)
-                                .bind(kind)
-                                .bind(&id.kind)
-                                .bind(&id.value)
-                                .bind(detail)
-                                .bind(at)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
                             Op::DropMessage { seq } => {
                                 sqlx::query("DELETE FROM messages WHERE seq = $1")
                                     .bind(seq)
@@ -566,6 +624,7 @@ macro_rules! impl_profile_store {
                                     .await?;
                             }
                         }
+                    }
                     }
                     Ok(())
                 })
@@ -592,7 +651,7 @@ macro_rules! impl_profile_store {
         impl ProfileStore for $store {
             fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
                 Box::pin(async move {
-                    let tx = self.pool.begin().await?;
+                    let tx = self.pool.begin_write().await?;
                     Ok(Box::new($tx { tx }) as Box<dyn ProfileTx>)
                 })
             }
@@ -788,7 +847,7 @@ macro_rules! impl_profile_store {
 
             fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_write().await?;
                     // Serialise with the processor and make it drop its cached graph.
                     sqlx::query(
                         "UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'",
@@ -814,6 +873,13 @@ macro_rules! impl_profile_store {
                         "DELETE FROM identities WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM identity_reports WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM merges WHERE (winner = $1 OR loser = $1) AND $2 > 0",
+                        // Destinations must forget the person too: every membership ends.
+                        "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) \
+                         SELECT audience, profile_id, 'audience_exited', $2, 0, 'delete' FROM audience_members \
+                         WHERE profile_id = $1",
+                        "DELETE FROM audience_members WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM audience_history WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM audience_checks WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM profiles WHERE (id = $1 OR merged_into = $1) AND $2 > 0",
                     ] {
                         sqlx::query(sql).bind(id).bind(now).execute(&mut *tx).await?;
@@ -851,10 +917,18 @@ macro_rules! impl_profile_store {
     };
 }
 
-impl_profile_store!(
-    SqliteProfiles,
-    SqliteProfileTx,
-    sqlx::Sqlite,
-    sqlx::SqlitePool
-);
-impl_profile_store!(PgProfiles, PgProfileTx, sqlx::Postgres, sqlx::PgPool);
+mod sqlite_impl {
+    use super::*;
+    impl_profile_store!(
+        SqliteProfiles,
+        SqliteProfileTx,
+        sqlx::Sqlite,
+        sqlx::SqlitePool
+    );
+}
+mod pg_impl {
+    use super::*;
+    impl_profile_store!(PgProfiles, PgProfileTx, sqlx::Postgres, sqlx::PgPool);
+}
+pub use pg_impl::{PgProfileTx, PgProfiles};
+pub use sqlite_impl::{SqliteProfileTx, SqliteProfiles};

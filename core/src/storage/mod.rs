@@ -201,6 +201,10 @@ pub struct Stores {
     pub events: Arc<dyn EventStore>,
     /// Profiles and the identity graph.
     pub profiles: Arc<dyn crate::profiles::ProfileStore>,
+    /// Audiences.
+    pub audiences: Arc<dyn crate::audiences::AudienceStore>,
+    /// The destinations' outbox and delivery log.
+    pub destinations: Arc<dyn crate::destinations::DestinationStore>,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories.
@@ -208,16 +212,24 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url).await?;
         let profiles = crate::profiles::SqliteProfiles::new(store.pool().clone());
+        let audiences = crate::audiences::SqliteAudiences::new(store.pool().clone());
+        let destinations = crate::destinations::SqliteDestinations::new(store.pool().clone());
         Ok(Stores {
+            destinations: Arc::new(destinations),
             events: Arc::new(store),
             profiles: Arc::new(profiles),
+            audiences: Arc::new(audiences),
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = PgStore::connect(url).await?;
         let profiles = crate::profiles::PgProfiles::new(store.pool().clone());
+        let audiences = crate::audiences::PgAudiences::new(store.pool().clone());
+        let destinations = crate::destinations::PgDestinations::new(store.pool().clone());
         Ok(Stores {
+            destinations: Arc::new(destinations),
             events: Arc::new(store),
             profiles: Arc::new(profiles),
+            audiences: Arc::new(audiences),
         })
     } else {
         Err(StorageError::UnsupportedUrl)
@@ -235,4 +247,39 @@ pub(crate) fn truncate_body(body: &str) -> String {
         end -= 1;
     }
     body[..end].to_owned()
+}
+
+/// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
+/// (waiting up to the busy timeout) before the first read, so a transaction that reads and then
+/// writes can never fail with "database is locked" when another writer committed in between.
+pub(crate) trait BeginWrite {
+    /// The database.
+    type Db: sqlx::Database;
+    /// Begins the write transaction.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send;
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
+    > + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
+    > + Send {
+        self.begin()
+    }
 }

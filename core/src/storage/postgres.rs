@@ -140,16 +140,26 @@ impl EventStore for PgStore {
         write_key: &'a str,
     ) -> BoxFuture<'a, Result<SourceRow, StorageError>> {
         Box::pin(async move {
-            let row = sqlx::query(
+            // Safe when several processes start at once: insert if absent (any unique conflict is
+            // left alone), then move the key if the name exists with another one.
+            sqlx::query(
                 "INSERT INTO sources (name, write_key, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET write_key = excluded.write_key \
-                 RETURNING id, name, write_key",
+                 ON CONFLICT DO NOTHING",
             )
             .bind(name)
             .bind(write_key)
             .bind(chrono::Utc::now().timestamp_millis())
-            .fetch_one(&self.pool)
+            .execute(&self.pool)
             .await?;
+            sqlx::query("UPDATE sources SET write_key = $2 WHERE name = $1 AND write_key <> $2")
+                .bind(name)
+                .bind(write_key)
+                .execute(&self.pool)
+                .await?;
+            let row = sqlx::query("SELECT id, name, write_key FROM sources WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
             Ok(SourceRow {
                 id: row.try_get("id")?,
                 name: row.try_get("name")?,

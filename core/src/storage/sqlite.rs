@@ -3,12 +3,14 @@
 use super::{
     EventStore, InsertOutcome, NewMessage, NewRejected, SourceRow, StorageError, StoredMessage,
 };
+use crate::storage::BeginWrite;
 use futures_util::future::BoxFuture;
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -73,30 +75,43 @@ impl EventStore for SqliteStore {
         rejected: &'a [NewRejected],
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            let mut out = Vec::with_capacity(messages.len());
-            for m in messages {
-                let seq: Option<i64> = sqlx::query_scalar(
+            let mut tx = self.pool.begin_write().await?;
+            let mut out = vec![InsertOutcome::Duplicate; messages.len()];
+            // Multi-row inserts: one statement (one trip through sqlx's SQLite worker) per 100 rows.
+            for (chunk_no, chunk) in messages.chunks(100).enumerate() {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
-                     anonymous_id, event_time, received_at, plan_version, status, violations, body) \
-                     VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-                     ON CONFLICT (source_id, dedup_key) DO NOTHING RETURNING seq",
-                )
-                .bind(m.source_id)
-                .bind(&m.message_id)
-                .bind(m.kind)
-                .bind(&m.event)
-                .bind(&m.user_id)
-                .bind(&m.anonymous_id)
-                .bind(m.event_time_ms)
-                .bind(m.received_at_ms)
-                .bind(&*m.plan_version)
-                .bind(m.status.as_str())
-                .bind(&m.violations_json)
-                .bind(&m.body_json)
-                .fetch_optional(&mut *tx)
-                .await?;
-                out.push(seq.map_or(InsertOutcome::Duplicate, InsertOutcome::Stored));
+                     anonymous_id, event_time, received_at, plan_version, status, violations, body) ",
+                );
+                q.push_values(chunk, |mut b, m| {
+                    b.push_bind(m.source_id)
+                        .push_bind(&m.message_id)
+                        .push_bind(&m.message_id)
+                        .push_bind(m.kind)
+                        .push_bind(&m.event)
+                        .push_bind(&m.user_id)
+                        .push_bind(&m.anonymous_id)
+                        .push_bind(m.event_time_ms)
+                        .push_bind(m.received_at_ms)
+                        .push_bind(&*m.plan_version)
+                        .push_bind(m.status.as_str())
+                        .push_bind(&m.violations_json)
+                        .push_bind(&m.body_json);
+                });
+                q.push(
+                    " ON CONFLICT (source_id, dedup_key) DO NOTHING RETURNING seq, source_id, message_id",
+                );
+                let rows: Vec<(i64, i64, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                // Map inserted rows back to their inputs; within a batch the first input wins.
+                let mut inserted: HashMap<(i64, &str), i64> = rows
+                    .iter()
+                    .map(|(seq, source, id)| ((*source, id.as_str()), *seq))
+                    .collect();
+                for (i, m) in chunk.iter().enumerate() {
+                    if let Some(seq) = inserted.remove(&(m.source_id, m.message_id.as_str())) {
+                        out[chunk_no * 100 + i] = InsertOutcome::Stored(seq);
+                    }
+                }
             }
             for r in rejected {
                 sqlx::query(
@@ -121,16 +136,26 @@ impl EventStore for SqliteStore {
         write_key: &'a str,
     ) -> BoxFuture<'a, Result<SourceRow, StorageError>> {
         Box::pin(async move {
-            let row = sqlx::query(
+            // Safe when several processes start at once: insert if absent (any unique conflict is
+            // left alone), then move the key if the name exists with another one.
+            sqlx::query(
                 "INSERT INTO sources (name, write_key, created_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (name) DO UPDATE SET write_key = excluded.write_key \
-                 RETURNING id, name, write_key",
+                 ON CONFLICT DO NOTHING",
             )
             .bind(name)
             .bind(write_key)
             .bind(chrono::Utc::now().timestamp_millis())
-            .fetch_one(&self.pool)
+            .execute(&self.pool)
             .await?;
+            sqlx::query("UPDATE sources SET write_key = ?2 WHERE name = ?1 AND write_key <> ?2")
+                .bind(name)
+                .bind(write_key)
+                .execute(&self.pool)
+                .await?;
+            let row = sqlx::query("SELECT id, name, write_key FROM sources WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
             Ok(SourceRow {
                 id: row.try_get("id")?,
                 name: row.try_get("name")?,

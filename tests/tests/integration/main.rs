@@ -1,13 +1,17 @@
 //! One integration binary: the real server on port 0 against real SQLite and PostgreSQL.
 
+mod audiences;
 mod browser;
 mod clients;
 mod concurrency;
 mod crash;
+mod destinations;
+mod edge;
 mod encoding;
 mod ingest;
 mod profiles;
 mod reverse_etl;
+mod sdk;
 
 /// Runs an `async fn(Db)` test body once on SQLite and once on PostgreSQL.
 #[macro_export]

@@ -1,0 +1,278 @@
+//! The audience stage: realtime incremental evaluation of the profiles each processed message
+//! touched, scheduled re-checks when a time window expires, backfill of new audiences with
+//! progress, and preview. All evaluation goes through the columnar engine.
+
+use super::condition::{Condition, Performed};
+use super::definitions::{self, Definition};
+use super::engine::{self, Table};
+use super::store::{AudienceStore, AudienceTx, Change, Needs, Scope};
+use crate::plan::PlanHandle;
+use crate::storage::StorageError;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const CURSOR: &str = "audiences";
+
+/// Definitions parsed from their stored text, in dependency order.
+pub fn load_definitions(rows: &[super::store::AudienceRow]) -> Vec<Definition> {
+    let defs: Vec<Definition> = rows
+        .iter()
+        .filter_map(|r| match Condition::parse(&r.condition) {
+            Ok(condition) => Some(Definition {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                description: r.description.clone(),
+                condition,
+                line: 0,
+            }),
+            Err(e) => {
+                tracing::error!(audience = %r.id, error = %e, "stored audience does not parse; skipped");
+                None
+            }
+        })
+        .collect();
+    match definitions::order(&defs) {
+        Ok(ordered) => ordered.into_iter().cloned().collect(),
+        Err(cycle) => {
+            tracing::error!(audience = %cycle, "audience cycle; evaluating none");
+            Vec::new()
+        }
+    }
+}
+
+/// What the given definitions read.
+pub fn needs_of(defs: &[Definition], all_audiences: &[String]) -> Needs {
+    let mut needs = Needs {
+        audiences: all_audiences.to_vec(),
+        ..Needs::default()
+    };
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for d in defs {
+        d.condition.trait_paths(&mut needs.traits);
+        let mut ps: Vec<&Performed> = Vec::new();
+        d.condition.performed(&mut ps);
+        for p in ps {
+            if seen.insert(engine::counts_key(p), ()).is_none() {
+                needs.performed.push(p.clone());
+            }
+        }
+    }
+    needs.traits.sort();
+    needs.traits.dedup();
+    needs
+}
+
+/// Evaluates `defs` (dependency order) over the table; returns membership changes and re-check
+/// times, updating the table's membership columns as it goes so dependents see new memberships.
+pub fn evaluate(defs: &[Definition], table: &mut Table, track_due: bool) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for d in defs {
+        let now_in = table.eval(&d.condition);
+        let was = table
+            .members
+            .get(&d.id)
+            .cloned()
+            .unwrap_or_else(|| engine::Bits::zeros(table.len()));
+        let mut performed = Vec::new();
+        d.condition.performed(&mut performed);
+        let windowed = track_due && performed.iter().any(|p| p.within_days.is_some());
+        for i in 0..table.len() {
+            let profile = &table.profiles[i];
+            match (was.get(i), now_in.get(i)) {
+                (false, true) => changes.push(Change::Enter {
+                    audience: d.id.clone(),
+                    profile: profile.clone(),
+                }),
+                (true, false) => changes.push(Change::Exit {
+                    audience: d.id.clone(),
+                    profile: profile.clone(),
+                }),
+                _ => {}
+            }
+            if windowed {
+                let at = table.next_expiry(&d.condition, i);
+                changes.push(Change::Due {
+                    audience: d.id.clone(),
+                    profile: profile.clone(),
+                    at: (at != i64::MAX).then_some(at),
+                });
+            }
+        }
+        table.members.insert(d.id.clone(), now_in);
+    }
+    changes
+}
+
+/// Counts of the stage, for tests and the admin API.
+#[derive(Debug, Default, Serialize)]
+pub struct Backfill {
+    /// Profiles checked.
+    pub done: i64,
+    /// Profiles to check.
+    pub total: i64,
+}
+
+/// The realtime stage, scheduler and backfills.
+pub struct AudienceStage {
+    store: Arc<dyn AudienceStore>,
+    plan: Arc<PlanHandle>,
+}
+
+impl AudienceStage {
+    /// A stage over `store`.
+    pub fn new(store: Arc<dyn AudienceStore>, plan: Arc<PlanHandle>) -> AudienceStage {
+        AudienceStage { store, plan }
+    }
+
+    async fn definitions(
+        tx: &mut Box<dyn AudienceTx>,
+    ) -> Result<(Vec<Definition>, Vec<String>), StorageError> {
+        let rows = tx.audiences().await?;
+        let ids = rows.iter().map(|r| r.id.clone()).collect();
+        Ok((load_definitions(&rows), ids))
+    }
+
+    /// Evaluates the profiles touched by the next window of processed messages.
+    pub async fn step(&self) -> Result<usize, StorageError> {
+        let mut tx = self.store.begin().await?;
+        let cursor = tx.lock(CURSOR).await?;
+        let cap = tx.profiles_cursor().await?;
+        if cap <= cursor {
+            tx.commit(None).await?;
+            return Ok(0);
+        }
+        let upto = tx.window_end(cursor, cap, 1000).await?;
+        let (defs, ids) = Self::definitions(&mut tx).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut changes: Vec<Change> = tx
+            .merged_losers(cursor, upto)
+            .await?
+            .into_iter()
+            .map(|profile| Change::ExitAll { profile })
+            .collect();
+        let affected = tx.affected(cursor, upto).await?;
+        if !defs.is_empty() && !affected.is_empty() {
+            let needs = needs_of(&defs, &ids);
+            let plan = self.plan.current();
+            let mut table = tx
+                .load(Scope::Ids(affected), &needs, &plan.plan, now)
+                .await?;
+            changes.extend(evaluate(&defs, &mut table, true));
+        }
+        tx.apply(&changes, now, upto, "message").await?;
+        tx.commit(Some((CURSOR, upto))).await?;
+        Ok(1)
+    }
+
+    /// Re-evaluates profiles whose time window boundary has passed.
+    pub async fn recheck_due(&self, now: i64) -> Result<usize, StorageError> {
+        let mut tx = self.store.begin().await?;
+        tx.lock(CURSOR).await?;
+        let due = tx.take_due(now, 1000).await?;
+        let n = due.len();
+        if n > 0 {
+            let (defs, ids) = Self::definitions(&mut tx).await?;
+            let needs = needs_of(&defs, &ids);
+            let plan = self.plan.current();
+            let mut table = tx.load(Scope::Ids(due), &needs, &plan.plan, now).await?;
+            let changes = evaluate(&defs, &mut table, true);
+            tx.apply(&changes, now, 0, "window").await?;
+        }
+        tx.commit(None).await?;
+        Ok(n)
+    }
+
+    /// Evaluates one audience over every live profile, in pages, recording progress.
+    pub async fn backfill(&self, id: &str) -> Result<Backfill, StorageError> {
+        let mut progress = Backfill::default();
+        let mut after = String::new();
+        loop {
+            let mut tx = self.store.begin().await?;
+            tx.lock(CURSOR).await?;
+            if progress.total == 0 {
+                progress.total = tx.live_count().await?;
+            }
+            let (defs, ids) = Self::definitions(&mut tx).await?;
+            let Some(def) = defs.iter().find(|d| d.id == id).cloned() else {
+                tx.commit(None).await?;
+                return Ok(progress);
+            };
+            let page = tx.live_page(&after, 5000).await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let finished = page.len() < 5000;
+            if let Some(last) = page.last() {
+                after = last.clone();
+                progress.done += page.len() as i64;
+                let needs = needs_of(std::slice::from_ref(&def), &ids);
+                let plan = self.plan.current();
+                let mut table = tx.load(Scope::Ids(page), &needs, &plan.plan, now).await?;
+                let changes = evaluate(std::slice::from_ref(&def), &mut table, true);
+                tx.apply(&changes, now, 0, "backfill").await?;
+            }
+            progress.total = progress.total.max(progress.done);
+            tx.backfill_progress(id, progress.done, progress.total, finished.then_some(now))
+                .await?;
+            tx.commit(None).await?;
+            if finished {
+                tracing::info!(audience = %id, profiles = progress.done, "audience backfilled");
+                return Ok(progress);
+            }
+        }
+    }
+
+    /// Counts who a condition would hold today, with a sample of members, without saving anything.
+    pub async fn preview(
+        &self,
+        condition: &Condition,
+        sample: usize,
+    ) -> Result<(usize, Vec<String>, usize), StorageError> {
+        let mut tx = self.store.begin_read().await?;
+        let (_, ids) = Self::definitions(&mut tx).await?;
+        let def = Definition {
+            id: String::new(),
+            name: String::new(),
+            description: String::new(),
+            condition: condition.clone(),
+            line: 0,
+        };
+        let needs = needs_of(std::slice::from_ref(&def), &ids);
+        let plan = self.plan.current();
+        let now = chrono::Utc::now().timestamp_millis();
+        let table = tx.load(Scope::All, &needs, &plan.plan, now).await?;
+        let bits = table.eval(condition);
+        let members: Vec<String> = bits
+            .ones_iter()
+            .take(sample)
+            .map(|i| table.profiles[i].clone())
+            .collect();
+        drop(tx);
+        Ok((bits.count(), members, table.len()))
+    }
+
+    /// Runs the realtime stage and the window scheduler until the process ends.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>) {
+        let mut last_recheck = tokio::time::Instant::now();
+        loop {
+            match self.step().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audience evaluation failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            if last_recheck.elapsed() >= Duration::from_secs(1) {
+                last_recheck = tokio::time::Instant::now();
+                let now = chrono::Utc::now().timestamp_millis();
+                if let Err(e) = self.recheck_due(now).await {
+                    tracing::warn!(error = %e, "audience window re-check failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,971 @@
+//! Audience repository: loading evaluation tables (typed columns and event counts) for a set of
+//! profiles or all of them, and writing membership changes. One SQL set (`$N` placeholders) for
+//! SQLite and PostgreSQL through `impl_audience_store!`.
+
+use super::condition::{Comparison, Performed};
+use super::engine::{self, Bits, Column, Counts, Table};
+use crate::storage::BeginWrite;
+use crate::storage::StorageError;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use std::collections::HashMap;
+use touchpoint_tracking_plan::TrackingPlan;
+
+/// Which profiles to load.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every live profile.
+    All,
+    /// These profiles (those that still exist).
+    Ids(Vec<String>),
+}
+
+/// What the evaluated conditions read.
+#[derive(Debug, Clone, Default)]
+pub struct Needs {
+    /// Trait paths.
+    pub traits: Vec<String>,
+    /// Event conditions (deduplicated by their text).
+    pub performed: Vec<Performed>,
+    /// Audience ids whose membership is loaded.
+    pub audiences: Vec<String>,
+}
+
+/// A membership change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The profile entered the audience.
+    Enter {
+        /// Audience id.
+        audience: String,
+        /// Profile.
+        profile: String,
+    },
+    /// The profile left it.
+    Exit {
+        /// Audience id.
+        audience: String,
+        /// Profile.
+        profile: String,
+    },
+    /// The profile left every audience (merged away).
+    ExitAll {
+        /// Profile.
+        profile: String,
+    },
+    /// When to re-check the profile for the audience (`None` clears).
+    Due {
+        /// Audience id.
+        audience: String,
+        /// Profile.
+        profile: String,
+        /// When (ms).
+        at: Option<i64>,
+    },
+}
+
+/// An audience as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct AudienceRow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Condition text.
+    pub condition: String,
+    /// `file` or `api`.
+    pub origin: String,
+    /// Profiles checked by the running or last backfill.
+    pub backfill_done: i64,
+    /// Profiles to check.
+    pub backfill_total: i64,
+    /// When the last backfill finished (ms).
+    pub backfilled_at: Option<i64>,
+}
+
+/// A membership period.
+#[derive(Debug, Clone, Serialize)]
+pub struct Membership {
+    /// Audience id.
+    pub audience: String,
+    /// Profile.
+    pub profile_id: String,
+    /// Entered (ms).
+    pub entered_at: i64,
+    /// Left (ms), if it did.
+    pub exited_at: Option<i64>,
+}
+
+/// An entered/exited event.
+#[derive(Debug, Clone, Serialize)]
+pub struct AudienceEvent {
+    /// Feed position.
+    pub id: i64,
+    /// Audience id.
+    pub audience: String,
+    /// Profile.
+    pub profile_id: String,
+    /// `audience_entered` or `audience_exited`.
+    pub kind: String,
+    /// When (ms).
+    pub at: i64,
+    /// The message that caused it (0 for schedule/backfill).
+    pub seq: i64,
+    /// `message`, `window`, `backfill`, `merge`.
+    pub reason: String,
+}
+
+/// A transaction for evaluation work.
+pub trait AudienceTx: Send {
+    /// Locks a pipeline cursor; returns its seq.
+    fn lock(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>>;
+    /// The `profiles` stage's cursor.
+    fn profiles_cursor(&mut self) -> BoxFuture<'_, Result<i64, StorageError>>;
+    /// The end of the next window of at most `limit` log messages after `after`, capped at `cap`.
+    fn window_end(
+        &mut self,
+        after: i64,
+        cap: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<i64, StorageError>>;
+    /// Profiles with messages in `(after, upto]`.
+    fn affected(
+        &mut self,
+        after: i64,
+        upto: i64,
+    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+    /// Profiles merged away in `(after, upto]`.
+    fn merged_losers(
+        &mut self,
+        after: i64,
+        upto: i64,
+    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+    /// Live profiles with id > `after`, in id order.
+    fn live_page<'a>(
+        &'a mut self,
+        after: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, StorageError>>;
+    /// Number of live profiles.
+    fn live_count(&mut self) -> BoxFuture<'_, Result<i64, StorageError>>;
+    /// Profiles with a re-check due at or before `now`; their due rows are removed.
+    fn take_due(
+        &mut self,
+        now: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+    /// Loads an evaluation table.
+    fn load<'a>(
+        &'a mut self,
+        scope: Scope,
+        needs: &'a Needs,
+        plan: &'a TrackingPlan,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Table, StorageError>>;
+    /// Every audience definition.
+    fn audiences(&mut self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>>;
+    /// Writes changes (membership, history, the event feed, re-check times).
+    fn apply<'a>(
+        &'a mut self,
+        changes: &'a [Change],
+        now: i64,
+        seq: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Records backfill progress.
+    fn backfill_progress<'a>(
+        &'a mut self,
+        id: &'a str,
+        done: i64,
+        total: i64,
+        finished: Option<i64>,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Moves a cursor (if given) and commits.
+    fn commit(
+        self: Box<Self>,
+        cursor: Option<(&'static str, i64)>,
+    ) -> BoxFuture<'static, Result<(), StorageError>>;
+}
+
+/// Audience definitions, members and the feed.
+pub trait AudienceStore: Send + Sync + 'static {
+    /// Starts a transaction that writes (takes SQLite's write lock up front).
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>>;
+    /// Starts a read-only transaction (preview), which never blocks writers on SQLite.
+    fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>>;
+    /// Creates or replaces a definition; returns true when the condition changed (or it is new).
+    fn upsert<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        description: &'a str,
+        condition: &'a str,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StorageError>>;
+    /// Every definition.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>>;
+    /// Current members (newest first) and their count.
+    fn members<'a>(
+        &'a self,
+        id: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<(Vec<Membership>, i64), StorageError>>;
+    /// Membership history of a profile.
+    fn memberships<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Membership>, StorageError>>;
+    /// The entered/exited feed after `after`.
+    fn events(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>>;
+}
+
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where an event condition's messages live: (SQL predicate on profile_messages, bound event name).
+fn event_predicate(p: &Performed) -> (&'static str, Option<String>) {
+    match p.event.as_str() {
+        "any" => ("pm.kind IN ('track', 'page', 'screen')", None),
+        "page_viewed" => ("pm.kind = 'page'", None),
+        "screen_viewed" => ("pm.kind = 'screen'", None),
+        e => ("pm.kind = 'track' AND pm.event = $1", Some(e.to_owned())),
+    }
+}
+
+fn filters_hold(body: &str, filters: &[Comparison]) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    filters
+        .iter()
+        .all(|f| engine::value_matches(v.get("properties").and_then(|p| p.get(&f.path)), f))
+}
+
+macro_rules! impl_audience_store {
+    ($store:ident, $tx:ident, $db:ty, $pool:ty) => {
+        /// Audience repository over this database.
+        #[derive(Clone, Debug)]
+        pub struct $store {
+            pool: $pool,
+        }
+
+        impl $store {
+            /// Wraps a migrated pool.
+            pub fn new(pool: $pool) -> Self {
+                Self { pool }
+            }
+        }
+
+        /// An evaluation transaction on this database.
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, $db>,
+        }
+
+        impl AudienceTx for $tx {
+            fn lock(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "UPDATE pipeline_cursors SET seq = seq WHERE name = $1 RETURNING seq",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut *self.tx)
+                    .await?)
+                })
+            }
+
+            fn profiles_cursor(&mut self) -> BoxFuture<'_, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = 'profiles'")
+                        .fetch_one(&mut *self.tx)
+                        .await?)
+                })
+            }
+
+            fn window_end(&mut self, after: i64, cap: i64, limit: i64) -> BoxFuture<'_, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    let end: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(seq) FROM (SELECT seq FROM messages WHERE seq > $1 AND seq <= $2 \
+                         ORDER BY seq LIMIT $3) w",
+                    )
+                    .bind(after)
+                    .bind(cap)
+                    .bind(limit)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                    // Messages erased (deleted profiles) leave gaps: jump to the cap then.
+                    Ok(end.unwrap_or(cap))
+                })
+            }
+
+            fn affected(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "SELECT DISTINCT profile_id FROM profile_messages WHERE seq > $1 AND seq <= $2",
+                    )
+                    .bind(after)
+                    .bind(upto)
+                    .fetch_all(&mut *self.tx)
+                    .await?)
+                })
+            }
+
+            fn merged_losers(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "SELECT DISTINCT loser FROM merges WHERE seq > $1 AND seq <= $2",
+                    )
+                    .bind(after)
+                    .bind(upto)
+                    .fetch_all(&mut *self.tx)
+                    .await?)
+                })
+            }
+
+            fn live_page<'a>(&'a mut self, after: &'a str, limit: i64) -> BoxFuture<'a, Result<Vec<String>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "SELECT id FROM profiles WHERE merged_into IS NULL AND id > $1 ORDER BY id LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut *self.tx)
+                    .await?)
+                })
+            }
+
+            fn live_count(&mut self) -> BoxFuture<'_, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
+                        .fetch_one(&mut *self.tx)
+                        .await?)
+                })
+            }
+
+            fn take_due(&mut self, now: i64, limit: i64) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+                Box::pin(async move {
+                    let profiles: Vec<String> = sqlx::query_scalar(
+                        "SELECT DISTINCT profile_id FROM (SELECT profile_id FROM audience_checks \
+                         WHERE due_at <= $1 ORDER BY due_at LIMIT $2) d",
+                    )
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    for p in &profiles {
+                        sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1 AND due_at <= $2")
+                            .bind(p)
+                            .bind(now)
+                            .execute(&mut *self.tx)
+                            .await?;
+                    }
+                    Ok(profiles)
+                })
+            }
+
+            fn load<'a>(
+                &'a mut self,
+                scope: Scope,
+                needs: &'a Needs,
+                plan: &'a TrackingPlan,
+                now: i64,
+            ) -> BoxFuture<'a, Result<Table, StorageError>> {
+                Box::pin(async move {
+                    let profiles: Vec<String> = match &scope {
+                        Scope::All => sqlx::query_scalar(
+                            "SELECT id FROM profiles WHERE merged_into IS NULL ORDER BY id",
+                        )
+                        .fetch_all(&mut *self.tx)
+                        .await?,
+                        Scope::Ids(ids) => {
+                            let mut live = Vec::new();
+                            for chunk in ids.chunks(500) {
+                                let sql = format!(
+                                    "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
+                                    placeholders(1, chunk.len())
+                                );
+                                let mut q = sqlx::query_scalar::<_, String>(&sql);
+                                for id in chunk {
+                                    q = q.bind(id);
+                                }
+                                live.extend(q.fetch_all(&mut *self.tx).await?);
+                            }
+                            live
+                        }
+                    };
+                    let scope = match scope {
+                        Scope::All => Scope::All,
+                        Scope::Ids(_) => Scope::Ids(profiles.clone()),
+                    };
+                    let index: HashMap<&str, usize> =
+                        profiles.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
+                    let n = profiles.len();
+                    let mut table = Table {
+                        profiles: profiles.clone(),
+                        ..Table::default()
+                    };
+                    if n == 0 {
+                        return Ok(table);
+                    }
+                    // Traits.
+                    for path in &needs.traits {
+                        let mut col = Column::missing(n);
+                        let rows: Vec<(String, String)> = match path.split_once('.') {
+                            Some(("computed", name)) => {
+                                computed_column(self, name, &scope, plan, now, &index, &mut col).await?;
+                                table.columns.insert(path.clone(), col);
+                                continue;
+                            }
+                            Some(("account", key)) => {
+                                let base = "SELECT pa.profile_id, at.value FROM profile_accounts pa \
+                                            JOIN account_traits at ON at.group_id = pa.group_id WHERE at.key = $1";
+                                self.fetch_pairs(base, "AND pa.", key, &scope, "ORDER BY at.updated_at").await?
+                            }
+                            _ => {
+                                let key = path.strip_prefix("traits.").unwrap_or(path);
+                                let base = "SELECT profile_id, value FROM profile_traits WHERE key = $1";
+                                self.fetch_pairs(base, "AND", key, &scope, "").await?
+                            }
+                        };
+                        for (p, value) in rows {
+                            if let Some(&i) = index.get(p.as_str()) {
+                                let v = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+                                col.set(i, &v);
+                            }
+                        }
+                        table.columns.insert(path.clone(), col);
+                    }
+                    // Event counts.
+                    for p in &needs.performed {
+                        let since = p.within_days.map_or(i64::MIN, |d| now - i64::from(d) * 86_400_000);
+                        let window_ms = p.within_days.map(|d| i64::from(d) * 86_400_000);
+                        let mut counts = Counts { counts: vec![0; n], expires: vec![i64::MAX; n] };
+                        let (pred, event) = event_predicate(p);
+                        let (pred, since_param) = if event.is_some() {
+                            (pred.to_owned(), "$2")
+                        } else {
+                            (pred.to_owned(), "$1")
+                        };
+                        let first_scope_param = if event.is_some() { 3 } else { 2 };
+                        let scope_sql = |k: usize| {
+                            format!(" AND pm.profile_id IN ({})", placeholders(first_scope_param, k))
+                        };
+                        let chunks: Vec<Option<&[String]>> = match &scope {
+                            Scope::All => vec![None],
+                            Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
+                        };
+                        for chunk in chunks {
+                            let in_scope = chunk.map_or(String::new(), |c| scope_sql(c.len()));
+                            if p.filters.is_empty() {
+                                let sql = format!(
+                                    "SELECT pm.profile_id, COUNT(*), MIN(pm.event_time) FROM profile_messages pm \
+                                     WHERE {pred} AND pm.event_time >= {since_param}{in_scope} GROUP BY pm.profile_id"
+                                );
+                                let mut q = sqlx::query_as::<_, (String, i64, i64)>(&sql);
+                                if let Some(e) = &event {
+                                    q = q.bind(e);
+                                }
+                                q = q.bind(since);
+                                for id in chunk.unwrap_or(&[]) {
+                                    q = q.bind(id);
+                                }
+                                for (profile, count, oldest) in q.fetch_all(&mut *self.tx).await? {
+                                    if let Some(&i) = index.get(profile.as_str()) {
+                                        counts.counts[i] = count.clamp(0, i64::from(u32::MAX)) as u32;
+                                        if let Some(w) = window_ms {
+                                            counts.expires[i] = oldest.saturating_add(w);
+                                        }
+                                    }
+                                }
+                            } else {
+                                let sql = format!(
+                                    "SELECT pm.profile_id, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
+                                     JOIN messages m ON m.seq = pm.seq \
+                                     WHERE {pred} AND pm.event_time >= {since_param}{in_scope}"
+                                );
+                                let mut q = sqlx::query_as::<_, (String, i64, String)>(&sql);
+                                if let Some(e) = &event {
+                                    q = q.bind(e);
+                                }
+                                q = q.bind(since);
+                                for id in chunk.unwrap_or(&[]) {
+                                    q = q.bind(id);
+                                }
+                                for (profile, at, body) in q.fetch_all(&mut *self.tx).await? {
+                                    if let Some(&i) = index.get(profile.as_str())
+                                        && filters_hold(&body, &p.filters)
+                                    {
+                                        counts.counts[i] = counts.counts[i].saturating_add(1);
+                                        if let Some(w) = window_ms {
+                                            counts.expires[i] = counts.expires[i].min(at.saturating_add(w));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        table.counts.insert(engine::counts_key(p), counts);
+                    }
+                    // Memberships.
+                    for a in &needs.audiences {
+                        let rows = self
+                            .fetch_pairs(
+                                "SELECT profile_id, audience FROM audience_members WHERE audience = $1",
+                                "AND",
+                                a,
+                                &scope,
+                                "",
+                            )
+                            .await?;
+                        let mut bits = Bits::zeros(n);
+                        for (p, _) in rows {
+                            if let Some(&i) = index.get(p.as_str()) {
+                                bits.set(i, true);
+                            }
+                        }
+                        table.members.insert(a.clone(), bits);
+                    }
+                    Ok(table)
+                })
+            }
+
+            fn audiences(&mut self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>> {
+                Box::pin(async move { list_rows(&mut *self.tx).await })
+            }
+
+            fn apply<'a>(
+                &'a mut self,
+                changes: &'a [Change],
+                now: i64,
+                seq: i64,
+                reason: &'a str,
+            ) -> BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(async move {
+                    let tx = &mut self.tx;
+                    for c in changes {
+                        match c {
+                            Change::Enter { audience, profile } => {
+                                let added = sqlx::query(
+                                    "INSERT INTO audience_members (audience, profile_id, entered_at) VALUES ($1, $2, $3) \
+                                     ON CONFLICT DO NOTHING",
+                                )
+                                .bind(audience)
+                                .bind(profile)
+                                .bind(now)
+                                .execute(&mut **tx)
+                                .await?
+                                .rows_affected();
+                                if added == 0 {
+                                    continue;
+                                }
+                                sqlx::query(
+                                    "INSERT INTO audience_history (audience, profile_id, entered_at) VALUES ($1, $2, $3)",
+                                )
+                                .bind(audience)
+                                .bind(profile)
+                                .bind(now)
+                                .execute(&mut **tx)
+                                .await?;
+                                event(tx, audience, profile, "audience_entered", now, seq, reason).await?;
+                            }
+                            Change::Exit { audience, profile } => {
+                                let removed = sqlx::query(
+                                    "DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2",
+                                )
+                                .bind(audience)
+                                .bind(profile)
+                                .execute(&mut **tx)
+                                .await?
+                                .rows_affected();
+                                if removed == 0 {
+                                    continue;
+                                }
+                                sqlx::query(
+                                    "UPDATE audience_history SET exited_at = $3 \
+                                     WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
+                                )
+                                .bind(audience)
+                                .bind(profile)
+                                .bind(now)
+                                .execute(&mut **tx)
+                                .await?;
+                                event(tx, audience, profile, "audience_exited", now, seq, reason).await?;
+                            }
+                            Change::ExitAll { profile } => {
+                                let audiences: Vec<String> = sqlx::query_scalar(
+                                    "SELECT audience FROM audience_members WHERE profile_id = $1",
+                                )
+                                .bind(profile)
+                                .fetch_all(&mut **tx)
+                                .await?;
+                                for audience in audiences {
+                                    sqlx::query("DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2")
+                                        .bind(&audience)
+                                        .bind(profile)
+                                        .execute(&mut **tx)
+                                        .await?;
+                                    sqlx::query(
+                                        "UPDATE audience_history SET exited_at = $3 \
+                                         WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
+                                    )
+                                    .bind(&audience)
+                                    .bind(profile)
+                                    .bind(now)
+                                    .execute(&mut **tx)
+                                    .await?;
+                                    event(tx, &audience, profile, "audience_exited", now, seq, reason).await?;
+                                }
+                                sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1")
+                                    .bind(profile)
+                                    .execute(&mut **tx)
+                                    .await?;
+                            }
+                            Change::Due { audience, profile, at: Some(at) } => {
+                                sqlx::query(
+                                    "INSERT INTO audience_checks (audience, profile_id, due_at) VALUES ($1, $2, $3) \
+                                     ON CONFLICT (audience, profile_id) DO UPDATE SET due_at = excluded.due_at",
+                                )
+                                .bind(audience)
+                                .bind(profile)
+                                .bind(at)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                            Change::Due { audience, profile, at: None } => {
+                                sqlx::query("DELETE FROM audience_checks WHERE audience = $1 AND profile_id = $2")
+                                    .bind(audience)
+                                    .bind(profile)
+                                    .execute(&mut **tx)
+                                    .await?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            }
+
+            fn backfill_progress<'a>(
+                &'a mut self,
+                id: &'a str,
+                done: i64,
+                total: i64,
+                finished: Option<i64>,
+            ) -> BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE audiences SET backfill_done = $2, backfill_total = $3, \
+                         backfilled_at = COALESCE($4, backfilled_at) WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(done)
+                    .bind(total)
+                    .bind(finished)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn commit(self: Box<Self>, cursor: Option<(&'static str, i64)>) -> BoxFuture<'static, Result<(), StorageError>> {
+                Box::pin(async move {
+                    let mut tx = self.tx;
+                    if let Some((name, seq)) = cursor {
+                        sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = $2")
+                            .bind(seq)
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+        }
+
+        impl $tx {
+            /// (profile, value) pairs of `base` (which binds `$1` = key) restricted to the scope.
+            async fn fetch_pairs(
+                &mut self,
+                base: &str,
+                join: &str,
+                key: &str,
+                scope: &Scope,
+                order: &str,
+            ) -> Result<Vec<(String, String)>, StorageError> {
+                let column = if join.ends_with('.') { "profile_id" } else { " profile_id" };
+                let mut out = Vec::new();
+                match scope {
+                    Scope::All => {
+                        let sql = format!("{base} {order}");
+                        out.extend(
+                            sqlx::query_as::<_, (String, String)>(&sql)
+                                .bind(key)
+                                .fetch_all(&mut *self.tx)
+                                .await?,
+                        );
+                    }
+                    Scope::Ids(ids) => {
+                        for chunk in ids.chunks(500) {
+                            let sql = format!(
+                                "{base} {join}{column} IN ({}) {order}",
+                                placeholders(2, chunk.len())
+                            );
+                            let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(key);
+                            for id in chunk {
+                                q = q.bind(id);
+                            }
+                            out.extend(q.fetch_all(&mut *self.tx).await?);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+
+        async fn computed_column(
+            tx: &mut $tx,
+            name: &str,
+            scope: &Scope,
+            plan: &TrackingPlan,
+            now: i64,
+            index: &HashMap<&str, usize>,
+            col: &mut Column,
+        ) -> Result<(), StorageError> {
+            let chunks: Vec<Option<&[String]>> = match scope {
+                Scope::All => vec![None],
+                Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
+            };
+            for chunk in chunks {
+                let in_scope = chunk.map_or(String::new(), |c| {
+                    format!(" AND profile_id IN ({})", placeholders(2, c.len()))
+                });
+                if name == "journey_stage" {
+                    let sql = format!(
+                        "SELECT DISTINCT profile_id, kind, COALESCE(event, '') FROM profile_messages \
+                         WHERE $1 = $1{in_scope}"
+                    );
+                    let mut q = sqlx::query_as::<_, (String, String, String)>(&sql).bind(0_i64);
+                    for id in chunk.unwrap_or(&[]) {
+                        q = q.bind(id);
+                    }
+                    let mut best: HashMap<usize, usize> = HashMap::new();
+                    for (p, kind, event) in q.fetch_all(&mut *tx.tx).await? {
+                        let name = match kind.as_str() {
+                            "page" => "page_viewed",
+                            "screen" => "screen_viewed",
+                            _ => event.as_str(),
+                        };
+                        let rank = plan
+                            .stage_of(name)
+                            .and_then(|s| plan.stages().iter().position(|st| st.name == s));
+                        if let (Some(&i), Some(r)) = (index.get(p.as_str()), rank) {
+                            let e = best.entry(i).or_insert(r);
+                            *e = (*e).max(r);
+                        }
+                    }
+                    for (i, r) in best {
+                        col.set(i, &serde_json::Value::String(plan.stages()[r].name.clone()));
+                    }
+                    continue;
+                }
+                let expr = match name {
+                    "messages_total" => "COUNT(*)",
+                    "first_seen" => "MIN(event_time)",
+                    "last_seen" => "MAX(event_time)",
+                    "active_days_30d" => "COUNT(DISTINCT CASE WHEN event_time >= $1 THEN event_time / 86400000 END)",
+                    _ => return Ok(()),
+                };
+                let sql = format!(
+                    "SELECT profile_id, {expr} FROM profile_messages WHERE $1 = $1{in_scope} GROUP BY profile_id"
+                );
+                let mut q = sqlx::query_as::<_, (String, i64)>(&sql).bind(now - 30 * 86_400_000);
+                for id in chunk.unwrap_or(&[]) {
+                    q = q.bind(id);
+                }
+                for (p, v) in q.fetch_all(&mut *tx.tx).await? {
+                    if let Some(&i) = index.get(p.as_str()) {
+                        col.set(i, &serde_json::json!(v));
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        async fn event(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            audience: &str,
+            profile: &str,
+            kind: &str,
+            now: i64,
+            seq: i64,
+            reason: &str,
+        ) -> Result<(), StorageError> {
+            sqlx::query(
+                "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(audience)
+            .bind(profile)
+            .bind(kind)
+            .bind(now)
+            .bind(seq)
+            .bind(reason)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn list_rows(
+            conn: &mut <$db as sqlx::Database>::Connection,
+        ) -> Result<Vec<AudienceRow>, StorageError> {
+            let rows: Vec<(String, String, String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT id, name, description, condition, origin, backfill_done, backfill_total, backfilled_at \
+                 FROM audiences ORDER BY id",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, name, description, condition, origin, backfill_done, backfill_total, backfilled_at)| {
+                    AudienceRow { id, name, description, condition, origin, backfill_done, backfill_total, backfilled_at }
+                })
+                .collect())
+        }
+
+        impl AudienceStore for $store {
+            fn begin(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
+                Box::pin(async move {
+                    let tx = self.pool.begin_write().await?;
+                    Ok(Box::new($tx { tx }) as Box<dyn AudienceTx>)
+                })
+            }
+
+            fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
+                Box::pin(async move {
+                    let tx = self.pool.begin().await?;
+                    Ok(Box::new($tx { tx }) as Box<dyn AudienceTx>)
+                })
+            }
+
+            fn upsert<'a>(
+                &'a self,
+                id: &'a str,
+                name: &'a str,
+                description: &'a str,
+                condition: &'a str,
+                origin: &'a str,
+            ) -> BoxFuture<'a, Result<bool, StorageError>> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin_write().await?;
+                    let old: Option<String> = sqlx::query_scalar("SELECT condition FROM audiences WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let now = chrono::Utc::now().timestamp_millis();
+                    sqlx::query(
+                        "INSERT INTO audiences (id, name, description, condition, origin, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                         description = excluded.description, condition = excluded.condition, \
+                         origin = excluded.origin, updated_at = excluded.updated_at",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .bind(description)
+                    .bind(condition)
+                    .bind(origin)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(old.as_deref() != Some(condition))
+                })
+            }
+
+            fn list(&self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>> {
+                Box::pin(async move {
+                    let mut conn = self.pool.acquire().await?;
+                    list_rows(&mut conn).await
+                })
+            }
+
+            fn members<'a>(&'a self, id: &'a str, limit: i64) -> BoxFuture<'a, Result<(Vec<Membership>, i64), StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                        "SELECT audience, profile_id, entered_at FROM audience_members WHERE audience = $1 \
+                         ORDER BY entered_at DESC, profile_id LIMIT $2",
+                    )
+                    .bind(id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audience_members WHERE audience = $1")
+                        .bind(id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((
+                        rows.into_iter()
+                            .map(|(audience, profile_id, entered_at)| Membership { audience, profile_id, entered_at, exited_at: None })
+                            .collect(),
+                        count,
+                    ))
+                })
+            }
+
+            fn memberships<'a>(&'a self, profile: &'a str) -> BoxFuture<'a, Result<Vec<Membership>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+                        "SELECT audience, profile_id, entered_at, exited_at FROM audience_history \
+                         WHERE profile_id = $1 ORDER BY id",
+                    )
+                    .bind(profile)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(audience, profile_id, entered_at, exited_at)| Membership { audience, profile_id, entered_at, exited_at })
+                        .collect())
+                })
+            }
+
+            fn events(&self, after: i64, limit: i64) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, String, String, i64, i64, String)> = sqlx::query_as(
+                        "SELECT id, audience, profile_id, kind, at, seq, reason FROM audience_events \
+                         WHERE id > $1 ORDER BY id LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(id, audience, profile_id, kind, at, seq, reason)| AudienceEvent { id, audience, profile_id, kind, at, seq, reason })
+                        .collect())
+                })
+            }
+        }
+    };
+}
+
+mod sqlite_impl {
+    use super::*;
+    impl_audience_store!(
+        SqliteAudiences,
+        SqliteAudienceTx,
+        sqlx::Sqlite,
+        sqlx::SqlitePool
+    );
+}
+mod pg_impl {
+    use super::*;
+    impl_audience_store!(PgAudiences, PgAudienceTx, sqlx::Postgres, sqlx::PgPool);
+}
+pub use pg_impl::PgAudiences;
+pub use sqlite_impl::SqliteAudiences;

@@ -1,0 +1,51 @@
+//! HubSpot: contacts (email) and companies (groupId) through CRM v3 batch upserts, OAuth 2.0.
+
+pub mod config;
+pub mod encoder;
+pub mod service;
+
+use super::{Activation, Destination, Encoded, Request, Sent};
+use futures_util::future::BoxFuture;
+
+/// The HubSpot destination.
+pub struct HubSpot {
+    company_id_property: String,
+    service: service::Service,
+}
+
+impl HubSpot {
+    /// Builds it from its configuration.
+    pub fn new(config: config::HubSpotConfig, client: reqwest::Client) -> HubSpot {
+        HubSpot {
+            company_id_property: config.company_id_property.clone(),
+            service: service::Service::new(config, client),
+        }
+    }
+}
+
+impl Destination for HubSpot {
+    fn name(&self) -> &'static str {
+        "hubspot"
+    }
+
+    fn accepts(&self, activation: &Activation) -> bool {
+        encoder::accepts(activation)
+    }
+
+    fn batch_size(&self) -> usize {
+        // Two object types per batch, each ≤ 100 inputs a call.
+        2 * encoder::MAX_INPUTS
+    }
+
+    fn encode(&self, batch: &[Activation]) -> Encoded {
+        encoder::encode(&self.company_id_property, batch)
+    }
+
+    fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Sent> {
+        Box::pin(self.service.send(request))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.service.health())
+    }
+}

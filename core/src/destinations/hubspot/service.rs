@@ -1,0 +1,264 @@
+//! HubSpot HTTP service: OAuth 2.0 refresh-token flow (access tokens cached until shortly before
+//! they expire), the 190 requests / 10 s token bucket, and classification of batch answers
+//! (207 multi-status errors dead-letter only their inputs; 429 waits out the rolling window).
+
+use super::config::{HubSpotAuth, HubSpotConfig};
+use crate::destinations::http::{self, Answer};
+use crate::destinations::ratelimit::TokenBucket;
+use crate::destinations::{Request, RetryAction, Sent};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// The service.
+pub struct Service {
+    config: HubSpotConfig,
+    client: reqwest::Client,
+    token: Mutex<Option<(SecretString, Instant)>>,
+    bucket: TokenBucket,
+}
+
+fn message(body: &Value, raw: &str) -> String {
+    match body.get("message").and_then(Value::as_str) {
+        Some(m) => {
+            let category = body.get("category").and_then(Value::as_str).unwrap_or("");
+            if category.is_empty() {
+                m.to_owned()
+            } else {
+                format!("{category}: {m}")
+            }
+        }
+        None => http::truncate(raw),
+    }
+}
+
+/// Classifies a batch upsert answer; `ids` are the request's input ids in order.
+pub fn classify(answer: &Answer, ids: &[String]) -> RetryAction {
+    let body = answer.json();
+    if answer.status == 429 {
+        let window = answer
+            .header("x-hubspot-ratelimit-interval-milliseconds")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        return RetryAction::Retry {
+            after: http::retry_after(&answer.headers)
+                .or(window)
+                .or(Some(Duration::from_secs(10))),
+            reason: format!("HTTP 429: {}", message(&body, &answer.body)),
+        };
+    }
+    if !(200..300).contains(&answer.status) {
+        return http::classify(answer, message(&body, &answer.body));
+    }
+    let Some(errors) = body
+        .get("errors")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty())
+    else {
+        return RetryAction::Success;
+    };
+    let mut dead = Vec::new();
+    for e in errors {
+        let text = message(e, "");
+        let named: Vec<String> = e
+            .pointer("/context/ids")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if named.is_empty() {
+            // An error that names no input: the whole call is in doubt.
+            return RetryAction::DontRetry(text);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if named.iter().any(|n| n.eq_ignore_ascii_case(id)) {
+                dead.push((i, text.clone()));
+            }
+        }
+    }
+    RetryAction::RetryPart {
+        retry: Vec::new(),
+        dead,
+        reason: String::new(),
+    }
+}
+
+impl Service {
+    /// A service for `config`.
+    pub fn new(config: HubSpotConfig, client: reqwest::Client) -> Service {
+        let bucket = TokenBucket::new(config.requests_per_10s, Duration::from_secs(10));
+        Service {
+            config,
+            client,
+            token: Mutex::new(None),
+            bucket,
+        }
+    }
+
+    async fn token(&self) -> Result<SecretString, (Option<u16>, RetryAction)> {
+        let (client_id, client_secret, refresh) = match &self.config.auth {
+            HubSpotAuth::Static(t) => return Ok(t.clone()),
+            HubSpotAuth::OAuth {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => (client_id, client_secret, refresh_token),
+        };
+        if let Some((t, until)) = self.token.lock().await.clone()
+            && Instant::now() < until
+        {
+            return Ok(t);
+        }
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", client_secret.expose_secret()),
+            ("refresh_token", refresh.expose_secret()),
+        ];
+        let answer = http::execute(
+            self.client
+                .post(format!("{}/oauth/v1/token", self.config.url))
+                .form(&form),
+        )
+        .await
+        .map_err(|e| {
+            (
+                None,
+                RetryAction::Retry {
+                    after: None,
+                    reason: e,
+                },
+            )
+        })?;
+        let body = answer.json();
+        match body.get("access_token").and_then(Value::as_str) {
+            Some(t) if answer.status == 200 => {
+                let ttl = body
+                    .get("expires_in")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1800);
+                let token = SecretString::from(t.to_owned());
+                let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(60).max(1));
+                *self.token.lock().await = Some((token.clone(), until));
+                Ok(token)
+            }
+            _ => Err((
+                Some(answer.status),
+                RetryAction::Retry {
+                    after: None,
+                    reason: format!(
+                        "HTTP {}: OAuth refresh failed: {}",
+                        answer.status,
+                        message(&body, &answer.body)
+                    ),
+                },
+            )),
+        }
+    }
+
+    /// Makes one call.
+    pub async fn send(&self, request: &Request) -> Sent {
+        let token = match self.token().await {
+            Ok(t) => t,
+            Err((status, action)) => return Sent { status, action },
+        };
+        self.bucket.acquire().await;
+        let mut builder = self
+            .client
+            .post(format!("{}{}", self.config.url, request.path))
+            .bearer_auth(token.expose_secret());
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        let answer = match http::execute(builder).await {
+            Ok(a) => a,
+            Err(e) => {
+                return Sent {
+                    status: None,
+                    action: RetryAction::Retry {
+                        after: None,
+                        reason: e,
+                    },
+                };
+            }
+        };
+        if answer.status == 401 {
+            *self.token.lock().await = None;
+            return Sent {
+                status: Some(401),
+                action: RetryAction::Retry {
+                    after: Some(Duration::ZERO),
+                    reason: "access token expired; refreshing".into(),
+                },
+            };
+        }
+        let ids: Vec<String> = request
+            .body
+            .as_ref()
+            .and_then(|b| b.get("inputs"))
+            .and_then(Value::as_array)
+            .map(|inputs| {
+                inputs
+                    .iter()
+                    .map(|i| i["id"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Sent {
+            status: Some(answer.status),
+            action: classify(&answer, &ids),
+        }
+    }
+
+    /// Checks the credentials can mint a token.
+    pub async fn health(&self) -> Result<(), String> {
+        self.token()
+            .await
+            .map(|_| ())
+            .map_err(|(_, a)| format!("{a:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderMap;
+
+    #[test]
+    fn a_rate_limited_call_waits_for_the_window_and_multi_status_errors_dead_letter_their_inputs() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-hubspot-ratelimit-interval-milliseconds",
+            "10000".parse().unwrap(),
+        );
+        let limited = Answer {
+            status: 429,
+            headers,
+            body: r#"{"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT"}"#.into(),
+            elapsed: Duration::ZERO,
+        };
+        assert!(matches!(
+            classify(&limited, &[]),
+            RetryAction::Retry { after: Some(d), .. } if d == Duration::from_secs(10)
+        ));
+        let partial = Answer {
+            status: 207,
+            headers: HeaderMap::new(),
+            body: r#"{"status":"COMPLETE","results":[{}],"errors":[{"status":"error","category":"VALIDATION_ERROR","message":"Property values were not valid","context":{"ids":["b@example.com"]}}]}"#.into(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(
+            classify(&partial, &["a@example.com".into(), "b@example.com".into()]),
+            RetryAction::RetryPart {
+                retry: vec![],
+                dead: vec![(1, "VALIDATION_ERROR: Property values were not valid".into())],
+                reason: String::new()
+            }
+        );
+    }
+}

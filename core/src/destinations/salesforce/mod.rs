@@ -1,0 +1,55 @@
+//! Salesforce: Accounts (groupId), Contacts (userId, linked to their Account) and the custom object
+//! Product_Usage__c on the Account, upserted by external id through sObject Collections; a Task for
+//! the Account owner when a profile enters the PQL audience.
+
+pub mod config;
+pub mod encoder;
+pub mod service;
+
+use super::{Activation, Destination, Encoded, Request, Sent};
+use futures_util::future::BoxFuture;
+
+/// The Salesforce destination.
+pub struct Salesforce {
+    settings: encoder::Settings,
+    service: service::Service,
+}
+
+impl Salesforce {
+    /// Builds it from its configuration.
+    pub fn new(config: config::SalesforceConfig, client: reqwest::Client) -> Salesforce {
+        Salesforce {
+            settings: encoder::Settings {
+                api_version: config.api_version.clone(),
+                pql_audience: config.pql_audience.clone(),
+            },
+            service: service::Service::new(config, client),
+        }
+    }
+}
+
+impl Destination for Salesforce {
+    fn name(&self) -> &'static str {
+        "salesforce"
+    }
+
+    fn accepts(&self, activation: &Activation) -> bool {
+        encoder::accepts(activation)
+    }
+
+    fn batch_size(&self) -> usize {
+        encoder::MAX_RECORDS
+    }
+
+    fn encode(&self, batch: &[Activation]) -> Encoded {
+        encoder::encode(&self.settings, batch)
+    }
+
+    fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Sent> {
+        Box::pin(self.service.send(request))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.service.health())
+    }
+}

@@ -1,0 +1,409 @@
+//! The activation stage: a pipeline stage after profiles (and audiences) with its own cursors —
+//! `destinations` over the log (processed messages only: `seq <=` the `profiles` cursor, not
+//! blocked, linked to a profile) and `destinations_audiences` over `audience_events.id`. Each batch
+//! becomes outbox rows for every enabled destination that wants them, written in the same
+//! transaction as the cursor move, so a crash neither loses nor duplicates an activation.
+
+use super::store::{AccountContext, DestinationStore, NewOutbox, ProfileContext, StageTx};
+use super::{AccountSnapshot, Activation, Destination};
+use crate::plan::PlanHandle;
+use crate::storage::StorageError;
+use serde_json::{Map, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const MESSAGES: &str = "destinations";
+const AUDIENCES: &str = "destinations_audiences";
+const DAY_MS: i64 = 86_400_000;
+
+/// The stage.
+pub struct ActivationStage {
+    store: Arc<dyn DestinationStore>,
+    destinations: Vec<Arc<dyn Destination>>,
+    plan: Arc<PlanHandle>,
+    pql_audience: String,
+    batch: i64,
+    poll: Duration,
+    workers: Arc<Notify>,
+}
+
+impl ActivationStage {
+    /// A stage feeding `destinations`; `workers` is woken when rows were added.
+    pub fn new(
+        store: Arc<dyn DestinationStore>,
+        destinations: Vec<Arc<dyn Destination>>,
+        plan: Arc<PlanHandle>,
+        pql_audience: String,
+        poll: Duration,
+        workers: Arc<Notify>,
+    ) -> ActivationStage {
+        ActivationStage {
+            store,
+            destinations,
+            plan,
+            pql_audience,
+            batch: 200,
+            poll,
+            workers,
+        }
+    }
+
+    /// Runs forever.
+    pub async fn run(self) {
+        loop {
+            match self.step().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => tokio::time::sleep(self.poll.min(Duration::from_millis(250))).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "activation stage failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// One batch of messages and one of audience events; returns how many were consumed.
+    pub async fn step(&self) -> Result<usize, StorageError> {
+        let a = self.step_messages().await?;
+        let b = self.step_audiences().await?;
+        Ok(a + b)
+    }
+
+    async fn step_messages(&self) -> Result<usize, StorageError> {
+        let mut tx = self.store.begin().await?;
+        let cursor = tx.lock_cursor(MESSAGES).await?;
+        let processed = tx.cursor("profiles").await?;
+        if processed <= cursor {
+            tx.commit(MESSAGES.into(), cursor).await?;
+            return Ok(0);
+        }
+        let rows = tx.messages(cursor, processed, self.batch).await?;
+        // A full batch stops at its last row; otherwise everything up to `processed` was seen
+        // (messages without a profile — dropped, blocked, id-less — need no activation).
+        let upto = if rows.len() as i64 == self.batch {
+            rows.last().map_or(processed, |r| r.seq)
+        } else {
+            processed
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut ctx = Context::default();
+        let mut out = Vec::new();
+        for row in &rows {
+            let Ok(message) = serde_json::from_str::<Value>(&row.body) else {
+                continue;
+            };
+            let profile = self.profile(&mut *tx, &mut ctx, &row.profile_id).await?;
+            let group = (row.kind == "group")
+                .then(|| message.get("groupId").and_then(value_str))
+                .flatten()
+                .or_else(|| profile.accounts.first().cloned());
+            let account = match group {
+                Some(g) => Some(self.account(&mut *tx, &mut ctx, &g, now).await?),
+                None => None,
+            };
+            let ids = identities(&profile);
+            let activation = Activation {
+                key: format!("m:{}", row.seq),
+                kind: row.kind.clone(),
+                message_id: Some(row.message_id.clone()),
+                event: message.get("event").and_then(value_str),
+                anonymous_id: message
+                    .get("anonymousId")
+                    .and_then(value_str)
+                    .or_else(|| ids.get("anonymous_id").cloned()),
+                user_id: ids
+                    .get("user_id")
+                    .cloned()
+                    .or_else(|| message.get("userId").and_then(value_str)),
+                email: ids.get("email").cloned(),
+                phone: ids.get("phone").cloned(),
+                message: Some(message),
+                timestamp_ms: row.event_time,
+                profile_id: row.profile_id.clone(),
+                traits: traits_map(&profile.traits),
+                account,
+                audience: None,
+            };
+            self.fan_out(&activation, &mut out);
+        }
+        let added = tx.enqueue(&out, now).await?;
+        tx.commit(MESSAGES.into(), upto).await?;
+        if added > 0 {
+            self.workers.notify_waiters();
+        }
+        Ok(rows.len().max(usize::from(upto > cursor)))
+    }
+
+    async fn step_audiences(&self) -> Result<usize, StorageError> {
+        let mut tx = self.store.begin().await?;
+        let cursor = tx.lock_cursor(AUDIENCES).await?;
+        let events = tx.audience_events(cursor, self.batch).await?;
+        let Some(last) = events.last().map(|e| e.id) else {
+            tx.commit(AUDIENCES.into(), cursor).await?;
+            return Ok(0);
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut ctx = Context::default();
+        let mut out = Vec::new();
+        for e in &events {
+            let Some(live) = tx.live_profile(&e.profile_id).await? else {
+                continue;
+            };
+            let profile = self.profile(&mut *tx, &mut ctx, &live).await?;
+            let mut account = match profile.accounts.first() {
+                Some(g) => Some(self.account(&mut *tx, &mut ctx, g, now).await?),
+                None => None,
+            };
+            if let Some(a) = account.as_mut()
+                && e.audience == self.pql_audience
+            {
+                // The transition itself is the freshest word on PQL status.
+                a.pql = e.kind == "audience_entered" || (a.pql && e.kind != "audience_exited");
+            }
+            let ids = identities(&profile);
+            let activation = Activation {
+                key: format!("a:{}", e.id),
+                kind: e.kind.clone(),
+                message_id: None,
+                event: Some(e.kind.clone()),
+                message: None,
+                timestamp_ms: e.at,
+                profile_id: live.clone(),
+                user_id: ids.get("user_id").cloned(),
+                anonymous_id: ids.get("anonymous_id").cloned(),
+                email: ids.get("email").cloned(),
+                phone: ids.get("phone").cloned(),
+                traits: traits_map(&profile.traits),
+                account,
+                audience: Some(e.audience.clone()),
+            };
+            self.fan_out(&activation, &mut out);
+        }
+        let added = tx.enqueue(&out, now).await?;
+        tx.commit(AUDIENCES.into(), last).await?;
+        if added > 0 {
+            self.workers.notify_waiters();
+        }
+        Ok(events.len())
+    }
+
+    fn fan_out(&self, activation: &Activation, out: &mut Vec<NewOutbox>) {
+        let mut payload: Option<String> = None;
+        for d in &self.destinations {
+            if d.accepts(activation) {
+                let p = payload
+                    .get_or_insert_with(|| serde_json::to_string(activation).unwrap_or_default());
+                out.push(NewOutbox {
+                    destination: d.name().into(),
+                    key: activation.key.clone(),
+                    payload: p.clone(),
+                });
+            }
+        }
+    }
+
+    async fn profile(
+        &self,
+        tx: &mut dyn StageTx,
+        ctx: &mut Context,
+        id: &str,
+    ) -> Result<ProfileContext, StorageError> {
+        if let Some(p) = ctx.profiles.get(id) {
+            return Ok(p.clone());
+        }
+        let p = tx.profile(id).await?;
+        ctx.profiles.insert(id.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    async fn account(
+        &self,
+        tx: &mut dyn StageTx,
+        ctx: &mut Context,
+        group_id: &str,
+        now: i64,
+    ) -> Result<AccountSnapshot, StorageError> {
+        if let Some(a) = ctx.accounts.get(group_id) {
+            return Ok(a.clone());
+        }
+        let raw = tx
+            .account(group_id, now - 7 * DAY_MS, &self.pql_audience)
+            .await?;
+        let plan = self.plan.current();
+        let snapshot = snapshot(group_id, &raw, now, |event| {
+            plan.plan
+                .stage_of(event)
+                .and_then(|s| plan.plan.stages().iter().position(|st| st.name == s))
+                .map(|r| (r, plan.plan.stages()[r].name.clone()))
+        });
+        ctx.accounts.insert(group_id.to_owned(), snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+/// Per-batch caches (a batch often carries many messages of one profile or account).
+#[derive(Default)]
+struct Context {
+    profiles: HashMap<String, ProfileContext>,
+    accounts: HashMap<String, AccountSnapshot>,
+}
+
+fn value_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn traits_map(rows: &[(String, String)]) -> Map<String, Value> {
+    rows.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::from_str(v).unwrap_or(Value::String(v.clone())),
+            )
+        })
+        .collect()
+}
+
+/// The first (newest) identity of each kind.
+fn identities(p: &ProfileContext) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (kind, value) in &p.identities {
+        out.entry(kind.clone()).or_insert_with(|| value.clone());
+    }
+    out
+}
+
+/// Derives an account's usage figures and PQL signals; `stage` ranks an event name's journey stage.
+pub fn snapshot(
+    group_id: &str,
+    raw: &AccountContext,
+    now: i64,
+    stage: impl Fn(&str) -> Option<(usize, String)>,
+) -> AccountSnapshot {
+    let traits = traits_map(&raw.traits);
+    let mut features = BTreeSet::new();
+    let mut integrations_30d = BTreeSet::new();
+    let mut invites = 0;
+    for (event, at, body) in &raw.usage {
+        let props = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|m| m.get("properties").cloned())
+            .unwrap_or(Value::Null);
+        match event.as_str() {
+            "feature_toggled" => {
+                if let Some(f) = props.get("feature_name").and_then(value_str) {
+                    features.insert(f);
+                }
+            }
+            "integration_connected" => {
+                if let Some(i) = props.get("integration_name").and_then(value_str) {
+                    features.insert(format!("integration:{i}"));
+                    if *at >= now - 30 * DAY_MS {
+                        integrations_30d.insert(i);
+                    }
+                }
+            }
+            "teammate_invited" => invites += 1,
+            _ => {}
+        }
+    }
+    let journey_stage = raw
+        .kinds
+        .iter()
+        .filter_map(|(kind, event)| match (kind.as_str(), event) {
+            ("track", Some(e)) => stage(e),
+            ("page", _) => stage("page_viewed"),
+            _ => None,
+        })
+        .max_by_key(|(rank, _)| *rank)
+        .map(|(_, name)| name);
+    let mut signals = Vec::new();
+    if let Some(seats) = traits.get("seats_provisioned") {
+        signals.push(format!("seats_provisioned = {seats}"));
+    }
+    if !integrations_30d.is_empty() {
+        signals.push(format!(
+            "integration_connected in the last 30 days: {}",
+            integrations_30d.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if invites > 0 {
+        signals.push(format!("teammates invited: {invites}"));
+    }
+    signals.push(format!(
+        "active users in the last 7 days: {}",
+        raw.active_users_7d
+    ));
+    if let Some(s) = &journey_stage {
+        signals.push(format!("journey stage: {s}"));
+    }
+    AccountSnapshot {
+        group_id: group_id.to_owned(),
+        traits,
+        active_users_7d: raw.active_users_7d,
+        key_features: features.into_iter().collect(),
+        journey_stage,
+        pql: raw.pql_member,
+        signals,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_snapshot_lists_features_and_the_signals_that_qualify_it() {
+        let now = 100 * DAY_MS;
+        let raw = AccountContext {
+            traits: vec![("seats_provisioned".into(), "5".into())],
+            active_users_7d: 2,
+            usage: vec![
+                (
+                    "integration_connected".into(),
+                    now - DAY_MS,
+                    r#"{"properties":{"integration_name":"slack"}}"#.into(),
+                ),
+                (
+                    "integration_connected".into(),
+                    now - 60 * DAY_MS,
+                    r#"{"properties":{"integration_name":"jira"}}"#.into(),
+                ),
+                (
+                    "feature_toggled".into(),
+                    now,
+                    r#"{"properties":{"feature_name":"dark_mode"}}"#.into(),
+                ),
+                ("teammate_invited".into(), now, "{}".into()),
+                ("teammate_invited".into(), now, "{}".into()),
+            ],
+            kinds: vec![
+                ("page".into(), None),
+                ("track".into(), Some("teammate_invited".into())),
+            ],
+            pql_member: true,
+        };
+        let s = snapshot("acme", &raw, now, |e| match e {
+            "page_viewed" => Some((0, "Evaluation".into())),
+            "teammate_invited" => Some((3, "Expansion".into())),
+            _ => None,
+        });
+        assert_eq!(
+            s.key_features,
+            vec!["dark_mode", "integration:jira", "integration:slack"]
+        );
+        assert_eq!(s.journey_stage.as_deref(), Some("Expansion"));
+        assert!(s.pql);
+        assert!(s.signals.contains(&"seats_provisioned = 5".to_owned()));
+        assert!(
+            s.signals
+                .contains(&"integration_connected in the last 30 days: slack".to_owned())
+        );
+        assert!(s.signals.contains(&"teammates invited: 2".to_owned()));
+    }
+}

@@ -1,0 +1,671 @@
+//! The outbox repository: the activation stage's transaction, claiming due rows, recording outcomes
+//! and the delivery log, replay. One SQL set for both databases (`$N` placeholders work on SQLite
+//! too); only the claim differs — PostgreSQL takes rows with `FOR UPDATE SKIP LOCKED` so several
+//! core processes never deliver the same row, SQLite (one process) relies on its single writer.
+
+use crate::storage::BeginWrite;
+use crate::storage::StorageError;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+/// A message the activation stage reads: processed, not blocked, linked to a profile.
+#[derive(Debug, Clone)]
+pub struct StageMessage {
+    /// Log position.
+    pub seq: i64,
+    /// messageId.
+    pub message_id: String,
+    /// Message type.
+    pub kind: String,
+    /// Event time (ms).
+    pub event_time: i64,
+    /// The message JSON.
+    pub body: String,
+    /// The (live) profile it belongs to.
+    pub profile_id: String,
+}
+
+/// An `audience_events` row.
+#[derive(Debug, Clone)]
+pub struct AudienceEvent {
+    /// Feed position.
+    pub id: i64,
+    /// Audience id.
+    pub audience: String,
+    /// Profile.
+    pub profile_id: String,
+    /// `audience_entered` or `audience_exited`.
+    pub kind: String,
+    /// When (ms).
+    pub at: i64,
+}
+
+/// What the stage needs to know about a profile.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileContext {
+    /// Traits as (key, JSON text).
+    pub traits: Vec<(String, String)>,
+    /// Identities as (kind, value).
+    pub identities: Vec<(String, String)>,
+    /// groupIds of its accounts.
+    pub accounts: Vec<String>,
+}
+
+/// What the stage needs to know about an account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountContext {
+    /// Traits as (key, JSON text).
+    pub traits: Vec<(String, String)>,
+    /// Distinct profiles with a message since the 7-day mark.
+    pub active_users_7d: i64,
+    /// (event, event_time, message JSON) of the usage events that name features and integrations.
+    pub usage: Vec<(String, i64, String)>,
+    /// Distinct (type, event) of the account's messages (journey stage).
+    pub kinds: Vec<(String, Option<String>)>,
+    /// Whether a profile of the account is a member of the PQL audience.
+    pub pql_member: bool,
+}
+
+/// (destination, status, rows).
+pub type StatusCount = (String, String, i64);
+
+/// A new outbox row.
+#[derive(Debug, Clone)]
+pub struct NewOutbox {
+    /// Destination name.
+    pub destination: String,
+    /// Unique per destination.
+    pub key: String,
+    /// The activation JSON.
+    pub payload: String,
+}
+
+/// A claimed outbox row.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Row id.
+    pub id: i64,
+    /// Idempotency key.
+    pub key: String,
+    /// The activation JSON.
+    pub payload: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+}
+
+/// What became of a claimed row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowOutcome {
+    /// Delivered.
+    Delivered,
+    /// Due again at `next_at` (ms), with the error.
+    Retry {
+        /// Next attempt (ms).
+        next_at: i64,
+        /// The error.
+        error: String,
+    },
+    /// Dead-lettered with the API's message.
+    Dead(String),
+}
+
+/// One delivery-log entry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    /// Destination.
+    pub destination: String,
+    /// Outbox rows carried.
+    pub outbox_ids: Vec<i64>,
+    /// What was called.
+    pub request: String,
+    /// HTTP status, if any.
+    pub status_code: Option<i64>,
+    /// Duration (ms).
+    pub duration_ms: i64,
+    /// `success`, `retry`, `partial` or `dead`.
+    pub outcome: String,
+    /// The API's message.
+    pub error: Option<String>,
+    /// When (ms).
+    pub at: i64,
+}
+
+/// An outbox row as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: i64,
+    /// Idempotency key.
+    pub idempotency_key: String,
+    /// Status.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Next attempt (ms).
+    pub next_attempt_at: i64,
+    /// The API's last message.
+    pub last_error: Option<String>,
+    /// The activation.
+    pub payload: serde_json::Value,
+}
+
+/// The activation stage's transaction (holds its cursor lock until commit).
+pub trait StageTx: Send {
+    /// Locks a cursor row; returns its position.
+    fn lock_cursor<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
+    /// Another stage's position (read only).
+    fn cursor<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
+    /// Processed, non-blocked, profile-linked messages with `after < seq <= upto`, in log order.
+    fn messages(
+        &mut self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<StageMessage>, StorageError>>;
+    /// Audience events after `after`, in feed order.
+    fn audience_events(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>>;
+    /// The live profile a (possibly merged) profile id ended in.
+    fn live_profile<'a>(
+        &'a mut self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
+    /// Traits, identities and accounts of a profile.
+    fn profile<'a>(
+        &'a mut self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<ProfileContext, StorageError>>;
+    /// Usage figures of an account since `since_7d` (ms).
+    fn account<'a>(
+        &'a mut self,
+        group_id: &'a str,
+        since_7d: i64,
+        pql_audience: &'a str,
+    ) -> BoxFuture<'a, Result<AccountContext, StorageError>>;
+    /// Inserts outbox rows (a repeated key is ignored); returns how many were new.
+    fn enqueue<'a>(
+        &'a mut self,
+        rows: &'a [NewOutbox],
+        now: i64,
+    ) -> BoxFuture<'a, Result<u64, StorageError>>;
+    /// Moves the cursor and commits.
+    fn commit(
+        self: Box<Self>,
+        name: String,
+        seq: i64,
+    ) -> BoxFuture<'static, Result<(), StorageError>>;
+}
+
+/// The outbox and delivery log.
+pub trait DestinationStore: Send + Sync + 'static {
+    /// Starts an activation-stage transaction.
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn StageTx>, StorageError>>;
+    /// Claims up to `limit` due rows of a destination until `lease_until` (ms).
+    fn claim<'a>(
+        &'a self,
+        destination: &'a str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<Claimed>, StorageError>>;
+    /// Records outcomes and the calls made, in one transaction.
+    fn finish<'a>(
+        &'a self,
+        outcomes: &'a [(i64, RowOutcome)],
+        log: &'a [LogEntry],
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// (destination, status, rows) for every destination with rows.
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<StatusCount>, StorageError>>;
+    /// Newest delivery-log entries of a destination.
+    fn log<'a>(
+        &'a self,
+        destination: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<LogEntry>, StorageError>>;
+    /// Newest outbox rows of a destination with a status.
+    fn rows<'a>(
+        &'a self,
+        destination: &'a str,
+        status: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StorageError>>;
+    /// Makes a destination's dead letters due again (attempts reset); returns how many.
+    fn replay<'a>(
+        &'a self,
+        destination: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<u64, StorageError>>;
+}
+
+const CLAIM_PG: &str = "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, \
+     next_attempt_at = $3, updated_at = $2 WHERE id IN (SELECT id FROM outbox \
+     WHERE destination = $1 AND status IN ('pending', 'delivering') AND next_attempt_at <= $2 \
+     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, idempotency_key, payload, attempts";
+
+const CLAIM_SQLITE: &str = "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, \
+     next_attempt_at = $3, updated_at = $2 WHERE id IN (SELECT id FROM outbox \
+     WHERE destination = $1 AND status IN ('pending', 'delivering') AND next_attempt_at <= $2 \
+     ORDER BY id LIMIT $4) \
+     RETURNING id, idempotency_key, payload, attempts";
+
+fn json_or_null(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+macro_rules! impl_destination_store {
+    ($store:ident, $tx:ident, $db:ty, $pool:ty, $claim:expr) => {
+        /// Outbox repository over this database.
+        #[derive(Clone, Debug)]
+        pub struct $store {
+            pool: $pool,
+        }
+
+        impl $store {
+            /// Wraps a migrated pool.
+            pub fn new(pool: $pool) -> Self {
+                Self { pool }
+            }
+        }
+
+        /// An activation-stage transaction on this database.
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, $db>,
+        }
+
+        impl StageTx for $tx {
+            fn lock_cursor<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "UPDATE pipeline_cursors SET seq = seq WHERE name = $1 RETURNING seq",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut *self.tx)
+                    .await?)
+                })
+            }
+
+            fn cursor<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar::<_, i64>("SELECT seq FROM pipeline_cursors WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&mut *self.tx)
+                        .await?
+                        .unwrap_or(0))
+                })
+            }
+
+            fn messages(
+                &mut self,
+                after: i64,
+                upto: i64,
+                limit: i64,
+            ) -> BoxFuture<'_, Result<Vec<StageMessage>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, String, i64, String, String)> = sqlx::query_as(
+                        "SELECT m.seq, m.message_id, m.kind, m.event_time, CAST(m.body AS TEXT), pm.profile_id \
+                         FROM messages m JOIN profile_messages pm ON pm.seq = m.seq \
+                         WHERE m.seq > $1 AND m.seq <= $2 AND m.status <> 'blocked' ORDER BY m.seq LIMIT $3",
+                    )
+                    .bind(after)
+                    .bind(upto)
+                    .bind(limit)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(seq, message_id, kind, event_time, body, profile_id)| StageMessage {
+                            seq, message_id, kind, event_time, body, profile_id,
+                        })
+                        .collect())
+                })
+            }
+
+            fn audience_events(
+                &mut self,
+                after: i64,
+                limit: i64,
+            ) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
+                        "SELECT id, audience, profile_id, kind, at FROM audience_events \
+                         WHERE id > $1 ORDER BY id LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(id, audience, profile_id, kind, at)| AudienceEvent { id, audience, profile_id, kind, at })
+                        .collect())
+                })
+            }
+
+            fn live_profile<'a>(
+                &'a mut self,
+                id: &'a str,
+            ) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+                Box::pin(async move {
+                    let mut current = id.to_owned();
+                    for _ in 0..64 {
+                        let row: Option<(String, Option<String>)> =
+                            sqlx::query_as("SELECT id, merged_into FROM profiles WHERE id = $1")
+                                .bind(&current)
+                                .fetch_optional(&mut *self.tx)
+                                .await?;
+                        match row {
+                            None => return Ok(None),
+                            Some((_, None)) => return Ok(Some(current)),
+                            Some((_, Some(next))) => current = next,
+                        }
+                    }
+                    Ok(None)
+                })
+            }
+
+            fn profile<'a>(&'a mut self, id: &'a str) -> BoxFuture<'a, Result<ProfileContext, StorageError>> {
+                Box::pin(async move {
+                    let traits: Vec<(String, String)> =
+                        sqlx::query_as("SELECT key, value FROM profile_traits WHERE profile_id = $1 ORDER BY key")
+                            .bind(id)
+                            .fetch_all(&mut *self.tx)
+                            .await?;
+                    let identities: Vec<(String, String)> = sqlx::query_as(
+                        "SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY added_at DESC, kind, value",
+                    )
+                    .bind(id)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    let accounts: Vec<String> = sqlx::query_scalar(
+                        "SELECT group_id FROM profile_accounts WHERE profile_id = $1 ORDER BY group_id",
+                    )
+                    .bind(id)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    Ok(ProfileContext { traits, identities, accounts })
+                })
+            }
+
+            fn account<'a>(
+                &'a mut self,
+                group_id: &'a str,
+                since_7d: i64,
+                pql_audience: &'a str,
+            ) -> BoxFuture<'a, Result<AccountContext, StorageError>> {
+                Box::pin(async move {
+                    let traits: Vec<(String, String)> =
+                        sqlx::query_as("SELECT key, value FROM account_traits WHERE group_id = $1 ORDER BY key")
+                            .bind(group_id)
+                            .fetch_all(&mut *self.tx)
+                            .await?;
+                    let active_users_7d: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(DISTINCT pm.profile_id) FROM profile_messages pm \
+                         JOIN profile_accounts pa ON pa.profile_id = pm.profile_id \
+                         WHERE pa.group_id = $1 AND pm.event_time >= $2",
+                    )
+                    .bind(group_id)
+                    .bind(since_7d)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                    let usage: Vec<(String, i64, String)> = sqlx::query_as(
+                        "SELECT pm.event, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
+                         JOIN profile_accounts pa ON pa.profile_id = pm.profile_id \
+                         JOIN messages m ON m.seq = pm.seq \
+                         WHERE pa.group_id = $1 AND pm.kind = 'track' \
+                         AND pm.event IN ('feature_toggled', 'integration_connected', 'teammate_invited') \
+                         ORDER BY pm.seq DESC LIMIT 500",
+                    )
+                    .bind(group_id)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    let kinds: Vec<(String, Option<String>)> = sqlx::query_as(
+                        "SELECT DISTINCT pm.kind, pm.event FROM profile_messages pm \
+                         JOIN profile_accounts pa ON pa.profile_id = pm.profile_id WHERE pa.group_id = $1",
+                    )
+                    .bind(group_id)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                    let members: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM audience_members am \
+                         JOIN profile_accounts pa ON pa.profile_id = am.profile_id \
+                         WHERE pa.group_id = $1 AND am.audience = $2",
+                    )
+                    .bind(group_id)
+                    .bind(pql_audience)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                    Ok(AccountContext { traits, active_users_7d, usage, kinds, pql_member: members > 0 })
+                })
+            }
+
+            fn enqueue<'a>(
+                &'a mut self,
+                rows: &'a [NewOutbox],
+                now: i64,
+            ) -> BoxFuture<'a, Result<u64, StorageError>> {
+                Box::pin(async move {
+                    let mut added = 0;
+                    for r in rows {
+                        added += sqlx::query(
+                            "INSERT INTO outbox (destination, idempotency_key, payload, status, attempts, \
+                             next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4) \
+                             ON CONFLICT (destination, idempotency_key) DO NOTHING",
+                        )
+                        .bind(&r.destination)
+                        .bind(&r.key)
+                        .bind(&r.payload)
+                        .bind(now)
+                        .execute(&mut *self.tx)
+                        .await?
+                        .rows_affected();
+                    }
+                    Ok(added)
+                })
+            }
+
+            fn commit(self: Box<Self>, name: String, seq: i64) -> BoxFuture<'static, Result<(), StorageError>> {
+                Box::pin(async move {
+                    let mut tx = self.tx;
+                    sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = $2")
+                        .bind(seq)
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+        }
+
+        impl DestinationStore for $store {
+            fn begin(&self) -> BoxFuture<'_, Result<Box<dyn StageTx>, StorageError>> {
+                Box::pin(async move {
+                    let tx = self.pool.begin_write().await?;
+                    Ok(Box::new($tx { tx }) as Box<dyn StageTx>)
+                })
+            }
+
+            fn claim<'a>(
+                &'a self,
+                destination: &'a str,
+                now: i64,
+                lease_until: i64,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<Claimed>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(i64, String, String, i64)> = sqlx::query_as($claim)
+                        .bind(destination)
+                        .bind(now)
+                        .bind(lease_until)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut out: Vec<Claimed> = rows
+                        .into_iter()
+                        .map(|(id, key, payload, attempts)| Claimed { id, key, payload, attempts })
+                        .collect();
+                    out.sort_by_key(|c| c.id);
+                    Ok(out)
+                })
+            }
+
+            fn finish<'a>(
+                &'a self,
+                outcomes: &'a [(i64, RowOutcome)],
+                log: &'a [LogEntry],
+                now: i64,
+            ) -> BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin_write().await?;
+                    for (id, outcome) in outcomes {
+                        let (status, next_at, error) = match outcome {
+                            RowOutcome::Delivered => ("delivered", now, None),
+                            RowOutcome::Retry { next_at, error } => ("pending", *next_at, Some(error.as_str())),
+                            RowOutcome::Dead(e) => ("dead", now, Some(e.as_str())),
+                        };
+                        sqlx::query(
+                            "UPDATE outbox SET status = $1, next_attempt_at = $2, \
+                             last_error = COALESCE($3, last_error), updated_at = $4 WHERE id = $5",
+                        )
+                        .bind(status)
+                        .bind(next_at)
+                        .bind(error)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    for e in log {
+                        sqlx::query(
+                            "INSERT INTO delivery_log (destination, outbox_ids, request, status_code, \
+                             duration_ms, outcome, error, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(&e.destination)
+                        .bind(serde_json::to_string(&e.outbox_ids)?)
+                        .bind(&e.request)
+                        .bind(e.status_code)
+                        .bind(e.duration_ms)
+                        .bind(&e.outcome)
+                        .bind(&e.error)
+                        .bind(e.at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn counts(&self) -> BoxFuture<'_, Result<Vec<StatusCount>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(
+                        "SELECT destination, status, COUNT(*) FROM outbox GROUP BY destination, status \
+                         ORDER BY destination, status",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?)
+                })
+            }
+
+            fn log<'a>(
+                &'a self,
+                destination: &'a str,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<LogEntry>, StorageError>> {
+                Box::pin(async move {
+                    #[allow(clippy::type_complexity)]
+                    let rows: Vec<(String, String, String, Option<i64>, i64, String, Option<String>, i64)> =
+                        sqlx::query_as(
+                            "SELECT destination, outbox_ids, request, status_code, duration_ms, outcome, error, at \
+                             FROM delivery_log WHERE destination = $1 ORDER BY id DESC LIMIT $2",
+                        )
+                        .bind(destination)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(destination, ids, request, status_code, duration_ms, outcome, error, at)| LogEntry {
+                            destination,
+                            outbox_ids: serde_json::from_str(&ids).unwrap_or_default(),
+                            request,
+                            status_code,
+                            duration_ms,
+                            outcome,
+                            error,
+                            at,
+                        })
+                        .collect())
+                })
+            }
+
+            fn rows<'a>(
+                &'a self,
+                destination: &'a str,
+                status: &'a str,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StorageError>> {
+                Box::pin(async move {
+                    #[allow(clippy::type_complexity)]
+                    let rows: Vec<(i64, String, String, i64, i64, Option<String>, String)> = sqlx::query_as(
+                        "SELECT id, idempotency_key, status, attempts, next_attempt_at, last_error, payload \
+                         FROM outbox WHERE destination = $1 AND status = $2 ORDER BY id DESC LIMIT $3",
+                    )
+                    .bind(destination)
+                    .bind(status)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(id, idempotency_key, status, attempts, next_attempt_at, last_error, payload)| OutboxRow {
+                            id,
+                            idempotency_key,
+                            status,
+                            attempts,
+                            next_attempt_at,
+                            last_error,
+                            payload: json_or_null(&payload),
+                        })
+                        .collect())
+                })
+            }
+
+            fn replay<'a>(&'a self, destination: &'a str, now: i64) -> BoxFuture<'a, Result<u64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, updated_at = $2 \
+                         WHERE destination = $1 AND status = 'dead'",
+                    )
+                    .bind(destination)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+                })
+            }
+        }
+    };
+}
+
+impl_destination_store!(
+    SqliteDestinations,
+    SqliteStageTx,
+    sqlx::Sqlite,
+    sqlx::SqlitePool,
+    CLAIM_SQLITE
+);
+impl_destination_store!(
+    PgDestinations,
+    PgStageTx,
+    sqlx::Postgres,
+    sqlx::PgPool,
+    CLAIM_PG
+);

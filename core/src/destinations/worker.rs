@@ -1,0 +1,295 @@
+//! Delivery workers: one per enabled destination and process. Each claims due outbox rows (a lease:
+//! PostgreSQL `FOR UPDATE SKIP LOCKED`, so processes sharing the outbox never take the same row),
+//! encodes them into calls batched to the API's limits, makes the calls in order, and records every
+//! call in the delivery log and every row's outcome: delivered, retry later (exponential backoff with
+//! jitter, honouring Retry-After) or dead (validation errors, keeping the API's message).
+
+use super::store::{Claimed, LogEntry, RowOutcome};
+use super::{Activation, Counters, Destination, Destinations, RetryAction, backoff};
+use crate::storage::StorageError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Spawns a worker per enabled destination.
+pub fn spawn(destinations: &Arc<Destinations>) {
+    for name in destinations.enabled.keys() {
+        let d = destinations.clone();
+        let wake: Arc<Notify> = d.wake.clone();
+        let name: &'static str = name;
+        tokio::spawn(async move {
+            loop {
+                match deliver_once(&d, name).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {
+                        let _ = tokio::time::timeout(d.delivery.poll, wake.notified()).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(destination = name, error = %e, "delivery worker failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Worst-wins outcome of one activation across the calls that carried it.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    Delivered,
+    Retry(Option<Duration>, String),
+    Dead(String),
+}
+
+impl Verdict {
+    fn merge(&mut self, other: Verdict) {
+        let rank = |v: &Verdict| match v {
+            Verdict::Delivered => 0,
+            Verdict::Retry(..) => 1,
+            Verdict::Dead(_) => 2,
+        };
+        match (&mut *self, other) {
+            (Verdict::Retry(a, _), Verdict::Retry(b, reason)) => {
+                *self = Verdict::Retry((*a).max(b), reason);
+            }
+            (s, o) if rank(&o) > rank(s) => *s = o,
+            _ => {}
+        }
+    }
+}
+
+/// Claims and delivers one batch of a destination; returns how many rows it handled.
+pub async fn deliver_once(d: &Destinations, name: &'static str) -> Result<usize, StorageError> {
+    let Some(dest) = d.enabled.get(name) else {
+        return Ok(0);
+    };
+    let counters = d.counters.get(name).cloned().unwrap_or_default();
+    let now = chrono::Utc::now().timestamp_millis();
+    let lease = now + d.delivery.lease.as_millis() as i64;
+    let claimed = d
+        .store
+        .claim(name, now, lease, dest.batch_size() as i64)
+        .await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let (outcomes, log) = deliver(dest.as_ref(), &claimed, d, &counters).await;
+    let done = chrono::Utc::now().timestamp_millis();
+    d.store.finish(&outcomes, &log, done).await?;
+    Ok(claimed.len())
+}
+
+async fn deliver(
+    dest: &dyn Destination,
+    claimed: &[Claimed],
+    d: &Destinations,
+    counters: &Counters,
+) -> (Vec<(i64, RowOutcome)>, Vec<LogEntry>) {
+    let name = dest.name();
+    let mut verdicts: BTreeMap<usize, Verdict> = BTreeMap::new();
+    let mut batch: Vec<Activation> = Vec::with_capacity(claimed.len());
+    let mut index: Vec<usize> = Vec::with_capacity(claimed.len()); // batch position → claimed position
+    for (i, row) in claimed.iter().enumerate() {
+        match serde_json::from_str::<Activation>(&row.payload) {
+            Ok(a) => {
+                batch.push(a);
+                index.push(i);
+            }
+            Err(e) => {
+                verdicts.insert(i, Verdict::Dead(format!("unreadable outbox payload: {e}")));
+            }
+        }
+    }
+    let encoded = dest.encode(&batch);
+    let mut log = Vec::new();
+    for (b, reason) in &encoded.rejected {
+        verdicts
+            .entry(index[*b])
+            .or_insert(Verdict::Delivered)
+            .merge(Verdict::Dead(reason.clone()));
+        log.push(LogEntry {
+            destination: name.into(),
+            outbox_ids: vec![claimed[index[*b]].id],
+            request: "validation (not sent)".into(),
+            status_code: None,
+            duration_ms: 0,
+            outcome: "dead".into(),
+            error: Some(reason.clone()),
+            at: chrono::Utc::now().timestamp_millis(),
+        });
+    }
+    let mut halted: Option<String> = None;
+    for request in &encoded.requests {
+        let carried: Vec<usize> = request.activations().iter().map(|b| index[*b]).collect();
+        if let Some(reason) = &halted {
+            // An earlier call failed as a whole; later calls may depend on it (Contacts on their
+            // Account), so they wait for the retry.
+            for i in carried {
+                verdicts
+                    .entry(i)
+                    .or_insert(Verdict::Delivered)
+                    .merge(Verdict::Retry(None, format!("not sent: {reason}")));
+            }
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let sent = dest.send(request).await;
+        let elapsed = started.elapsed();
+        let at = chrono::Utc::now().timestamp_millis();
+        let item_rows = |items: &[usize]| -> Vec<usize> {
+            let mut v: Vec<usize> = items
+                .iter()
+                .filter_map(|it| request.covers.get(*it))
+                .flatten()
+                .map(|b| index[*b])
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let (outcome, error) = match &sent.action {
+            RetryAction::Success => {
+                for i in &carried {
+                    verdicts.entry(*i).or_insert(Verdict::Delivered);
+                }
+                ("success", None)
+            }
+            RetryAction::Retry { after, reason } => {
+                Counters::add(&counters.failed, 1);
+                for i in &carried {
+                    verdicts
+                        .entry(*i)
+                        .or_insert(Verdict::Delivered)
+                        .merge(Verdict::Retry(*after, reason.clone()));
+                }
+                halted = Some(reason.clone());
+                ("retry", Some(reason.clone()))
+            }
+            RetryAction::DontRetry(message) => {
+                Counters::add(&counters.failed, 1);
+                for i in &carried {
+                    verdicts
+                        .entry(*i)
+                        .or_insert(Verdict::Delivered)
+                        .merge(Verdict::Dead(message.clone()));
+                }
+                ("dead", Some(message.clone()))
+            }
+            RetryAction::RetryPart {
+                retry,
+                dead,
+                reason,
+            } => {
+                Counters::add(&counters.failed, 1);
+                for i in &carried {
+                    verdicts.entry(*i).or_insert(Verdict::Delivered);
+                }
+                for i in item_rows(retry) {
+                    verdicts
+                        .entry(i)
+                        .or_insert(Verdict::Delivered)
+                        .merge(Verdict::Retry(None, reason.clone()));
+                }
+                let mut messages = Vec::new();
+                for (item, message) in dead {
+                    messages.push(message.clone());
+                    for i in item_rows(&[*item]) {
+                        verdicts
+                            .entry(i)
+                            .or_insert(Verdict::Delivered)
+                            .merge(Verdict::Dead(message.clone()));
+                    }
+                }
+                if !retry.is_empty() {
+                    messages.push(reason.clone());
+                }
+                ("partial", Some(messages.join("; ")))
+            }
+        };
+        if let Some(e) = &error {
+            tracing::warn!(destination = name, request = %request.label, status = ?sent.status, error = %e, "delivery call failed");
+        }
+        let mut ids: Vec<i64> = request
+            .activations()
+            .iter()
+            .map(|b| claimed[index[*b]].id)
+            .collect();
+        ids.sort_unstable();
+        log.push(LogEntry {
+            destination: name.into(),
+            outbox_ids: ids,
+            request: format!(
+                "{} {} ({} item{})",
+                request.method.as_str(),
+                request.label,
+                request.covers.len(),
+                if request.covers.len() == 1 { "" } else { "s" }
+            ),
+            status_code: sent.status.map(i64::from),
+            duration_ms: elapsed.as_millis() as i64,
+            outcome: outcome.into(),
+            error,
+            at,
+        });
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut outcomes = Vec::with_capacity(claimed.len());
+    let (mut delivered, mut retried, mut dead) = (0, 0, 0);
+    for (i, row) in claimed.iter().enumerate() {
+        // Rows no call carried had nothing to send for this destination: done.
+        let verdict = verdicts.remove(&i).unwrap_or(Verdict::Delivered);
+        let outcome = match verdict {
+            Verdict::Delivered => {
+                delivered += 1;
+                RowOutcome::Delivered
+            }
+            Verdict::Retry(_, reason) if row.attempts >= d.delivery.max_attempts => {
+                dead += 1;
+                RowOutcome::Dead(format!("gave up after {} attempts: {reason}", row.attempts))
+            }
+            Verdict::Retry(after, reason) => {
+                retried += 1;
+                let wait = backoff(&d.delivery, row.attempts, after);
+                RowOutcome::Retry {
+                    next_at: now + wait.as_millis() as i64,
+                    error: reason,
+                }
+            }
+            Verdict::Dead(message) => {
+                dead += 1;
+                RowOutcome::Dead(message)
+            }
+        };
+        outcomes.push((row.id, outcome));
+    }
+    Counters::add(&counters.delivered, delivered);
+    Counters::add(&counters.retried, retried);
+    Counters::add(&counters.dead, dead);
+    tracing::info!(
+        destination = name,
+        delivered,
+        retried,
+        dead,
+        calls = encoded.requests.len(),
+        "delivered"
+    );
+    (outcomes, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_outcome_of_an_activation_wins() {
+        let mut v = Verdict::Delivered;
+        v.merge(Verdict::Retry(Some(Duration::from_secs(1)), "a".into()));
+        v.merge(Verdict::Retry(Some(Duration::from_secs(5)), "b".into()));
+        assert_eq!(v, Verdict::Retry(Some(Duration::from_secs(5)), "b".into()));
+        v.merge(Verdict::Dead("PICKLIST_INVALID_VALUE".into()));
+        v.merge(Verdict::Delivered);
+        assert_eq!(v, Verdict::Dead("PICKLIST_INVALID_VALUE".into()));
+    }
+}
