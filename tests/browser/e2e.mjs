@@ -119,8 +119,9 @@ if (!anonymousId) fail('no anonymousId');
 await visitor.click('#pricing');
 await visitor.waitForURL(/pricing/);
 step('anonymous visitor ' + anonymousId);
-const cookies = await ctx.cookies(SITE);
-if (!cookies.some((c) => c.name === 'tp_sid' && c.httpOnly)) fail('the edge did not set its HttpOnly tp_sid cookie');
+// The first batch through the edge sets its signed, HttpOnly first-party cookie.
+await until('the edge cookie', async () =>
+  (await ctx.cookies(SITE)).some((c) => c.name === 'tp_sid' && c.httpOnly && c.sameSite === 'Lax'), 10_000);
 
 // 2. Sign up: identify + trial_started.
 await visitor.goto(SITE + '/signup');

@@ -6,6 +6,7 @@ mod clients;
 mod concurrency;
 mod crash;
 mod destinations;
+mod e2e;
 mod edge;
 mod encoding;
 mod ingest;
