@@ -181,6 +181,13 @@ await aud.fill('#cond', "plan_tier = 'free' AND PERFORMED teammate_invited AT LE
 await aud.click('#preview');
 await aud.waitForFunction(() => document.getElementById('result').dataset.count !== undefined, null, { timeout: 10_000 });
 await aud.screenshot({ path: path.join(OUT, 'audiences.png'), fullPage: true });
+const del = await ctx.newPage();
+await del.goto(`${CORE}/destinations#token=${encodeURIComponent(ADMIN)}`);
+await del.waitForSelector('tr[data-name="salesforce"]', { timeout: 10_000 });
+await del.click('tr[data-name="salesforce"]');
+await del.waitForFunction(() => [...document.querySelectorAll('#log tr')].some((r) => r.textContent.includes('success')),
+  null, { timeout: 15_000 }).catch(() => fail('the delivery-log page shows no successful Salesforce call'));
+await del.screenshot({ path: path.join(OUT, 'deliveries.png'), fullPage: true });
 step('screenshots saved in ' + OUT);
 
 console.log(JSON.stringify({ anonymousId }));

@@ -5,6 +5,7 @@ use super::store::{LogEntry, OutboxRow};
 use crate::admin::{Admin, AdminError};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
+use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -17,7 +18,12 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/destinations", get(list))
         .route("/admin/destinations/{name}/log", get(log))
         .route("/admin/destinations/{name}/replay", post(replay))
+        .route("/destinations", get(|| async { Html(PAGE) }))
 }
+
+/// The delivery-log page (per-destination outbox counts, every attempt, dead letters, replay);
+/// data is rendered with `textContent`.
+pub const PAGE: &str = include_str!("../../assets/destinations.html");
 
 fn known(d: &Destinations, name: &str) -> Result<(), AdminError> {
     if super::ALL.contains(&name) || d.enabled.contains_key(name) {

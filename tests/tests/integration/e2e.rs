@@ -2,7 +2,7 @@
 //! `/px` path is the edge worker running in workerd; the worker forwards signed batches to core
 //! (SQLite, then PostgreSQL); core resolves the profile, evaluates the PQL and delivers to fake
 //! Salesforce and fake GA4. Screenshots of the debugger, profile and audience pages are kept in
-//! `target/screenshots/e2e-*/` (the README's walk-through uses them).
+//! `target/screenshots/e2e-*/` (the README's walk-through uses them), the delivery log's too.
 
 use std::time::Duration;
 use touchpoint_core::destinations::config::DeliveryConfig;
@@ -164,7 +164,12 @@ async fn the_seed_story_runs_from_a_real_browser_through_the_edge_to_salesforce(
         );
     }
     assert!(ga4.with(|s| s.problems.is_empty()));
-    for shot in ["debugger.png", "profile.png", "audiences.png"] {
+    for shot in [
+        "debugger.png",
+        "profile.png",
+        "audiences.png",
+        "deliveries.png",
+    ] {
         let len = std::fs::metadata(out.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);
