@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, skipping what is already there (fast on repeat runs).
+# `scripts/setup.sh --run` installs only what running core and building the browser SDK need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE="${1:-all}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # PostgreSQL server (real database for the storage tests).
-if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+if [ "$MODE" = all ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   echo "setup: installing postgresql"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
 # Chromium (headless browser tests of the debugger page, driven by playwright-core).
-if [ ! -x /usr/bin/chromium ]; then
+if [ "$MODE" = all ] && [ ! -x /usr/bin/chromium ]; then
   echo "setup: installing chromium"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
@@ -31,7 +33,7 @@ if [ ! -f node_modules/.touchpoint-stamp ] || [ package.json -nt node_modules/.t
 fi
 
 # Python tools (Segment's analytics-python) in a project-local venv.
-if [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/python -c 'import segment.analytics' 2>/dev/null; then
+if [ "$MODE" = all ] && { [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/python -c 'import segment.analytics' 2>/dev/null; }; then
   echo "setup: python venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check segment-analytics-python==2.4.0
@@ -39,7 +41,7 @@ fi
 
 # Browser SDK build tools: wasm-bindgen-cli equal to the crate's pinned wasm-bindgen (npm's binaryen
 # and esbuild come with package.json; never Debian's binaryen, whose wasm fails in Chromium).
-if [ "$(wasm-bindgen --version 2>/dev/null || "$HOME/.cargo/bin/wasm-bindgen" --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
+if [ "$MODE" = all ] && [ "$(wasm-bindgen --version 2>/dev/null || "$HOME/.cargo/bin/wasm-bindgen" --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]; then
   echo "setup: cargo install wasm-bindgen-cli 0.2.130 (~3 min)"
   cargo install wasm-bindgen-cli --version 0.2.130
 fi
@@ -47,7 +49,7 @@ fi
 # Edge worker build tool (scripts/build-edge.sh): worker-build, told where wasm-bindgen/esbuild/wasm-opt
 # are so it downloads nothing. wrangler, miniflare@4 (workerd tests), Node 22, esbuild and binaryen
 # come with package.json.
-if ! { worker-build --version 2>/dev/null || "$HOME/.cargo/bin/worker-build" --version 2>/dev/null; } | grep -qx '\(worker-build \)\?0\.8\.7'; then
+if [ "$MODE" = all ] && ! { worker-build --version 2>/dev/null || "$HOME/.cargo/bin/worker-build" --version 2>/dev/null; } | grep -qx '\(worker-build \)\?0\.8\.7'; then
   echo "setup: cargo install worker-build 0.8.7 (~5 min)"
   cargo install worker-build --version 0.8.7
 fi

@@ -45,6 +45,9 @@ pub struct Config {
     /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
     /// (`production`); rows are recorded under the `reverse-etl` source.
     pub reverse_etl: Option<crate::reverse_etl::SyncConfig>,
+    /// Mount the development webhook receiver at `/dev/webhook-sink` (`TOUCHPOINT_DEV_SINK=1`; off
+    /// by default; `scripts/run.sh` turns it on and points the webhook destination at it).
+    pub dev_sink: bool,
     /// Destinations (Salesforce, HubSpot, GA4, Resend, Meta, webhook), each disabled unless its
     /// credentials are set; see `destinations::config` for the variables.
     pub destinations: crate::destinations::DestinationsConfig,
@@ -70,6 +73,7 @@ impl Default for Config {
             dedup_window: Duration::from_secs(24 * 3600),
             process: true,
             reverse_etl: None,
+            dev_sink: false,
             destinations: Default::default(),
         }
     }
@@ -138,6 +142,8 @@ impl Config {
         if let Some(v) = get("TOUCHPOINT_PROCESS") {
             c.process = !matches!(v.trim(), "0" | "false" | "no" | "off");
         }
+        c.dev_sink =
+            get("TOUCHPOINT_DEV_SINK").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
         if let Some(url) = get("TOUCHPOINT_RETL_URL").filter(|u| !u.is_empty()) {
             let query = get("TOUCHPOINT_RETL_QUERY").ok_or(ConfigError {
                 var: "TOUCHPOINT_RETL_QUERY",

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod debugger;
 pub mod destinations;
+pub mod dev_sink;
 pub mod domain;
 pub mod identity;
 pub mod ingest;

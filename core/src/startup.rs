@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(profiles::api::routes())
         .merge(reverse_etl::routes())
         .merge(audiences::api::routes())
+        .merge(crate::dev_sink::routes())
         .merge(ops::routes())
         .merge(crate::destinations::api::routes())
         .merge(sdk::routes())
@@ -116,6 +117,15 @@ impl Application {
             admin_token: Arc::new(config.admin_token.clone()),
             edge_secret: config.edge_secret.clone().map(Arc::new),
             edge_replay_window: config.edge_replay_window,
+            dev_sink: config.dev_sink.then(|| {
+                Arc::new(crate::dev_sink::DevSink::new(
+                    config
+                        .destinations
+                        .webhook
+                        .as_ref()
+                        .map(|w| w.secret.clone()),
+                ))
+            }),
             reverse_etl: match config.reverse_etl.clone() {
                 Some(sync) => Some(Arc::new(
                     ReverseEtl::new(sync).context("configuring the reverse-ETL sync")?,

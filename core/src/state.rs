@@ -41,6 +41,8 @@ pub struct AppState {
     pub edge_replay_window: Duration,
     /// Where the built browser SDK is served from (`/sdk/*`).
     pub sdk_dir: Arc<PathBuf>,
+    /// The development webhook receiver, when enabled.
+    pub dev_sink: Option<Arc<crate::dev_sink::DevSink>>,
     /// The reverse-ETL sync, when configured.
     pub reverse_etl: Option<Arc<crate::reverse_etl::ReverseEtl>>,
     /// Enabled destinations, the outbox and delivery counters.

@@ -6,6 +6,7 @@ mod clients;
 mod concurrency;
 mod crash;
 mod destinations;
+mod dev_sink;
 mod e2e;
 mod edge;
 mod encoding;
