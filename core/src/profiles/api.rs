@@ -109,6 +109,7 @@ async fn render(state: &AppState, requested: &str) -> Result<Value, AdminError> 
         "traits": traits.iter().map(|t| (t.key.clone(), t.value.clone())).collect::<serde_json::Map<_, _>>(),
         "traitTimes": traits.iter().map(|t| (t.key.clone(), json!(t.updated_at))).collect::<serde_json::Map<_, _>>(),
         "computed": computed,
+        "aggregates": store.aggregates(&id).await?,
         "identities": store.identities(&id).await?,
         "accounts": accounts,
         "merges": store.merges(&id).await?,

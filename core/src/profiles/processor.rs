@@ -239,6 +239,23 @@ impl Processor {
                         });
                     }
                 }
+                MessageType::Track => {
+                    let values: Vec<(String, f64)> = message
+                        .properties
+                        .iter()
+                        .filter_map(|(k, v)| match v {
+                            Value::Number(n) => n.as_f64().map(|f| (k.clone(), f)),
+                            _ => None,
+                        })
+                        .collect();
+                    if let (false, Some(event)) = (values.is_empty(), message.event.clone()) {
+                        ops.push(Op::Aggregate {
+                            profile: res.profile.clone(),
+                            event,
+                            values,
+                        });
+                    }
+                }
                 MessageType::Group => {
                     if let Some(group_id) = message.group_id.clone() {
                         ops.push(Op::SetAccount {

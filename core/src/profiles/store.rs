@@ -104,6 +104,15 @@ pub enum Op {
         /// When (ms).
         at: i64,
     },
+    /// Numeric properties of a track event, folded into the profile's property aggregates.
+    Aggregate {
+        /// The profile.
+        profile: ProfileId,
+        /// Event name.
+        event: String,
+        /// Property → value.
+        values: Vec<(String, f64)>,
+    },
     /// The message carries a suppressed identifier (deleted profile): erase it from the log.
     DropMessage {
         /// Log position.
@@ -116,6 +125,23 @@ pub type ProfileHeader = (String, i64, Option<String>);
 
 /// An account: its groupId and traits.
 pub type Account = (String, Vec<TraitRow>);
+
+/// A property aggregate of a profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AggregateRow {
+    /// Event name.
+    pub event: String,
+    /// Numeric property.
+    pub property: String,
+    /// Values seen.
+    pub count: i64,
+    /// Their sum.
+    pub sum: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
 
 /// A trait as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -275,6 +301,11 @@ pub trait ProfileStore: Send + Sync + 'static {
         id: &'a str,
         now: i64,
     ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>>;
+    /// Property aggregates: (event, property, count, sum, min, max).
+    fn aggregates<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<AggregateRow>, StorageError>>;
     /// Distinct UTC days with activity since `since` (ms).
     fn active_days<'a>(
         &'a self,
@@ -295,6 +326,19 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// The newest log position (0 when the log is empty).
     fn head(&self) -> BoxFuture<'_, Result<i64, StorageError>>;
 }
+
+/// How an incoming aggregate row folds into the stored one (portable: no LEAST/GREATEST or min/max).
+const FOLD: &str = "n = profile_aggregates.n + excluded.n, total = profile_aggregates.total + excluded.total, \
+    min_value = CASE WHEN excluded.min_value < profile_aggregates.min_value THEN excluded.min_value ELSE profile_aggregates.min_value END, \
+    max_value = CASE WHEN excluded.max_value > profile_aggregates.max_value THEN excluded.max_value ELSE profile_aggregates.max_value END";
+
+/// Folds the loser's aggregates ($2) into the winner's ($1) on a merge.
+const MERGE_AGGREGATES: &str = "INSERT INTO profile_aggregates (profile_id, event, property, n, total, min_value, max_value) \
+    SELECT $1, event, property, n, total, min_value, max_value FROM profile_aggregates WHERE profile_id = $2 \
+    ON CONFLICT (profile_id, event, property) DO UPDATE SET n = profile_aggregates.n + excluded.n, \
+    total = profile_aggregates.total + excluded.total, \
+    min_value = CASE WHEN excluded.min_value < profile_aggregates.min_value THEN excluded.min_value ELSE profile_aggregates.min_value END, \
+    max_value = CASE WHEN excluded.max_value > profile_aggregates.max_value THEN excluded.max_value ELSE profile_aggregates.max_value END";
 
 fn json_or_string(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
@@ -560,6 +604,8 @@ macro_rules! impl_profile_store {
                                      ON CONFLICT DO NOTHING",
                                     "DELETE FROM profile_accounts WHERE profile_id = $2 AND $1 <> ''",
                                     "UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2",
+                                    MERGE_AGGREGATES,
+                                    "DELETE FROM profile_aggregates WHERE profile_id = $2 AND $1 <> ''",
                                 ] {
                                     sqlx::query(sql).bind(winner).bind(loser).execute(&mut **tx).await?;
                                 }
@@ -613,6 +659,20 @@ macro_rules! impl_profile_store {
                                     .bind(key)
                                     .bind(value)
                                     .bind(updated_at)
+                                    .execute(&mut **tx)
+                                    .await?;
+                                }
+                            }
+                            Op::Aggregate { profile, event, values } => {
+                                for (property, v) in values {
+                                    sqlx::query(&format!(
+                                        "INSERT INTO profile_aggregates (profile_id, event, property, n, total, min_value, max_value) \
+                                         VALUES ($1, $2, $3, 1, $4, $4, $4) ON CONFLICT (profile_id, event, property) DO UPDATE SET {FOLD}"
+                                    ))
+                                    .bind(profile)
+                                    .bind(event)
+                                    .bind(property)
+                                    .bind(v)
                                     .execute(&mut **tx)
                                     .await?;
                                 }
@@ -800,6 +860,22 @@ macro_rules! impl_profile_store {
                 })
             }
 
+            fn aggregates<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<AggregateRow>, StorageError>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, String, i64, f64, f64, f64)> = sqlx::query_as(
+                        "SELECT event, property, n, total, min_value, max_value FROM profile_aggregates \
+                         WHERE profile_id = $1 ORDER BY event, property",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(event, property, count, sum, min, max)| AggregateRow { event, property, count, sum, min, max })
+                        .collect())
+                })
+            }
+
             fn active_days<'a>(&'a self, id: &'a str, since: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar(
@@ -869,6 +945,7 @@ macro_rules! impl_profile_store {
                         "DELETE FROM messages WHERE seq IN (SELECT seq FROM profile_messages WHERE profile_id = $1) AND $2 > 0",
                         "DELETE FROM profile_messages WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM profile_traits WHERE profile_id = $1 AND $2 > 0",
+                        "DELETE FROM profile_aggregates WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM profile_accounts WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM identities WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM identity_reports WHERE profile_id = $1 AND $2 > 0",

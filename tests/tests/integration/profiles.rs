@@ -11,6 +11,7 @@ crate::on_both_stores!(
     deleting_a_profile_erases_it_and_drops_re_sent_data,
     blocked_identifier_values_never_join_profiles,
     processing_resumes_from_the_log_after_a_restart,
+    numeric_properties_are_aggregated_per_event_and_survive_a_merge,
 );
 
 async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
@@ -268,4 +269,39 @@ async fn processing_resumes_from_the_log_after_a_restart(db: Db) {
         .await
         .expect("processed after restart");
     assert_eq!(p["computed"]["messages_total"], 2);
+}
+
+async fn numeric_properties_are_aggregated_per_event_and_survive_a_merge(db: Db) {
+    let app = spawn_app(db).await;
+    let report = |who: serde_json::Value, rows: i64| {
+        let mut m = json!({"type": "track", "event": "report_generated",
+            "properties": {"report_type": "usage", "row_count": rows}});
+        m.as_object_mut()
+            .unwrap()
+            .extend(who.as_object().unwrap().clone());
+        m
+    };
+    // Two reports while anonymous, one as the known user on another device, then the stitch.
+    send(
+        &app,
+        WEB_KEY,
+        vec![
+            report(json!({"anonymousId": "agg-device"}), 10),
+            report(json!({"anonymousId": "agg-device"}), 30),
+            report(json!({"userId": "agg-user"}), 5),
+            json!({"type": "identify", "userId": "agg-user", "anonymousId": "agg-device"}),
+        ],
+    )
+    .await;
+    app.wait_processed().await;
+    let p = app.profile("user_id", "agg-user").await.unwrap();
+    let aggs = p["aggregates"].as_array().unwrap();
+    let rows = aggs
+        .iter()
+        .find(|a| a["event"] == "report_generated" && a["property"] == "row_count")
+        .unwrap_or_else(|| panic!("aggregate missing: {aggs:?}"));
+    assert_eq!(rows["count"], 3);
+    assert_eq!(rows["sum"], 45.0);
+    assert_eq!(rows["min"], 5.0);
+    assert_eq!(rows["max"], 30.0);
 }
