@@ -163,3 +163,60 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plan_check;
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .expect("needle in plan")
+            + 1
+    }
+
+    #[test]
+    fn plan_check_points_at_the_broken_lines_and_fails() {
+        let good = include_str!("../../TRACKING_PLAN.md");
+        let broken = good
+            .replacen("| `trial_days` | integer |", "| `trial_days` | integr |", 1)
+            .replacen(
+                "- Unplanned events: `block`",
+                "- Unplanned events: `sometimes`",
+                1,
+            );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("TRACKING_PLAN.md");
+        std::fs::write(&file, &broken).unwrap();
+        let (report, ok) = plan_check(&file, false).unwrap();
+        assert!(!ok, "{report}");
+        for needle in ["`trial_days` | integr", "Unplanned events: `sometimes`"] {
+            let expected = format!("{}:{}: error:", file.display(), line_of(&broken, needle));
+            assert!(report.contains(&expected), "{expected} in\n{report}");
+        }
+    }
+
+    #[test]
+    fn the_repository_plan_and_audiences_pass_the_check() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../TRACKING_PLAN.md");
+        let (report, ok) = plan_check(&file, false).unwrap();
+        assert!(ok, "{report}");
+        assert!(report.contains("0 error(s)"), "{report}");
+    }
+
+    #[test]
+    fn plan_check_also_validates_the_audiences_file_beside_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("TRACKING_PLAN.md");
+        std::fs::write(&file, include_str!("../../TRACKING_PLAN.md")).unwrap();
+        std::fs::write(
+            dir.path().join("AUDIENCES.md"),
+            "# Audiences\n\n## broken\n```audience\nplan_tier === 'free'\n```\n",
+        )
+        .unwrap();
+        let (report, ok) = plan_check(&file, false).unwrap();
+        assert!(!ok);
+        let expected = format!("{}:5: error:", dir.path().join("AUDIENCES.md").display());
+        assert!(report.contains(&expected), "{expected} in\n{report}");
+    }
+}
