@@ -135,13 +135,15 @@ impl AudienceStage {
         Ok((load_definitions(&rows), ids))
     }
 
-    /// Evaluates the profiles touched by the next window of processed messages.
+    /// Evaluates the profiles touched by the next window of processed messages. Loading and
+    /// evaluation run in a snapshot that blocks nobody; the cursor lock is taken only to check the
+    /// window is still ours and to write the changes.
     pub async fn step(&self) -> Result<usize, StorageError> {
-        let mut tx = self.store.begin().await?;
-        let cursor = tx.lock(CURSOR).await?;
+        let started = std::time::Instant::now();
+        let mut tx = self.store.begin_read().await?;
+        let cursor = tx.peek(CURSOR).await?;
         let cap = tx.profiles_cursor().await?;
         if cap <= cursor {
-            tx.commit(None).await?;
             return Ok(0);
         }
         let upto = tx.window_end(cursor, cap, 1000).await?;
@@ -162,8 +164,20 @@ impl AudienceStage {
                 .await?;
             changes.extend(evaluate(&defs, &mut table, true));
         }
+        drop(tx);
+        let mut tx = self.store.begin().await?;
+        if tx.lock(CURSOR).await? != cursor {
+            // Another process evaluated this window first.
+            return Ok(1);
+        }
         tx.apply(&changes, now, upto, "message").await?;
         tx.commit(Some((CURSOR, upto))).await?;
+        tracing::debug!(
+            upto,
+            changes = changes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "audience window evaluated"
+        );
         Ok(1)
     }
 
@@ -257,7 +271,11 @@ impl AudienceStage {
         let mut last_recheck = tokio::time::Instant::now();
         loop {
             match self.step().await {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    // Let the next window gather a few processed batches (see the processor).
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 Ok(_) => {
                     let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
                 }

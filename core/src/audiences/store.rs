@@ -121,6 +121,8 @@ pub struct AudienceEvent {
 pub trait AudienceTx: Send {
     /// Locks a pipeline cursor; returns its seq.
     fn lock(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>>;
+    /// Reads a pipeline cursor without locking it.
+    fn peek(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>>;
     /// The `profiles` stage's cursor.
     fn profiles_cursor(&mut self) -> BoxFuture<'_, Result<i64, StorageError>>;
     /// The end of the next window of at most `limit` log messages after `after`, capped at `cap`.
@@ -269,6 +271,8 @@ macro_rules! impl_audience_store {
         /// An evaluation transaction on this database.
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
+            /// SQLite's in-process write gate, held until the transaction ends.
+            _gate: crate::storage::Gate,
         }
 
         impl AudienceTx for $tx {
@@ -280,6 +284,15 @@ macro_rules! impl_audience_store {
                     .bind(name)
                     .fetch_one(&mut *self.tx)
                     .await?)
+                })
+            }
+
+            fn peek(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = $1")
+                        .bind(name)
+                        .fetch_one(&mut *self.tx)
+                        .await?)
                 })
             }
 
@@ -628,25 +641,46 @@ macro_rules! impl_audience_store {
                                     .execute(&mut **tx)
                                     .await?;
                             }
-                            Change::Due { audience, profile, at: Some(at) } => {
-                                sqlx::query(
-                                    "INSERT INTO audience_checks (audience, profile_id, due_at) VALUES ($1, $2, $3) \
-                                     ON CONFLICT (audience, profile_id) DO UPDATE SET due_at = excluded.due_at",
-                                )
-                                .bind(audience)
-                                .bind(profile)
-                                .bind(at)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
-                            Change::Due { audience, profile, at: None } => {
-                                sqlx::query("DELETE FROM audience_checks WHERE audience = $1 AND profile_id = $2")
-                                    .bind(audience)
-                                    .bind(profile)
-                                    .execute(&mut **tx)
-                                    .await?;
-                            }
+                            Change::Due { .. } => {}
                         }
+                    }
+                    // Re-check times in multi-row statements: a window touches many profiles.
+                    let mut clear: HashMap<&str, Vec<&str>> = HashMap::new();
+                    let mut set: Vec<(&str, &str, i64)> = Vec::new();
+                    for c in changes {
+                        match c {
+                            Change::Due { audience, profile, at: None } => {
+                                clear.entry(audience).or_default().push(profile)
+                            }
+                            Change::Due { audience, profile, at: Some(at) } => {
+                                set.push((audience, profile, *at))
+                            }
+                            _ => {}
+                        }
+                    }
+                    for (audience, profiles) in clear {
+                        for chunk in profiles.chunks(500) {
+                            let mut q = sqlx::QueryBuilder::<$db>::new(
+                                "DELETE FROM audience_checks WHERE audience = ",
+                            );
+                            q.push_bind(audience).push(" AND profile_id IN (");
+                            let mut list = q.separated(", ");
+                            for p in chunk {
+                                list.push_bind(*p);
+                            }
+                            q.push(")");
+                            q.build().execute(&mut **tx).await?;
+                        }
+                    }
+                    for chunk in set.chunks(200) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO audience_checks (audience, profile_id, due_at) ",
+                        );
+                        q.push_values(chunk, |mut b, (a, p, at)| {
+                            b.push_bind(*a).push_bind(*p).push_bind(*at);
+                        });
+                        q.push(" ON CONFLICT (audience, profile_id) DO UPDATE SET due_at = excluded.due_at");
+                        q.build().execute(&mut **tx).await?;
                     }
                     Ok(())
                 })
@@ -842,15 +876,15 @@ macro_rules! impl_audience_store {
         impl AudienceStore for $store {
             fn begin(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
                 Box::pin(async move {
-                    let tx = self.pool.begin_write().await?;
-                    Ok(Box::new($tx { tx }) as Box<dyn AudienceTx>)
+                    let (tx, gate) = self.pool.begin_write().await?;
+                    Ok(Box::new($tx { tx, _gate: gate }) as Box<dyn AudienceTx>)
                 })
             }
 
             fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
                 Box::pin(async move {
                     let tx = self.pool.begin().await?;
-                    Ok(Box::new($tx { tx }) as Box<dyn AudienceTx>)
+                    Ok(Box::new($tx { tx, _gate: None }) as Box<dyn AudienceTx>)
                 })
             }
 
@@ -863,7 +897,7 @@ macro_rules! impl_audience_store {
                 origin: &'a str,
             ) -> BoxFuture<'a, Result<bool, StorageError>> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin_write().await?;
+                    let (mut tx, _gate) = self.pool.begin_write().await?;
                     let old: Option<String> = sqlx::query_scalar("SELECT condition FROM audiences WHERE id = $1")
                         .bind(id)
                         .fetch_optional(&mut *tx)

@@ -277,6 +277,8 @@ macro_rules! impl_destination_store {
         /// An activation-stage transaction on this database.
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
+            /// SQLite's in-process write gate, held until the transaction ends.
+            _gate: crate::storage::Gate,
         }
 
         impl StageTx for $tx {
@@ -487,8 +489,8 @@ macro_rules! impl_destination_store {
         impl DestinationStore for $store {
             fn begin(&self) -> BoxFuture<'_, Result<Box<dyn StageTx>, StorageError>> {
                 Box::pin(async move {
-                    let tx = self.pool.begin_write().await?;
-                    Ok(Box::new($tx { tx }) as Box<dyn StageTx>)
+                    let (tx, gate) = self.pool.begin_write().await?;
+                    Ok(Box::new($tx { tx, _gate: gate }) as Box<dyn StageTx>)
                 })
             }
 
@@ -523,7 +525,7 @@ macro_rules! impl_destination_store {
                 now: i64,
             ) -> BoxFuture<'a, Result<(), StorageError>> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin_write().await?;
+                    let (mut tx, _gate) = self.pool.begin_write().await?;
                     for (id, outcome) in outcomes {
                         let (status, next_at, error) = match outcome {
                             RowOutcome::Delivered => ("delivered", now, None),

@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 use touchpoint_tracking_plan::{Message, MessageType};
 
 const CURSOR: &str = "profiles";
+/// Pause after a partial batch (the processor has caught up with the log).
+const COALESCE: Duration = Duration::from_millis(10);
 /// Graph cache bound; beyond it the cache restarts from storage.
 const MAX_CACHED_IDENTIFIERS: usize = 2_000_000;
 
@@ -69,6 +71,11 @@ impl Processor {
             match self.step().await {
                 Ok(n) if n > 0 => {
                     downstream.notify_one();
+                    if (n as i64) < self.batch {
+                        // Caught up: let a few more commits gather before the next write, so a
+                        // busy intake is not interleaved with many tiny pipeline transactions.
+                        tokio::time::sleep(COALESCE).await;
+                    }
                     continue;
                 }
                 Ok(_) => {
@@ -93,18 +100,34 @@ impl Processor {
         result
     }
 
+    /// Reads and decides in a snapshot that blocks nobody, then takes the cursor lock only to
+    /// check nobody moved it meanwhile and to write: ingestion waits for the short write, not for
+    /// the whole batch. When the cursor moved (another process, a deletion), the work is redone.
     async fn step_inner(&mut self) -> Result<usize, StorageError> {
-        let mut tx = self.store.begin().await?;
-        let (cursor, generation) = tx.lock_cursor(CURSOR).await?;
+        for _ in 0..3 {
+            if let Some(n) = self.attempt().await? {
+                return Ok(n);
+            }
+            self.graph = Graph::new();
+            self.seen = None;
+        }
+        Ok(0)
+    }
+
+    /// One optimistic attempt; `None` when the cursor moved before the write.
+    async fn attempt(&mut self) -> Result<Option<usize>, StorageError> {
+        let started = std::time::Instant::now();
+        let mut tx = self.store.begin_read().await?;
+        let (cursor, generation) = tx.peek_cursor(CURSOR).await?;
         if self.seen != Some((cursor, generation)) || self.graph.len() > MAX_CACHED_IDENTIFIERS {
             // Someone else (another process, or a deletion) changed the graph since we last looked.
             self.graph = Graph::new();
         }
         let rows = tx.read_log(cursor, self.batch).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {
-            tx.commit(CURSOR.into(), cursor).await?;
+            drop(tx);
             self.seen = Some((cursor, generation));
-            return Ok(0);
+            return Ok(Some(0));
         };
         let plan = self.plan.current();
         let rules = plan.plan.identity();
@@ -269,11 +292,26 @@ impl Processor {
                 _ => {}
             }
         }
+        drop(tx);
+        let write_started = std::time::Instant::now();
+        let mut tx = self.store.begin().await?;
+        let gate_ms = write_started.elapsed().as_millis() as u64;
+        if tx.lock_cursor(CURSOR).await? != (cursor, generation) {
+            return Ok(None);
+        }
         tx.apply(&ops).await?;
         tx.commit(CURSOR.into(), last).await?;
+        tracing::debug!(
+            last,
+            messages = consumed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            gate_ms,
+            write_ms = write_started.elapsed().as_millis() as u64,
+            "profile batch processed"
+        );
         self.seen = Some((last, generation));
         self.progress.cursor.store(last, Ordering::Release);
-        Ok(consumed)
+        Ok(Some(consumed))
     }
 }
 

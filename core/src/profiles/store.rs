@@ -234,6 +234,11 @@ pub trait ProfileTx: Send {
         &'a mut self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<(i64, i64), StorageError>>;
+    /// Reads a cursor (seq, generation) without locking it.
+    fn peek_cursor<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>>;
     /// Messages after `after`, in log order.
     fn read_log(
         &mut self,
@@ -269,6 +274,8 @@ pub trait ProfileTx: Send {
 pub trait ProfileStore: Send + Sync + 'static {
     /// Starts a processing transaction.
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>>;
+    /// Starts a read-only transaction (a consistent snapshot that never blocks writers).
+    fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>>;
     /// The live profile owning an identifier.
     fn lookup<'a>(
         &'a self,
@@ -362,6 +369,8 @@ macro_rules! impl_profile_store {
         /// A processing transaction on this database.
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
+            /// SQLite's in-process write gate, held until the transaction ends.
+            _gate: crate::storage::Gate,
         }
 
         /// Multi-row inserts of the profiles, identities, timeline links and reports in `ops`.
@@ -461,6 +470,18 @@ macro_rules! impl_profile_store {
                     .fetch_one(&mut *self.tx)
                     .await?;
                     Ok(row)
+                })
+            }
+
+            fn peek_cursor<'a>(
+                &'a mut self,
+                name: &'a str,
+            ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_as("SELECT seq, generation FROM pipeline_cursors WHERE name = $1")
+                        .bind(name)
+                        .fetch_one(&mut *self.tx)
+                        .await?)
                 })
             }
 
@@ -709,10 +730,17 @@ macro_rules! impl_profile_store {
         }
 
         impl ProfileStore for $store {
+            fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
+                Box::pin(async move {
+                    let tx = self.pool.begin().await?;
+                    Ok(Box::new($tx { tx, _gate: None }) as Box<dyn ProfileTx>)
+                })
+            }
+
             fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
                 Box::pin(async move {
-                    let tx = self.pool.begin_write().await?;
-                    Ok(Box::new($tx { tx }) as Box<dyn ProfileTx>)
+                    let (tx, gate) = self.pool.begin_write().await?;
+                    Ok(Box::new($tx { tx, _gate: gate }) as Box<dyn ProfileTx>)
                 })
             }
 
@@ -923,7 +951,7 @@ macro_rules! impl_profile_store {
 
             fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin_write().await?;
+                    let (mut tx, _gate) = self.pool.begin_write().await?;
                     // Serialise with the processor and make it drop its cached graph.
                     sqlx::query(
                         "UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'",

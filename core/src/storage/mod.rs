@@ -249,37 +249,87 @@ pub(crate) fn truncate_body(body: &str) -> String {
     body[..end].to_owned()
 }
 
-/// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
-/// (waiting up to the busy timeout) before the first read, so a transaction that reads and then
-/// writes can never fail with "database is locked" when another writer committed in between.
+/// Held for the life of a write transaction on SQLite (see [`BeginWrite`]); nothing on PostgreSQL.
+pub(crate) type Gate = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+/// The in-process write gate of one SQLite file: writers queue on an async mutex and wake as soon as
+/// the previous transaction ends, instead of sleeping in SQLite's busy handler (whose back-off of up
+/// to 100 ms per retry was the p99 of ingestion while the pipeline stages were writing). Ingestion
+/// has priority: a pipeline stage lets a waiting ingest commit go first (for at most 100 ms), because
+/// clients wait for acknowledgements while the stages only catch up later.
+#[derive(Default)]
+struct SqliteGate {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    ingest_waiting: std::sync::atomic::AtomicUsize,
+}
+
+fn sqlite_gate(pool: &sqlx::SqlitePool) -> Arc<SqliteGate> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static GATES: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<SqliteGate>>>> = OnceLock::new();
+    let key = pool.connect_options().get_filename().to_owned();
+    GATES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+/// Begins the ingest writer's transaction on SQLite, ahead of waiting pipeline stages.
+pub(crate) async fn begin_ingest_write(
+    pool: &sqlx::SqlitePool,
+) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
+    use std::sync::atomic::Ordering;
+    let gate = sqlite_gate(pool);
+    gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
+    let guard = gate.lock.clone().lock_owned().await;
+    gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
+    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    Ok((tx, Some(guard)))
+}
+
+/// Starts a transaction that will write. On SQLite it waits for the file's in-process write gate,
+/// then runs `BEGIN IMMEDIATE`: the write lock is taken before the first read, so a transaction that
+/// reads and then writes can never fail with "database is locked" when another writer committed in
+/// between. Keep the returned [`Gate`] until the transaction ends.
 pub(crate) trait BeginWrite {
     /// The database.
     type Db: sqlx::Database;
     /// Begins the write transaction.
     fn begin_write(
         &self,
-    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
-    + Send;
+    ) -> impl std::future::Future<
+        Output = Result<(sqlx::Transaction<'static, Self::Db>, Gate), sqlx::Error>,
+    > + Send;
 }
 
 impl BeginWrite for sqlx::SqlitePool {
     type Db = sqlx::Sqlite;
-    fn begin_write(
+    async fn begin_write(
         &self,
-    ) -> impl std::future::Future<
-        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
-    > + Send {
-        self.begin_with("BEGIN IMMEDIATE")
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
+        use std::sync::atomic::Ordering;
+        let gate = sqlite_gate(self);
+        // Let a waiting ingest commit go first, for at most 100 ms.
+        for _ in 0..100 {
+            if gate.ingest_waiting.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let guard = gate.lock.clone().lock_owned().await;
+        let tx = self.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((tx, Some(guard)))
     }
 }
 
 impl BeginWrite for sqlx::PgPool {
     type Db = sqlx::Postgres;
-    fn begin_write(
+    async fn begin_write(
         &self,
-    ) -> impl std::future::Future<
-        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
-    > + Send {
-        self.begin()
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Gate), sqlx::Error> {
+        Ok((self.begin().await?, None))
     }
 }

@@ -3,7 +3,6 @@
 use super::{
     EventStore, InsertOutcome, NewMessage, NewRejected, SourceRow, StorageError, StoredMessage,
 };
-use crate::storage::BeginWrite;
 use futures_util::future::BoxFuture;
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -35,7 +34,7 @@ impl SqliteStore {
             std::fs::create_dir_all(parent).map_err(|e| StorageError::Database(e.into()))?;
         }
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -75,7 +74,7 @@ impl EventStore for SqliteStore {
         rejected: &'a [NewRejected],
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin_write().await?;
+            let (mut tx, _gate) = super::begin_ingest_write(&self.pool).await?;
             let mut out = vec![InsertOutcome::Duplicate; messages.len()];
             // Multi-row inserts: one statement (one trip through sqlx's SQLite worker) per 100 rows.
             for (chunk_no, chunk) in messages.chunks(100).enumerate() {
