@@ -4,6 +4,7 @@
 //! append-only; `seq` is the position the processing pipeline resumes from.
 
 mod postgres;
+mod shared;
 mod sqlite;
 
 pub use postgres::PgStore;
