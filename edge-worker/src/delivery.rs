@@ -16,11 +16,14 @@ pub enum Answer {
 }
 
 /// Classifies core's answer (`None`: no answer — network error or timeout). A 401 is the browser's
-/// fault (unknown write key) unless core says the edge's own signature was refused.
+/// fault (unknown write key) unless core's error `code` says the edge's own signature was refused.
 pub fn classify(status: Option<u16>, body: &str) -> Answer {
+    let code = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned));
     match status {
         Some(200..=299) => Answer::Delivered,
-        Some(401) if !body.contains("signature") => Answer::Refused,
+        Some(401) if code.as_deref() != Some("bad_signature") => Answer::Refused,
         Some(400 | 413 | 415 | 422) => Answer::Refused,
         _ => Answer::Retry,
     }
@@ -44,10 +47,11 @@ mod tests {
         assert_eq!(classify(Some(202), ""), Answer::Delivered);
         assert_eq!(classify(Some(400), ""), Answer::Refused);
         assert_eq!(classify(Some(413), ""), Answer::Refused);
-        let unknown_key = r#"{"success":false,"error":"unknown write key"}"#;
+        let unknown_key =
+            r#"{"success":false,"error":"unknown write key","code":"unknown_write_key"}"#;
         assert_eq!(classify(Some(401), unknown_key), Answer::Refused);
         let bad_signature =
-            r#"{"success":false,"error":"edge signature refused: signature does not match"}"#;
+            r#"{"success":false,"error":"edge signature refused","code":"bad_signature"}"#;
         assert_eq!(classify(Some(401), bad_signature), Answer::Retry);
         for retry in [
             None,

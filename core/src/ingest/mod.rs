@@ -71,6 +71,27 @@ impl From<WriteError> for IngestError {
     }
 }
 
+impl IngestError {
+    /// A stable machine-readable code for the JSON error body (clients branch on it, not on text).
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Body(BodyError::MalformedJson(_)) => "malformed_json",
+            IngestError::Body(BodyError::MalformedBatch(_)) => "malformed_batch",
+            IngestError::Body(BodyError::EmptyBatch) => "empty_batch",
+            IngestError::Body(BodyError::TooManyItems(_)) | IngestError::TooLarge(_) => "too_large",
+            IngestError::Body(BodyError::Invalid(_)) => "invalid_message",
+            IngestError::BadGzip(_) => "bad_gzip",
+            IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
+            IngestError::MissingWriteKey => "missing_write_key",
+            IngestError::UnknownWriteKey => "unknown_write_key",
+            IngestError::NothingValid(_) => "nothing_valid",
+            IngestError::Unavailable => "unavailable",
+            IngestError::EdgeDisabled => "edge_disabled",
+            IngestError::Signature(_) => "bad_signature",
+        }
+    }
+}
+
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -87,7 +108,7 @@ impl IntoResponse for IngestError {
             IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::EdgeDisabled => StatusCode::NOT_FOUND,
         };
-        let mut body = json!({"success": false, "error": self.to_string()});
+        let mut body = json!({"success": false, "error": self.to_string(), "code": self.code()});
         if let IngestError::NothingValid(items) = &self {
             body["rejected"] = json!(items);
         }

@@ -121,7 +121,9 @@ async fn bad_or_missing_write_keys_are_refused_with_401(db: Db) {
     let msg = json!({"userId": "u", "event": "trial_started"});
     let r = app.post("/v1/track", "wk_nope", &msg).await;
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("unknown write key"));
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("unknown write key"));
+    assert_eq!(body["code"], "unknown_write_key", "a stable code clients can branch on");
     let r = app
         .client
         .post(format!("{}/v1/track", app.address))
