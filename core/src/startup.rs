@@ -15,6 +15,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -47,6 +48,14 @@ pub struct Application {
 impl Application {
     /// Connects storage, loads the plan and sources, starts the writer, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        if !config.bind.ip().is_loopback()
+            && config.admin_token.expose_secret() == Config::default().admin_token.expose_secret()
+        {
+            anyhow::bail!(
+                "refusing to listen on {} with the default admin token: set TOUCHPOINT_ADMIN_TOKEN to a long random value",
+                config.bind
+            );
+        }
         let plan = PlanHandle::load(&config.plan_path).context("loading the tracking plan")?;
         let file_audiences = load_audiences_file(&config.audiences_path, &plan)?;
         let stores = storage::connect(&config.database_url)

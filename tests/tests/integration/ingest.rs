@@ -122,8 +122,16 @@ async fn bad_or_missing_write_keys_are_refused_with_401(db: Db) {
     let r = app.post("/v1/track", "wk_nope", &msg).await;
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("unknown write key"));
-    assert_eq!(body["code"], "unknown_write_key", "a stable code clients can branch on");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown write key")
+    );
+    assert_eq!(
+        body["code"], "unknown_write_key",
+        "a stable code clients can branch on"
+    );
     let r = app
         .client
         .post(format!("{}/v1/track", app.address))

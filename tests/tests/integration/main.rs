@@ -11,6 +11,7 @@ mod e2e;
 mod edge;
 mod encoding;
 mod ingest;
+mod ops;
 mod profiles;
 mod reverse_etl;
 mod sdk;
