@@ -67,9 +67,10 @@ fn millis(text: &Value) -> i64 {
         .timestamp_millis()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_edge_worker_in_workerd_enriches_forwards_and_queues_while_core_is_down() {
-    let app = spawn_app(Db::Sqlite).await;
+crate::on_both_stores!(the_edge_worker_in_workerd_enriches_forwards_and_queues_while_core_is_down);
+
+async fn the_edge_worker_in_workerd_enriches_forwards_and_queues_while_core_is_down(db: Db) {
+    let app = spawn_app(db).await;
     let result = run_worker_script(&app).await;
 
     // Accepted at the edge and stored by core with the edge's enrichment.
