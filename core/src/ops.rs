@@ -16,6 +16,8 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Browsers ask for it on every page; answer without a 404 in their consoles.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
