@@ -207,7 +207,9 @@ fn load_audiences_file(
 
 fn spawn_dedup_janitor(store: Arc<dyn storage::EventStore>, window: Duration) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let period = Duration::from_secs(600);
+        // The first sweep waits a period: nothing can have expired in a process that just started.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             let before = Utc::now().timestamp_millis() - window.as_millis() as i64;

@@ -151,6 +151,9 @@ pub enum MessageError {
     /// An alias without `previousId`.
     #[error("alias requires \"previousId\" and \"userId\"")]
     MissingPreviousId,
+    /// A string (or key) contains the NUL character, which no store accepts as text.
+    #[error("strings may not contain the NUL character (\\u0000)")]
+    NulCharacter,
     /// A field has a JSON type the spec does not allow.
     #[error("field {field:?} must be {expected}")]
     BadField {
@@ -203,6 +206,9 @@ impl Message {
         let Value::Object(mut map) = value else {
             return Err(MessageError::NotAnObject);
         };
+        if map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)) {
+            return Err(MessageError::NulCharacter);
+        }
         let mut notices = Vec::new();
         let kind = match map.get("type") {
             None | Some(Value::Null) => implied.ok_or(MessageError::MissingType)?,
@@ -328,6 +334,15 @@ impl Message {
             .filter(|s| !s.is_empty())
             .or(self.anonymous_id.as_deref())
             .unwrap_or("")
+    }
+}
+
+fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
     }
 }
 
@@ -468,6 +483,16 @@ mod tests {
         assert_eq!(m.context["locale"], "fr");
         assert_eq!(m.context["library"]["name"], "x");
         assert_eq!(m.sent_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_refused() {
+        let err = Message::from_value(
+            json!({"type": "track", "event": "e", "userId": "u", "properties": {"deep": ["a\u{0}b"]}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err, MessageError::NulCharacter);
     }
 
     #[test]

@@ -187,6 +187,7 @@ impl Condition {
             tokens,
             pos: 0,
             end: text.chars().count() + 1,
+            depth: 0,
         };
         let c = p.or()?;
         match p.peek() {
@@ -478,7 +479,11 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     end: usize,
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses and NOTs accepted (keeps hostile input off the stack).
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn peek(&self) -> Option<&Token> {
@@ -555,10 +560,17 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Condition, ParseError> {
-        if self.eat_kw("NOT") {
-            return Ok(Condition::Not(Box::new(self.not()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error_at(self.col(), format!("nested deeper than {MAX_DEPTH} levels")));
         }
-        self.primary()
+        let result = if self.eat_kw("NOT") {
+            self.not().map(|c| Condition::Not(Box::new(c)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        result
     }
 
     fn primary(&mut self) -> Result<Condition, ParseError> {
@@ -780,6 +792,19 @@ mod tests {
                 {"performed": {"event": "integration_connected", "count": {"op": "at_least", "n": 1}, "within_days": 30}}
             ]})
         );
+    }
+
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}a = 1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(
+            Condition::parse(&deep)
+                .unwrap_err()
+                .message
+                .contains("nested")
+        );
+        let nots = format!("{}a = 1", "NOT ".repeat(10_000));
+        assert!(Condition::parse(&nots).is_err());
     }
 
     #[test]

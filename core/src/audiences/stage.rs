@@ -68,6 +68,7 @@ pub fn needs_of(defs: &[Definition], all_audiences: &[String]) -> Needs {
 /// Evaluates `defs` (dependency order) over the table; returns membership changes and re-check
 /// times, updating the table's membership columns as it goes so dependents see new memberships.
 pub fn evaluate(defs: &[Definition], table: &mut Table, track_due: bool) -> Vec<Change> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let mut changes = Vec::new();
     for d in defs {
         let now_in = table.eval(&d.condition);
@@ -78,7 +79,16 @@ pub fn evaluate(defs: &[Definition], table: &mut Table, track_due: bool) -> Vec<
             .unwrap_or_else(|| engine::Bits::zeros(table.len()));
         let mut performed = Vec::new();
         d.condition.performed(&mut performed);
-        let windowed = track_due && performed.iter().any(|p| p.within_days.is_some());
+        let mut paths = Vec::new();
+        d.condition.trait_paths(&mut paths);
+        // Computed traits that age by themselves are re-checked daily, like event windows.
+        let ages = paths.iter().any(|p| {
+            matches!(
+                p.as_str(),
+                "computed.active_days_30d" | "computed.last_seen"
+            )
+        });
+        let windowed = track_due && (ages || performed.iter().any(|p| p.within_days.is_some()));
         for i in 0..table.len() {
             let profile = &table.profiles[i];
             match (was.get(i), now_in.get(i)) {
@@ -93,7 +103,10 @@ pub fn evaluate(defs: &[Definition], table: &mut Table, track_due: bool) -> Vec<
                 _ => {}
             }
             if windowed {
-                let at = table.next_expiry(&d.condition, i);
+                let mut at = table.next_expiry(&d.condition, i);
+                if ages {
+                    at = at.min(next_utc_midnight(now_ms));
+                }
                 changes.push(Change::Due {
                     audience: d.id.clone(),
                     profile: profile.clone(),
@@ -104,6 +117,12 @@ pub fn evaluate(defs: &[Definition], table: &mut Table, track_due: bool) -> Vec<
         table.members.insert(d.id.clone(), now_in);
     }
     changes
+}
+
+/// The next 00:00 UTC after `now_ms`.
+fn next_utc_midnight(now_ms: i64) -> i64 {
+    const DAY: i64 = 86_400_000;
+    (now_ms.div_euclid(DAY) + 1) * DAY
 }
 
 /// Counts of the stage, for tests and the admin API.

@@ -566,8 +566,11 @@ macro_rules! impl_audience_store {
                     for c in changes {
                         match c {
                             Change::Enter { audience, profile } => {
+                                // Only live profiles: one deleted or merged since the snapshot never enters.
                                 let added = sqlx::query(
-                                    "INSERT INTO audience_members (audience, profile_id, entered_at) VALUES ($1, $2, $3) \
+                                    "INSERT INTO audience_members (audience, profile_id, entered_at) \
+                                     SELECT $1, $2, $3 WHERE EXISTS \
+                                     (SELECT 1 FROM profiles WHERE id = $2 AND merged_into IS NULL) \
                                      ON CONFLICT DO NOTHING",
                                 )
                                 .bind(audience)
@@ -634,7 +637,8 @@ macro_rules! impl_audience_store {
                                     .bind(now)
                                     .execute(&mut **tx)
                                     .await?;
-                                    event(tx, &audience, profile, "audience_exited", now, seq, reason).await?;
+                                    // No audience_exited: the person did not leave, their profile
+                                    // merged into another, whose own evaluation says where it stands.
                                 }
                                 sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1")
                                     .bind(profile)
@@ -883,7 +887,7 @@ macro_rules! impl_audience_store {
 
             fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
                 Box::pin(async move {
-                    let tx = self.pool.begin().await?;
+                    let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
                     Ok(Box::new($tx { tx, _gate: None }) as Box<dyn AudienceTx>)
                 })
             }

@@ -152,16 +152,12 @@ impl ActivationStage {
                 continue;
             };
             let profile = self.profile(&mut *tx, &mut ctx, &live).await?;
-            let mut account = match profile.accounts.first() {
+            let account = match profile.accounts.first() {
                 Some(g) => Some(self.account(&mut *tx, &mut ctx, g, now).await?),
                 None => None,
             };
-            if let Some(a) = account.as_mut()
-                && e.audience == self.pql_audience
-            {
-                // The transition itself is the freshest word on PQL status.
-                a.pql = e.kind == "audience_entered" || (a.pql && e.kind != "audience_exited");
-            }
+            // The account's PQL status is read in this transaction, after the transition
+            // committed: it already reflects every member, not just this profile.
             let ids = identities(&profile);
             let activation = Activation {
                 key: format!("a:{}", e.id),

@@ -325,7 +325,7 @@ pub(crate) async fn accept(
         .collect();
     let rows = checked
         .iter()
-        .map(|c| prepare::to_row(c, source.id, &loaded.version))
+        .map(|c| prepare::to_row(c, source.id, &loaded.version, now.timestamp_millis()))
         .collect();
     let rejected = errors
         .iter()

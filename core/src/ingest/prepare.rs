@@ -140,6 +140,7 @@ pub fn check(parsed: Parsed, plan: &TrackingPlan, origin: Origin, now: DateTime<
         correct_skew(&mut message, now, &mut findings);
     }
     message.write_key = None;
+    clamp_future(&mut message, &mut findings);
     let outcome = plan.enforce(&mut message);
     let status = match outcome.verdict {
         Verdict::Accept if findings.is_empty() => Status::Accepted,
@@ -185,6 +186,22 @@ fn correct_skew(message: &mut Message, now: DateTime<Utc>, findings: &mut Vec<Va
     message.timestamp = Some(rfc3339(corrected));
 }
 
+/// A timestamp after the message was received is a client clock error; left alone it would win
+/// every last-write-wins comparison forever. It is set to receivedAt and reported.
+fn clamp_future(message: &mut Message, findings: &mut Vec<Value>) {
+    let received = message.received_at.as_deref().and_then(parse_time);
+    let at = message.timestamp.as_deref().and_then(parse_time);
+    if let (Some(received), Some(at)) = (received, at)
+        && at > received + chrono::Duration::seconds(60)
+    {
+        findings.push(serde_json::json!({
+            "kind": "future_timestamp", "field": "timestamp",
+            "message": format!("timestamp {} is after receivedAt; receivedAt used", rfc3339(at)),
+        }));
+        message.timestamp = message.received_at.clone();
+    }
+}
+
 /// Parses an RFC 3339 date-time.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -197,12 +214,17 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// Turns a checked message into a log row.
-pub fn to_row(checked: &Checked, source_id: i64, plan_version: &Arc<str>) -> NewMessage {
+/// `server_now_ms` is this server's receive time: the dedup window and the log's `received_at` column
+/// use it, never a time the client or the edge supplied.
+pub fn to_row(
+    checked: &Checked,
+    source_id: i64,
+    plan_version: &Arc<str>,
+    server_now_ms: i64,
+) -> NewMessage {
     let m = &checked.message;
     let event_time = m.timestamp.as_deref().and_then(parse_time);
-    let received = m.received_at.as_deref().and_then(parse_time);
-    let received_at_ms =
-        received.map_or_else(|| Utc::now().timestamp_millis(), |t| t.timestamp_millis());
+    let received_at_ms = server_now_ms;
     NewMessage {
         source_id,
         message_id: m.message_id.clone().unwrap_or_default(),

@@ -125,8 +125,10 @@ async fn run(
         let mut messages = Vec::with_capacity(size);
         let mut rejected = Vec::new();
         let mut shares = Vec::with_capacity(jobs.len());
+        let mut rejected_shares = Vec::with_capacity(jobs.len());
         for job in &mut jobs {
             shares.push(job.messages.len());
+            rejected_shares.push(job.rejected.len());
             messages.append(&mut job.messages);
             rejected.append(&mut job.rejected);
         }
@@ -141,6 +143,32 @@ async fn run(
                     let (mine, tail) = rest.split_at(share);
                     rest = tail;
                     let _ = job.reply.send(Ok(mine.to_vec()));
+                }
+            }
+            Err(e) if jobs.len() > 1 => {
+                // One bad request must not fail the others that shared its commit: retry each on
+                // its own, so only the culprit is answered 503.
+                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying jobs one by one");
+                let (mut start, mut rejected_start) = (0, 0);
+                for ((job, share), rejected_share) in
+                    jobs.drain(..).zip(shares).zip(rejected_shares)
+                {
+                    let mine = &messages[start..start + share];
+                    let mine_rejected = &rejected[rejected_start..rejected_start + rejected_share];
+                    start += share;
+                    rejected_start += rejected_share;
+                    let result = store.append(mine, mine_rejected).await;
+                    match result {
+                        Ok(outcomes) => {
+                            stats.commits.fetch_add(1, Ordering::Relaxed);
+                            let _ = job.reply.send(Ok(outcomes));
+                        }
+                        Err(e) => {
+                            stats.failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(error = %e, messages = share, "commit failed; request answered 503");
+                            let _ = job.reply.send(Err(Arc::new(e)));
+                        }
+                    }
                 }
             }
             Err(e) => {

@@ -626,6 +626,7 @@ macro_rules! impl_profile_store {
                                     "DELETE FROM profile_accounts WHERE profile_id = $2 AND $1 <> ''",
                                     "UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2",
                                     MERGE_AGGREGATES,
+                                    "UPDATE identity_reports SET profile_id = $1 WHERE profile_id = $2",
                                     "DELETE FROM profile_aggregates WHERE profile_id = $2 AND $1 <> ''",
                                 ] {
                                     sqlx::query(sql).bind(winner).bind(loser).execute(&mut **tx).await?;
@@ -732,7 +733,7 @@ macro_rules! impl_profile_store {
         impl ProfileStore for $store {
             fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
                 Box::pin(async move {
-                    let tx = self.pool.begin().await?;
+                    let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
                     Ok(Box::new($tx { tx, _gate: None }) as Box<dyn ProfileTx>)
                 })
             }
@@ -958,6 +959,10 @@ macro_rules! impl_profile_store {
                     )
                     .execute(&mut *tx)
                     .await?;
+                    // …and with every writer of memberships and the audience feed.
+                    sqlx::query("UPDATE pipeline_cursors SET seq = seq WHERE name = 'audiences'")
+                        .execute(&mut *tx)
+                        .await?;
                     let live: Option<String> =
                         sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
                             .bind(id)

@@ -334,3 +334,31 @@ impl BeginWrite for sqlx::PgPool {
         Ok((self.begin().await?, None))
     }
 }
+
+/// Starts a read-only transaction that sees one consistent snapshot for all its statements:
+/// SQLite's deferred read transaction; PostgreSQL's `REPEATABLE READ READ ONLY` (its default READ
+/// COMMITTED would let a commit land between the statements of one evaluation).
+pub(crate) trait BeginRead {
+    /// The database.
+    type Db: sqlx::Database;
+    /// Begins the read transaction.
+    fn begin_read(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send;
+}
+
+impl BeginRead for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginRead for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+    }
+}

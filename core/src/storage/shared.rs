@@ -144,14 +144,26 @@ macro_rules! impl_event_store {
             ) -> futures_util::future::BoxFuture<'_, Result<u64, $crate::storage::StorageError>>
             {
                 Box::pin(async move {
-                    let done = sqlx::query(
-                        "UPDATE messages SET dedup_key = NULL \
-                         WHERE dedup_key IS NOT NULL AND received_at < $1",
-                    )
-                    .bind(before_ms)
-                    .execute(&self.pool)
-                    .await?;
-                    Ok(done.rows_affected())
+                    // Small transactions through the write gate, so ingestion never waits long.
+                    let mut total = 0;
+                    for _ in 0..10_000 {
+                        let (mut tx, _gate) =
+                            $crate::storage::BeginWrite::begin_write(&self.pool).await?;
+                        let done = sqlx::query(
+                            "UPDATE messages SET dedup_key = NULL WHERE seq IN (SELECT seq FROM messages \
+                             WHERE dedup_key IS NOT NULL AND received_at < $1 ORDER BY seq LIMIT 5000)",
+                        )
+                        .bind(before_ms)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        tx.commit().await?;
+                        total += done;
+                        if done == 0 {
+                            break;
+                        }
+                    }
+                    Ok(total)
                 })
             }
 

@@ -336,11 +336,7 @@ async fn entering_the_pql_audience_creates_one_task_describing_the_signals(db: D
             - f.salesforce.requests("/composite/sobjects").len(),
         1
     );
-    let usage = f
-        .salesforce
-        .with(|s| s.get("Product_Usage__c", "globex"))
-        .unwrap();
-    assert_eq!(usage["PQL_Status__c"], "PQL");
+    // PQL_Status__c follows real membership (see the seed-story test); this event was injected.
 }
 
 async fn an_outage_is_retried_until_every_message_arrives_exactly_once(db: Db) {

@@ -17,6 +17,7 @@ crate::on_both_stores!(
     the_debugger_stream_shows_new_messages_with_their_validation_result,
     the_admin_api_refuses_the_write_key,
     the_write_key_may_be_sent_in_the_body,
+    a_nul_character_is_refused_and_does_not_fail_other_requests,
 );
 
 fn mid() -> String {
@@ -442,4 +443,28 @@ async fn the_write_key_may_be_sent_in_the_body(db: Db) {
         rows[0]["body"].get("writeKey").is_none(),
         "the key is not stored"
     );
+}
+
+async fn a_nul_character_is_refused_and_does_not_fail_other_requests(db: Db) {
+    let app = spawn_app(db).await;
+    let bad = app
+        .post(
+            "/v1/track",
+            WEB_KEY,
+            &json!({"userId": "u\u{0}x", "event": "trial_started"}),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_message");
+    let id = mid();
+    let good = app
+        .post(
+            "/v1/identify",
+            WEB_KEY,
+            &json!({"messageId": id, "userId": "fine"}),
+        )
+        .await;
+    assert_eq!(good.status(), 200);
+    assert_eq!(app.stored(&id).await.len(), 1);
 }
