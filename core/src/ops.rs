@@ -80,45 +80,44 @@ pub fn render_metrics(state: &AppState) -> String {
         }
     }
     let stats = &state.writer.stats;
-    let _ = writeln!(out, "# HELP touchpoint_commits_total Group commits made.");
-    let _ = writeln!(out, "# TYPE touchpoint_commits_total counter");
-    let _ = writeln!(
-        out,
-        "touchpoint_commits_total {}",
-        stats.commits.load(Ordering::Relaxed)
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    metric(
+        &mut out,
+        "touchpoint_commits_total",
+        "counter",
+        "Group commits made.",
+        load(&stats.commits),
     );
-    let _ = writeln!(
-        out,
-        "# HELP touchpoint_commit_rows_total Rows written by group commits."
+    metric(
+        &mut out,
+        "touchpoint_commit_rows_total",
+        "counter",
+        "Rows written by group commits.",
+        load(&stats.rows),
     );
-    let _ = writeln!(out, "# TYPE touchpoint_commit_rows_total counter");
-    let _ = writeln!(
-        out,
-        "touchpoint_commit_rows_total {}",
-        stats.rows.load(Ordering::Relaxed)
+    metric(
+        &mut out,
+        "touchpoint_commit_failures_total",
+        "counter",
+        "Group commits that failed.",
+        load(&stats.failures),
     );
-    let _ = writeln!(
-        out,
-        "# HELP touchpoint_commit_failures_total Group commits that failed."
-    );
-    let _ = writeln!(out, "# TYPE touchpoint_commit_failures_total counter");
-    let _ = writeln!(
-        out,
-        "touchpoint_commit_failures_total {}",
-        stats.failures.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP touchpoint_ingest_queue_depth Messages waiting for a commit."
-    );
-    let _ = writeln!(out, "# TYPE touchpoint_ingest_queue_depth gauge");
-    let _ = writeln!(
-        out,
-        "touchpoint_ingest_queue_depth {}",
-        state.writer.queue_depth()
+    metric(
+        &mut out,
+        "touchpoint_ingest_queue_depth",
+        "gauge",
+        "Messages waiting for a commit.",
+        state.writer.queue_depth() as u64,
     );
     crate::destinations::render_metrics(&state.destinations, &mut out);
     out
+}
+
+/// Writes one unlabelled metric with its HELP and TYPE lines.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

