@@ -195,6 +195,7 @@ impl ActivationStage {
                     destination: d.name().into(),
                     key: activation.key.clone(),
                     payload: p.clone(),
+                    profile_id: activation.profile_id.clone(),
                 });
             }
         }

@@ -78,6 +78,8 @@ pub struct NewOutbox {
     pub key: String,
     /// The activation JSON.
     pub payload: String,
+    /// The profile it is about (erasing the profile cancels the row while undelivered).
+    pub profile_id: String,
 }
 
 /// A claimed outbox row.
@@ -457,13 +459,15 @@ macro_rules! impl_destination_store {
                     for r in rows {
                         added += sqlx::query(
                             "INSERT INTO outbox (destination, idempotency_key, payload, status, attempts, \
-                             next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4) \
+                             next_attempt_at, created_at, updated_at, profile_id) \
+                             VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4, $5) \
                              ON CONFLICT (destination, idempotency_key) DO NOTHING",
                         )
                         .bind(&r.destination)
                         .bind(&r.key)
                         .bind(&r.payload)
                         .bind(now)
+                        .bind(&r.profile_id)
                         .execute(&mut *self.tx)
                         .await?
                         .rows_affected();

@@ -990,6 +990,8 @@ macro_rules! impl_profile_store {
                         "DELETE FROM audience_members WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM audience_history WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM audience_checks WHERE profile_id = $1 AND $2 > 0",
+                        // Outbox rows carry the person's data: undelivered ones are cancelled, the rest erased.
+                        "DELETE FROM outbox WHERE profile_id = $1 AND $2 > 0",
                         "DELETE FROM profiles WHERE (id = $1 OR merged_into = $1) AND $2 > 0",
                     ] {
                         sqlx::query(sql).bind(id).bind(now).execute(&mut *tx).await?;

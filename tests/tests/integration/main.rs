@@ -12,6 +12,7 @@ mod edge;
 mod encoding;
 mod ingest;
 mod ops;
+mod privacy;
 mod profiles;
 mod reverse_etl;
 mod sdk;
