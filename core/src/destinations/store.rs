@@ -215,10 +215,12 @@ pub trait DestinationStore: Send + Sync + 'static {
         lease_until: i64,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<Claimed>, StorageError>>;
-    /// Records outcomes and the calls made, in one transaction.
+    /// Records outcomes — (row id, the attempt number it was claimed with, outcome) — and the calls
+    /// made, in one transaction. A row whose lease expired and was claimed again meanwhile is left
+    /// to its new owner.
     fn finish<'a>(
         &'a self,
-        outcomes: &'a [(i64, RowOutcome)],
+        outcomes: &'a [(i64, i64, RowOutcome)],
         log: &'a [LogEntry],
         now: i64,
     ) -> BoxFuture<'a, Result<(), StorageError>>;
@@ -524,13 +526,13 @@ macro_rules! impl_destination_store {
 
             fn finish<'a>(
                 &'a self,
-                outcomes: &'a [(i64, RowOutcome)],
+                outcomes: &'a [(i64, i64, RowOutcome)],
                 log: &'a [LogEntry],
                 now: i64,
             ) -> BoxFuture<'a, Result<(), StorageError>> {
                 Box::pin(async move {
                     let (mut tx, _gate) = self.pool.begin_write().await?;
-                    for (id, outcome) in outcomes {
+                    for (id, attempts, outcome) in outcomes {
                         let (status, next_at, error) = match outcome {
                             RowOutcome::Delivered => ("delivered", now, None),
                             RowOutcome::Retry { next_at, error } => ("pending", *next_at, Some(error.as_str())),
@@ -538,13 +540,15 @@ macro_rules! impl_destination_store {
                         };
                         sqlx::query(
                             "UPDATE outbox SET status = $1, next_attempt_at = $2, \
-                             last_error = COALESCE($3, last_error), updated_at = $4 WHERE id = $5",
+                             last_error = COALESCE($3, last_error), updated_at = $4 \
+                             WHERE id = $5 AND status = 'delivering' AND attempts = $6",
                         )
                         .bind(status)
                         .bind(next_at)
                         .bind(error)
                         .bind(now)
                         .bind(id)
+                        .bind(attempts)
                         .execute(&mut *tx)
                         .await?;
                     }

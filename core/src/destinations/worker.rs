@@ -86,7 +86,7 @@ async fn deliver(
     claimed: &[Claimed],
     d: &Destinations,
     counters: &Counters,
-) -> (Vec<(i64, RowOutcome)>, Vec<LogEntry>) {
+) -> (Vec<(i64, i64, RowOutcome)>, Vec<LogEntry>) {
     let name = dest.name();
     let mut verdicts: BTreeMap<usize, Verdict> = BTreeMap::new();
     let mut batch: Vec<Activation> = Vec::with_capacity(claimed.len());
@@ -262,7 +262,7 @@ async fn deliver(
                 RowOutcome::Dead(message)
             }
         };
-        outcomes.push((row.id, outcome));
+        outcomes.push((row.id, row.attempts, outcome));
     }
     Counters::add(&counters.delivered, delivered);
     Counters::add(&counters.retried, retried);
