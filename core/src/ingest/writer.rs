@@ -6,8 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
+/// Most message bytes waiting for a commit before new requests get 503 (bounds memory whatever the
+/// message sizes).
+const MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
+
 /// A unit of work: one request's messages, answered together.
 struct Job {
+    bytes: usize,
     messages: Vec<NewMessage>,
     rejected: Vec<NewRejected>,
     reply: oneshot::Sender<Result<Vec<InsertOutcome>, Arc<StorageError>>>,
@@ -43,6 +48,7 @@ pub struct WriterStats {
 pub struct Writer {
     tx: mpsc::UnboundedSender<Job>,
     pending: Arc<AtomicUsize>,
+    pending_bytes: Arc<AtomicUsize>,
     capacity: usize,
     /// Commit statistics.
     pub stats: Arc<WriterStats>,
@@ -54,11 +60,20 @@ impl Writer {
     pub fn spawn(store: Arc<dyn EventStore>, capacity: usize, max_commit: usize) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
+        let pending_bytes = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(store, rx, pending.clone(), stats.clone(), max_commit));
+        tokio::spawn(run(
+            store,
+            rx,
+            pending.clone(),
+            pending_bytes.clone(),
+            stats.clone(),
+            max_commit,
+        ));
         Writer {
             tx,
             pending,
+            pending_bytes,
             capacity,
             stats,
         }
@@ -76,15 +91,20 @@ impl Writer {
         rejected: Vec<NewRejected>,
     ) -> Result<Vec<InsertOutcome>, WriteError> {
         let n = messages.len() + rejected.len();
+        let bytes: usize = messages.iter().map(|m| m.body_json.len()).sum::<usize>()
+            + rejected.iter().map(|r| r.body.len()).sum::<usize>();
         let before = self.pending.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.capacity && before > 0 {
+        let before_bytes = self.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && (before + n > self.capacity || before_bytes + bytes > MAX_PENDING_BYTES) {
             self.pending.fetch_sub(n, Ordering::AcqRel);
+            self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(WriteError::Overloaded);
         }
         let (reply, answer) = oneshot::channel();
         if self
             .tx
             .send(Job {
+                bytes,
                 messages,
                 rejected,
                 reply,
@@ -92,6 +112,7 @@ impl Writer {
             .is_err()
         {
             self.pending.fetch_sub(n, Ordering::AcqRel);
+            self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(WriteError::Stopped);
         }
         match answer.await {
@@ -106,6 +127,7 @@ async fn run(
     store: Arc<dyn EventStore>,
     mut rx: mpsc::UnboundedReceiver<Job>,
     pending: Arc<AtomicUsize>,
+    pending_bytes: Arc<AtomicUsize>,
     stats: Arc<WriterStats>,
     max_commit: usize,
 ) {
@@ -134,6 +156,7 @@ async fn run(
         }
         let result = store.append(&messages, &rejected).await;
         pending.fetch_sub(size, Ordering::AcqRel);
+        pending_bytes.fetch_sub(jobs.iter().map(|j| j.bytes).sum(), Ordering::AcqRel);
         match result {
             Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
