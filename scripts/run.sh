@@ -12,4 +12,4 @@ export TOUCHPOINT_WEBHOOK_URL="${TOUCHPOINT_WEBHOOK_URL:-http://$bind/dev/webhoo
 export TOUCHPOINT_WEBHOOK_SECRET="${TOUCHPOINT_WEBHOOK_SECRET:-dev-webhook-secret}"
 scripts/setup.sh --run
 scripts/build-sdk.sh
-exec cargo run -q -p touchpoint-core --bin touchpoint -- serve
+exec cargo run -p touchpoint-core --bin touchpoint -- serve
