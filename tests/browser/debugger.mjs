@@ -5,6 +5,7 @@
 // Exits 0 when every check passes, 1 (printing what failed) otherwise. Every wait is bounded.
 
 import { chromium } from "playwright-core";
+import { CHROMIUM, CHROMIUM_ARGS } from "./chromium.mjs";
 import { mkdtemp, mkdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -17,7 +18,6 @@ if (!BASE || !WRITE_KEY || !ADMIN_TOKEN || !SCREENSHOT) {
 }
 
 const WAIT_MS = 10_000;
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const IMG = `<img src=x onerror="window.__pwned=1">`;
 const SCRIPT = `</script><script>window.__pwned=2</script>`;
 const HOSTILE_EVENT = `${IMG}${SCRIPT}`;
@@ -54,16 +54,7 @@ try {
     headless: true,
     timeout: 30_000,
     viewport: { width: 1280, height: 800 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
+    args: CHROMIUM_ARGS,
   });
   context.setDefaultTimeout(WAIT_MS);
   const page = context.pages()[0] ?? (await context.newPage());

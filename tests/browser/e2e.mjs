@@ -9,7 +9,7 @@ import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { startWorker } from '../../edge-worker/tests/harness.mjs';
 
 const [CORE, EDGE_SECRET, WRITE_KEY, ADMIN, USER_ID, OUT] = process.argv.slice(2);
@@ -96,11 +96,7 @@ await new Promise((r) => site.listen(0, '127.0.0.1', r));
 const SITE = `http://127.0.0.1:${site.address().port}`;
 step('site ' + SITE + ' with the worker at /px');
 
-browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+browser = await launch();
 const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 const visitor = await ctx.newPage();
 visitor.on('pageerror', (e) => fail('page error on the site: ' + e.message));

@@ -6,7 +6,7 @@
 // usage: node tests/browser/sdk.mjs BASE_URL WRITE_KEY ADMIN_TOKEN
 // Exits 0 when every check passes, 1 (printing what failed) otherwise. Every wait is bounded.
 
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { randomUUID } from "node:crypto";
 
 const [BASE, WRITE_KEY, ADMIN_TOKEN] = process.argv.slice(2);
@@ -15,7 +15,6 @@ if (!BASE || !WRITE_KEY || !ADMIN_TOKEN) {
   process.exit(2);
 }
 const WAIT_MS = 15_000;
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const watchdog = setTimeout(() => {
   console.error("FAIL: the SDK browser checks did not finish within 100 s");
   process.exit(1);
@@ -78,21 +77,7 @@ async function ready(page) {
   return page.evaluate(() => touchpoint.user().anonymousId());
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  timeout: 30_000,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 try {
   // (1) Calls made before the wasm arrives are queued by the stub and replayed in order.

@@ -161,7 +161,7 @@ impl AudienceStage {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin_read().await?;
         let cursor = tx.peek(CURSOR).await?;
-        let cap = tx.profiles_cursor().await?;
+        let cap = tx.peek("profiles").await?;
         if cap <= cursor {
             return Ok(0);
         }

@@ -123,8 +123,6 @@ pub trait AudienceTx: Send {
     fn lock(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>>;
     /// Reads a pipeline cursor without locking it.
     fn peek(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>>;
-    /// The `profiles` stage's cursor.
-    fn profiles_cursor(&mut self) -> BoxFuture<'_, Result<i64, StorageError>>;
     /// The end of the next window of at most `limit` log messages after `after`, capped at `cap`.
     fn window_end(
         &mut self,
@@ -291,14 +289,6 @@ macro_rules! impl_audience_store {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = $1")
                         .bind(name)
-                        .fetch_one(&mut *self.tx)
-                        .await?)
-                })
-            }
-
-            fn profiles_cursor(&mut self) -> BoxFuture<'_, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = 'profiles'")
                         .fetch_one(&mut *self.tx)
                         .await?)
                 })
