@@ -113,6 +113,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Script shared by the admin pages (token, text-only DOM helpers, API client).
+const ADMIN_JS: &str = include_str!("../assets/admin.js");
+/// Styles shared by the admin pages.
+const ADMIN_CSS: &str = include_str!("../assets/admin.css");
+
 /// The admin and debugger routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -122,6 +127,24 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/plan", get(plan_info))
         .route("/admin/plan/reload", post(reload_plan))
         .route("/debugger", get(|| async { Html(debugger::PAGE) }))
+        .route(
+            "/assets/admin.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    ADMIN_JS,
+                )
+            }),
+        )
+        .route(
+            "/assets/admin.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    ADMIN_CSS,
+                )
+            }),
+        )
         .route("/debugger/stream", get(stream_debugger))
 }
 
