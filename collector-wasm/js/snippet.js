@@ -7,7 +7,7 @@
   tp = w.touchpoint = tp || {};
   var q = (tp.q = tp.q || []);
   var ready = [];
-  var methods = "load page track identify group alias reset debug consent flush".split(" ");
+  var methods = "load page track identify group alias reset debug consent setConsent flush".split(" ");
   methods.forEach(function (m) {
     tp[m] = function () {
       q.push([m].concat([].slice.call(arguments)));

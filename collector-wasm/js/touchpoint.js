@@ -132,7 +132,7 @@ export default () =>
 
 export const load = (k, o) => {
   o = o || {};
-  call("load")(k, o.apiHost, o.path, o.cookieDomain, o.flushAt, o.flushInterval, !!o.waitForConsent, !!o.debug, o.devPlan);
+  call("load")(k, o.apiHost, o.path, o.cookieDomain, o.flushAt, o.flushInterval, !!o.waitForConsent, !!o.debug, o.devPlan, o.categoryPreferences);
 };
 export const page = call("page");
 export const track = call("track");
@@ -142,6 +142,7 @@ export const alias = call("alias");
 export const reset = call("reset");
 export const debug = call("debug");
 export const consent = call("consent");
+export const setConsent = call("set_consent");
 export const flush = call("flush");
 export const anonymousId = call("anon");
 export const userId = call("user");

@@ -23,6 +23,7 @@ const USER_KEY: &str = "tp_user";
 const TRAITS_KEY: &str = "tp_traits";
 const QUEUE_KEY: &str = "tp_queue";
 const LEASE_KEY: &str = "tp_lease";
+const CONSENT_KEY: &str = "tp_consent";
 const LEASE_MS: u64 = 15_000;
 const COOKIE_MAX_AGE: u64 = 365 * 24 * 3600;
 const KEEPALIVE_MAX: usize = 64 * 1024;
@@ -294,6 +295,9 @@ struct State {
     user: Option<String>,
     /// The user's traits as a JSON object.
     traits: String,
+    /// Consent per category (`setConsent`) as a JSON object, sent as
+    /// `context.consent.categoryPreferences`; empty until set.
+    prefs: String,
     /// The part of `context` that does not change while the page lives.
     static_context: String,
     tab: String,
@@ -390,6 +394,13 @@ impl State {
         if let Some(t) = self.read(TRAITS_KEY).filter(|t| t.starts_with('{')) {
             self.traits = sys::merge_json(&t, &self.traits);
         }
+        if self.prefs.is_empty() {
+            // Re-serialised, so whatever another script left there still makes valid JSON.
+            let stored = self.read(CONSENT_KEY);
+            self.prefs = stored.map_or_else(String::new, |p| sys::merge_json(&p, NO_TRAITS));
+        } else {
+            self.write(CONSENT_KEY, Some(&self.prefs));
+        }
         self.persist_identity();
         let mem = core::mem::take(&mut self.mem_queue);
         if !mem.items.is_empty() {
@@ -412,6 +423,11 @@ impl State {
         if !c.is_empty() {
             s.push_str(",\"campaign\":");
             s.push_str(&c);
+        }
+        if !self.prefs.is_empty() {
+            s.push_str(",\"consent\":{\"categoryPreferences\":");
+            s.push_str(&self.prefs);
+            s.push('}');
         }
         s.push('}');
         s
@@ -628,7 +644,8 @@ fn static_context() -> String {
 }
 
 /// `touchpoint.load(writeKey, options)`: the glue passes the options `apiHost`, `path`,
-/// `cookieDomain`, `flushAt`, `flushInterval` (ms), `waitForConsent`, `debug`, and `devPlan`.
+/// `cookieDomain`, `flushAt`, `flushInterval` (ms), `waitForConsent`, `debug`, `devPlan` and
+/// `categoryPreferences` (as `setConsent`).
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub extern "C" fn tp_load() {
@@ -655,6 +672,7 @@ pub extern "C" fn tp_load() {
         anon: new_id(),
         user: None,
         traits: String::from(NO_TRAITS),
+        prefs: a.object(9),
         static_context: static_context(),
         tab: new_id(),
         sending: false,
@@ -847,6 +865,22 @@ pub extern "C" fn tp_consent() {
             s.storage = false;
             s.mem_queue = Queue::default();
         }
+    });
+}
+
+/// `touchpoint.setConsent({Advertising: true, Analytics: false, …})`: the consent per category
+/// (Segment's `categoryPreferences`, from your CMP) sent with every later message and remembered;
+/// a category left out counts as refused. Anything but an object forgets the preferences.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn tp_set_consent() {
+    let prefs = Args::take().object(0);
+    with(|s| {
+        s.write(
+            CONSENT_KEY,
+            Some(&prefs).filter(|p| !p.is_empty()).map(String::as_str),
+        );
+        s.prefs = prefs;
     });
 }
 

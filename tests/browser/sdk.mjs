@@ -1,7 +1,7 @@
 // The browser SDK (collector-wasm) in headless Chromium against a real core serving /demo and /sdk/*:
 // queued calls replay in order, anonymousId persists, a pending batch leaves on navigation, 503s are
-// retried without duplicates, waitForConsent stores and sends nothing before consent, and oversized
-// messages are dropped with a warning.
+// retried without duplicates, waitForConsent stores and sends nothing before consent, oversized
+// messages are dropped with a warning, and setConsent's categories ride on every message.
 //
 // usage: node tests/browser/sdk.mjs BASE_URL WRITE_KEY ADMIN_TOKEN
 // Exits 0 when every check passes, 1 (printing what failed) otherwise. Every wait is bounded.
@@ -232,6 +232,40 @@ try {
     check(t.log.warnings.some((w) => w.includes("32 KB")), `a console warning names the 32 KB limit (${t.log.warnings})`);
     check(list.length === 1 && list[0].properties?.report_type === "small", "only the small message was stored");
     check(t.log.batches.every((b) => b.body.length < 32 * 1024), "the oversized message was never sent");
+    await t.done();
+  }
+
+  // (7) setConsent: the categories go out as context.consent.categoryPreferences and are remembered.
+  {
+    const t = await fresh(browser, "categories");
+    await t.page.goto(demo("nopage=1&flushInterval=100"));
+    const anon = await ready(t.page);
+    const prefs = { Advertising: false, Analytics: true };
+    await t.page.evaluate((p) => {
+      touchpoint.track("feature_toggled", { feature_name: "before_consent", new_status: true });
+      touchpoint.setConsent(p);
+      touchpoint.track("feature_toggled", { feature_name: "after_consent", new_status: true });
+    }, prefs);
+    let list = await waitStored((m) => m.anonymousId === anon, (l) => l.length >= 2);
+    const by = (n) => list.find((m) => m.properties?.feature_name === n) || {};
+    check(by("before_consent").context && by("before_consent").context.consent === undefined,
+      "a message sent before setConsent carries no consent object");
+    check(JSON.stringify(by("after_consent").context?.consent) === JSON.stringify({ categoryPreferences: prefs }),
+      `a message after setConsent carries them (${JSON.stringify(by("after_consent").context?.consent)})`);
+    await t.page.reload();
+    await ready(t.page);
+    await t.page.evaluate(() => touchpoint.track("feature_toggled", { feature_name: "after_reload", new_status: true }));
+    list = await waitStored((m) => m.anonymousId === anon, (l) => l.length >= 3);
+    check(JSON.stringify(by("after_reload").context?.consent?.categoryPreferences) === JSON.stringify(prefs),
+      "the categories are remembered across a reload");
+    await t.page.evaluate(() => {
+      touchpoint.setConsent(null);
+      touchpoint.track("feature_toggled", { feature_name: "after_clear", new_status: true });
+    });
+    list = await waitStored((m) => m.anonymousId === anon, (l) => l.length >= 4);
+    const ls = await t.page.evaluate(() => localStorage.getItem("tp_consent"));
+    check(by("after_clear").context && by("after_clear").context.consent === undefined && ls === null,
+      `setConsent(null) forgets them (${ls})`);
     await t.done();
   }
 } catch (e) {

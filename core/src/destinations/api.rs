@@ -50,6 +50,7 @@ pub async fn status(d: &Destinations) -> Result<Value, AdminError> {
                 "failed": c.failed.load(Ordering::Relaxed),
                 "dead": c.dead.load(Ordering::Relaxed),
                 "retried": c.retried.load(Ordering::Relaxed),
+                "consentSkipped": c.consent_skipped.load(Ordering::Relaxed),
             })
         });
         out.push(json!({
@@ -57,6 +58,7 @@ pub async fn status(d: &Destinations) -> Result<Value, AdminError> {
             "enabled": d.enabled.contains_key(name),
             "outbox": by_status,
             "metrics": metrics,
+            "consentCategories": d.consent.categories_of(name),
         }));
     }
     Ok(json!({"destinations": out}))

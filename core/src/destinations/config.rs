@@ -1,7 +1,7 @@
 //! Destination configuration: one typed struct per destination (in its folder's `config.rs`), each
 //! `None` (disabled) unless its credentials are set, plus the shared delivery settings.
 
-use super::{ga4, hubspot, meta, resend, salesforce, webhook};
+use super::{consent, ga4, hubspot, meta, resend, salesforce, webhook};
 use crate::config::{ConfigError, number};
 use std::time::Duration;
 
@@ -52,6 +52,9 @@ pub struct DestinationsConfig {
     pub webhook: Option<webhook::config::WebhookConfig>,
     /// Shared delivery settings.
     pub delivery: DeliveryConfig,
+    /// Each destination's consent categories and whether consent is required
+    /// (`TOUCHPOINT_<NAME>_CONSENT_CATEGORIES`, `TOUCHPOINT_REQUIRE_CONSENT`; see `consent`).
+    pub consent: consent::ConsentConfig,
 }
 
 /// Reads a variable, treating empty as unset.
@@ -105,6 +108,7 @@ impl DestinationsConfig {
             meta: meta::config::MetaConfig::from_lookup(get)?,
             webhook: webhook::config::WebhookConfig::from_lookup(get)?,
             delivery,
+            consent: consent::ConsentConfig::from_lookup(get)?,
         })
     }
 }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod ga4;
 pub mod http;
 pub mod hubspot;
@@ -268,6 +269,8 @@ pub struct Counters {
     pub dead: AtomicU64,
     /// Activations scheduled for a retry.
     pub retried: AtomicU64,
+    /// Activations not enqueued because consent did not cover the destination's categories.
+    pub consent_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -287,6 +290,8 @@ pub struct Destinations {
     pub counters: BTreeMap<&'static str, Arc<Counters>>,
     /// Retry and polling settings.
     pub delivery: DeliveryConfig,
+    /// Each destination's consent categories.
+    pub consent: consent::ConsentConfig,
     /// Wakes the delivery workers (new rows, replay).
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -341,6 +346,7 @@ impl Destinations {
             enabled,
             counters,
             delivery: config.delivery.clone(),
+            consent: config.consent.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -369,7 +375,8 @@ pub fn start(
             pql,
             d.delivery.poll,
             d.wake.clone(),
-        );
+        )
+        .with_consent(d.consent.clone(), d.counters.clone());
         tokio::spawn(stage.run());
         worker::spawn(&d);
         tracing::info!(destinations = ?d.enabled.keys().collect::<Vec<_>>(), "destinations enabled");
@@ -381,13 +388,18 @@ pub fn start(
 pub fn render_metrics(d: &Destinations, out: &mut String) {
     use std::fmt::Write;
     type Read = fn(&Counters) -> &AtomicU64;
-    let families: [(&str, &str, Read); 4] = [
+    let families: [(&str, &str, Read); 5] = [
         ("delivered", "Activations delivered.", |c| &c.delivered),
         ("failed", "Delivery calls that failed.", |c| &c.failed),
         ("dead", "Activations dead-lettered.", |c| &c.dead),
         ("retried", "Activations scheduled for a retry.", |c| {
             &c.retried
         }),
+        (
+            "consent_skipped",
+            "Activations not enqueued for lack of consent to the destination's categories.",
+            |c| &c.consent_skipped,
+        ),
     ];
     for (name, help, read) in families {
         let _ = writeln!(out, "# HELP touchpoint_destination_{name}_total {help}");

@@ -3,13 +3,17 @@
 //! blocked, linked to a profile) and `destinations_audiences` over `audience_events.id`. Each batch
 //! becomes outbox rows for every enabled destination that wants them, written in the same
 //! transaction as the cursor move, so a crash neither loses nor duplicates an activation.
+//! Consent is checked per destination before a row is made ([`super::consent`]): a message's own
+//! `context.consent`, or for audience transitions the profile's latest; a refused pair is counted
+//! (`touchpoint_destination_consent_skipped_total`) and logged, never enqueued.
 
+use super::consent::{self, ConsentConfig, Decision};
 use super::store::{AccountContext, DestinationStore, NewOutbox, ProfileContext, StageTx};
-use super::{AccountSnapshot, Activation, Destination};
+use super::{AccountSnapshot, Activation, Counters, Destination};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
 use serde_json::{Map, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -27,6 +31,8 @@ pub struct ActivationStage {
     batch: i64,
     poll: Duration,
     workers: Arc<Notify>,
+    consent: ConsentConfig,
+    counters: BTreeMap<&'static str, Arc<Counters>>,
 }
 
 impl ActivationStage {
@@ -47,7 +53,20 @@ impl ActivationStage {
             batch: 200,
             poll,
             workers,
+            consent: ConsentConfig::default(),
+            counters: BTreeMap::new(),
         }
+    }
+
+    /// Enforces `consent` (each destination's categories), counting refusals in `counters`.
+    pub fn with_consent(
+        mut self,
+        consent: ConsentConfig,
+        counters: BTreeMap<&'static str, Arc<Counters>>,
+    ) -> ActivationStage {
+        self.consent = consent;
+        self.counters = counters;
+        self
     }
 
     /// Runs forever.
@@ -90,6 +109,7 @@ impl ActivationStage {
         let now = chrono::Utc::now().timestamp_millis();
         let mut ctx = Context::default();
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         for row in &rows {
             let Ok(message) = serde_json::from_str::<Value>(&row.body) else {
                 continue;
@@ -126,10 +146,12 @@ impl ActivationStage {
                 account,
                 audience: None,
             };
-            self.fan_out(&activation, &mut out);
+            let consent = activation.message.as_ref().and_then(consent::of_message);
+            self.fan_out(&activation, consent, &mut out, &mut skipped);
         }
         let added = tx.enqueue(&out, now).await?;
         tx.commit(MESSAGES.into(), upto).await?;
+        self.count_skipped(&skipped);
         if added > 0 {
             self.workers.notify_waiters();
         }
@@ -147,6 +169,7 @@ impl ActivationStage {
         let now = chrono::Utc::now().timestamp_millis();
         let mut ctx = Context::default();
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         for e in &events {
             let Some(live) = tx.live_profile(&e.profile_id).await? else {
                 continue;
@@ -175,30 +198,85 @@ impl ActivationStage {
                 account,
                 audience: Some(e.audience.clone()),
             };
-            self.fan_out(&activation, &mut out);
+            let consent = self.latest_consent(&mut *tx, &mut ctx, &live).await?;
+            self.fan_out(&activation, consent.as_ref(), &mut out, &mut skipped);
         }
         let added = tx.enqueue(&out, now).await?;
         tx.commit(AUDIENCES.into(), last).await?;
+        self.count_skipped(&skipped);
         if added > 0 {
             self.workers.notify_waiters();
         }
         Ok(events.len())
     }
 
-    fn fan_out(&self, activation: &Activation, out: &mut Vec<NewOutbox>) {
+    /// Rows for every destination that wants the activation and whose categories `consent` (the
+    /// activation's `context.consent`) covers; refused destinations go to `skipped`.
+    fn fan_out(
+        &self,
+        activation: &Activation,
+        consent: Option<&Value>,
+        out: &mut Vec<NewOutbox>,
+        skipped: &mut Vec<&'static str>,
+    ) {
         let mut payload: Option<String> = None;
         for d in &self.destinations {
-            if d.accepts(activation) {
-                let p = payload
-                    .get_or_insert_with(|| serde_json::to_string(activation).unwrap_or_default());
-                out.push(NewOutbox {
-                    destination: d.name().into(),
-                    key: activation.key.clone(),
-                    payload: p.clone(),
-                    profile_id: activation.profile_id.clone(),
-                });
+            if !d.accepts(activation) {
+                continue;
+            }
+            let categories = self.consent.categories_of(d.name());
+            if let Decision::Deny(refused) =
+                consent::permits(categories, consent, self.consent.require)
+            {
+                tracing::info!(
+                    destination = d.name(),
+                    key = %activation.key,
+                    profile_id = %activation.profile_id,
+                    refused = ?refused,
+                    "activation skipped for consent"
+                );
+                skipped.push(d.name());
+                continue;
+            }
+            let p = payload
+                .get_or_insert_with(|| serde_json::to_string(activation).unwrap_or_default());
+            out.push(NewOutbox {
+                destination: d.name().into(),
+                key: activation.key.clone(),
+                payload: p.clone(),
+                profile_id: activation.profile_id.clone(),
+            });
+        }
+    }
+
+    /// Counts consent refusals once their batch committed (a failed batch is read again).
+    fn count_skipped(&self, skipped: &[&'static str]) {
+        for name in skipped {
+            if let Some(c) = self.counters.get(name) {
+                Counters::add(&c.consent_skipped, 1);
             }
         }
+    }
+
+    /// The `context.consent` of the profile's newest message (by event time) that collected
+    /// consent; `None` when it never did.
+    async fn latest_consent(
+        &self,
+        tx: &mut dyn StageTx,
+        ctx: &mut Context,
+        id: &str,
+    ) -> Result<Option<Value>, StorageError> {
+        if let Some(c) = ctx.consents.get(id) {
+            return Ok(c.clone());
+        }
+        let c = tx
+            .latest_consent(id)
+            .await?
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|m| consent::of_message(&m).cloned())
+            .filter(|c| consent::is_collected(Some(c)));
+        ctx.consents.insert(id.to_owned(), c.clone());
+        Ok(c)
     }
 
     async fn profile(
@@ -245,6 +323,8 @@ impl ActivationStage {
 struct Context {
     profiles: HashMap<String, ProfileContext>,
     accounts: HashMap<String, AccountSnapshot>,
+    /// Latest consent by profile (audience activations).
+    consents: HashMap<String, Option<Value>>,
 }
 
 fn value_str(v: &Value) -> Option<String> {

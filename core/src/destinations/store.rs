@@ -189,6 +189,12 @@ pub trait StageTx: Send {
         since_7d: i64,
         pql_audience: &'a str,
     ) -> BoxFuture<'a, Result<AccountContext, StorageError>>;
+    /// The JSON of the profile's newest message (by event time, then log position) whose
+    /// `context.consent.categoryPreferences` is present and not null; `None` if there is none.
+    fn latest_consent<'a>(
+        &'a mut self,
+        profile_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
     /// Inserts outbox rows (a repeated key is ignored); returns how many were new.
     fn enqueue<'a>(
         &'a mut self,
@@ -259,12 +265,25 @@ const CLAIM_SQLITE: &str = "UPDATE outbox SET status = 'delivering', attempts = 
      ORDER BY id LIMIT $4) \
      RETURNING id, idempotency_key, payload, attempts";
 
+/// `latest_consent`: the JSON path test is the one dialect difference (PostgreSQL stores bodies as
+/// JSONB; SQLite as text, checked with `json_valid` first so a bad body never fails the stage).
+const LATEST_CONSENT_PG: &str = "SELECT CAST(m.body AS TEXT) FROM profile_messages pm \
+     JOIN messages m ON m.seq = pm.seq WHERE pm.profile_id = $1 \
+     AND COALESCE(jsonb_typeof(m.body #> '{context,consent,categoryPreferences}'), 'null') <> 'null' \
+     ORDER BY pm.event_time DESC, pm.seq DESC LIMIT 1";
+
+const LATEST_CONSENT_SQLITE: &str = "SELECT CAST(m.body AS TEXT) FROM profile_messages pm \
+     JOIN messages m ON m.seq = pm.seq WHERE pm.profile_id = $1 \
+     AND COALESCE(CASE WHEN json_valid(m.body) \
+     THEN json_type(m.body, '$.context.consent.categoryPreferences') END, 'null') <> 'null' \
+     ORDER BY pm.event_time DESC, pm.seq DESC LIMIT 1";
+
 fn json_or_null(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
 }
 
 macro_rules! impl_destination_store {
-    ($store:ident, $tx:ident, $db:ty, $pool:ty, $claim:expr) => {
+    ($store:ident, $tx:ident, $db:ty, $pool:ty, $claim:expr, $latest_consent:expr) => {
         /// Outbox repository over this database.
         #[derive(Clone, Debug)]
         pub struct $store {
@@ -448,6 +467,18 @@ macro_rules! impl_destination_store {
                     .fetch_one(&mut *self.tx)
                     .await?;
                     Ok(AccountContext { traits, active_users_7d, usage, kinds, pql_member: members > 0 })
+                })
+            }
+
+            fn latest_consent<'a>(
+                &'a mut self,
+                profile_id: &'a str,
+            ) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar($latest_consent)
+                        .bind(profile_id)
+                        .fetch_optional(&mut *self.tx)
+                        .await?)
                 })
             }
 
@@ -670,12 +701,14 @@ impl_destination_store!(
     SqliteStageTx,
     sqlx::Sqlite,
     sqlx::SqlitePool,
-    CLAIM_SQLITE
+    CLAIM_SQLITE,
+    LATEST_CONSENT_SQLITE
 );
 impl_destination_store!(
     PgDestinations,
     PgStageTx,
     sqlx::Postgres,
     sqlx::PgPool,
-    CLAIM_PG
+    CLAIM_PG,
+    LATEST_CONSENT_PG
 );

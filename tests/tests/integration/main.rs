@@ -4,6 +4,7 @@ mod audiences;
 mod browser;
 mod clients;
 mod concurrency;
+mod consent;
 mod crash;
 mod destinations;
 mod dev_sink;
