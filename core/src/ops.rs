@@ -20,14 +20,27 @@ pub fn routes() -> Router<AppState> {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
 
+/// Ready when the database answers and no pipeline stage has been failing, without advancing,
+/// for longer than the configured stall time (a stage that is behind and stuck).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-        }
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable".to_owned());
     }
+    let stalled = state
+        .pipeline
+        .stalled(state.clock.now_ms(), state.stall_after);
+    if stalled.is_empty() {
+        return (StatusCode::OK, "ready".to_owned());
+    }
+    let names: Vec<&str> = stalled.iter().map(|(name, _)| *name).collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "pipeline stage not advancing: {} (see the logs and /admin/quarantine)",
+            names.join(", ")
+        ),
+    )
 }
 
 /// A counter family: name, help text, and how to read it from a source's counters.
@@ -37,7 +50,7 @@ type Family = (&'static str, &'static str, fn(&SourceCounters) -> u64);
 pub fn render_metrics(state: &AppState) -> String {
     let mut out = String::with_capacity(2048);
     let sources = state.sources.all();
-    let families: [Family; 6] = [
+    let families: [Family; 7] = [
         ("received", "Messages received, valid or not.", |c| {
             c.received.load(Ordering::Relaxed)
         }),
@@ -65,6 +78,11 @@ pub fn render_metrics(state: &AppState) -> String {
             "deduplicated",
             "Messages dropped as repeats of a messageId within 24 h.",
             |c| c.deduplicated.load(Ordering::Relaxed),
+        ),
+        (
+            "rate_limited",
+            "Messages refused (429) by the write key's rate limit.",
+            |c| c.rate_limited.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, read) in families {
@@ -110,6 +128,7 @@ pub fn render_metrics(state: &AppState) -> String {
         state.writer.queue_depth() as u64,
     );
     crate::destinations::render_metrics(&state.destinations, &mut out);
+    state.pipeline.render_metrics(&mut out);
     out
 }
 

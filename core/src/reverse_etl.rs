@@ -150,13 +150,21 @@ pub async fn run_once(state: &AppState, sync: &ReverseEtl) -> Result<usize, Sync
             index,
             reason: e.to_string(),
         })?;
-        parsed.push(p);
+        parsed.push((index, p));
         last_cursor = cursor;
     }
     let n = parsed.len();
-    ingest::accept(state, &source, Origin::Direct, parsed, Vec::new())
-        .await
-        .map_err(|e| SyncError::Intake(e.to_string()))?;
+    // In request-sized chunks: intake measures what one request may store.
+    let mut parsed = parsed.into_iter().peekable();
+    while parsed.peek().is_some() {
+        let chunk: Vec<_> = parsed.by_ref().take(200).collect();
+        let summary = ingest::accept(state, &source, Origin::Direct, chunk, Vec::new())
+            .await
+            .map_err(|e| SyncError::Intake(e.to_string()))?;
+        for r in &summary.rejected {
+            tracing::warn!(sync = %name, row = r.index, code = r.code, error = %r.error, "reverse-ETL row refused");
+        }
+    }
     state.store.set_sync_cursor(name, &last_cursor).await?;
     tracing::info!(sync = %name, rows = n, cursor = %last_cursor, "reverse ETL rows ingested");
     Ok(n)

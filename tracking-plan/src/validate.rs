@@ -180,13 +180,26 @@ impl TrackingPlan {
                     );
                 }
             }
-            MessageType::Identify => self.check_payload(
-                &self.traits,
-                &msg.traits,
-                Bag::Traits,
-                Some("identify"),
-                &mut out,
-            ),
+            MessageType::Identify => {
+                self.check_payload(
+                    &self.traits,
+                    &msg.traits,
+                    Bag::Traits,
+                    Some("identify"),
+                    &mut out,
+                );
+                // analytics.js repeats cached traits in `context.traits`; they reach the profile
+                // too, so they answer to the same table (never required: they are a copy).
+                if let Some(Value::Object(cached)) = msg.context.get("traits") {
+                    self.check_payload(
+                        &self.traits,
+                        cached,
+                        Bag::ContextTraits,
+                        None,
+                        &mut out,
+                    );
+                }
+            }
             MessageType::Group => {
                 self.check_payload(&self.traits, &msg.traits, Bag::Traits, None, &mut out)
             }
@@ -227,15 +240,27 @@ impl TrackingPlan {
         });
         let mut dropped = Vec::new();
         if !block && dropping {
-            let payload = msg.payload_mut();
             for v in &violations {
                 if matches!(
                     v.kind,
                     ViolationKind::UnplannedProperty | ViolationKind::UnplannedTrait
-                ) && let Some((_, key)) = v.field.as_deref().and_then(|f| f.split_once('.'))
-                    && payload.shift_remove(key).is_some()
+                ) && let Some(field) = v.field.as_deref()
                 {
-                    dropped.push(key.to_string());
+                    let removed = match field.strip_prefix("context.traits.") {
+                        Some(key) => msg
+                            .context
+                            .get_mut("traits")
+                            .and_then(Value::as_object_mut)
+                            .and_then(|cached| cached.shift_remove(key))
+                            .map(|_| field),
+                        None => field
+                            .split_once('.')
+                            .filter(|(_, key)| msg.payload_mut().shift_remove(*key).is_some())
+                            .map(|_| field),
+                    };
+                    if let Some(field) = removed {
+                        dropped.push(field.split_once('.').map_or(field, |(_, k)| k).to_string());
+                    }
                 }
             }
         }
@@ -270,7 +295,7 @@ impl TrackingPlan {
                     let field = bag.field(key);
                     let (kind, what) = match bag {
                         Bag::Properties => (ViolationKind::UnplannedProperty, "property"),
-                        Bag::Traits => (ViolationKind::UnplannedTrait, "trait"),
+                        Bag::Traits | Bag::ContextTraits => (ViolationKind::UnplannedTrait, "trait"),
                     };
                     let message = match required_by {
                         Some(owner) if bag == Bag::Properties => {
@@ -320,6 +345,7 @@ impl TrackingPlan {
 enum Bag {
     Properties,
     Traits,
+    ContextTraits,
 }
 
 impl Bag {
@@ -327,6 +353,7 @@ impl Bag {
         match self {
             Bag::Properties => format!("properties.{key}"),
             Bag::Traits => format!("traits.{key}"),
+            Bag::ContextTraits => format!("context.traits.{key}"),
         }
     }
 }
@@ -708,6 +735,29 @@ mod tests {
             vs[0].message,
             "properties.new_status must be a boolean, not a string"
         );
+    }
+
+    #[test]
+    fn cached_context_traits_answer_to_the_traits_table_and_unplanned_ones_are_dropped() {
+        let mut m = msg(json!({"type": "identify", "userId": "u", "traits": {"name": "Ada"},
+            "context": {"traits": {"plan_tier": "pro", "is_admin": true}}}));
+        let outcome = plan().enforce(&mut m);
+        assert_eq!(kinds(&outcome.violations), [ViolationKind::UnplannedTrait]);
+        assert_eq!(
+            outcome.violations[0].field.as_deref(),
+            Some("context.traits.is_admin")
+        );
+        assert_eq!(outcome.verdict, Verdict::Flag);
+        assert_eq!(m.context["traits"], json!({"plan_tier": "pro"}));
+        assert_eq!(m.traits["name"], "Ada");
+    }
+
+    #[test]
+    fn a_cached_trait_of_the_wrong_type_is_a_violation_like_any_trait() {
+        let m = msg(json!({"type": "identify", "userId": "u",
+            "context": {"traits": {"seats_provisioned": "many"}}}));
+        let vs = plan().validate(&m);
+        assert_eq!(kinds(&vs), [ViolationKind::WrongType]);
     }
 
     #[test]

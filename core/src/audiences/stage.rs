@@ -6,15 +6,17 @@ use super::condition::{Condition, Performed};
 use super::definitions::{self, Definition};
 use super::engine::{self, Table};
 use super::store::{AudienceStore, AudienceTx, Change, Needs, Scope};
+use crate::pipeline::{Batch, Clock, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 const CURSOR: &str = "audiences";
+/// Most processed messages one evaluation window covers.
+const WINDOW: i64 = 1000;
 
 /// Definitions parsed from their stored text, in dependency order.
 pub fn load_definitions(rows: &[super::store::AudienceRow]) -> Vec<Definition> {
@@ -158,6 +160,11 @@ impl AudienceStage {
     /// evaluation run in a snapshot that blocks nobody; the cursor lock is taken only to check the
     /// window is still ours and to write the changes.
     pub async fn step(&self) -> Result<usize, StorageError> {
+        self.step_window(WINDOW).await
+    }
+
+    /// Evaluates a window of at most `limit` processed messages.
+    async fn step_window(&self, limit: i64) -> Result<usize, StorageError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin_read().await?;
         let cursor = tx.peek(CURSOR).await?;
@@ -165,7 +172,7 @@ impl AudienceStage {
         if cap <= cursor {
             return Ok(0);
         }
-        let upto = tx.window_end(cursor, cap, 1000).await?;
+        let upto = tx.window_end(cursor, cap, limit).await?;
         let (defs, ids) = Self::definitions(&mut tx).await?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut changes: Vec<Change> = tx
@@ -213,6 +220,25 @@ impl AudienceStage {
             let mut table = tx.load(Scope::Ids(due), &needs, &plan.plan, now).await?;
             let changes = evaluate(&defs, &mut table, true);
             tx.apply(&changes, now, 0, "window").await?;
+        }
+        tx.commit(None).await?;
+        Ok(n)
+    }
+
+    /// Re-evaluates the profiles of one log position now (a quarantined position being replayed);
+    /// membership is a function of the profile's state, so doing it again is harmless.
+    pub async fn reevaluate_position(&self, seq: i64, now: i64) -> Result<usize, StorageError> {
+        let mut tx = self.store.begin().await?;
+        tx.lock(CURSOR).await?;
+        let affected = tx.affected(seq - 1, seq).await?;
+        let n = affected.len();
+        if n > 0 {
+            let (defs, ids) = Self::definitions(&mut tx).await?;
+            let needs = needs_of(&defs, &ids);
+            let plan = self.plan.current();
+            let mut table = tx.load(Scope::Ids(affected), &needs, &plan.plan, now).await?;
+            let changes = evaluate(&defs, &mut table, true);
+            tx.apply(&changes, now, 0, "replay").await?;
         }
         tx.commit(None).await?;
         Ok(n)
@@ -285,31 +311,48 @@ impl AudienceStage {
         Ok((bits.count(), members, table.len()))
     }
 
-    /// Runs the realtime stage and the window scheduler until the process ends.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>) {
-        let mut last_recheck = tokio::time::Instant::now();
+    /// Re-checks time windows every second until the process ends (the realtime part runs under
+    /// the pipeline runner, see [`Realtime`]).
+    pub async fn run_scheduler(self: Arc<Self>, clock: Arc<dyn Clock>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match self.step().await {
-                Ok(n) if n > 0 => {
-                    // Let the next window gather a few processed batches (see the processor).
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                Ok(_) => {
-                    let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audience evaluation failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            if last_recheck.elapsed() >= Duration::from_secs(1) {
-                last_recheck = tokio::time::Instant::now();
-                let now = chrono::Utc::now().timestamp_millis();
-                if let Err(e) = self.recheck_due(now).await {
-                    tracing::warn!(error = %e, "audience window re-check failed");
-                }
+            tick.tick().await;
+            if let Err(e) = self.recheck_due(clock.now_ms()).await {
+                tracing::warn!(error = %e, "audience window re-check failed");
             }
         }
+    }
+
+}
+
+/// The realtime audience stage as the pipeline runner drives it.
+pub struct Realtime(pub Arc<AudienceStage>);
+
+impl Stage for Realtime {
+    fn name(&self) -> &'static str {
+        CURSOR
+    }
+
+    fn cursor_name(&self) -> &'static str {
+        CURSOR
+    }
+
+    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
+        let limit = match batch {
+            Batch::Full => WINDOW,
+            Batch::One => 1,
+        };
+        self.0.step_window(limit).await
+    }
+
+    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        let mut tx = self.0.store.begin_read().await?;
+        let cursor = tx.peek(CURSOR).await?;
+        let cap = tx.peek("profiles").await?;
+        if cap <= cursor {
+            return Ok(None);
+        }
+        Ok(Some(tx.window_end(cursor, cap, 1).await?))
     }
 }

@@ -6,6 +6,19 @@ use serde::Serialize;
 use std::collections::HashMap;
 use touchpoint_tracking_plan::{IdentityRules, Message, MessageType};
 
+/// Most values of one identifier kind a profile holds when the plan names no limit for the kind
+/// (custom externalIds kinds, phone): one message cannot pile identities onto a profile.
+pub const DEFAULT_LIMIT_PER_KIND: u32 = 10;
+/// Most identifier kinds one profile holds.
+pub const MAX_KINDS_PER_PROFILE: usize = 20;
+/// Longest identifier value kept, in bytes (the same bound intake applies to ids).
+pub const MAX_IDENTIFIER_BYTES: usize = crate::ingest::limits::MAX_IDENTIFIER_BYTES;
+
+/// The most values of `kind` one profile may hold: the plan's limit, else [`DEFAULT_LIMIT_PER_KIND`].
+pub fn limit_of(rules: &IdentityRules, kind: &str) -> u32 {
+    rules.limit(kind).unwrap_or(DEFAULT_LIMIT_PER_KIND)
+}
+
 /// A profile's id (a UUID string).
 pub type ProfileId = String;
 
@@ -32,7 +45,8 @@ impl Identifier {
 /// Something resolution refused or changed, recorded with the message that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// `blocked_value`, `limit_exceeded`, `merge_refused`, `suppressed`.
+    /// `blocked_value`, `limit_exceeded`, `merge_refused`, `suppressed`, `identifier_too_long`,
+    /// `bad_kind`.
     pub kind: &'static str,
     /// The identifier concerned.
     pub identifier: Identifier,
@@ -93,7 +107,23 @@ pub fn extract(message: &Message, rules: &IdentityRules) -> (Vec<Identifier>, Ve
     let mut reports = Vec::new();
     let mut push = |kind: &str, value: &str| {
         let id = Identifier::new(kind, value.trim());
-        if rules.is_blocked(&id.value) {
+        if id.value.len() > MAX_IDENTIFIER_BYTES {
+            reports.push(Report {
+                kind: "identifier_too_long",
+                detail: format!(
+                    "{kind} is {} bytes (limit {MAX_IDENTIFIER_BYTES}) and was ignored",
+                    id.value.len()
+                ),
+                identifier: Identifier::new(kind, &truncate(&id.value, 64)),
+            });
+        } else if !crate::ingest::limits::is_kind_name(kind) {
+            reports.push(Report {
+                kind: "bad_kind",
+                detail: "an identifier kind is 1–64 letters, digits, '_', '.' or '-'; ignored"
+                    .into(),
+                identifier: Identifier::new(&truncate(kind, 64), &truncate(&id.value, 64)),
+            });
+        } else if rules.is_blocked(&id.value) {
             reports.push(Report {
                 kind: "blocked_value",
                 detail: format!("{kind} {:?} is a blocked value and was ignored", id.value),
@@ -145,6 +175,15 @@ pub fn extract(message: &Message, rules: &IdentityRules) -> (Vec<Identifier>, Ve
     }
     ids.sort_by_key(|id| rules.rank(&id.kind).unwrap_or(usize::MAX));
     (ids, reports)
+}
+
+/// The first `max` bytes of `s`, on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 /// The part of the identity graph the processor has loaded: identifier → profile and the reverse.
@@ -238,6 +277,18 @@ impl Graph {
             .count()
     }
 
+    /// How many identifier kinds `profile` holds.
+    fn kinds(&self, profile: &str) -> usize {
+        let mut kinds: Vec<&str> = self
+            .identities(profile)
+            .iter()
+            .map(|i| i.kind.as_str())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds.len()
+    }
+
     /// Whether merging `b` into `a` keeps every per-profile limit (e.g. one user_id).
     /// `pending` are the message's identifiers nobody owns yet, which will join the result.
     fn can_merge(
@@ -247,18 +298,30 @@ impl Graph {
         pending: &[&Identifier],
         rules: &IdentityRules,
     ) -> Result<(), String> {
-        for (kind, limit) in &rules.limits {
-            let mut values: Vec<&str> = self
-                .identities(a)
+        let all = || {
+            self.identities(a)
                 .iter()
                 .chain(self.identities(b))
                 .chain(pending.iter().copied())
-                .filter(|i| &i.kind == kind)
+        };
+        let mut kinds: Vec<&str> = all().map(|i| i.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        if kinds.len() > MAX_KINDS_PER_PROFILE {
+            return Err(format!(
+                "merging would give {} identifier kinds (limit {MAX_KINDS_PER_PROFILE})",
+                kinds.len()
+            ));
+        }
+        for kind in kinds {
+            let limit = limit_of(rules, kind);
+            let mut values: Vec<&str> = all()
+                .filter(|i| i.kind == kind)
                 .map(|i| i.value.as_str())
                 .collect();
             values.sort_unstable();
             values.dedup();
-            if values.len() > *limit as usize {
+            if values.len() > limit as usize {
                 return Err(format!(
                     "merging would give {} {kind} values (limit {limit}): {}",
                     values.len(),
@@ -294,11 +357,7 @@ impl Graph {
         let fits = |graph: &Graph, p: &str, via: &Identifier| {
             ids.iter()
                 .filter(|u| !graph.owner.contains_key(*u) && rank(&u.kind) < rank(&via.kind))
-                .all(|u| {
-                    rules
-                        .limit(&u.kind)
-                        .is_none_or(|l| graph.count_kind(p, &u.kind) < l as usize)
-                })
+                .all(|u| graph.count_kind(p, &u.kind) < limit_of(rules, &u.kind) as usize)
         };
         let chosen = candidates.iter().position(|(p, via)| fits(self, p, via));
         if let Some(i) = chosen {
@@ -359,9 +418,21 @@ impl Graph {
             if self.owner.contains_key(id) {
                 continue;
             }
-            if let Some(limit) = rules.limit(&id.kind)
-                && self.count_kind(&target, &id.kind) >= limit as usize
-            {
+            let limit = limit_of(rules, &id.kind);
+            let kinds_full = self.count_kind(&target, &id.kind) == 0
+                && self.kinds(&target) >= MAX_KINDS_PER_PROFILE;
+            if kinds_full {
+                res.reports.push(Report {
+                    kind: "limit_exceeded",
+                    identifier: id.clone(),
+                    detail: format!(
+                        "profile already has {MAX_KINDS_PER_PROFILE} identifier kinds; {} not attached",
+                        id.kind
+                    ),
+                });
+                continue;
+            }
+            if self.count_kind(&target, &id.kind) >= limit as usize {
                 res.reports.push(Report {
                     kind: "limit_exceeded",
                     identifier: id.clone(),
@@ -502,6 +573,58 @@ mod tests {
         let res = g.resolve(&b, &r, &mut next);
         assert_eq!(res.reports[0].kind, "limit_exceeded");
         assert!(!g.knows(&Identifier::new("email", "b@x.io")));
+    }
+
+    #[test]
+    fn custom_identifier_kinds_stop_at_the_default_limit_per_kind() {
+        let (r, mut g, mut next) = (rules(), Graph::new(), counter());
+        let mut attached = 0;
+        let mut refused = 0;
+        for batch in 0..3 {
+            let external: Vec<_> = (0..10)
+                .map(|i| json!({"type": "crm_id", "id": format!("c-{batch}-{i}")}))
+                .collect();
+            let (ids, _) = extract(
+                &msg(json!({"type": "track", "event": "e", "userId": "u-1",
+                    "context": {"externalIds": external}})),
+                &r,
+            );
+            let res = g.resolve(&ids, &r, &mut next);
+            attached += res.attached.iter().filter(|i| i.kind == "crm_id").count();
+            refused += res.reports.iter().filter(|x| x.kind == "limit_exceeded").count();
+        }
+        assert_eq!(attached, DEFAULT_LIMIT_PER_KIND as usize);
+        assert_eq!(refused, 30 - DEFAULT_LIMIT_PER_KIND as usize);
+    }
+
+    #[test]
+    fn a_profile_holds_a_bounded_number_of_identifier_kinds() {
+        let (r, mut g, mut next) = (rules(), Graph::new(), counter());
+        let external: Vec<_> = (0..25)
+            .map(|i| json!({"type": format!("kind_{i:02}"), "id": "x-1"}))
+            .collect();
+        let (ids, _) = extract(
+            &msg(json!({"type": "track", "event": "e", "userId": "u-1",
+                "context": {"externalIds": external}})),
+            &r,
+        );
+        let res = g.resolve(&ids, &r, &mut next);
+        assert_eq!(res.attached.len(), MAX_KINDS_PER_PROFILE);
+        assert_eq!(g.kinds(&res.profile), MAX_KINDS_PER_PROFILE);
+    }
+
+    #[test]
+    fn an_overlong_or_oddly_named_identifier_is_reported_and_ignored() {
+        let long = "e".repeat(300) + "@example.com";
+        let (ids, reports) = extract(
+            &msg(json!({"type": "identify", "userId": "u-1", "traits": {"email": long},
+                "context": {"externalIds": [{"type": "a b", "id": "1"}]}})),
+            &rules(),
+        );
+        assert_eq!(ids, vec![Identifier::new("user_id", "u-1")]);
+        let kinds: Vec<_> = reports.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, ["identifier_too_long", "bad_kind"]);
+        assert!(reports[0].identifier.value.len() <= 64);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! No I/O here: limits, Segment-spec parsing, clock-skew correction, messageId assignment and the
 //! tracking plan's verdict, all unit-tested without a server.
 
+use super::limits::{self, LimitError};
 use crate::storage::{NewMessage, Status};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -12,12 +13,17 @@ use touchpoint_tracking_plan::{
     BatchEnvelope, Message, MessageError, MessageType, Parsed, TrackingPlan, Verdict,
 };
 
-/// Largest accepted message, in bytes of JSON.
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// Largest accepted message, in bytes of JSON (as sent and as stored).
+pub const MAX_MESSAGE_BYTES: usize = limits::MAX_MESSAGE_BYTES;
 /// Largest accepted batch request, in bytes of JSON.
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 /// Largest number of items in one batch.
 pub const MAX_BATCH_ITEMS: usize = 2_000;
+/// What the server may add to each message it stores (messageId, receivedAt, timestamp,
+/// originalTimestamp), on top of [`MAX_BATCH_BYTES`], when a batch is measured as stored.
+pub const STAMP_ALLOWANCE: usize = 512;
+/// Earliest plausible event time: anything before is a client bug (year 1, a zero date).
+const EARLIEST_EVENT_MS: i64 = 0;
 
 /// Why a whole request body was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -37,6 +43,11 @@ pub enum BodyError {
     /// A single message that is not a valid Segment message.
     #[error("invalid message: {0}")]
     Invalid(#[from] MessageError),
+    /// A batch whose items, with the envelope merged into each, would store more than allowed.
+    #[error(
+        "the batch would store {0} bytes once its envelope is merged into each item; at most {MAX_BATCH_BYTES} bytes plus {STAMP_ALLOWANCE} per item are accepted"
+    )]
+    ExpandsTooMuch(usize),
 }
 
 /// One batch item that could not be accepted, reported back to the client by index.
@@ -46,6 +57,8 @@ pub struct ItemError {
     pub index: usize,
     /// What is wrong with it.
     pub error: String,
+    /// A stable code for what is wrong (`invalid_message`, `message_too_large`, `nul_character`, …).
+    pub code: &'static str,
     /// The raw item (kept so it can be stored as rejected, never silently lost).
     #[serde(skip)]
     pub raw: String,
@@ -102,24 +115,92 @@ pub fn parse_batch(
         .enumerate()
         .map(|(index, raw)| {
             let raw = raw.get();
-            let fail = |error: String| ItemError {
+            let fail = |error: String, code: &'static str| ItemError {
                 index,
                 error,
+                code,
                 raw: raw.to_owned(),
             };
             if raw.len() > MAX_MESSAGE_BYTES {
-                return Err(fail(format!(
-                    "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
-                    raw.len()
-                )));
+                return Err(fail(
+                    format!(
+                        "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                        raw.len()
+                    ),
+                    "message_too_large",
+                ));
             }
-            let value: Value = serde_json::from_str(raw).map_err(|e| fail(e.to_string()))?;
-            let mut parsed = Message::from_value(value, None).map_err(|e| fail(e.to_string()))?;
+            let value: Value =
+                serde_json::from_str(raw).map_err(|e| fail(e.to_string(), "malformed_json"))?;
+            let mut parsed = Message::from_value(value, None)
+                .map_err(|e| fail(e.to_string(), message_error_code(&e)))?;
             envelope.apply_to(&mut parsed.message);
             Ok(parsed)
         })
         .collect();
     Ok((envelope, items))
+}
+
+/// The stable code of a message the parser refused.
+pub fn message_error_code(e: &MessageError) -> &'static str {
+    match e {
+        MessageError::NulCharacter => "nul_character",
+        _ => "invalid_message",
+    }
+}
+
+/// Messages ready for the log, split from those refused by the limits on what is stored.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// Messages within every limit, with their log rows.
+    pub kept: Vec<(Checked, NewMessage)>,
+    /// Messages over a limit, by their index in the request, with the limit each broke.
+    pub refused: Vec<(ItemError, LimitError)>,
+}
+
+/// Turns checked messages (with their index in the request) into log rows, measuring each as it
+/// will be stored: after the envelope merge and the server's stamps. A message over a limit is
+/// refused by index; a batch that would store more than [`MAX_BATCH_BYTES`] plus
+/// [`STAMP_ALLOWANCE`] per item is refused whole, so stored bytes stay bounded by request bytes.
+pub fn to_rows(
+    items: Vec<(usize, Checked)>,
+    source_id: i64,
+    plan_version: &Arc<str>,
+    server_now_ms: i64,
+) -> Result<Rows, BodyError> {
+    let budget = MAX_BATCH_BYTES + STAMP_ALLOWANCE * items.len();
+    let mut rows = Rows::default();
+    let mut total = 0usize;
+    for (index, checked) in items {
+        let row = to_row(&checked, source_id, plan_version, server_now_ms);
+        let stored = row.body_json.len() + row.violations_json.len();
+        match limits::check(&checked.message, row.body_json.len()) {
+            Ok(()) => {
+                total += stored;
+                rows.kept.push((checked, row));
+            }
+            Err(e) => rows.refused.push((refusal(index, &e, &row.body_json), e)),
+        }
+        if total > budget {
+            return Err(BodyError::ExpandsTooMuch(total));
+        }
+    }
+    Ok(rows)
+}
+
+/// An item refused by a limit; the stored copy of what arrived is cut to a few KB.
+fn refusal(index: usize, e: &LimitError, body: &str) -> ItemError {
+    const KEEP: usize = 4 * 1024;
+    let mut end = body.len().min(KEEP);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    ItemError {
+        index,
+        error: e.to_string(),
+        code: e.code(),
+        raw: body[..end].to_owned(),
+    }
 }
 
 /// Stamps server fields, corrects the timestamp, applies the plan; the message is then ready to store.
@@ -141,6 +222,13 @@ pub fn check(parsed: Parsed, plan: &TrackingPlan, origin: Origin, now: DateTime<
     }
     message.write_key = None;
     clamp_future(&mut message, &mut findings);
+    clamp_past(&mut message, &mut findings);
+    for field in limits::unsafe_numbers(&message) {
+        findings.push(serde_json::json!({
+            "kind": "number_out_of_range", "field": field,
+            "message": format!("{field} is beyond ±2^53: stored as sent, never summed into aggregates"),
+        }));
+    }
     let outcome = plan.enforce(&mut message);
     let status = match outcome.verdict {
         Verdict::Accept if findings.is_empty() => Status::Accepted,
@@ -179,11 +267,58 @@ fn correct_skew(message: &mut Message, now: DateTime<Utc>, findings: &mut Vec<Va
         return;
     };
     message.original_timestamp = Some(original_text);
-    let corrected = match message.sent_at.as_deref().and_then(parse_time) {
-        Some(sent) => now - (sent - original),
-        None => original,
+    let sent = message.sent_at.as_deref().and_then(parse_time);
+    let corrected = match sent {
+        Some(sent) if plausible(sent, now) => now
+            .checked_sub_signed(sent - original)
+            .filter(|t| plausible(*t, now)),
+        Some(_) => {
+            findings.push(serde_json::json!({
+                "kind": "bad_timestamp", "field": "sentAt",
+                "message": "sentAt is not a plausible time; no clock-skew correction applied",
+            }));
+            Some(original)
+        }
+        None => Some(original),
     };
-    message.timestamp = Some(rfc3339(corrected));
+    match corrected {
+        Some(t) => message.timestamp = Some(rfc3339(t)),
+        None => {
+            findings.push(serde_json::json!({
+                "kind": "bad_timestamp", "field": "timestamp",
+                "message": "the skew-corrected timestamp is not a plausible time; receivedAt used",
+            }));
+            message.timestamp = message.received_at.clone();
+        }
+    }
+}
+
+/// Whether `t` could be a real event time seen at `now`: after 1970 and at most a day ahead.
+fn plausible(t: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    t.timestamp_millis() >= EARLIEST_EVENT_MS && t <= now + chrono::Duration::days(1)
+}
+
+/// A timestamp before 1970 (year 1, a zeroed clock) is a client bug; it is set to receivedAt and
+/// reported, so stored times always fit an ordinary date-time.
+fn clamp_past(message: &mut Message, findings: &mut Vec<Value>) {
+    let Some(text) = message.timestamp.as_deref() else {
+        return;
+    };
+    let Some(at) = parse_time(text) else {
+        findings.push(serde_json::json!({
+            "kind": "bad_timestamp", "field": "timestamp",
+            "message": format!("{text:?} is not an ISO-8601 date-time; receivedAt used"),
+        }));
+        message.timestamp = message.received_at.clone();
+        return;
+    };
+    if at.timestamp_millis() < EARLIEST_EVENT_MS {
+        findings.push(serde_json::json!({
+            "kind": "bad_timestamp", "field": "timestamp",
+            "message": format!("timestamp {} is before 1970; receivedAt used", rfc3339(at)),
+        }));
+        message.timestamp = message.received_at.clone();
+    }
 }
 
 /// A timestamp after the message was received is a client clock error; left alone it would win

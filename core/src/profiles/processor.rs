@@ -4,19 +4,17 @@
 
 use super::store::{LogRow, Op, ProfileStore};
 use crate::identity::{self, Graph, Identifier};
+use crate::ingest::limits::is_safe_number;
+use crate::pipeline::{Batch, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
-use tokio::sync::Notify;
 use touchpoint_tracking_plan::{Message, MessageType};
 
 const CURSOR: &str = "profiles";
-/// Pause after a partial batch (the processor has caught up with the log).
-const COALESCE: Duration = Duration::from_millis(10);
 /// Graph cache bound; beyond it the cache restarts from storage.
 const MAX_CACHED_IDENTIFIERS: usize = 2_000_000;
 
@@ -63,35 +61,14 @@ impl Processor {
         self.progress.clone()
     }
 
-    /// Runs forever: processes whatever is in the log, then waits for `wake` or a short poll
-    /// (other processes may append to a shared PostgreSQL).
-    /// `downstream` is woken after every batch (the audience stage).
-    pub async fn run(mut self, wake: Arc<Notify>, downstream: Arc<Notify>) {
-        loop {
-            match self.step().await {
-                Ok(n) if n > 0 => {
-                    downstream.notify_one();
-                    if (n as i64) < self.batch {
-                        // Caught up: let a few more commits gather before the next write, so a
-                        // busy intake is not interleaved with many tiny pipeline transactions.
-                        tokio::time::sleep(COALESCE).await;
-                    }
-                    continue;
-                }
-                Ok(_) => {
-                    let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "profile processing failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
     /// Processes one batch; returns how many messages it consumed.
     pub async fn step(&mut self) -> Result<usize, StorageError> {
-        let result = self.step_inner().await;
+        self.step_up_to(self.batch).await
+    }
+
+    /// Processes at most `limit` messages; returns how many it consumed.
+    async fn step_up_to(&mut self, limit: i64) -> Result<usize, StorageError> {
+        let result = self.step_inner(limit).await;
         if result.is_err() {
             // The transaction rolled back: the cached graph may hold decisions that never landed.
             self.graph = Graph::new();
@@ -103,9 +80,9 @@ impl Processor {
     /// Reads and decides in a snapshot that blocks nobody, then takes the cursor lock only to
     /// check nobody moved it meanwhile and to write: ingestion waits for the short write, not for
     /// the whole batch. When the cursor moved (another process, a deletion), the work is redone.
-    async fn step_inner(&mut self) -> Result<usize, StorageError> {
+    async fn step_inner(&mut self, limit: i64) -> Result<usize, StorageError> {
         for _ in 0..3 {
-            if let Some(n) = self.attempt().await? {
+            if let Some(n) = self.attempt(limit).await? {
                 return Ok(n);
             }
             self.graph = Graph::new();
@@ -115,7 +92,7 @@ impl Processor {
     }
 
     /// One optimistic attempt; `None` when the cursor moved before the write.
-    async fn attempt(&mut self) -> Result<Option<usize>, StorageError> {
+    async fn attempt(&mut self, limit: i64) -> Result<Option<usize>, StorageError> {
         let started = std::time::Instant::now();
         let mut tx = self.store.begin_read().await?;
         let (cursor, generation) = tx.peek_cursor(CURSOR).await?;
@@ -123,7 +100,7 @@ impl Processor {
             // Someone else (another process, or a deletion) changed the graph since we last looked.
             self.graph = Graph::new();
         }
-        let rows = tx.read_log(cursor, self.batch).await?;
+        let rows = tx.read_log(cursor, limit).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {
             drop(tx);
             self.seen = Some((cursor, generation));
@@ -267,7 +244,12 @@ impl Processor {
                         .properties
                         .iter()
                         .filter_map(|(k, v)| match v {
-                            Value::Number(n) => n.as_f64().map(|f| (k.clone(), f)),
+                            // Beyond ±2^53 a sum loses meaning (and 1e308 + 1e308 overflows
+                            // PostgreSQL's double): such values were reported at intake.
+                            Value::Number(n) => n
+                                .as_f64()
+                                .filter(|f| is_safe_number(Some(*f)))
+                                .map(|f| (k.clone(), f)),
                             _ => None,
                         })
                         .collect();
@@ -312,6 +294,35 @@ impl Processor {
         self.seen = Some((last, generation));
         self.progress.cursor.store(last, Ordering::Release);
         Ok(Some(consumed))
+    }
+}
+
+impl Stage for Processor {
+    fn name(&self) -> &'static str {
+        CURSOR
+    }
+
+    fn cursor_name(&self) -> &'static str {
+        CURSOR
+    }
+
+    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
+        let limit = match batch {
+            Batch::Full => self.batch,
+            Batch::One => 1,
+        };
+        self.step_up_to(limit).await
+    }
+
+    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        let mut tx = self.store.begin_read().await?;
+        let (cursor, _) = tx.peek_cursor(CURSOR).await?;
+        Ok(tx.read_log(cursor, 1).await?.first().map(|r| r.seq))
+    }
+
+    fn after_set_aside(&mut self) {
+        self.graph = Graph::new();
+        self.seen = None;
     }
 }
 

@@ -1,0 +1,470 @@
+//! What every pipeline stage shares: one runner that steps a stage, retries failures with backoff,
+//! narrows a failing batch to the message that fails and sets it aside in the quarantine (so no
+//! message can stop a stage), wakes on new data, and reports health to `/metrics` and `/readyz`.
+
+pub mod api;
+pub mod guard;
+pub mod quarantine;
+
+use crate::storage::StorageError;
+pub use guard::{Batch, Guard, Next, Policy};
+pub use quarantine::{Entry, NewEntry, PgQuarantine, QuarantineStore, SqliteQuarantine};
+use std::fmt::Write;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The time, injected: stages and health read it here, tests move it.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn at(ms: i64) -> ManualClock {
+        ManualClock(AtomicI64::new(ms))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One pipeline stage as the runner drives it.
+pub trait Stage: Send + 'static {
+    /// The stage's name in metrics, logs and the quarantine.
+    fn name(&self) -> &'static str;
+    /// Its cursor in `pipeline_cursors`.
+    fn cursor_name(&self) -> &'static str;
+    /// Processes at most a batch (or one position) after the cursor and moves the cursor in the
+    /// same transaction; returns how many positions were consumed (0: nothing to do).
+    fn step(&mut self, batch: Batch) -> impl Future<Output = Result<usize, StorageError>> + Send;
+    /// The position the next step starts with, if there is one.
+    fn next_position(&mut self) -> impl Future<Output = Result<Option<i64>, StorageError>> + Send;
+    /// Called after a position was set aside (drop caches that assumed the old cursor).
+    fn after_set_aside(&mut self) {}
+}
+
+/// What one stage reports: cursor, throughput, retries, quarantined positions, failing since when.
+#[derive(Debug)]
+pub struct StageHealth {
+    /// The stage's name.
+    pub name: &'static str,
+    /// Positions consumed.
+    pub processed: AtomicU64,
+    /// Failed steps that were retried.
+    pub retries: AtomicU64,
+    /// Positions set aside.
+    pub quarantined: AtomicU64,
+    /// When the current run of failures began (ms); 0 when the last step succeeded.
+    pub failing_since_ms: AtomicI64,
+    /// When the stage last succeeded (ms).
+    pub last_ok_ms: AtomicI64,
+    /// The last error, for `/readyz`.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl StageHealth {
+    fn new(name: &'static str) -> StageHealth {
+        StageHealth {
+            name,
+            processed: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            failing_since_ms: AtomicI64::new(0),
+            last_ok_ms: AtomicI64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn ok(&self, now: i64, consumed: usize) {
+        self.processed.fetch_add(consumed as u64, Ordering::Relaxed);
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+        self.last_ok_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn failed(&self, now: i64, error: &str) {
+        let _ = self
+            .failing_since_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
+    }
+
+    /// Whether the stage has been failing, without advancing, for longer than `after`.
+    pub fn stalled(&self, now: i64, after: Duration) -> bool {
+        let since = self.failing_since_ms.load(Ordering::Relaxed);
+        since != 0 && now - since > after.as_millis() as i64
+    }
+}
+
+/// Every stage's health, shared with the ops endpoints.
+#[derive(Default)]
+pub struct Pipeline {
+    stages: Mutex<Vec<Arc<StageHealth>>>,
+}
+
+impl Pipeline {
+    /// Registers a stage (or returns its existing health).
+    pub fn stage(&self, name: &'static str) -> Arc<StageHealth> {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stages.iter().find(|s| s.name == name) {
+            return s.clone();
+        }
+        let s = Arc::new(StageHealth::new(name));
+        stages.push(s.clone());
+        s
+    }
+
+    /// All registered stages.
+    pub fn stages(&self) -> Vec<Arc<StageHealth>> {
+        self.stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stages failing for longer than `after`, with their last error.
+    pub fn stalled(&self, now: i64, after: Duration) -> Vec<(&'static str, String)> {
+        self.stages()
+            .iter()
+            .filter(|s| s.stalled(now, after))
+            .map(|s| {
+                let e = s.last_error.lock().unwrap_or_else(|e| e.into_inner());
+                (s.name, e.clone().unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Renders the stages' counters in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        let stages = self.stages();
+        let families: [(&str, &str, &str, fn(&StageHealth) -> i64); 4] = [
+            (
+                "touchpoint_stage_processed_total",
+                "counter",
+                "Positions a pipeline stage consumed.",
+                |s| s.processed.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "touchpoint_stage_retries_total",
+                "counter",
+                "Failed pipeline steps that were retried.",
+                |s| s.retries.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "touchpoint_stage_quarantined_total",
+                "counter",
+                "Messages a stage set aside after bounded retries (this process).",
+                |s| s.quarantined.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "touchpoint_stage_failing",
+                "gauge",
+                "1 while the stage's last step failed.",
+                |s| i64::from(s.failing_since_ms.load(Ordering::Relaxed) != 0),
+            ),
+        ];
+        for (name, kind, help, read) in families {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for s in &stages {
+                let _ = writeln!(out, "{name}{{stage=\"{}\"}} {}", s.name, read(s));
+            }
+        }
+    }
+}
+
+/// What the runner needs besides the stage.
+#[derive(Clone)]
+pub struct Runner {
+    /// Where failing positions go.
+    pub quarantine: Arc<dyn QuarantineStore>,
+    /// Retry bounds.
+    pub policy: Policy,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Health registry.
+    pub pipeline: Arc<Pipeline>,
+    /// Longest wait for a wake-up before looking again (other processes append too).
+    pub poll: Duration,
+    /// Told of every position set aside (the live debugger shows them).
+    pub on_set_aside: Option<Arc<dyn Fn(&NewEntry) + Send + Sync>>,
+}
+
+impl Runner {
+    /// Drives `stage` until the process ends: step; on success wake `downstream`; on failure retry
+    /// with backoff, narrow to one position, and set the failing position aside.
+    pub async fn run<S: Stage>(self, mut stage: S, wake: Arc<Notify>, downstream: Arc<Notify>) {
+        let health = self.pipeline.stage(stage.name());
+        let mut guard = Guard::new(self.policy);
+        loop {
+            let batch = guard.batch();
+            match stage.step(batch).await {
+                Ok(n) => {
+                    guard.succeeded();
+                    health.ok(self.clock.now_ms(), n);
+                    if n > 0 {
+                        downstream.notify_one();
+                        if batch == Batch::Full {
+                            // Let a few more commits gather before the next write.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        continue;
+                    }
+                    let _ = tokio::time::timeout(self.poll, wake.notified()).await;
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    health.failed(self.clock.now_ms(), &error);
+                    health.retries.fetch_add(1, Ordering::Relaxed);
+                    let position = match stage.next_position().await {
+                        Ok(Some(p)) => p,
+                        Ok(None) | Err(_) => {
+                            tracing::warn!(stage = stage.name(), error = %error, "stage step failed; retrying");
+                            tokio::time::sleep(self.policy.backoff_max).await;
+                            continue;
+                        }
+                    };
+                    match guard.failed(position) {
+                        Next::Retry { after, batch } => {
+                            tracing::warn!(stage = stage.name(), position, error = %error, ?batch, retry_in_ms = after.as_millis() as u64, "stage step failed; retrying");
+                            tokio::time::sleep(after).await;
+                        }
+                        Next::SetAside { attempts } => {
+                            let entry = NewEntry {
+                                stage: stage.name(),
+                                cursor: stage.cursor_name(),
+                                position,
+                                error: error.clone(),
+                                attempts,
+                                at: self.clock.now_ms(),
+                            };
+                            match self.quarantine.set_aside(&entry).await {
+                                Ok(moved) => {
+                                    if moved {
+                                        tracing::error!(stage = stage.name(), position, attempts, error = %error, "message quarantined; the stage moves on");
+                                        health.quarantined.fetch_add(1, Ordering::Relaxed);
+                                        if let Some(tell) = &self.on_set_aside {
+                                            tell(&entry);
+                                        }
+                                    }
+                                    guard.set_aside();
+                                    stage.after_set_aside();
+                                    downstream.notify_one();
+                                }
+                                Err(qe) => {
+                                    tracing::error!(stage = stage.name(), error = %qe, "could not quarantine; retrying");
+                                    tokio::time::sleep(self.policy.backoff_max).await;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_is_stalled_only_after_failing_longer_than_the_threshold() {
+        let p = Pipeline::default();
+        let s = p.stage("profiles");
+        s.failed(1_000, "boom");
+        assert!(!s.stalled(20_000, Duration::from_secs(30)));
+        assert!(s.stalled(31_001, Duration::from_secs(30)));
+        assert_eq!(
+            p.stalled(31_001, Duration::from_secs(30)),
+            vec![("profiles", "boom".to_string())]
+        );
+        s.ok(31_002, 1);
+        assert!(!s.stalled(99_000, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_run_of_failures_is_dated_from_its_first_failure() {
+        let s = StageHealth::new("x");
+        s.failed(5, "a");
+        s.failed(50, "b");
+        assert_eq!(s.failing_since_ms.load(Ordering::Relaxed), 5);
+        assert_eq!(s.last_error.lock().unwrap().as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn stage_metrics_carry_the_stage_label() {
+        let p = Pipeline::default();
+        p.stage("audiences").quarantined.fetch_add(2, Ordering::Relaxed);
+        let mut out = String::new();
+        p.render_metrics(&mut out);
+        assert!(out.contains("touchpoint_stage_quarantined_total{stage=\"audiences\"} 2"));
+    }
+
+    /// A stage over an in-memory log in which some positions always fail.
+    struct Fake {
+        log: Vec<i64>,
+        poison: Vec<i64>,
+        cursor: Arc<AtomicI64>,
+        done: Arc<Mutex<Vec<i64>>>,
+    }
+
+    impl Stage for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn cursor_name(&self) -> &'static str {
+            "fake"
+        }
+        async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
+            let cursor = self.cursor.load(Ordering::SeqCst);
+            let take = if batch == Batch::One { 1 } else { 4 };
+            let rows: Vec<i64> = self
+                .log
+                .iter()
+                .copied()
+                .filter(|p| *p > cursor)
+                .take(take)
+                .collect();
+            if rows.iter().any(|p| self.poison.contains(p)) {
+                return Err(StorageError::UnsupportedUrl);
+            }
+            if let Some(last) = rows.last() {
+                self.cursor.store(*last, Ordering::SeqCst);
+                self.done.lock().unwrap().extend(&rows);
+            }
+            Ok(rows.len())
+        }
+        async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+            let cursor = self.cursor.load(Ordering::SeqCst);
+            Ok(self.log.iter().copied().find(|p| *p > cursor))
+        }
+    }
+
+    /// The quarantine in memory, moving the fake's cursor like the real one.
+    struct Memory {
+        cursor: Arc<AtomicI64>,
+        entries: Mutex<Vec<NewEntry>>,
+    }
+
+    impl QuarantineStore for Memory {
+        fn set_aside<'a>(
+            &'a self,
+            e: &'a NewEntry,
+        ) -> futures_util::future::BoxFuture<'a, Result<bool, StorageError>> {
+            Box::pin(async move {
+                self.cursor.store(e.position, Ordering::SeqCst);
+                self.entries.lock().unwrap().push(e.clone());
+                Ok(true)
+            })
+        }
+        fn list(
+            &self,
+            _: bool,
+            _: i64,
+        ) -> futures_util::future::BoxFuture<'_, Result<Vec<Entry>, StorageError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn get(
+            &self,
+            _: i64,
+        ) -> futures_util::future::BoxFuture<'_, Result<Option<Entry>, StorageError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn open_counts(
+            &self,
+        ) -> futures_util::future::BoxFuture<'_, Result<Vec<(String, i64)>, StorageError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn replayed<'a>(
+            &'a self,
+            _: i64,
+            _: i64,
+            _: Option<&'a str>,
+        ) -> futures_util::future::BoxFuture<'a, Result<(), StorageError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn reappend(
+            &self,
+            _: i64,
+        ) -> futures_util::future::BoxFuture<'_, Result<Option<i64>, StorageError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poison_messages_are_set_aside_and_every_other_message_is_processed() {
+        let cursor = Arc::new(AtomicI64::new(0));
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let memory = Arc::new(Memory {
+            cursor: cursor.clone(),
+            entries: Mutex::new(Vec::new()),
+        });
+        let stage = Fake {
+            log: (1..=20).collect(),
+            poison: vec![6, 7, 15],
+            cursor: cursor.clone(),
+            done: done.clone(),
+        };
+        let runner = Runner {
+            quarantine: memory.clone(),
+            policy: Policy {
+                attempts: 2,
+                backoff_base: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(40),
+                isolate_span: 4,
+            },
+            clock: Arc::new(ManualClock::at(0)),
+            pipeline: Arc::new(Pipeline::default()),
+            poll: Duration::from_millis(50),
+            on_set_aside: None,
+        };
+        let health = runner.pipeline.stage("fake");
+        let task = tokio::spawn(runner.run(stage, Arc::new(Notify::new()), Arc::new(Notify::new())));
+        // Paused time: the runner's sleeps advance the clock instantly; bounded by count.
+        for _ in 0..10_000 {
+            if cursor.load(Ordering::SeqCst) == 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        assert_eq!(cursor.load(Ordering::SeqCst), 20);
+        let set_aside: Vec<i64> = memory
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(set_aside, vec![6, 7, 15]);
+        let expected: Vec<i64> = (1..=20).filter(|p| ![6, 7, 15].contains(p)).collect();
+        assert_eq!(*done.lock().unwrap(), expected);
+        assert_eq!(health.quarantined.load(Ordering::Relaxed), 3);
+    }
+}
