@@ -10,12 +10,12 @@
 use super::consent::{self, ConsentConfig, Decision};
 use super::store::{AccountContext, DestinationStore, NewOutbox, ProfileContext, StageTx};
 use super::{AccountSnapshot, Activation, Counters, Destination};
+use crate::pipeline::{Batch, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Notify;
 
 const MESSAGES: &str = "destinations";
@@ -29,7 +29,6 @@ pub struct ActivationStage {
     plan: Arc<PlanHandle>,
     pql_audience: String,
     batch: i64,
-    poll: Duration,
     workers: Arc<Notify>,
     consent: ConsentConfig,
     counters: BTreeMap<&'static str, Arc<Counters>>,
@@ -42,7 +41,6 @@ impl ActivationStage {
         destinations: Vec<Arc<dyn Destination>>,
         plan: Arc<PlanHandle>,
         pql_audience: String,
-        poll: Duration,
         workers: Arc<Notify>,
     ) -> ActivationStage {
         ActivationStage {
@@ -51,7 +49,6 @@ impl ActivationStage {
             plan,
             pql_audience,
             batch: 200,
-            poll,
             workers,
             consent: ConsentConfig::default(),
             counters: BTreeMap::new(),
@@ -69,39 +66,47 @@ impl ActivationStage {
         self
     }
 
-    /// Runs forever.
-    pub async fn run(self) {
-        loop {
-            match self.step().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => tokio::time::sleep(self.poll.min(Duration::from_millis(250))).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "activation stage failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
     /// One batch of messages and one of audience events; returns how many were consumed.
     pub async fn step(&self) -> Result<usize, StorageError> {
-        let a = self.step_messages().await?;
-        let b = self.step_audiences().await?;
+        let a = self.step_messages(self.batch, None).await?;
+        let b = self.step_audiences(self.batch, None).await?;
         Ok(a + b)
     }
 
-    async fn step_messages(&self) -> Result<usize, StorageError> {
+    /// Activates one position again without moving its cursor (a quarantined position being
+    /// replayed); outbox rows are keyed, so what was already enqueued is not enqueued twice.
+    pub async fn replay(
+        &self,
+        cursor: &str,
+        position: i64,
+    ) -> Option<Result<usize, StorageError>> {
+        match cursor {
+            MESSAGES => Some(self.step_messages(1, Some(position)).await),
+            AUDIENCES => Some(self.step_audiences(1, Some(position)).await),
+            _ => None,
+        }
+    }
+
+    /// Activates at most `limit` processed messages after the cursor; with `only`, just that
+    /// position, leaving the cursor where it is.
+    async fn step_messages(&self, limit: i64, only: Option<i64>) -> Result<usize, StorageError> {
         let mut tx = self.store.begin().await?;
         let cursor = tx.lock_cursor(MESSAGES).await?;
         let processed = tx.cursor("profiles").await?;
-        if processed <= cursor {
+        let (after, cap) = match only {
+            Some(seq) => (seq - 1, seq.min(processed)),
+            None => (cursor, processed),
+        };
+        if cap <= after {
             tx.commit(MESSAGES.into(), cursor).await?;
             return Ok(0);
         }
-        let rows = tx.messages(cursor, processed, self.batch).await?;
+        let rows = tx.messages(after, cap, limit).await?;
         // A full batch stops at its last row; otherwise everything up to `processed` was seen
         // (messages without a profile — dropped, blocked, id-less — need no activation).
-        let upto = if rows.len() as i64 == self.batch {
+        let upto = if only.is_some() {
+            cursor
+        } else if rows.len() as i64 == limit {
             rows.last().map_or(processed, |r| r.seq)
         } else {
             processed
@@ -158,11 +163,37 @@ impl ActivationStage {
         Ok(rows.len().max(usize::from(upto > cursor)))
     }
 
-    async fn step_audiences(&self) -> Result<usize, StorageError> {
+    /// The first message the next `step_messages` would activate.
+    async fn next_message(&self) -> Result<Option<i64>, StorageError> {
+        let mut tx = self.store.begin().await?;
+        let cursor = tx.lock_cursor(MESSAGES).await?;
+        let processed = tx.cursor("profiles").await?;
+        let rows = tx.messages(cursor, processed, 1).await?;
+        tx.commit(MESSAGES.into(), cursor).await?;
+        Ok(rows.first().map(|r| r.seq))
+    }
+
+    /// The first audience event the next `step_audiences` would activate.
+    async fn next_audience_event(&self) -> Result<Option<i64>, StorageError> {
         let mut tx = self.store.begin().await?;
         let cursor = tx.lock_cursor(AUDIENCES).await?;
-        let events = tx.audience_events(cursor, self.batch).await?;
-        let Some(last) = events.last().map(|e| e.id) else {
+        let events = tx.audience_events(cursor, 1).await?;
+        tx.commit(AUDIENCES.into(), cursor).await?;
+        Ok(events.first().map(|e| e.id))
+    }
+
+    /// Activates at most `limit` audience events after the cursor; with `only`, just that event,
+    /// leaving the cursor where it is.
+    async fn step_audiences(&self, limit: i64, only: Option<i64>) -> Result<usize, StorageError> {
+        let mut tx = self.store.begin().await?;
+        let cursor = tx.lock_cursor(AUDIENCES).await?;
+        let mut events = tx
+            .audience_events(only.map_or(cursor, |id| id - 1), limit)
+            .await?;
+        if let Some(id) = only {
+            events.retain(|e| e.id == id);
+        }
+        let Some(last) = events.last().map(|e| if only.is_some() { cursor } else { e.id }) else {
             tx.commit(AUDIENCES.into(), cursor).await?;
             return Ok(0);
         };
@@ -482,5 +513,49 @@ mod tests {
                 .contains(&"integration_connected in the last 30 days: slack".to_owned())
         );
         assert!(s.signals.contains(&"teammates invited: 2".to_owned()));
+    }
+}
+
+/// The activation stage's message cursor, as the pipeline runner drives it.
+pub struct Messages(pub Arc<ActivationStage>);
+
+impl Stage for Messages {
+    fn name(&self) -> &'static str {
+        MESSAGES
+    }
+
+    fn cursor_name(&self) -> &'static str {
+        MESSAGES
+    }
+
+    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
+        let limit = if batch == Batch::One { 1 } else { self.0.batch };
+        self.0.step_messages(limit, None).await
+    }
+
+    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        self.0.next_message().await
+    }
+}
+
+/// The activation stage's audience-event cursor, as the pipeline runner drives it.
+pub struct AudienceEvents(pub Arc<ActivationStage>);
+
+impl Stage for AudienceEvents {
+    fn name(&self) -> &'static str {
+        AUDIENCES
+    }
+
+    fn cursor_name(&self) -> &'static str {
+        AUDIENCES
+    }
+
+    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
+        let limit = if batch == Batch::One { 1 } else { self.0.batch };
+        self.0.step_audiences(limit, None).await
+    }
+
+    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        self.0.next_audience_event().await
     }
 }
