@@ -22,7 +22,7 @@ conns="${TOUCHPOINT_BENCH_CONNECTIONS:-64}"
 per_batch="${TOUCHPOINT_BENCH_BATCH:-20}"
 pg_url="${TOUCHPOINT_BENCH_PG_URL:-}"
 write_key="wk_bench"
-admin_token="bench-admin-$RANDOM$RANDOM"
+admin_token="bench-admin-token-$RANDOM$RANDOM"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 log() { echo "[bench] $*" >&2; }
@@ -94,12 +94,13 @@ start_hello() {
   wait_ready "$port"
 }
 
-# start_touchpoint DATABASE_URL
+# start_touchpoint DATABASE_URL (the per-write-key rate limit is off: all load comes from one key)
 start_touchpoint() {
   port="$(free_port)"
   server_log="$work/touchpoint-$port.log"
   DATABASE_URL="$1" TOUCHPOINT_BIND="127.0.0.1:$port" TOUCHPOINT_PLAN="$root/TRACKING_PLAN.md" \
     TOUCHPOINT_SOURCES="web=$write_key" TOUCHPOINT_ADMIN_TOKEN="$admin_token" RUST_LOG=warn \
+    TOUCHPOINT_RATE_LIMIT_PER_SECOND=0 \
     "$bin/tp-server" serve >"$server_log" 2>&1 &
   server_pid=$!
   wait_ready "$port"

@@ -56,61 +56,80 @@ impl IntoResponse for AdminError {
     }
 }
 
-/// Proof that the request carried the admin token (`Authorization: Bearer …` or `?token=` for
-/// EventSource, which cannot set headers).
+/// The shortest admin token the server starts with: anything shorter is guessable.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Why an admin token cannot be used; checked once at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenProblem {
+    /// Empty or shorter than [`MIN_TOKEN_CHARS`].
+    #[error(
+        "the admin token (TOUCHPOINT_ADMIN_TOKEN) has {0} characters; at least {MIN_TOKEN_CHARS} are required: set a long random value"
+    )]
+    TooShort(usize),
+}
+
+/// Refuses an empty or short admin token (surrounding whitespace does not count).
+pub fn check_token(token: &str) -> Result<(), TokenProblem> {
+    let chars = token.trim().chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(TokenProblem::TooShort(chars));
+    }
+    Ok(())
+}
+
+/// Proof that the request carried the admin token in `Authorization: Bearer …`. A token in the
+/// query string is refused here: URLs end up in logs, history and `Referer` headers.
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AdminError> {
-        let from_header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        let from_query = || {
-            parts.uri.query().and_then(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .find(|(k, _)| *k == "token")
-                    .map(|(_, v)| percent_decode(v))
-            })
-        };
-        let given = from_header
-            .or_else(from_query)
-            .ok_or(AdminError::Unauthorized)?;
-        let expected = state.admin_token.expose_secret().as_bytes();
-        if bool::from(given.as_bytes().ct_eq(expected)) {
-            Ok(Admin)
-        } else {
-            Err(AdminError::Unauthorized)
-        }
+        let given = bearer(parts).ok_or(AdminError::Unauthorized)?;
+        verify(&given, state).map(|()| Admin)
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
+/// Proof of the admin token for the SSE debugger stream only: the header, or `?token=` because
+/// `EventSource` cannot set headers. No other route accepts a token in the URL.
+pub struct AdminStream;
+
+impl FromRequestParts<AppState> for AdminStream {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AdminError> {
+        #[derive(Deserialize)]
+        struct TokenQuery {
+            token: Option<String>,
         }
-        i += 1;
+        let given = match bearer(parts) {
+            Some(t) => t,
+            None => Query::<TokenQuery>::try_from_uri(&parts.uri)
+                .ok()
+                .and_then(|Query(q)| q.token)
+                .ok_or(AdminError::Unauthorized)?,
+        };
+        verify(&given, state).map(|()| AdminStream)
     }
-    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn bearer(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_owned)
+}
+
+fn verify(given: &str, state: &AppState) -> Result<(), AdminError> {
+    let expected = state.admin_token.expose_secret().as_bytes();
+    if bool::from(given.as_bytes().ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(AdminError::Unauthorized)
+    }
 }
 
 /// Script shared by the admin pages (token, text-only DOM helpers, API client).
@@ -118,7 +137,13 @@ const ADMIN_JS: &str = include_str!("../assets/admin.js");
 /// Styles shared by the admin pages.
 const ADMIN_CSS: &str = include_str!("../assets/admin.css");
 
-/// The admin and debugger routes.
+/// The debugger's live stream: kept apart because it is open for as long as the page is, so
+/// the request timeout must not apply to it.
+pub fn stream_routes() -> Router<AppState> {
+    Router::new().route("/debugger/stream", get(stream_debugger))
+}
+
+/// The admin and debugger routes (but the stream, see [`stream_routes`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/sources", get(list_sources).post(create_source))
@@ -145,7 +170,6 @@ pub fn routes() -> Router<AppState> {
                 )
             }),
         )
-        .route("/debugger/stream", get(stream_debugger))
 }
 
 async fn list_sources(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
@@ -238,7 +262,7 @@ struct StreamQuery {
 }
 
 async fn stream_debugger(
-    _: Admin,
+    _: AdminStream,
     State(state): State<AppState>,
     Query(q): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AdminError> {
@@ -277,11 +301,28 @@ async fn stream_debugger(
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{MIN_TOKEN_CHARS, TokenProblem, check_token};
 
     #[test]
-    fn query_tokens_are_percent_decoded() {
-        assert_eq!(percent_decode("a%2Bb%20c+d"), "a+b c d");
-        assert_eq!(percent_decode("100%"), "100%");
+    fn empty_and_short_admin_tokens_are_refused() {
+        assert_eq!(check_token(""), Err(TokenProblem::TooShort(0)));
+        assert_eq!(check_token("   "), Err(TokenProblem::TooShort(0)));
+        assert_eq!(
+            check_token("dev-admin-token"),
+            Err(TokenProblem::TooShort(15))
+        );
+        assert!(
+            check_token("  short-token  ")
+                .unwrap_err()
+                .to_string()
+                .contains("TOUCHPOINT_ADMIN_TOKEN")
+        );
+    }
+
+    #[test]
+    fn tokens_of_sixteen_characters_or_more_are_accepted() {
+        assert_eq!(check_token(&"x".repeat(MIN_TOKEN_CHARS)), Ok(()));
+        assert_eq!(check_token("test-admin-token"), Ok(()));
+        assert_eq!(check_token("dev-admin-token-local"), Ok(()));
     }
 }

@@ -25,13 +25,24 @@ pub struct Config {
     /// default `web=wk_demo_web,server=wk_demo_server` for local development).
     pub sources: Vec<(String, String)>,
     /// Admin bearer token for the admin API, debugger and profiles (`TOUCHPOINT_ADMIN_TOKEN`,
-    /// default `dev-admin-token`; set a long random value in production).
+    /// default `dev-admin-token-local`, refused off loopback; set a long random value in
+    /// production). Empty or shorter than 16 characters is refused at start.
     pub admin_token: SecretString,
     /// Shared secret for HMAC-signed batches from the edge worker (`TOUCHPOINT_EDGE_SECRET`); the
     /// edge endpoint is disabled when unset.
     pub edge_secret: Option<SecretString>,
     /// Largest clock difference accepted for a signed edge batch (`TOUCHPOINT_EDGE_REPLAY_SECS`, 300).
     pub edge_replay_window: Duration,
+    /// Messages each write key may send per second, on average, before requests get 429 with
+    /// `Retry-After` (`TOUCHPOINT_RATE_LIMIT_PER_SECOND`, default 10000; 0 turns the limit off).
+    /// Counted in messages, valid or not: a batch of 50 counts 50.
+    pub rate_limit_per_second: u32,
+    /// Messages a write key may send at once on top of its rate (`TOUCHPOINT_RATE_LIMIT_BURST`,
+    /// default 20000; 0 means twice the rate).
+    pub rate_limit_burst: u32,
+    /// Longest time any request may take before it is answered 408, body upload included
+    /// (`TOUCHPOINT_REQUEST_TIMEOUT_SECS`, default 30). The debugger's SSE stream is exempt.
+    pub request_timeout: Duration,
     /// Messages the group-commit queue holds before new requests get 503 (`TOUCHPOINT_QUEUE`, 50000).
     pub queue_capacity: usize,
     /// Most messages written in one commit (`TOUCHPOINT_MAX_COMMIT`, 4096).
@@ -65,9 +76,12 @@ impl Default for Config {
                 ("web".into(), "wk_demo_web".into()),
                 ("server".into(), "wk_demo_server".into()),
             ],
-            admin_token: SecretString::from("dev-admin-token"),
+            admin_token: SecretString::from("dev-admin-token-local"),
             edge_secret: None,
             edge_replay_window: Duration::from_secs(300),
+            rate_limit_per_second: 10_000,
+            rate_limit_burst: 20_000,
+            request_timeout: Duration::from_secs(30),
             queue_capacity: 50_000,
             max_commit: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
@@ -133,6 +147,16 @@ impl Config {
         if let Some(v) = get("TOUCHPOINT_EDGE_REPLAY_SECS") {
             c.edge_replay_window = Duration::from_secs(number("TOUCHPOINT_EDGE_REPLAY_SECS", &v)?);
         }
+        if let Some(v) = get("TOUCHPOINT_RATE_LIMIT_PER_SECOND") {
+            c.rate_limit_per_second = small_number("TOUCHPOINT_RATE_LIMIT_PER_SECOND", &v)?;
+        }
+        if let Some(v) = get("TOUCHPOINT_RATE_LIMIT_BURST") {
+            c.rate_limit_burst = small_number("TOUCHPOINT_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = get("TOUCHPOINT_REQUEST_TIMEOUT_SECS") {
+            c.request_timeout =
+                Duration::from_secs(number("TOUCHPOINT_REQUEST_TIMEOUT_SECS", &v)?.max(1));
+        }
         if let Some(v) = get("TOUCHPOINT_QUEUE") {
             c.queue_capacity = number("TOUCHPOINT_QUEUE", &v)? as usize;
         }
@@ -176,6 +200,13 @@ pub(crate) fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
     })
 }
 
+fn small_number(var: &'static str, v: &str) -> Result<u32, ConfigError> {
+    u32::try_from(number(var, v)?).map_err(|_| ConfigError {
+        var,
+        reason: format!("{v} is too large (at most {})", u32::MAX),
+    })
+}
+
 fn parse_sources(v: &str) -> Result<Vec<(String, String)>, ConfigError> {
     v.split(',')
         .filter(|s| !s.trim().is_empty())
@@ -206,6 +237,25 @@ mod tests {
                 ("app".to_owned(), "wk_2".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn rate_limits_and_the_request_timeout_are_read_from_the_environment() {
+        let c = Config::from_lookup(|k| match k {
+            "TOUCHPOINT_RATE_LIMIT_PER_SECOND" => Some("0".to_owned()),
+            "TOUCHPOINT_RATE_LIMIT_BURST" => Some("7".to_owned()),
+            "TOUCHPOINT_REQUEST_TIMEOUT_SECS" => Some("5".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.rate_limit_per_second, 0);
+        assert_eq!(c.rate_limit_burst, 7);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        let err = Config::from_lookup(|k| {
+            (k == "TOUCHPOINT_RATE_LIMIT_PER_SECOND").then(|| "99999999999".to_owned())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
     }
 
     #[test]

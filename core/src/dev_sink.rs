@@ -1,12 +1,13 @@
 //! A development webhook receiver inside core (`TOUCHPOINT_DEV_SINK=1`), so a fresh checkout can see
 //! a real, signed delivery without any third-party account: point the webhook destination at
 //! `/dev/webhook-sink`; it verifies the signature like any receiver should and keeps the last 200
-//! deliveries for `GET /dev/webhook-sink` (admin token).
+//! deliveries for `GET /dev/webhook-sink` (admin token). Bodies over [`MAX_BODY_BYTES`] are refused
+//! with 413 as soon as they pass the limit, before the rest is read.
 
 use crate::admin::{Admin, AdminError};
 use crate::ingest::edge;
 use crate::state::AppState;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
@@ -18,6 +19,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const KEEP: usize = 200;
+
+/// The largest delivery the sink reads: a webhook batch of 100 events fits comfortably.
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
 
 /// The receiver's state.
 pub struct DevSink {
@@ -43,7 +47,7 @@ pub fn routes() -> Router<AppState> {
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, (StatusCode, Json<Value>)> {
     let Some(sink) = state.dev_sink.clone() else {
         return Err((
@@ -51,6 +55,14 @@ async fn receive(
             Json(json!({"error": "dev sink disabled"})),
         ));
     };
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({"error": format!("request body exceeds {MAX_BODY_BYTES} bytes")})),
+            )
+        })?;
     if let Some(secret) = &sink.secret {
         let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         edge::verify(

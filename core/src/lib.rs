@@ -9,6 +9,7 @@ pub mod debugger;
 pub mod destinations;
 pub mod dev_sink;
 pub mod domain;
+pub mod hardening;
 pub mod identity;
 pub mod ingest;
 pub mod ops;

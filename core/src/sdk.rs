@@ -4,12 +4,12 @@
 
 use crate::state::AppState;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The demo page: the snippet, the seed-000 story as buttons, and the anonymous id.
 pub const DEMO_PAGE: &str = include_str!("../assets/demo.html");
@@ -90,37 +90,21 @@ async fn plan(State(state): State<AppState>) -> Response {
     }
 }
 
-/// CORS for the public ingest endpoints: write keys are public, so any origin may post; the browser
-/// SDK sends `text/plain` (no preflight), other clients may preflight for JSON or Basic auth.
-pub async fn cors(req: Request<Body>, next: Next) -> Response {
-    let path = req.uri().path();
-    if !path.starts_with("/v1/") || path.starts_with("/v1/edge/") {
-        return next.run(req).await;
-    }
-    let mut response = if req.method() == Method::OPTIONS {
-        let mut r = StatusCode::NO_CONTENT.into_response();
-        let h = r.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type, content-encoding, authorization"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
-        r
-    } else {
-        next.run(req).await
-    };
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    response
+/// CORS for the public ingest endpoints: write keys are public, so any origin may post, without
+/// credentials (`Access-Control-Allow-Origin: *`, never cookies). The browser SDK sends
+/// `text/plain` (no preflight); other clients may preflight for JSON, gzip or Basic auth. Scripts may
+/// read `Retry-After` to back off after a 429 or 503.
+pub fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::AUTHORIZATION,
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(86_400))
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct SourceCounters {
     pub rejected: AtomicU64,
     /// Dropped as a repeat of a messageId seen within 24 h.
     pub deduplicated: AtomicU64,
+    /// Refused (429) by the source's rate limit, not stored.
+    pub rate_limited: AtomicU64,
 }
 
 impl SourceCounters {

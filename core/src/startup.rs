@@ -10,21 +10,27 @@ use crate::profiles::Processor;
 use crate::reverse_etl::{self, ReverseEtl};
 use crate::sources::Sources;
 use crate::state::AppState;
-use crate::{admin, ingest, ops, profiles, sdk, storage};
+use crate::{admin, hardening, ingest, ops, profiles, sdk, storage};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 /// The whole HTTP surface; tests may call it with `oneshot` and no socket.
+///
+/// Every route has a body limit and a timeout: ingest endpoints enforce their own, smaller limits
+/// with JSON errors; every other route reads at most [`hardening::MAX_BODY_BYTES`]. The timeout
+/// covers everything but the debugger's SSE stream, which stays open as long as its page.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(ingest::routes())
+    let others = Router::new()
         .merge(admin::routes())
         .merge(profiles::api::routes())
         .merge(reverse_etl::routes())
@@ -33,9 +39,19 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(crate::destinations::api::routes())
         .merge(sdk::routes())
-        .layer(axum::middleware::from_fn(sdk::cors))
-        // Each endpoint enforces its own, smaller limit with a JSON error.
-        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(hardening::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(hardening::MAX_BODY_BYTES));
+    let timed = Router::new()
+        .merge(ingest::routes().layer(sdk::cors()))
+        .merge(others)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.request_timeout,
+        ));
+    Router::new()
+        .merge(timed)
+        .merge(admin::stream_routes())
+        .layer(axum::middleware::from_fn(hardening::security_headers))
         .with_state(state)
 }
 
@@ -48,6 +64,7 @@ pub struct Application {
 impl Application {
     /// Connects storage, loads the plan and sources, starts the writer, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        admin::check_token(config.admin_token.expose_secret())?;
         if !config.bind.ip().is_loopback()
             && config.admin_token.expose_secret() == Config::default().admin_token.expose_secret()
         {
@@ -124,6 +141,11 @@ impl Application {
             plan,
             debugger: Debugger::default(),
             admin_token: Arc::new(config.admin_token.clone()),
+            rate_limits: Arc::new(ingest::rate::RateLimits::new(
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+            )),
+            request_timeout: config.request_timeout,
             edge_secret: config.edge_secret.clone().map(Arc::new),
             edge_replay_window: config.edge_replay_window,
             dev_sink: config.dev_sink.then(|| {

@@ -35,6 +35,10 @@ pub struct AppState {
     pub debugger: Debugger,
     /// Admin bearer token.
     pub admin_token: Arc<SecretString>,
+    /// Per-write-key ingest rate limits.
+    pub rate_limits: Arc<crate::ingest::rate::RateLimits>,
+    /// Longest time a request may take (all routes but the debugger stream).
+    pub request_timeout: Duration,
     /// Edge HMAC secret; the edge endpoint answers 404 without it.
     pub edge_secret: Option<Arc<SecretString>>,
     /// Accepted age of an edge signature.

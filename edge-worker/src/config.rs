@@ -21,6 +21,10 @@ pub struct EdgeConfig {
     pub core_timeout_ms: u64,
     /// Parent domain for the `tp_sid` cookie (`COOKIE_DOMAIN`, default host-only).
     pub cookie_domain: Option<String>,
+    /// Other origins whose pages may call the worker with credentials (`ALLOWED_ORIGINS`,
+    /// comma-separated, e.g. `https://app.example.com`; default none). The site's own origin is
+    /// always allowed; see [`crate::cors`].
+    pub allowed_origins: Vec<String>,
 }
 
 /// A configuration mistake, reported as a 500 with this text.
@@ -44,6 +48,11 @@ pub enum ConfigError {
     /// `CORE_TIMEOUT_MS` is not a positive number.
     #[error("CORE_TIMEOUT_MS must be a number of milliseconds between 1 and 30000")]
     Timeout,
+    /// An `ALLOWED_ORIGINS` entry is not an origin.
+    #[error(
+        "ALLOWED_ORIGINS entry {0:?} is not an origin: list scheme://host[:port] values separated by commas (no wildcards)"
+    )]
+    AllowedOrigin(String),
 }
 
 impl EdgeConfig {
@@ -78,12 +87,16 @@ impl EdgeConfig {
                 .ok_or(ConfigError::Timeout)?,
         };
         let cookie_domain = var("COOKIE_DOMAIN").filter(|d| !d.trim().is_empty());
+        let allowed_origins =
+            crate::cors::parse_allow_list(var("ALLOWED_ORIGINS").as_deref().unwrap_or_default())
+                .map_err(ConfigError::AllowedOrigin)?;
         Ok(EdgeConfig {
             core_url,
             collect_path,
             ip_privacy,
             core_timeout_ms,
             cookie_domain,
+            allowed_origins,
         })
     }
 
@@ -118,6 +131,7 @@ mod tests {
         assert_eq!(c.collect_path, "/px");
         assert_eq!(c.ip_privacy, IpPrivacy::Truncate);
         assert_eq!(c.core_timeout_ms, 3000);
+        assert!(c.allowed_origins.is_empty());
         assert_eq!(c.edge_batch_url(), "https://core.example.com/v1/edge/batch");
         assert_eq!(c.sdk_url("a.js"), "https://core.example.com/sdk/a.js");
     }
@@ -142,6 +156,11 @@ mod tests {
             EdgeConfig::from_vars(vars(&[("CORE_URL", "http://c"), ("CORE_TIMEOUT_MS", "0")]))
                 .unwrap_err(),
             ConfigError::Timeout
+        );
+        assert_eq!(
+            EdgeConfig::from_vars(vars(&[("CORE_URL", "http://c"), ("ALLOWED_ORIGINS", "*")]))
+                .unwrap_err(),
+            ConfigError::AllowedOrigin("*".into())
         );
     }
 }

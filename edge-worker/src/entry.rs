@@ -5,6 +5,7 @@
 use crate::collect::{self, Geo, Incoming, Prepared};
 use crate::config::EdgeConfig;
 use crate::cookie::{self, CookieState};
+use crate::cors::{self, CorsAnswer};
 use crate::delivery::{self, Answer};
 use crate::route::{self, Route};
 use crate::sign;
@@ -79,6 +80,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         }
     };
     let origin = req.headers().get("origin")?;
+    let own = req.url()?;
     let method = route::Method::parse(req.method().as_ref());
     let mut response = match route::route(&config.collect_path, method, &req.path()) {
         Route::Batch => collect_request(req, &env, &config, None).await?,
@@ -99,12 +101,20 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Route::NotFound => error_response(404, "not found")?,
     };
     if let Some(origin) = origin {
-        // First-party by design, but the SDK may live on a sibling subdomain: echo the origin so
-        // credentialed (cookie-carrying) requests work.
+        // The site itself and the listed origins (a sibling subdomain running the SDK) get their
+        // origin echoed with credentials, so the cookie works; any other origin gets nothing.
         let h = response.headers_mut();
-        h.set("access-control-allow-origin", &origin)?;
-        h.set("access-control-allow-credentials", "true")?;
         h.append("vary", "Origin")?;
+        let own_origin = own.origin().ascii_serialization();
+        match cors::answer(&origin, &own_origin, &config.allowed_origins) {
+            CorsAnswer::Allow(origin) => {
+                h.set("access-control-allow-origin", &origin)?;
+                h.set("access-control-allow-credentials", "true")?;
+            }
+            CorsAnswer::Deny => {
+                console_log!("edge.cors_refused origin={origin}");
+            }
+        }
     }
     Ok(response)
 }

@@ -2,7 +2,8 @@
 //!
 //! Everything that decides something lives in host-testable modules — [`route`] (which request is
 //! which), [`config`] (vars and secrets), [`collect`] (limits, the tracking plan, enrichment),
-//! [`delivery`] (core's answers, retry backoff), [`privacy`] (IP truncation), [`bot`] (user-agent heuristics), [`cookie`] (the signed `tp_sid`
+//! [`delivery`] (core's answers, retry backoff), [`cors`] (which origins get credentials),
+//! [`privacy`] (IP truncation), [`bot`] (user-agent heuristics), [`cookie`] (the signed `tp_sid`
 //! cookie) and [`sign`] (the HMAC core verifies). Only `entry` (wasm32) touches the Workers runtime:
 //! the `fetch` handler forwards to core or, when core is down, to a Queue, and the `queue` handler
 //! retries delivery.
@@ -11,6 +12,7 @@ pub mod bot;
 pub mod collect;
 pub mod config;
 pub mod cookie;
+pub mod cors;
 pub mod delivery;
 pub mod privacy;
 pub mod route;

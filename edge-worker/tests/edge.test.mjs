@@ -51,6 +51,7 @@ const mf = await startWorker({
   RETRY_MIN_DELAY_SECONDS: '1',
   EDGE_SECRET,
   COOKIE_SECRET: 'test-cookie-secret',
+  ALLOWED_ORIGINS: 'https://www.example.com, https://app.example.com',
 });
 const W = 'http://127.0.0.1/px';
 const basic = 'Basic ' + Buffer.from(`${WRITE_KEY}:`).toString('base64');
@@ -146,6 +147,36 @@ try {
     const unknownKey = await mf.dispatchFetch(`${W}/v1/page`, browserInit({ writeKey: 'wk_nope', anonymousId: 'a' }));
     assert.equal(unknownKey.status, 401, 'core refuses an unknown write key and the browser is told');
     await unknownKey.arrayBuffer();
+  });
+
+  await timed('only the site itself and listed origins get CORS with credentials', async () => {
+    const cors = async (origin, method) => {
+      const init = method === 'OPTIONS'
+        ? { method, headers: { origin, 'access-control-request-method': 'POST' } }
+        : browserInit('not json', { headers: { origin } });
+      const r = await mf.dispatchFetch(`${W}/v1/batch`, init);
+      await r.arrayBuffer();
+      return {
+        status: r.status,
+        allowOrigin: r.headers.get('access-control-allow-origin'),
+        credentials: r.headers.get('access-control-allow-credentials'),
+        vary: r.headers.get('vary') ?? '',
+      };
+    };
+    for (const method of ['OPTIONS', 'POST']) {
+      for (const origin of ['http://127.0.0.1', 'https://www.example.com', 'https://app.example.com']) {
+        const a = await cors(origin, method);
+        assert.equal(a.allowOrigin, origin, `${method} from ${origin}: ${JSON.stringify(a)}`);
+        assert.equal(a.credentials, 'true', `${method} from ${origin}`);
+      }
+      for (const origin of ['https://evil.example', 'https://www.example.com.evil.example', 'null']) {
+        const a = await cors(origin, method);
+        assert.equal(a.allowOrigin, null, `${method} from ${origin}: ${JSON.stringify(a)}`);
+        assert.equal(a.credentials, null, `${method} from ${origin}: no credentials`);
+        assert.match(a.vary, /origin/i, 'the answer varies by Origin');
+      }
+    }
+    result.corsChecked = true;
   });
 
   await timed('SDK files are proxied from core with a Cache-Control', async () => {

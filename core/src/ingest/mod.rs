@@ -3,6 +3,7 @@
 
 pub mod edge;
 pub mod prepare;
+pub mod rate;
 pub mod writer;
 
 use crate::debugger::Debugger;
@@ -54,6 +55,9 @@ pub enum IngestError {
     /// Queue full or storage failing: retry later.
     #[error("temporarily unable to accept messages; retry later")]
     Unavailable,
+    /// The write key sent more messages than its rate limit allows; retry after this many seconds.
+    #[error("too many messages for this write key; retry after {0} s")]
+    RateLimited(u64),
     /// Edge endpoint without a configured secret.
     #[error("the edge endpoint is not enabled on this server")]
     EdgeDisabled,
@@ -86,6 +90,7 @@ impl IngestError {
             IngestError::UnknownWriteKey => "unknown_write_key",
             IngestError::NothingValid(_) => "nothing_valid",
             IngestError::Unavailable => "unavailable",
+            IngestError::RateLimited(_) => "rate_limited",
             IngestError::EdgeDisabled => "edge_disabled",
             IngestError::Signature(_) => "bad_signature",
         }
@@ -106,6 +111,7 @@ impl IntoResponse for IngestError {
             | IngestError::UnknownWriteKey
             | IngestError::Signature(_) => StatusCode::UNAUTHORIZED,
             IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::EdgeDisabled => StatusCode::NOT_FOUND,
         };
         let mut body = json!({"success": false, "error": self.to_string(), "code": self.code()});
@@ -117,6 +123,11 @@ impl IntoResponse for IngestError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let IngestError::RateLimited(secs) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -208,6 +219,18 @@ fn source_for(
     state.sources.get(&key).ok_or(IngestError::UnknownWriteKey)
 }
 
+/// The per-write-key rate limit ([`rate`]): `messages` taken from the source's allowance, or 429.
+fn admit(state: &AppState, source: &Source, messages: usize) -> Result<(), IngestError> {
+    state
+        .rate_limits
+        .check(source.id, messages)
+        .map_err(|wait| {
+            SourceCounters::add(&source.counters.rate_limited, messages);
+            tracing::debug!(source = %source.name, messages, "ingest rate limited");
+            IngestError::RateLimited(rate::retry_after_secs(wait))
+        })
+}
+
 async fn single(
     State(state): State<AppState>,
     kind: MessageType,
@@ -222,6 +245,7 @@ async fn single(
         &headers,
         value.get("writeKey").and_then(Value::as_str),
     )?;
+    admit(&state, &source, 1)?;
     match Message::from_value(value, Some(kind)) {
         Ok(parsed) => {
             accept(&state, &source, Origin::Direct, vec![parsed], Vec::new()).await?;
@@ -278,6 +302,7 @@ async fn batch_from(
 ) -> Result<Json<Value>, IngestError> {
     let (envelope, items) = prepare::parse_batch(bytes)?;
     let source = source_for(state, headers, envelope.write_key.as_deref())?;
+    admit(state, &source, items.len())?;
     let mut parsed = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for item in items {

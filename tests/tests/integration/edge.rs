@@ -1,7 +1,8 @@
 //! The edge worker in the real Workers runtime (workerd, via miniflare@4 from Node) in front of a
 //! real core: accepted batches are stored with the edge's enrichment, the `tp_sid` cookie round-trips
-//! and forgeries are caught, bad input gets 4xx, and while core is down or too slow batches wait in
-//! the Queue and are then delivered exactly once.
+//! and forgeries are caught, bad input gets 4xx, only the site and allowed origins get CORS with
+//! credentials, and while core is down or too slow batches wait in the Queue and are then delivered
+//! exactly once.
 //!
 //! Needs `scripts/build-edge.sh` (scripts/test.sh runs it first) and the npm tools from setup.sh.
 
@@ -122,6 +123,9 @@ async fn the_edge_worker_in_workerd_enriches_forwards_and_queues_while_core_is_d
             .as_str()
             .is_some_and(|a| a.starts_with("fresh-"))
     );
+
+    // CORS from an allow-list: the site and ALLOWED_ORIGINS get credentials, other origins nothing.
+    assert_eq!(result["corsChecked"], true, "{result}");
 
     // Queued while core was down or too slow: delivered by the consumer, each exactly once, with
     // the receivedAt the edge stamped before core came back.

@@ -11,6 +11,7 @@ mod dev_sink;
 mod e2e;
 mod edge;
 mod encoding;
+mod hygiene;
 mod ingest;
 mod ops;
 mod privacy;

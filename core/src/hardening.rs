@@ -1,0 +1,246 @@
+//! HTTP hardening shared by every route: the request body cap, and the security headers of the
+//! admin pages — a Content-Security-Policy allowing only the page's own inline scripts and styles
+//! (by hash), no framing (`frame-ancestors 'none'`, `X-Frame-Options: DENY`), no MIME sniffing and
+//! no referrer. The request timeout is applied in `startup::router` around every route but the
+//! debugger's SSE stream.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// The largest request body any route reads, unless it sets a smaller limit of its own (ingest:
+/// 32 KB per message, 500 KB per batch; the development webhook sink: 512 KB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The largest HTML page the header middleware buffers to hash its inline scripts (pages are
+/// compiled-in assets of a few KB).
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// Paths of HTML pages that are not admin pages: the demo page runs the public SDK snippet and is
+/// meant to be copied onto other sites, so it gets no admin policy.
+const NOT_ADMIN_PAGES: &[&str] = &["/demo"];
+
+/// Adds `X-Content-Type-Options: nosniff` to every response and, to every HTML page except the
+/// demo, a Content-Security-Policy built from the page itself plus `X-Frame-Options: DENY` and
+/// `Referrer-Policy: no-referrer`.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let admin_page = !NOT_ADMIN_PAGES.contains(&req.uri().path());
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    if !admin_page || !html {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_PAGE_BYTES).await else {
+        tracing::error!("an admin page is larger than the security-header buffer");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let policy = content_security_policy(&String::from_utf8_lossy(&bytes));
+    let h = &mut parts.headers;
+    match HeaderValue::from_str(&policy) {
+        Ok(v) => {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The policy of an admin page: everything from this origin only; inline `<script>` and `<style>`
+/// elements and `style="…"` attributes allowed by their SHA-256 (never `'unsafe-inline'`); no
+/// plugins, no `<base>`, forms post here only, and no page may frame it.
+pub fn content_security_policy(html: &str) -> String {
+    let hashes = |texts: Vec<&str>| {
+        let mut out: Vec<String> = texts.into_iter().map(csp_hash).collect();
+        out.sort();
+        out.dedup();
+        out.iter().map(|h| format!(" '{h}'")).collect::<String>()
+    };
+    let scripts = hashes(inline_elements(html, "script"));
+    let attributes = style_attributes(html);
+    let unsafe_hashes = if attributes.is_empty() {
+        ""
+    } else {
+        " 'unsafe-hashes'"
+    };
+    let mut style_texts = inline_elements(html, "style");
+    style_texts.extend(attributes);
+    let styles = hashes(style_texts);
+    format!(
+        "default-src 'self'; script-src 'self'{scripts}; style-src 'self'{unsafe_hashes}{styles}; \
+         connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// `sha256-…` of an inline text as the browser hashes it (line breaks normalised to `\n`).
+fn csp_hash(text: &str) -> String {
+    let digest = if text.contains('\r') {
+        Sha256::digest(text.replace("\r\n", "\n").replace('\r', "\n").as_bytes())
+    } else {
+        Sha256::digest(text.as_bytes())
+    };
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The text of every `<tag>…</tag>` element without a `src` attribute (inline scripts or styles).
+fn inline_elements<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
+    let lower = html.to_ascii_lowercase();
+    let open = format!("<{tag}");
+    let close = format!("</{tag}");
+    let mut out = Vec::new();
+    let mut from = 0;
+    // Bounded: every iteration moves `from` forward.
+    while let Some(at) = lower[from..].find(&open).map(|i| from + i) {
+        let after_name = at + open.len();
+        let Some(tag_end) = lower[after_name..].find('>').map(|i| after_name + i) else {
+            break;
+        };
+        let attributes = &lower[after_name..tag_end];
+        if !attributes.is_empty() && !attributes.starts_with(|c: char| c.is_ascii_whitespace()) {
+            from = after_name; // e.g. `<scripts>` or `<styles>`: another element
+            continue;
+        }
+        let Some(end) = lower[tag_end + 1..].find(&close).map(|i| tag_end + 1 + i) else {
+            break;
+        };
+        if !has_attribute(attributes, "src") {
+            out.push(&html[tag_end + 1..end]);
+        }
+        from = end + close.len();
+    }
+    out
+}
+
+fn has_attribute(attributes: &str, name: &str) -> bool {
+    attributes
+        .split(|c: char| c.is_ascii_whitespace())
+        .any(|a| a == name || a.starts_with(&format!("{name}=")))
+}
+
+/// The values of `style="…"` / `style='…'` attributes.
+fn style_attributes(html: &str) -> Vec<&str> {
+    let lower = html.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("style=").map(|i| from + i) {
+        from = at + "style=".len();
+        let preceded_by_space = lower[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_whitespace());
+        let Some(quote) = html[from..]
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+        else {
+            continue;
+        };
+        let Some(end) = html[from + 1..].find(quote).map(|i| from + 1 + i) else {
+            break;
+        };
+        if preceded_by_space {
+            out.push(&html[from + 1..end]);
+        }
+        from = end + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_scripts_are_found_and_scripts_with_a_src_are_not() {
+        let html = "<script src=\"/assets/admin.js\"></script>\n<SCRIPT type=\"module\">go()</SCRIPT>\
+                    <scripts>x</scripts><script>\nlet a = 1;\n</script>";
+        assert_eq!(
+            inline_elements(html, "script"),
+            vec!["go()", "\nlet a = 1;\n"]
+        );
+        assert!(inline_elements("<script>unterminated", "script").is_empty());
+    }
+
+    #[test]
+    fn style_elements_and_attributes_are_found() {
+        let html = r#"<style>h1{color:red}</style><h2 style="margin-top:1rem">x</h2><p data-style="no">
+                      <section style='grid-column: 1 / -1'></section>"#;
+        assert_eq!(inline_elements(html, "style"), vec!["h1{color:red}"]);
+        assert_eq!(
+            style_attributes(html),
+            vec!["margin-top:1rem", "grid-column: 1 / -1"]
+        );
+    }
+
+    #[test]
+    fn hashes_match_what_browsers_compute() {
+        // `echo -n 'alert(1)' | openssl dgst -sha256 -binary | base64`
+        assert_eq!(
+            csp_hash("alert(1)"),
+            "sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI="
+        );
+        assert_eq!(csp_hash("a\r\nb"), csp_hash("a\nb"));
+    }
+
+    #[test]
+    fn the_policy_allows_the_pages_own_inline_code_by_hash_and_forbids_framing() {
+        let html = "<script>alert(1)</script><style>p{}</style><p style=\"x:y\"></p>";
+        let csp = content_security_policy(html);
+        assert!(csp.starts_with("default-src 'self'; "), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(
+            csp.contains(
+                "script-src 'self' 'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI=';"
+            ),
+            "{csp}"
+        );
+        assert!(
+            csp.contains("style-src 'self' 'unsafe-hashes' 'sha256-"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(!csp.contains("unsafe-eval"), "{csp}");
+    }
+
+    #[test]
+    fn a_page_without_inline_code_allows_only_its_own_origin() {
+        let csp = content_security_policy("<script src=\"/a.js\"></script>");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(csp.contains("style-src 'self';"), "{csp}");
+    }
+
+    #[test]
+    fn every_admin_page_gets_a_policy_without_unsafe_inline() {
+        for page in [
+            crate::debugger::PAGE,
+            include_str!("../assets/profiles.html"),
+            include_str!("../assets/audiences.html"),
+            include_str!("../assets/destinations.html"),
+        ] {
+            let csp = content_security_policy(page);
+            assert!(csp.contains("script-src 'self' 'sha256-"), "{csp}");
+            assert!(!csp.contains("unsafe-inline"), "{csp}");
+        }
+    }
+}

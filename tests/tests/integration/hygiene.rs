@@ -1,0 +1,403 @@
+//! Admin and edge hygiene against the real server: admin tokens are long and never taken from the
+//! URL (but for the SSE stream), every route has a body limit and a timeout, write keys are rate
+//! limited with 429 + Retry-After, and admin pages carry a Content-Security-Policy and refuse
+//! framing. (The edge worker's CORS allow-list is checked in `edge.rs`, in workerd.)
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use touchpoint_core::{Application, Config};
+use touchpoint_tests::{
+    ADMIN_TOKEN, Db, SERVER_KEY, TestApp, WEB_KEY, fresh_database, spawn_app, spawn_app_with,
+    test_config,
+};
+
+crate::on_both_stores!(
+    a_write_key_over_its_rate_limit_is_answered_429_with_retry_after,
+    an_admin_token_in_the_query_string_is_refused_except_on_the_debugger_stream,
+    an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end,
+    bodies_over_the_global_limit_are_refused_on_every_non_ingest_route,
+    a_request_that_outlasts_the_timeout_gets_408_while_the_debugger_stream_stays_open,
+    admin_pages_carry_a_content_security_policy_and_refuse_framing,
+);
+
+fn mid(name: &str) -> String {
+    format!("hygiene-{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn track(id: &str) -> Value {
+    json!({"type": "track", "messageId": id, "anonymousId": "hygiene-anon", "event": "feature_toggled",
+           "properties": {"feature_name": "dark_mode", "new_status": true}})
+}
+
+async fn a_write_key_over_its_rate_limit_is_answered_429_with_retry_after(db: Db) {
+    let (url, tmp) = fresh_database(db).await;
+    let mut config = test_config(url);
+    // One message a second with bursts of three: the first batch of three empties the allowance,
+    // and a second batch of three cannot be accepted for about three seconds.
+    config.rate_limit_per_second = 1;
+    config.rate_limit_burst = 3;
+    let app = spawn_app_with(config, tmp).await;
+
+    let first: Vec<String> = (0..3).map(|i| mid(&format!("rate-ok-{i}"))).collect();
+    let batch =
+        |ids: &[String]| json!({"batch": ids.iter().map(|id| track(id)).collect::<Vec<_>>()});
+    let r = app.post("/v1/batch", WEB_KEY, &batch(&first)).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+
+    let refused: Vec<String> = (0..3).map(|i| mid(&format!("rate-429-{i}"))).collect();
+    let r = app
+        .client
+        .post(format!("{}/v1/batch", app.address))
+        .basic_auth(WEB_KEY, Some(""))
+        .header("origin", "https://www.example.com")
+        .json(&batch(&refused))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("Retry-After is whole seconds");
+    assert!((1..=3).contains(&retry_after), "Retry-After {retry_after}");
+    // Browsers may read the 429 and its Retry-After from any origin, without credentials.
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(
+        r.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("retry-after")
+    );
+    let body: Value = r.json().await.expect("JSON error");
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    assert_eq!(body["success"], false);
+
+    // A single message is refused too; another write key has its own allowance.
+    let single = app
+        .post("/v1/track", WEB_KEY, &track(&mid("rate-single")))
+        .await;
+    assert_eq!(single.status(), 429);
+    let other = mid("rate-other-key");
+    let r = app.post("/v1/track", SERVER_KEY, &track(&other)).await;
+    assert_eq!(r.status(), 200);
+
+    for id in &first {
+        assert_eq!(app.stored(id).await.len(), 1, "{id} stored");
+    }
+    for id in &refused {
+        assert!(app.stored(id).await.is_empty(), "{id} refused, not stored");
+    }
+    assert_eq!(app.stored(&other).await.len(), 1);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("touchpoint_messages_rate_limited_total{source=\"web\"} 4"),
+        "{metrics}"
+    );
+}
+
+async fn an_admin_token_in_the_query_string_is_refused_except_on_the_debugger_stream(db: Db) {
+    let app = spawn_app(db).await;
+    let get = |path: String| app.client.get(format!("{}{path}", app.address)).send();
+    for path in [
+        "/admin/sources",
+        "/admin/plan",
+        "/admin/pipeline",
+        "/admin/messages/nothing",
+        "/admin/profiles?kind=user_id&value=u",
+        "/dev/webhook-sink",
+    ] {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = get(format!("{path}{sep}token={ADMIN_TOKEN}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} with ?token=");
+    }
+    let (status, _) = app.admin_get("/admin/sources").await;
+    assert_eq!(status, 200, "the Authorization header works");
+
+    // EventSource cannot set headers: the stream alone takes the token from the URL.
+    let stream = get(format!("/debugger/stream?source=web&token={ADMIN_TOKEN}"))
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(stream);
+    let wrong = get("/debugger/stream?token=not-the-admin-token".into())
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let none = get("/debugger/stream".into()).await.unwrap();
+    assert_eq!(none.status(), 401);
+    let encoded = get(format!(
+        "/debugger/stream?token={}",
+        ADMIN_TOKEN.replace('-', "%2D")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(encoded.status(), 200, "the query token is percent-decoded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_or_short_admin_tokens_stop_the_server_at_start() {
+    let (url, _tmp) = fresh_database(Db::Sqlite).await;
+    for token in ["", "   ", "short", "fifteen-chars!!"] {
+        let mut config = test_config(url.clone());
+        config.admin_token = token.to_owned().into();
+        let err = Application::build(config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{token:?} accepted"));
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("TOUCHPOINT_ADMIN_TOKEN") && text.contains("at least 16"),
+            "{text}"
+        );
+    }
+    // The development default is long enough, but still refused off loopback.
+    let mut config = test_config(url.clone());
+    config.admin_token = Config::default().admin_token;
+    config.bind = "0.0.0.0:0".parse().unwrap();
+    let err = Application::build(config).await.err().expect("refused");
+    assert!(
+        format!("{err:#}").contains("default admin token"),
+        "{err:#}"
+    );
+}
+
+/// Sends a raw HTTP/1.1 request head and body chunks without ever finishing the body, and returns
+/// the status code the server answers with (within 10 s) — proof it answered without waiting for
+/// the rest.
+async fn status_of_unfinished_request(app: &TestApp, head: String, chunks: Vec<Vec<u8>>) -> u16 {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(head.as_bytes()).await;
+        for chunk in chunks {
+            if write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        // Keep the connection open without finishing the body.
+        std::future::pending::<()>().await;
+        drop(write);
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "no answer before the body ended ({other:?}); got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    writer.abort();
+    let line = String::from_utf8_lossy(&got).into_owned();
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line: {line:?}"))
+}
+
+async fn an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end(db: Db) {
+    let (url, tmp) = fresh_database(db).await;
+    let mut config = test_config(url);
+    config.dev_sink = true;
+    let app = spawn_app_with(config, tmp).await;
+    // Chunked, no Content-Length: the sink only learns the size by reading. 9 × 64 KB passes its
+    // 512 KB limit (but not the global 1 MB); the terminating chunk is never sent.
+    let chunk = vec![b' '; 64 * 1024];
+    let chunks = (0..9)
+        .map(|_| {
+            let mut c = format!("{:x}\r\n", chunk.len()).into_bytes();
+            c.extend_from_slice(&chunk);
+            c.extend_from_slice(b"\r\n");
+            c
+        })
+        .collect();
+    let head =
+        "POST /dev/webhook-sink HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                transfer-encoding: chunked\r\n\r\n"
+            .to_owned();
+    assert_eq!(status_of_unfinished_request(&app, head, chunks).await, 413);
+
+    // With a declared size, it is refused from the header alone.
+    let r = app
+        .client
+        .post(format!("{}/dev/webhook-sink", app.address))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 600 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.expect("JSON error");
+    assert!(
+        body["error"].as_str().unwrap().contains("exceeds"),
+        "{body}"
+    );
+}
+
+async fn bodies_over_the_global_limit_are_refused_on_every_non_ingest_route(db: Db) {
+    let app = spawn_app(db).await;
+    let big = format!(r#"{{"name":"x","pad":"{}"}}"#, "y".repeat(1024 * 1024 + 1));
+    for path in [
+        "/admin/sources",
+        "/admin/audiences/preview",
+        "/admin/plan/reload",
+    ] {
+        let r = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+    }
+    // Ingest keeps its own, smaller limits with JSON errors.
+    let r = app
+        .client
+        .post(format!("{}/v1/batch", app.address))
+        .basic_auth(WEB_KEY, Some(""))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.expect("JSON error");
+    assert_eq!(body["code"], "too_large", "{body}");
+}
+
+async fn a_request_that_outlasts_the_timeout_gets_408_while_the_debugger_stream_stays_open(db: Db) {
+    let timeout = Duration::from_millis(300);
+    let (url, tmp) = fresh_database(db).await;
+    let mut config = test_config(url);
+    config.request_timeout = timeout;
+    let app = spawn_app_with(config, tmp).await;
+
+    // A client that announces 100 bytes and sends 10: answered 408 once the timeout passes.
+    for (path, auth) in [
+        (
+            "/admin/sources",
+            format!("authorization: Bearer {ADMIN_TOKEN}\r\n"),
+        ),
+        ("/v1/batch", String::new()),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: 100\r\n\r\n"
+        );
+        let status = status_of_unfinished_request(&app, head, vec![b"{\"name\":\"".to_vec()]).await;
+        assert_eq!(status, 408, "{path}");
+    }
+
+    // The SSE stream is exempt: it keeps delivering well past the timeout.
+    let mut stream = app
+        .client
+        .get(format!("{}/debugger/stream?source=web", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let opened = tokio::time::Instant::now();
+    let mut seen = String::new();
+    let mut delivered = 0;
+    // Bounded: at most 200 messages, each awaited for at most 5 s.
+    for i in 0..200 {
+        let id = mid(&format!("stream-{i}"));
+        let r = app.post("/v1/track", WEB_KEY, &track(&id)).await;
+        assert_eq!(r.status(), 200);
+        while !seen.contains(&id) {
+            match tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await {
+                Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                other => panic!("the stream ended after {:?} ({other:?})", opened.elapsed()),
+            }
+        }
+        delivered += 1;
+        if opened.elapsed() > timeout * 4 {
+            break;
+        }
+    }
+    assert!(
+        opened.elapsed() > timeout * 4,
+        "the stream outlived the request timeout ({delivered} messages)"
+    );
+}
+
+async fn admin_pages_carry_a_content_security_policy_and_refuse_framing(db: Db) {
+    let app = spawn_app(db).await;
+    for path in ["/debugger", "/profiles", "/audiences", "/destinations"] {
+        let r = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        let csp = h["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.starts_with("default-src 'self';"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        // Exactly the page's own inline scripts and styles are allowed, by hash.
+        let html = r.text().await.unwrap();
+        assert_eq!(
+            csp,
+            touchpoint_core::hardening::content_security_policy(&html),
+            "{path}"
+        );
+    }
+    // The shared script and stylesheet are same-origin files, as the policy requires.
+    for asset in ["/assets/admin.js", "/assets/admin.css"] {
+        let r = app
+            .client
+            .get(format!("{}{asset}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    // The demo page is not an admin page: it runs the public SDK snippet and gets no admin policy.
+    let demo = app
+        .client
+        .get(format!("{}/demo", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(demo.status(), 200);
+    assert!(demo.headers().get("content-security-policy").is_none());
+}
