@@ -62,6 +62,10 @@ pub struct Config {
     /// Destinations (Salesforce, HubSpot, GA4, Resend, Meta, webhook), each disabled unless its
     /// credentials are set; see `destinations::config` for the variables.
     pub destinations: crate::destinations::DestinationsConfig,
+    /// Days raw data is kept (`TOUCHPOINT_RETENTION_DAYS`, default 0 = forever): older messages
+    /// (once every pipeline stage processed them), rejected items, delivered or dead outbox
+    /// payloads and delivery-log entries are purged hourly (see `privacy::retention`).
+    pub retention_days: u32,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             reverse_etl: None,
             dev_sink: false,
             destinations: Default::default(),
+            retention_days: 0,
         }
     }
 }
@@ -189,6 +194,9 @@ impl Config {
             c.sdk_dir = v.into();
         }
         c.destinations = crate::destinations::DestinationsConfig::from_lookup(&get)?;
+        if let Some(v) = get("TOUCHPOINT_RETENTION_DAYS").filter(|v| !v.trim().is_empty()) {
+            c.retention_days = small_number("TOUCHPOINT_RETENTION_DAYS", &v)?;
+        }
         Ok(c)
     }
 }

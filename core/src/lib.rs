@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ingest;
 pub mod ops;
 pub mod plan;
+pub mod privacy;
 pub mod profiles;
 pub mod reverse_etl;
 pub mod sdk;

@@ -128,7 +128,9 @@ impl Application {
         }
         let destinations = crate::destinations::start(&stores, &config, plan.clone())
             .context("configuring destinations")?;
+        let privacy = crate::privacy::Privacy::new(stores.privacy.clone(), &config, &destinations);
         let state = AppState {
+            privacy,
             destinations,
             store,
             profiles: stores.profiles.clone(),
@@ -164,6 +166,7 @@ impl Application {
                 None => None,
             },
         };
+        crate::privacy::start(&state, &config);
         for id in to_backfill {
             audiences::api::spawn_backfill(&state, id);
         }

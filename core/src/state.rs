@@ -51,4 +51,6 @@ pub struct AppState {
     pub reverse_etl: Option<Arc<crate::reverse_etl::ReverseEtl>>,
     /// Enabled destinations, the outbox and delivery counters.
     pub destinations: Arc<crate::destinations::Destinations>,
+    /// Erasure (regulations and their worker) and retention.
+    pub privacy: Arc<crate::privacy::Privacy>,
 }

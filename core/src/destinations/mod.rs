@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod erasure;
 pub mod ga4;
 pub mod http;
 pub mod hubspot;
@@ -256,6 +257,15 @@ pub trait Destination: Send + Sync + 'static {
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Sent>;
     /// Checks credentials and reachability.
     fn health(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Forwards an erasure request for `subject` to the destination's deletion API (calls made
+    /// here are never logged with the person's identifiers). Destinations without one keep this
+    /// default.
+    fn erase<'a>(&'a self, subject: &'a erasure::Subject) -> BoxFuture<'a, erasure::Erasure> {
+        let _ = subject;
+        Box::pin(async move {
+            erasure::Erasure::NotSupported(format!("{} offers no deletion API", self.name()))
+        })
+    }
 }
 
 /// Delivery counters of one destination, exported on `/metrics`.

@@ -4,6 +4,7 @@
 use super::computed;
 use crate::admin::{Admin, AdminError};
 use crate::identity::{Identifier, normalise_email, normalise_phone};
+use crate::privacy::store::EraseRequest;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -23,6 +24,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/profiles/{id}/merges", get(merges))
         .route("/admin/pipeline", get(pipeline))
         .route("/profiles", get(|| async { Html(PAGE) }))
+        // Deleting a profile creates a regulation; these routes show it.
+        .merge(crate::privacy::api::routes())
 }
 
 /// The Profiles page; all data is rendered with `textContent`.
@@ -167,18 +170,46 @@ async fn merges(
     Ok(Json(json!(state.profiles.merges(&id).await?)))
 }
 
+/// Erases the profile and every copy of its data, suppresses its identifiers, and answers 202
+/// with the regulation that forwards the erasure to each enabled destination.
 async fn delete(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, AdminError> {
+) -> Result<(StatusCode, Json<Value>), AdminError> {
     let id = live_id(&state, &id).await?;
-    if state.profiles.delete(&id).await? {
-        tracing::info!(profile = %id, "profile deleted and its identifiers suppressed");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(AdminError::NotFound)
-    }
+    let regulation = uuid::Uuid::new_v4().to_string();
+    let destinations: Vec<&str> = state.destinations.enabled.keys().copied().collect();
+    let request = EraseRequest {
+        profile_id: &id,
+        regulation: &regulation,
+        destinations: &destinations,
+        now: chrono::Utc::now().timestamp_millis(),
+    };
+    let erased = state
+        .privacy
+        .store
+        .erase(&request)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    state.privacy.wake.notify_one();
+    tracing::info!(
+        profile = %id,
+        regulation = %regulation,
+        identifiers = erased.identifiers,
+        deleted = erased.deleted,
+        rewritten = erased.rewritten,
+        "profile erased and its identifiers suppressed"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "regulationId": regulation,
+            "status": erased.status,
+            "destinations": destinations,
+            "erased": erased,
+        })),
+    ))
 }
 
 async fn pipeline(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AdminError> {

@@ -270,7 +270,7 @@ pub trait ProfileTx: Send {
     ) -> BoxFuture<'static, Result<(), StorageError>>;
 }
 
-/// Profiles: processing transactions and the read/delete API.
+/// Profiles: processing transactions and the read API (erasure lives in `crate::privacy`).
 pub trait ProfileStore: Send + Sync + 'static {
     /// Starts a processing transaction.
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>>;
@@ -323,9 +323,6 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn merges<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>>;
     /// Resolution reports of the profile.
     fn reports<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>>;
-    /// Erases a profile (messages, traits, identities, merges) and suppresses its identifiers.
-    /// Returns false when there is no such live profile.
-    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
     /// The processing cursor (seq) of a stage.
     fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
     /// Number of live profiles.
@@ -568,26 +565,27 @@ macro_rules! impl_profile_store {
                 ids: &'a [Identifier],
             ) -> BoxFuture<'a, Result<Vec<Identifier>, StorageError>> {
                 Box::pin(async move {
-                    let any: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM suppressions")
-                        .fetch_one(&mut *self.tx)
-                        .await?;
-                    let mut out = Vec::new();
-                    if any == 0 {
-                        return Ok(out);
-                    }
-                    for id in ids {
-                        let hits: i64 = sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM suppressions WHERE kind = $1 AND value = $2",
-                        )
-                        .bind(&id.kind)
-                        .bind(&id.value)
-                        .fetch_one(&mut *self.tx)
-                        .await?;
-                        if hits > 0 {
-                            out.push(id.clone());
+                    // Suppressions are kept as hashes of `kind:value` (see `crate::privacy`).
+                    let hashed: Vec<(String, &Identifier)> =
+                        ids.iter().map(|id| (crate::privacy::identifier_hash(id), id)).collect();
+                    let mut hits = std::collections::HashSet::new();
+                    for chunk in hashed.chunks(500) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT hash FROM suppression_hashes WHERE hash IN (",
+                        );
+                        let mut list = q.separated(", ");
+                        for (h, _) in chunk {
+                            list.push_bind(h.as_str());
                         }
+                        q.push(")");
+                        let rows: Vec<String> = q.build_query_scalar().fetch_all(&mut *self.tx).await?;
+                        hits.extend(rows);
                     }
-                    Ok(out)
+                    Ok(hashed
+                        .into_iter()
+                        .filter(|(h, _)| hits.contains(h))
+                        .map(|(_, id)| id.clone())
+                        .collect())
                 })
             }
 
@@ -947,57 +945,6 @@ macro_rules! impl_profile_store {
                         .into_iter()
                         .map(|(seq, kind, id_kind, id_value, detail)| ReportRow { seq, kind, id_kind, id_value, detail })
                         .collect())
-                })
-            }
-
-            fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) = self.pool.begin_write().await?;
-                    // Serialise with the processor and make it drop its cached graph.
-                    sqlx::query(
-                        "UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'",
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                    // …and with every writer of memberships and the audience feed.
-                    sqlx::query("UPDATE pipeline_cursors SET seq = seq WHERE name = 'audiences'")
-                        .execute(&mut *tx)
-                        .await?;
-                    let live: Option<String> =
-                        sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
-                            .bind(id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if live.is_none() {
-                        return Ok(false);
-                    }
-                    let now = chrono::Utc::now().timestamp_millis();
-                    for sql in [
-                        "INSERT INTO suppressions (kind, value, at) SELECT kind, value, $2 FROM identities \
-                         WHERE profile_id = $1 ON CONFLICT DO NOTHING",
-                        "DELETE FROM messages WHERE seq IN (SELECT seq FROM profile_messages WHERE profile_id = $1) AND $2 > 0",
-                        "DELETE FROM profile_messages WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM profile_traits WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM profile_aggregates WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM profile_accounts WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM identities WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM identity_reports WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM merges WHERE (winner = $1 OR loser = $1) AND $2 > 0",
-                        // Destinations must forget the person too: every membership ends.
-                        "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) \
-                         SELECT audience, profile_id, 'audience_exited', $2, 0, 'delete' FROM audience_members \
-                         WHERE profile_id = $1",
-                        "DELETE FROM audience_members WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM audience_history WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM audience_checks WHERE profile_id = $1 AND $2 > 0",
-                        // Outbox rows carry the person's data: undelivered ones are cancelled, the rest erased.
-                        "DELETE FROM outbox WHERE profile_id = $1 AND $2 > 0",
-                        "DELETE FROM profiles WHERE (id = $1 OR merged_into = $1) AND $2 > 0",
-                    ] {
-                        sqlx::query(sql).bind(id).bind(now).execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(true)
                 })
             }
 

@@ -206,6 +206,8 @@ pub struct Stores {
     pub audiences: Arc<dyn crate::audiences::AudienceStore>,
     /// The destinations' outbox and delivery log.
     pub destinations: Arc<dyn crate::destinations::DestinationStore>,
+    /// Erasure, regulations and retention.
+    pub privacy: Arc<dyn crate::privacy::PrivacyStore>,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories.
@@ -215,7 +217,11 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         let profiles = crate::profiles::SqliteProfiles::new(store.pool().clone());
         let audiences = crate::audiences::SqliteAudiences::new(store.pool().clone());
         let destinations = crate::destinations::SqliteDestinations::new(store.pool().clone());
+        let privacy = crate::privacy::SqlitePrivacy::new(store.pool().clone());
+        // Suppressions of versions before migration 0009 were plaintext; SQLite cannot hash in SQL.
+        crate::privacy::PrivacyStore::hash_plaintext_suppressions(&privacy).await?;
         Ok(Stores {
+            privacy: Arc::new(privacy),
             destinations: Arc::new(destinations),
             events: Arc::new(store),
             profiles: Arc::new(profiles),
@@ -227,6 +233,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         let audiences = crate::audiences::PgAudiences::new(store.pool().clone());
         let destinations = crate::destinations::PgDestinations::new(store.pool().clone());
         Ok(Stores {
+            privacy: Arc::new(crate::privacy::PgPrivacy::new(store.pool().clone())),
             destinations: Arc::new(destinations),
             events: Arc::new(store),
             profiles: Arc::new(profiles),

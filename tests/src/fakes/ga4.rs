@@ -1,6 +1,9 @@
 //! Fake GA4 Measurement Protocol: `/mp/collect` (checks measurement_id, api_secret, client_id,
 //! ≤ 25 events, name and parameter rules; keeps what a real property would count) and
-//! `/debug/mp/collect` answering `validationMessages`.
+//! `/debug/mp/collect` answering `validationMessages`; plus the Analytics Admin API's user deletion
+//! (`POST /v1alpha/properties/{id}:submitUserDeletion` with exactly one of `userId`, `clientId`,
+//! `appInstanceId`, `userProvidedData`, behind a Bearer token from Google's OAuth refresh-token
+//! flow at `/token`).
 
 use super::{Common, Fake, HasCommon, Incoming, json, start};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +13,14 @@ use serde_json::{Value, json};
 pub const MEASUREMENT_ID: &str = "G-TOUCHPOINT";
 /// The API secret the fake accepts.
 pub const API_SECRET: &str = "ga4-secret";
+/// The numeric property the Admin API serves.
+pub const PROPERTY_ID: &str = "412345678";
+/// The OAuth client id the fake accepts.
+pub const CLIENT_ID: &str = "tp-ga4.apps.googleusercontent.com";
+/// The OAuth client secret the fake accepts.
+pub const CLIENT_SECRET: &str = "tp-ga4-oauth-secret";
+/// The refresh token the fake accepts.
+pub const REFRESH_TOKEN: &str = "1//tp-ga4-refresh";
 
 /// The fake's state.
 #[derive(Default)]
@@ -20,6 +31,10 @@ pub struct State {
     pub events: Vec<(String, Option<String>, Value)>,
     /// Problems a real GA4 would silently drop the hit for.
     pub problems: Vec<String>,
+    /// Access tokens issued by `/token`.
+    pub tokens: Vec<String>,
+    /// User deletions received, as (identifier kind, value), e.g. `("userId", "u-1")`.
+    pub deletions: Vec<(String, String)>,
 }
 
 impl HasCommon for State {
@@ -83,7 +98,96 @@ pub fn validate(body: &Value) -> Vec<Value> {
     out
 }
 
+fn google_error(code: u16, status: &str, message: &str) -> Response {
+    json(
+        code,
+        json!({"error": {"code": code, "message": message, "status": status}}),
+    )
+}
+
+/// Google's OAuth 2.0 token endpoint, refresh-token grant.
+fn token(s: &mut State, req: &Incoming) -> Response {
+    let f = super::parse_form(&req.body);
+    let ok = req.method == axum::http::Method::POST
+        && f.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && f.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && f.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+        && f.get("refresh_token").map(String::as_str) == Some(REFRESH_TOKEN);
+    if !ok {
+        return json(
+            400,
+            json!({"error": "invalid_grant", "error_description": "Bad Request"}),
+        );
+    }
+    let token = format!("ya29.fake-{}", s.tokens.len() + 1);
+    s.tokens.push(token.clone());
+    json(
+        200,
+        json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer",
+               "scope": "https://www.googleapis.com/auth/analytics.edit"}),
+    )
+}
+
+/// `properties.submitUserDeletion`.
+fn submit_user_deletion(s: &mut State, req: &Incoming, property: &str) -> Response {
+    if !req.bearer().is_some_and(|t| s.tokens.contains(&t)) {
+        return google_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
+    }
+    if req.method != axum::http::Method::POST {
+        s.problems
+            .push(format!("submitUserDeletion with {}", req.method));
+        return google_error(405, "INVALID_ARGUMENT", "method not allowed");
+    }
+    if property != PROPERTY_ID {
+        return google_error(
+            403,
+            "PERMISSION_DENIED",
+            "User does not have sufficient permissions for this property.",
+        );
+    }
+    let Some(Value::Object(body)) = req.json() else {
+        s.problems
+            .push(format!("submitUserDeletion body {}", req.body));
+        return google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.");
+    };
+    const UNION: [&str; 4] = ["userId", "clientId", "appInstanceId", "userProvidedData"];
+    let ids: Vec<(&String, &Value)> = body.iter().collect();
+    let valid = ids.len() == 1
+        && UNION.contains(&ids[0].0.as_str())
+        && ids[0].1.as_str().is_some_and(|v| !v.is_empty());
+    if !valid {
+        s.problems
+            .push(format!("submitUserDeletion body {}", req.body));
+        return google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Exactly one of userId, clientId, appInstanceId, userProvidedData is required.",
+        );
+    }
+    let (kind, value) = ids[0];
+    s.deletions
+        .push((kind.clone(), value.as_str().unwrap_or("").to_owned()));
+    json(
+        200,
+        json!({"deletionRequestTime": "2026-01-01T00:00:00.000Z"}),
+    )
+}
+
 fn handle(s: &mut State, req: &Incoming) -> Response {
+    if req.path == "/token" {
+        return token(s, req);
+    }
+    if let Some(property) = req
+        .path
+        .strip_prefix("/v1alpha/properties/")
+        .and_then(|p| p.strip_suffix(":submitUserDeletion"))
+    {
+        return submit_user_deletion(s, req, property);
+    }
     let authorised = req.query.get("measurement_id").map(String::as_str) == Some(MEASUREMENT_ID)
         && req.query.get("api_secret").map(String::as_str) == Some(API_SECRET);
     let body = req.json().unwrap_or(Value::Null);

@@ -1,10 +1,12 @@
 //! Fake HubSpot: OAuth 2.0 refresh-token flow at `/oauth/v1/token`, CRM v3 batch upserts of contacts
-//! and companies (≤ 100 inputs, `idProperty` + `id` + `properties`), and 429s with HubSpot's
-//! rate-limit headers on demand.
+//! and companies (≤ 100 inputs, `idProperty` + `id` + `properties`), GDPR deletes of contacts
+//! (`POST /crm/v3/objects/contacts/gdpr-delete` with `objectId` and an optional `idProperty` of
+//! `email`; 204, and an unknown email is blocklisted), and 429s with HubSpot's rate-limit headers on
+//! demand.
 
 use super::{Common, Fake, HasCommon, Incoming, json, start};
 use axum::http::{HeaderValue, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -28,6 +30,10 @@ pub struct State {
     pub rate_limit_next: usize,
     /// Shape problems found.
     pub problems: Vec<String>,
+    /// GDPR deletes received, as (idProperty, objectId).
+    pub gdpr_deletes: Vec<(Option<String>, String)>,
+    /// Emails blocklisted by a GDPR delete (deleted, or unknown when deleted).
+    pub blocklist: Vec<String>,
 }
 
 impl HasCommon for State {
@@ -63,6 +69,9 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
             json!({"status": "error", "message": "Authentication credentials not found.",
             "category": "INVALID_AUTHENTICATION"}),
         );
+    }
+    if req.path == "/crm/v3/objects/contacts/gdpr-delete" {
+        return gdpr_delete(s, req);
     }
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let ["crm", "v3", "objects", object, "batch", "upsert"] = parts.as_slice() else {
@@ -135,6 +144,64 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
         json!({"status": "COMPLETE", "results": results,
         "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:00:01Z"}),
     )
+}
+
+/// `POST /crm/v3/objects/contacts/gdpr-delete`: `{"objectId": "<id or email>", "idProperty":
+/// "email"?}`, nothing else; 204 No Content.
+fn gdpr_delete(s: &mut State, req: &Incoming) -> Response {
+    let invalid = |s: &mut State, why: String| {
+        s.problems.push(why.clone());
+        json(
+            400,
+            json!({"status": "error", "category": "VALIDATION_ERROR", "message": why}),
+        )
+    };
+    if req.method != Method::POST {
+        return invalid(s, format!("gdpr-delete called with {}", req.method));
+    }
+    if !req
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
+        return invalid(s, "gdpr-delete without a JSON content type".into());
+    }
+    let Some(Value::Object(body)) = req.json() else {
+        return invalid(
+            s,
+            format!("gdpr-delete body is not a JSON object: {}", req.body),
+        );
+    };
+    if let Some(extra) = body.keys().find(|k| *k != "objectId" && *k != "idProperty") {
+        return invalid(s, format!("gdpr-delete with unknown field {extra}"));
+    }
+    let Some(object_id) = body
+        .get("objectId")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+    else {
+        return invalid(s, "gdpr-delete without objectId".into());
+    };
+    let id_property = match body.get("idProperty") {
+        None => None,
+        Some(Value::String(p)) if p == "email" || p == "hs_object_id" => Some(p.clone()),
+        Some(other) => return invalid(s, format!("gdpr-delete with idProperty {other}")),
+    };
+    if id_property.as_deref() == Some("email") && !object_id.contains('@') {
+        return invalid(s, format!("idProperty email with objectId {object_id}"));
+    }
+    s.gdpr_deletes
+        .push((id_property.clone(), object_id.to_owned()));
+    let contacts = s.objects.entry("contacts".into()).or_default();
+    if id_property.as_deref() == Some("email") {
+        contacts.remove(object_id);
+        s.blocklist.push(object_id.to_owned());
+    } else if contacts.remove(object_id).is_none() {
+        return json(
+            404,
+            json!({"status": "error", "category": "OBJECT_NOT_FOUND", "message": "resource not found"}),
+        );
+    }
+    axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
 fn table_len(s: &State, object: &str) -> usize {

@@ -19,6 +19,8 @@ pub struct State {
     pub audiences: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
     /// Shape problems found.
     pub problems: Vec<String>,
+    /// Contact removals received, as (audience id, email or contact id).
+    pub removals: Vec<(String, String)>,
 }
 
 impl HasCommon for State {
@@ -59,6 +61,12 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
             json(201, json!({"object": "contact", "id": id}))
         }
         (Method::DELETE, ["audiences", audience, "contacts", email]) => {
+            if !req.body.is_empty() {
+                s.problems
+                    .push(format!("contact removal with a body: {}", req.body));
+            }
+            s.removals
+                .push(((*audience).to_owned(), (*email).to_owned()));
             match s
                 .audiences
                 .get_mut(*audience)

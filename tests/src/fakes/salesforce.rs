@@ -1,11 +1,13 @@
 //! Fake Salesforce: OAuth 2.0 client-credentials token endpoint, sObject Collections upsert by
 //! external id (≤ 200 records, `attributes.type`, required fields, restricted picklists, external-id
 //! relationships that must resolve), composite requests with `@{ref.Field}` references, `/limits`,
-//! and `Sforce-Limit-Info` on every API answer.
+//! sObject rows read, updated and deleted by Id or by external id (`GET|DELETE
+//! …/sobjects/{object}/{field}/{value}`, `PATCH|DELETE …/sobjects/{object}/{id}`; 204, or 404
+//! `NOT_FOUND`), and `Sforce-Limit-Info` on every API answer.
 
 use super::{Common, Fake, HasCommon, Incoming, json, start};
 use axum::http::{HeaderValue, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +37,10 @@ pub struct State {
     pub api_usage: u64,
     /// Shape problems found (a correct client leaves this empty).
     pub problems: Vec<String>,
+    /// Records deleted, as (object, external id value).
+    pub deleted: Vec<(String, String)>,
+    /// Records updated through `PATCH …/sobjects/{object}/{id}`, as (object, Id, fields sent).
+    pub updated: Vec<(String, String, Map<String, Value>)>,
 }
 
 impl HasCommon for State {
@@ -64,6 +70,15 @@ impl State {
     /// One record by external id.
     pub fn get(&self, object: &str, key: &str) -> Option<Map<String, Value>> {
         self.records.get(object)?.get(key).cloned()
+    }
+
+    /// The external id value of the record with this Salesforce Id.
+    fn key_of(&self, object: &str, id: &str) -> Option<String> {
+        self.records
+            .get(object)?
+            .iter()
+            .find(|(_, rec)| rec.get("Id").and_then(Value::as_str) == Some(id))
+            .map(|(k, _)| k.clone())
     }
 
     /// Upserts one record; returns the UpsertResult.
@@ -167,6 +182,14 @@ fn api_error(status: u16, code: &str, message: &str) -> Response {
     )
 }
 
+fn not_found() -> Response {
+    api_error(404, "NOT_FOUND", "The requested resource does not exist")
+}
+
+fn no_content() -> Response {
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
 fn with_limits(mut r: Response, usage: u64) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!("api-usage={usage}/15000")) {
         r.headers_mut().insert("sforce-limit-info", v);
@@ -216,6 +239,72 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
             collection(s, object, field, req.json().unwrap_or(Value::Null))
         }
         (Method::POST, ["composite"]) => composite(s, req.json().unwrap_or(Value::Null)),
+        (Method::GET, ["sobjects", object, field, value]) if *field == external_field(object) => {
+            match s.get(object, &super::decode(value)) {
+                Some(mut rec) => {
+                    rec.insert("attributes".into(), json!({"type": object}));
+                    json(200, Value::Object(rec))
+                }
+                None => not_found(),
+            }
+        }
+        (Method::DELETE, ["sobjects", object, field, value])
+            if *field == external_field(object) =>
+        {
+            let key = super::decode(value);
+            match s.records.get_mut(*object).and_then(|t| t.remove(&key)) {
+                Some(_) => {
+                    s.deleted.push(((*object).to_owned(), key));
+                    no_content()
+                }
+                None => not_found(),
+            }
+        }
+        (Method::DELETE, ["sobjects", object, id]) => match s.key_of(object, id) {
+            Some(key) => {
+                if let Some(t) = s.records.get_mut(*object) {
+                    t.remove(&key);
+                }
+                s.deleted.push(((*object).to_owned(), key));
+                no_content()
+            }
+            None => not_found(),
+        },
+        (Method::PATCH, ["sobjects", object, id]) => {
+            let Some(Value::Object(fields)) = req.json() else {
+                s.problems
+                    .push(format!("update of {object} {id} without a JSON object"));
+                return with_limits(
+                    api_error(400, "JSON_PARSER_ERROR", "body is not an object"),
+                    usage,
+                );
+            };
+            let Some(key) = s.key_of(object, id) else {
+                return with_limits(not_found(), usage);
+            };
+            if object == &"Contact" && fields.get("LastName").is_some_and(Value::is_null) {
+                return with_limits(
+                    api_error(
+                        400,
+                        "REQUIRED_FIELD_MISSING",
+                        "Required fields are missing: [LastName]",
+                    ),
+                    usage,
+                );
+            }
+            if let Some(rec) = s.records.get_mut(*object).and_then(|t| t.get_mut(&key)) {
+                for (k, v) in &fields {
+                    if v.is_null() {
+                        rec.remove(k);
+                    } else {
+                        rec.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            s.updated
+                .push(((*object).to_owned(), (*id).to_owned(), fields));
+            no_content()
+        }
         (Method::GET, ["limits"]) => json(
             200,
             json!({"DailyApiRequests": {"Max": 15000, "Remaining": 15000 - usage}}),

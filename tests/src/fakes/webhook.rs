@@ -1,5 +1,6 @@
 //! Fake webhook receiver: verifies `X-Touchpoint-Signature` / `X-Touchpoint-Timestamp` with the
-//! shared secret and keeps events by id (so redeliveries are visible as repeats).
+//! shared secret and keeps events by id (so redeliveries are visible as repeats); can be told to
+//! refuse every batch with a 422 that quotes it back (as careless receivers do).
 
 use super::{Common, Fake, HasCommon, Incoming, json, start};
 use axum::response::Response;
@@ -20,6 +21,8 @@ pub struct State {
     pub deliveries: BTreeMap<String, usize>,
     /// Requests whose signature did not verify.
     pub bad_signatures: usize,
+    /// While true, every signed batch is refused with a 422 quoting the body.
+    pub reject: bool,
 }
 
 impl HasCommon for State {
@@ -41,6 +44,9 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
     if verified.is_err() {
         s.bad_signatures += 1;
         return json(401, json!({"error": "bad signature"}));
+    }
+    if s.reject {
+        return json(422, json!({"error": "unprocessable", "received": req.body}));
     }
     for e in req
         .json()

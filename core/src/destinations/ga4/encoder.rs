@@ -23,9 +23,12 @@ pub fn client_id(a: &Activation) -> Option<String> {
     if let Some(anon) = &a.anonymous_id {
         return Some(anon.clone());
     }
-    a.user_id
-        .as_ref()
-        .map(|u| format!("tp.{}", &sha256_hex(u)[..20]))
+    a.user_id.as_deref().map(user_client_id)
+}
+
+/// The client id of a user seen without an anonymousId: a stable hash of the userId.
+pub fn user_client_id(user_id: &str) -> String {
+    format!("tp.{}", &sha256_hex(user_id)[..20])
 }
 
 fn scalar(v: &Value) -> Option<Value> {

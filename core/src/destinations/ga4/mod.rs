@@ -4,6 +4,7 @@ pub mod config;
 pub mod encoder;
 pub mod service;
 
+use super::erasure::{Erasure, Subject};
 use super::{Activation, Destination, Encoded, Request, Sent};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -73,5 +74,9 @@ impl Destination for Ga4 {
                 Err(serde_json::to_string(&messages).unwrap_or_default())
             }
         })
+    }
+
+    fn erase<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Erasure> {
+        Box::pin(self.service.erase(subject))
     }
 }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod encoder;
 pub mod service;
 
+use super::erasure::{Erasure, Subject};
 use super::{Activation, Destination, Encoded, Request, Sent};
 use futures_util::future::BoxFuture;
 
@@ -47,5 +48,9 @@ impl Destination for HubSpot {
 
     fn health(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(self.service.health())
+    }
+
+    fn erase<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Erasure> {
+        Box::pin(self.service.erase(subject))
     }
 }

@@ -3,11 +3,12 @@
 //! (207 multi-status errors dead-letter only their inputs; 429 waits out the rolling window).
 
 use super::config::{HubSpotAuth, HubSpotConfig};
+use crate::destinations::erasure::{self, Erasure, Subject};
 use crate::destinations::http::{self, Answer};
 use crate::destinations::ratelimit::TokenBucket;
-use crate::destinations::{Request, RetryAction, Sent};
+use crate::destinations::{Method, Request, RetryAction, Sent};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -213,6 +214,43 @@ impl Service {
             status: Some(answer.status),
             action: classify(&answer, &ids),
         }
+    }
+
+    /// GDPR-deletes the person's contacts (`POST /crm/v3/objects/contacts/gdpr-delete`): by email
+    /// (`idProperty: email`; HubSpot also blocklists an email it does not know) and by HubSpot
+    /// contact id when the profile holds one (`hubspot_id` identities).
+    pub async fn erase(&self, subject: &Subject) -> Erasure {
+        let mut bodies: Vec<Value> = subject
+            .emails
+            .iter()
+            .map(|e| json!({"objectId": e, "idProperty": "email"}))
+            .collect();
+        bodies.extend(
+            subject
+                .external(&["hubspot_id", "hubspot_contact_id"])
+                .into_iter()
+                .map(|id| json!({ "objectId": id })),
+        );
+        if bodies.is_empty() {
+            return Erasure::Done("no email or HubSpot id: no contact was ever sent".into());
+        }
+        let mut answers = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let request = Request {
+                method: Method::Post,
+                path: "/crm/v3/objects/contacts/gdpr-delete".into(),
+                body: Some(body),
+                covers: Vec::new(),
+                label: "contact GDPR delete".into(),
+            };
+            let sent = self.send(&request).await;
+            let stop = matches!(sent.action, RetryAction::Retry { .. });
+            answers.push(sent);
+            if stop {
+                break;
+            }
+        }
+        erasure::settle("contact GDPR delete", &answers, true)
     }
 
     /// Checks the credentials can mint a token.

@@ -4,6 +4,7 @@ pub mod config;
 pub mod encoder;
 pub mod service;
 
+use super::erasure::{Erasure, Subject};
 use super::{Activation, Destination, Encoded, Request, Sent};
 use futures_util::future::BoxFuture;
 
@@ -55,5 +56,15 @@ impl Destination for Meta {
 
     fn health(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(self.service.health())
+    }
+
+    fn erase<'a>(&'a self, _subject: &'a Subject) -> BoxFuture<'a, Erasure> {
+        Box::pin(async {
+            Erasure::NotSupported(
+                "the Conversions API has no deletion endpoint: events sent to Meta (with hashed \
+                 identifiers) stay under Meta's own retention"
+                    .into(),
+            )
+        })
     }
 }

@@ -1,8 +1,10 @@
 //! Resend HTTP service: Bearer API key, 2 requests / s, a missing contact on removal is success.
 
 use super::config::ResendConfig;
+use crate::destinations::erasure::{self, Erasure, Subject};
 use crate::destinations::http;
 use crate::destinations::ratelimit::TokenBucket;
+use crate::destinations::salesforce::encoder::segment;
 use crate::destinations::{Method, Request, RetryAction, Sent};
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -69,6 +71,46 @@ impl Service {
                 },
             },
         }
+    }
+
+    /// Removes the person's contacts (`DELETE /audiences/{audience_id}/contacts/{email}`) from
+    /// every Resend audience Touchpoint syncs to; a contact that is not there counts as removed.
+    pub async fn erase(&self, subject: &Subject) -> Erasure {
+        let mut audiences: Vec<&String> = self.config.audiences.values().collect();
+        audiences.sort();
+        audiences.dedup();
+        if audiences.is_empty() {
+            return Erasure::NotSupported(
+                "no Resend audience is configured (TOUCHPOINT_RESEND_AUDIENCES), so no contact was ever sent"
+                    .into(),
+            );
+        }
+        if subject.emails.is_empty() {
+            return Erasure::Done("no email: no contact was ever sent".into());
+        }
+        let mut answers = Vec::new();
+        for audience in audiences {
+            for email in &subject.emails {
+                let request = Request {
+                    method: Method::Delete,
+                    path: format!(
+                        "/audiences/{}/contacts/{}",
+                        segment(audience),
+                        segment(email)
+                    ),
+                    body: None,
+                    covers: Vec::new(),
+                    label: "contact removal".into(),
+                };
+                let sent = self.send(&request).await;
+                let stop = matches!(sent.action, RetryAction::Retry { .. });
+                answers.push(sent);
+                if stop {
+                    return erasure::settle("contact removal", &answers, true);
+                }
+            }
+        }
+        erasure::settle("contact removal", &answers, true)
     }
 
     /// Checks the key by listing audiences.

@@ -2,7 +2,9 @@
 //! renewed on `INVALID_SESSION_ID`), the daily API budget (our own count and the org's usage from
 //! `Sforce-Limit-Info: api-usage=N/M`), and classification of collection / composite answers.
 
-use super::config::SalesforceConfig;
+use super::config::{ErasureMode, SalesforceConfig};
+use super::encoder::{CONTACT_KEY, segment};
+use crate::destinations::erasure::{self, Erasure, Subject};
 use crate::destinations::http::{self, Answer};
 use crate::destinations::{Method, Request, RetryAction, Sent};
 use secrecy::{ExposeSecret, SecretString};
@@ -292,44 +294,40 @@ impl Service {
         true
     }
 
-    /// Makes one call.
-    pub async fn send(&self, request: &Request) -> Sent {
+    /// Makes one API call (budget, session, `Sforce-Limit-Info`, session renewal on 401); an
+    /// answer that is not worth reading is returned as the `Sent` to report.
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, Sent> {
         if !self.spend().await {
-            return Sent {
+            return Err(Sent {
                 status: None,
                 action: RetryAction::Retry {
                     after: Some(Duration::from_secs(3600)),
                     reason: "Salesforce daily API budget exhausted; waiting".into(),
                 },
-            };
+            });
         }
-        let session = match self.session().await {
-            Ok(s) => s,
-            Err((status, action)) => return Sent { status, action },
-        };
-        let url = format!("{}{}", session.instance_url, request.path);
-        let builder = match request.method {
+        let session = self
+            .session()
+            .await
+            .map_err(|(status, action)| Sent { status, action })?;
+        let url = format!("{}{}", session.instance_url, path);
+        let builder = match method {
             Method::Get => self.client.get(url),
             Method::Post => self.client.post(url),
             Method::Patch => self.client.patch(url),
             Method::Delete => self.client.delete(url),
         };
         let mut builder = builder.bearer_auth(session.token.expose_secret());
-        if let Some(body) = &request.body {
+        if let Some(body) = body {
             builder = builder.json(body);
         }
-        let answer = match http::execute(builder).await {
-            Ok(a) => a,
-            Err(e) => {
-                return Sent {
-                    status: None,
-                    action: RetryAction::Retry {
-                        after: None,
-                        reason: e,
-                    },
-                };
-            }
-        };
+        let answer = http::execute(builder).await.map_err(|e| Sent {
+            status: None,
+            action: RetryAction::Retry {
+                after: None,
+                reason: e,
+            },
+        })?;
         if let Some((used, max)) = answer
             .header("sforce-limit-info")
             .and_then(parse_limit_info)
@@ -339,7 +337,7 @@ impl Service {
         }
         if answer.status == 401 {
             *self.session.lock().await = None;
-            return Sent {
+            return Err(Sent {
                 status: Some(401),
                 action: RetryAction::Retry {
                     after: Some(Duration::ZERO),
@@ -348,8 +346,20 @@ impl Service {
                         error_text(&answer.json())
                     ),
                 },
-            };
+            });
         }
+        Ok(answer)
+    }
+
+    /// Makes one call.
+    pub async fn send(&self, request: &Request) -> Sent {
+        let answer = match self
+            .call(request.method, &request.path, request.body.as_ref())
+            .await
+        {
+            Ok(a) => a,
+            Err(sent) => return sent,
+        };
         let action = if request.path.ends_with("/composite") {
             classify_composite(&answer, request.covers.len())
         } else {
@@ -358,6 +368,104 @@ impl Service {
         Sent {
             status: Some(answer.status),
             action,
+        }
+    }
+
+    /// Applies the configured erasure to the person's Contacts — found by the userId external id
+    /// (`Touchpoint_User_Id__c`) and by Contact id when the profile holds one (`salesforce_id`
+    /// identities): delete them, or blank their personal fields, or leave them (`erasure = off`).
+    /// A Contact that does not exist counts as erased.
+    pub async fn erase(&self, subject: &Subject) -> Erasure {
+        let mode = self.config.erasure;
+        if mode == ErasureMode::Off {
+            return Erasure::NotSupported(
+                "switched off (TOUCHPOINT_SALESFORCE_ERASURE=off): Contacts are left as they are"
+                    .into(),
+            );
+        }
+        let v = &self.config.api_version;
+        let mut records: Vec<String> = subject
+            .user_ids
+            .iter()
+            .map(|u| {
+                format!(
+                    "/services/data/{v}/sobjects/Contact/{CONTACT_KEY}/{}",
+                    segment(u)
+                )
+            })
+            .collect();
+        records.extend(
+            subject
+                .external(&["salesforce_id", "salesforce_contact_id"])
+                .into_iter()
+                .map(|id| format!("/services/data/{v}/sobjects/Contact/{}", segment(id))),
+        );
+        if records.is_empty() {
+            return Erasure::Done("no userId or Contact id: no Contact was ever sent".into());
+        }
+        let label = match mode {
+            ErasureMode::Delete => "Contact delete",
+            _ => "Contact PII blanked",
+        };
+        let mut answers = Vec::new();
+        for record in records {
+            let sent = match mode {
+                ErasureMode::Delete => self.erase_call(Method::Delete, &record, None).await,
+                _ => self.blank(&record).await,
+            };
+            let stop = matches!(sent.action, RetryAction::Retry { .. });
+            answers.push(sent);
+            if stop {
+                break;
+            }
+        }
+        erasure::settle(label, &answers, true)
+    }
+
+    /// Reads the Contact's Id, then blanks the fields the encoder writes (LastName is required,
+    /// so it becomes `[erased]`); the external id is cleared so nothing upserts into it again.
+    async fn blank(&self, record: &str) -> Sent {
+        let answer = match self
+            .call(Method::Get, &format!("{record}?fields=Id"), None)
+            .await
+        {
+            Ok(a) => a,
+            Err(sent) => return sent,
+        };
+        let id = answer
+            .json()
+            .get("Id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(id) = id.filter(|_| answer.status == 200) else {
+            return Sent {
+                status: Some(answer.status),
+                action: classify_call(&answer),
+            };
+        };
+        let fields = serde_json::json!({
+            "Email": null, "Phone": null, "FirstName": null, "Title": null,
+            "LastName": "[erased]", CONTACT_KEY: null,
+        });
+        let path = format!(
+            "/services/data/{}/sobjects/Contact/{}",
+            self.config.api_version,
+            segment(&id)
+        );
+        self.erase_call(Method::Patch, &path, Some(&fields)).await
+    }
+
+    async fn erase_call(&self, method: Method, path: &str, body: Option<&Value>) -> Sent {
+        match self.call(method, path, body).await {
+            Ok(answer) => Sent {
+                status: Some(answer.status),
+                action: if (200..300).contains(&answer.status) {
+                    RetryAction::Success
+                } else {
+                    classify_call(&answer)
+                },
+            },
+            Err(sent) => sent,
         }
     }
 

@@ -4,6 +4,7 @@ pub mod config;
 pub mod encoder;
 pub mod service;
 
+use super::erasure::{Erasure, Subject};
 use super::{Activation, Destination, Encoded, Request, Sent};
 use futures_util::future::BoxFuture;
 
@@ -44,5 +45,9 @@ impl Destination for Webhook {
 
     fn health(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn erase<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Erasure> {
+        Box::pin(self.service.erase(subject))
     }
 }
