@@ -241,10 +241,37 @@ pub fn check(parsed: Parsed, plan: &TrackingPlan, origin: Origin, now: DateTime<
             .iter()
             .filter_map(|v| serde_json::to_value(v).ok()),
     );
+    cap_findings(&mut findings);
     Checked {
         message,
         status,
         findings,
+    }
+}
+
+/// Most bytes of findings stored with one message: a message with hundreds of unplanned,
+/// long-named properties must not store more violations than it has content.
+pub const MAX_FINDINGS_BYTES: usize = 4 * 1024;
+
+/// Keeps the findings that fit [`MAX_FINDINGS_BYTES`] and notes how many were left out.
+fn cap_findings(findings: &mut Vec<Value>) {
+    let mut used = 0usize;
+    let mut keep = 0usize;
+    for f in findings.iter() {
+        let n = f.to_string().len() + 1;
+        if used + n > MAX_FINDINGS_BYTES - 200 {
+            break;
+        }
+        used += n;
+        keep += 1;
+    }
+    if keep < findings.len() {
+        let left_out = findings.len() - keep;
+        findings.truncate(keep);
+        findings.push(serde_json::json!({
+            "kind": "truncated",
+            "message": format!("{left_out} more findings not stored"),
+        }));
     }
 }
 
@@ -412,6 +439,60 @@ mod tests {
             c.message.received_at.as_deref(),
             Some("2026-11-25T12:00:00.000Z")
         );
+    }
+
+    #[test]
+    fn hundreds_of_long_unplanned_properties_store_a_bounded_list_of_findings() {
+        let props: serde_json::Map<String, Value> = (0..400)
+            .map(|i| (format!("Unplanned Property Number {i} {}", "x".repeat(40)), json!(i)))
+            .collect();
+        let parsed = Message::from_value(
+            json!({"type": "track", "event": "feature_toggled", "userId": "u",
+                   "properties": props}),
+            None,
+        )
+        .unwrap();
+        let c = check(parsed, &plan(), Origin::Direct, now());
+        let stored = Value::Array(c.findings.clone()).to_string();
+        assert!(stored.len() <= MAX_FINDINGS_BYTES, "{}", stored.len());
+        assert_eq!(c.findings.last().unwrap()["kind"], "truncated");
+    }
+
+    #[test]
+    fn a_year_one_send_time_does_not_push_the_timestamp_past_year_9999() {
+        let parsed = Message::from_value(
+            json!({"type": "track", "event": "feature_toggled", "userId": "u",
+                   "properties": {"feature_name": "x", "new_status": true},
+                   "timestamp": "9999-12-31T23:59:59Z", "sentAt": "0001-01-01T00:00:00Z"}),
+            None,
+        )
+        .unwrap();
+        let c = check(parsed, &plan(), Origin::Direct, now());
+        assert_eq!(c.message.timestamp, c.message.received_at);
+        assert!(c.findings.iter().any(|f| f["kind"] == "bad_timestamp"));
+    }
+
+    #[test]
+    fn a_batch_is_measured_as_stored_after_the_envelope_merge() {
+        let items: Vec<(usize, Checked)> = (0..100)
+            .map(|i| {
+                let mut p = Message::from_value(
+                    json!({"type": "track", "event": "feature_toggled", "userId": "u",
+                           "properties": {"feature_name": "x", "new_status": true}}),
+                    None,
+                )
+                .unwrap();
+                p.message
+                    .context
+                    .insert("padding".into(), json!("p".repeat(10_000)));
+                (i, check(p, &plan(), Origin::Direct, now()))
+            })
+            .collect();
+        let version: Arc<str> = "v".into();
+        assert!(matches!(
+            to_rows(items, 1, &version, 0),
+            Err(BodyError::ExpandsTooMuch(_))
+        ));
     }
 
     #[test]
