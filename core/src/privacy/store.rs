@@ -279,14 +279,18 @@ macro_rules! impl_privacy_store {
                 r: &EraseRequest<'_>,
             ) -> Result<Option<Erased>, StorageError> {
                 let d: &Dialect = &$dialect;
-                // Serialise with the profiles stage (and make it drop its cached graph) and with
-                // every writer of memberships and the audience feed.
+                // Serialise with the profiles stage (and make it drop its cached graph), with every
+                // writer of memberships and the audience feed…
                 sqlx::query("UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'")
                     .execute(&mut **tx)
                     .await?;
-                sqlx::query("UPDATE pipeline_cursors SET seq = seq WHERE name = 'audiences'")
-                    .execute(&mut **tx)
-                    .await?;
+                // …and with the activation stage, so it never enqueues the person after this commit.
+                sqlx::query(
+                    "UPDATE pipeline_cursors SET seq = seq \
+                     WHERE name IN ('audiences', 'destinations', 'destinations_audiences')",
+                )
+                .execute(&mut **tx)
+                .await?;
                 let live: Option<String> =
                     sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
                         .bind(r.profile_id)
