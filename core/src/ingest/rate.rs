@@ -11,9 +11,13 @@ use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+/// One allowance per source id.
+type KeyedLimiter<C> =
+    RateLimiter<i64, HashMapStateStore<i64>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
 /// The limiter shared by the ingest handlers; off when built with `per_second == 0`.
 pub struct RateLimits<C: Clock = DefaultClock> {
-    limiter: Option<RateLimiter<i64, HashMapStateStore<i64>, C, NoOpMiddleware<C::Instant>>>,
+    limiter: Option<KeyedLimiter<C>>,
     burst: NonZeroU32,
 }
 
