@@ -896,8 +896,11 @@ macro_rules! impl_privacy_store {
                     } else {
                         floor_sql.build_query_scalar().fetch_one(&self.pool).await?
                     };
+                    // Quarantined log messages stay until replayed: a fix must still find them.
                     let messages = "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages \
-                        WHERE seq <= $3 AND received_at < $1 ORDER BY seq LIMIT $2)";
+                        WHERE seq <= $3 AND received_at < $1 AND seq NOT IN (SELECT position FROM \
+                        quarantine WHERE replayed_at IS NULL AND cursor_name <> 'destinations_audiences') \
+                        ORDER BY seq LIMIT $2)";
                     let batches: [(&str, &mut u64); 4] = [
                         (messages, &mut out.messages),
                         (

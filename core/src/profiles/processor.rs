@@ -113,9 +113,9 @@ impl Processor {
         let mut work: Vec<Work> = Vec::with_capacity(rows.len());
         let mut wanted: Vec<Identifier> = Vec::new();
         for row in rows {
-            let message = (row.status != "blocked")
-                .then(|| serde_json::from_str::<Message>(&row.body).ok())
-                .flatten();
+            // Blocked messages are never processed, but their identifiers are still checked against
+            // the suppressions: an erased person's later messages are dropped whatever the plan said.
+            let message = serde_json::from_str::<Message>(&row.body).ok();
             let (ids, reports) = match &message {
                 Some(m) => identity::extract(m, rules),
                 None => (Vec::new(), Vec::new()),
@@ -160,6 +160,9 @@ impl Processor {
             self.graph.settle_previous_ids(&mut ids, rules);
             if ids.iter().any(|i| suppressed.contains(i)) {
                 ops.push(Op::DropMessage { seq });
+                continue;
+            }
+            if row.status == "blocked" {
                 continue;
             }
             for r in &reports {

@@ -26,6 +26,7 @@ crate::on_both_stores!(
     a_destination_that_stays_down_is_retried_then_failed_with_its_error,
     salesforce_can_blank_the_contact_instead_of_deleting_it,
     retention_purges_old_raw_data_but_never_what_a_stage_has_not_processed,
+    a_blocked_message_from_an_erased_person_is_dropped_too,
 );
 
 const EMAIL: &str = "erase.me@example.com";
@@ -673,4 +674,29 @@ async fn retention_purges_old_raw_data_but_never_what_a_stage_has_not_processed(
     .unwrap();
     assert_eq!((purged.messages, purged.rejected), (0, 1), "{purged:?}");
     assert_eq!(ingest_only.stored("u-1").await.len(), 1);
+}
+
+async fn a_blocked_message_from_an_erased_person_is_dropped_too(db: Db) {
+    let app = spawn(db, |_| {}).await;
+    batch(
+        &app,
+        json!([{"type": "identify", "userId": USER, "traits": {"email": EMAIL}}]),
+    )
+    .await;
+    app.wait_processed().await;
+    let id = profile_id(&app, USER).await;
+    erase(&app, &id).await;
+    // An unplanned event is blocked by the plan; it still carries the erased user id.
+    batch(
+        &app,
+        json!([
+            {"type": "track", "userId": USER, "event": "Mystery Thing", "messageId": "after-erase-blocked"},
+            {"type": "track", "anonymousId": "someone-else", "event": "Mystery Thing", "messageId": "other-blocked"},
+        ]),
+    )
+    .await;
+    app.wait_processed().await;
+    assert!(app.stored("after-erase-blocked").await.is_empty());
+    let other = app.stored("other-blocked").await;
+    assert_eq!(other[0]["status"], "blocked", "other people's blocked messages stay");
 }
