@@ -52,6 +52,12 @@ pub struct Config {
     /// Run the processing pipeline (identity resolution, profiles) in this process
     /// (`TOUCHPOINT_PROCESS`, default true; set false for ingest-only replicas).
     pub process: bool,
+    /// Retry bounds of every pipeline stage: attempts before narrowing a failing batch to one
+    /// message and before quarantining that message, and the backoff between attempts.
+    pub stage_retry: crate::pipeline::Policy,
+    /// How long a stage may fail without advancing before `/readyz` reports it
+    /// (`TOUCHPOINT_STALL_AFTER_SECS`, 30).
+    pub stall_after: Duration,
     /// A reverse-ETL sync from a production read replica: `TOUCHPOINT_RETL_URL` (PostgreSQL),
     /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
     /// (`production`); rows are recorded under the `reverse-etl` source.
@@ -66,6 +72,9 @@ pub struct Config {
     /// (once every pipeline stage processed them), rejected items, delivered or dead outbox
     /// payloads and delivery-log entries are purged hourly (see `privacy::retention`).
     pub retention_days: u32,
+    /// Stripe and Resend webhook sources and their signing secrets (`TOUCHPOINT_STRIPE_WEBHOOK_SECRET`,
+    /// `TOUCHPOINT_RESEND_WEBHOOK_SECRET`, …; none by default); see `webhooks::WebhooksConfig`.
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -90,10 +99,13 @@ impl Default for Config {
             max_commit: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
             process: true,
+            stage_retry: crate::pipeline::Policy::default(),
+            stall_after: Duration::from_secs(30),
             reverse_etl: None,
             dev_sink: false,
             destinations: Default::default(),
             retention_days: 0,
+            webhooks: Default::default(),
         }
     }
 }
@@ -171,6 +183,9 @@ impl Config {
         if let Some(v) = get("TOUCHPOINT_PROCESS") {
             c.process = !matches!(v.trim(), "0" | "false" | "no" | "off");
         }
+        if let Some(v) = get("TOUCHPOINT_STALL_AFTER_SECS") {
+            c.stall_after = Duration::from_secs(number("TOUCHPOINT_STALL_AFTER_SECS", &v)?.max(1));
+        }
         c.dev_sink =
             get("TOUCHPOINT_DEV_SINK").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
         if let Some(url) = get("TOUCHPOINT_RETL_URL").filter(|u| !u.is_empty()) {
@@ -194,6 +209,7 @@ impl Config {
             c.sdk_dir = v.into();
         }
         c.destinations = crate::destinations::DestinationsConfig::from_lookup(&get)?;
+        c.webhooks = crate::webhooks::WebhooksConfig::from_lookup(&get)?;
         if let Some(v) = get("TOUCHPOINT_RETENTION_DAYS").filter(|v| !v.trim().is_empty()) {
             c.retention_days = small_number("TOUCHPOINT_RETENTION_DAYS", &v)?;
         }

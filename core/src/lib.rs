@@ -13,6 +13,7 @@ pub mod hardening;
 pub mod identity;
 pub mod ingest;
 pub mod ops;
+pub mod pipeline;
 pub mod plan;
 pub mod privacy;
 pub mod profiles;
@@ -22,6 +23,7 @@ pub mod sources;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod webhooks;
 
 pub use config::Config;
 pub use startup::{Application, router};

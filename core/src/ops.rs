@@ -25,7 +25,10 @@ pub fn routes() -> Router<AppState> {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "readiness check failed");
-        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable".to_owned());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable".to_owned(),
+        );
     }
     let stalled = state
         .pipeline

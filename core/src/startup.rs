@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::debugger::Debugger;
 use crate::domain::WriteKey;
 use crate::ingest::writer::Writer;
+use crate::pipeline::{Clock, Pipeline, Runner, SystemClock};
 use crate::plan::PlanHandle;
 use crate::profiles::Processor;
 use crate::reverse_etl::{self, ReverseEtl};
@@ -37,8 +38,10 @@ pub fn router(state: AppState) -> Router {
         .merge(audiences::api::routes())
         .merge(crate::dev_sink::routes())
         .merge(ops::routes())
+        .merge(crate::pipeline::api::routes())
         .merge(crate::destinations::api::routes())
         .merge(sdk::routes())
+        .merge(crate::webhooks::routes())
         .layer(RequestBodyLimitLayer::new(hardening::MAX_BODY_BYTES))
         .layer(DefaultBodyLimit::max(hardening::MAX_BODY_BYTES));
     let timed = Router::new()
@@ -89,6 +92,12 @@ impl Application {
                 WriteKey::generate().as_ref().to_owned(),
             ));
         }
+        for name in config.webhooks.source_names() {
+            // Webhook sources are internal too, unless TOUCHPOINT_SOURCES names them.
+            if !sources_to_create.iter().any(|(n, _)| n == name) {
+                sources_to_create.push((name.to_owned(), WriteKey::generate().as_ref().to_owned()));
+            }
+        }
         for (name, key) in &sources_to_create {
             store
                 .upsert_source(name, key)
@@ -120,16 +129,52 @@ impl Application {
                 to_backfill.push(d.id.clone());
             }
         }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let pipeline = Arc::new(Pipeline::default());
+        let debugger = Debugger::default();
+        let watch = debugger.clone();
+        let runner = Runner {
+            quarantine: stores.quarantine.clone(),
+            policy: config.stage_retry,
+            clock: clock.clone(),
+            pipeline: pipeline.clone(),
+            poll: Duration::from_millis(250),
+            on_set_aside: Some(Arc::new(move |e: &crate::pipeline::NewEntry| {
+                watch.publish(
+                    &Arc::from("pipeline"),
+                    serde_json::json!({"source": "pipeline", "status": "quarantined",
+                        "stage": e.stage, "type": format!("{} stage", e.stage), "seq": e.position, "attempts": e.attempts,
+                        "error": e.error, "findings": [], "message": null}),
+                );
+            })),
+        };
         if config.process {
             let audience_wake = Arc::new(Notify::new());
             let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
-            tokio::spawn(processor.run(pipeline_wake.clone(), audience_wake.clone()));
-            tokio::spawn(audience_stage.clone().run(audience_wake));
+            tokio::spawn(runner.clone().run(
+                processor,
+                pipeline_wake.clone(),
+                audience_wake.clone(),
+            ));
+            tokio::spawn(runner.clone().run(
+                audiences::stage::Realtime(audience_stage.clone()),
+                audience_wake,
+                Arc::new(Notify::new()),
+            ));
+            tokio::spawn(audience_stage.clone().run_scheduler(clock.clone()));
         }
-        let destinations = crate::destinations::start(&stores, &config, plan.clone())
-            .context("configuring destinations")?;
+        let destinations =
+            crate::destinations::start(&stores, &config, plan.clone(), runner.clone())
+                .context("configuring destinations")?;
         let privacy = crate::privacy::Privacy::new(stores.privacy.clone(), &config, &destinations);
+        let webhooks = crate::webhooks::Webhooks::new(&config.webhooks)
+            .context("configuring the webhook sources")?;
         let state = AppState {
+            webhooks: Arc::new(webhooks),
+            pipeline,
+            quarantine: stores.quarantine.clone(),
+            clock,
+            stall_after: config.stall_after,
             privacy,
             destinations,
             store,
@@ -141,7 +186,7 @@ impl Application {
             writer,
             sources: Arc::new(sources),
             plan,
-            debugger: Debugger::default(),
+            debugger,
             admin_token: Arc::new(config.admin_token.clone()),
             rate_limits: Arc::new(ingest::rate::RateLimits::new(
                 config.rate_limit_per_second,

@@ -51,6 +51,16 @@ pub struct AppState {
     pub reverse_etl: Option<Arc<crate::reverse_etl::ReverseEtl>>,
     /// Enabled destinations, the outbox and delivery counters.
     pub destinations: Arc<crate::destinations::Destinations>,
+    /// Every pipeline stage's health (metrics, readiness).
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
+    /// Messages the stages set aside.
+    pub quarantine: Arc<dyn crate::pipeline::QuarantineStore>,
+    /// The time, injected.
+    pub clock: Arc<dyn crate::pipeline::Clock>,
+    /// How long a stage may fail before `/readyz` reports it.
+    pub stall_after: Duration,
     /// Erasure (regulations and their worker) and retention.
     pub privacy: Arc<crate::privacy::Privacy>,
+    /// Stripe and Resend webhook secrets, by source name.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }

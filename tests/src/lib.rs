@@ -153,6 +153,63 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// POSTs to an admin path with the admin token; returns status and JSON.
+    pub async fn admin_post(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Runs SQL statements straight against the app's database (fault injection, inspection).
+    pub async fn sql(&self, statements: &str) {
+        if self.database_url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(&self.database_url)
+                .await
+                .expect("connect");
+            sqlx::raw_sql(statements)
+                .execute(&pool)
+                .await
+                .expect("sql");
+        } else {
+            let pool = sqlx::PgPool::connect(&self.database_url)
+                .await
+                .expect("connect");
+            sqlx::raw_sql(statements)
+                .execute(&pool)
+                .await
+                .expect("sql");
+        }
+    }
+
+    /// One number from the app's database (e.g. a COUNT or a SUM of lengths).
+    pub async fn sql_number(&self, query: &str) -> i64 {
+        if self.database_url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(&self.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar::<_, Option<i64>>(query)
+                .fetch_one(&pool)
+                .await
+                .expect("sql")
+                .unwrap_or(0)
+        } else {
+            let pool = sqlx::PgPool::connect(&self.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar::<_, Option<i64>>(query)
+                .fetch_one(&pool)
+                .await
+                .expect("sql")
+                .unwrap_or(0)
+        }
+    }
+
     /// Waits (at most 20 s) until the pipeline has processed everything in the log.
     pub async fn wait_processed(&self) {
         wait_processed(&self.client, &self.address).await

@@ -236,7 +236,9 @@ impl AudienceStage {
             let (defs, ids) = Self::definitions(&mut tx).await?;
             let needs = needs_of(&defs, &ids);
             let plan = self.plan.current();
-            let mut table = tx.load(Scope::Ids(affected), &needs, &plan.plan, now).await?;
+            let mut table = tx
+                .load(Scope::Ids(affected), &needs, &plan.plan, now)
+                .await?;
             let changes = evaluate(&defs, &mut table, true);
             tx.apply(&changes, now, 0, "replay").await?;
         }
@@ -323,7 +325,6 @@ impl AudienceStage {
             }
         }
     }
-
 }
 
 /// The realtime audience stage as the pipeline runner drives it.

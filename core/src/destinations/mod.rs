@@ -304,6 +304,8 @@ pub struct Destinations {
     pub consent: consent::ConsentConfig,
     /// Wakes the delivery workers (new rows, replay).
     pub wake: Arc<tokio::sync::Notify>,
+    /// The activation stage, when this process runs it (replays quarantined positions).
+    pub stage: Option<Arc<stage::ActivationStage>>,
 }
 
 /// Every destination name Touchpoint knows, enabled or not.
@@ -358,7 +360,19 @@ impl Destinations {
             delivery: config.delivery.clone(),
             consent: config.consent.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            stage: None,
         })
+    }
+
+    /// Replays one quarantined position of an activation-stage cursor (`destinations` or
+    /// `destinations_audiences`); `None` when this process does not run that stage.
+    pub async fn replay_position(
+        &self,
+        cursor: &str,
+        position: i64,
+    ) -> Option<Result<usize, crate::storage::StorageError>> {
+        let stage = self.stage.as_ref()?;
+        stage.replay(cursor, position).await
     }
 }
 
@@ -368,12 +382,11 @@ pub fn start(
     stores: &crate::storage::Stores,
     config: &crate::config::Config,
     plan: Arc<crate::plan::PlanHandle>,
+    runner: crate::pipeline::Runner,
 ) -> Result<Arc<Destinations>, http::BuildError> {
-    let d = Arc::new(Destinations::new(
-        stores.destinations.clone(),
-        &config.destinations,
-    )?);
-    if config.process && d.delivery.run_workers && !d.enabled.is_empty() {
+    let mut d = Destinations::new(stores.destinations.clone(), &config.destinations)?;
+    let run = config.process && d.delivery.run_workers && !d.enabled.is_empty();
+    if run {
         let pql = config.destinations.salesforce.as_ref().map_or_else(
             || "product_qualified_lead".to_owned(),
             |s| s.pql_audience.clone(),
@@ -383,11 +396,21 @@ pub fn start(
             d.enabled.values().cloned().collect(),
             plan,
             pql,
-            d.delivery.poll,
             d.wake.clone(),
         )
         .with_consent(d.consent.clone(), d.counters.clone());
-        tokio::spawn(stage.run());
+        let stage = Arc::new(stage);
+        d.stage = Some(stage.clone());
+        let (wake, downstream) = (Arc::new(tokio::sync::Notify::new()), d.wake.clone());
+        tokio::spawn(runner.clone().run(
+            stage::Messages(stage.clone()),
+            wake.clone(),
+            downstream.clone(),
+        ));
+        tokio::spawn(runner.run(stage::AudienceEvents(stage), wake, downstream));
+    }
+    let d = Arc::new(d);
+    if run {
         worker::spawn(&d);
         tracing::info!(destinations = ?d.enabled.keys().collect::<Vec<_>>(), "destinations enabled");
     }

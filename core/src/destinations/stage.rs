@@ -75,11 +75,7 @@ impl ActivationStage {
 
     /// Activates one position again without moving its cursor (a quarantined position being
     /// replayed); outbox rows are keyed, so what was already enqueued is not enqueued twice.
-    pub async fn replay(
-        &self,
-        cursor: &str,
-        position: i64,
-    ) -> Option<Result<usize, StorageError>> {
+    pub async fn replay(&self, cursor: &str, position: i64) -> Option<Result<usize, StorageError>> {
         match cursor {
             MESSAGES => Some(self.step_messages(1, Some(position)).await),
             AUDIENCES => Some(self.step_audiences(1, Some(position)).await),
@@ -193,7 +189,10 @@ impl ActivationStage {
         if let Some(id) = only {
             events.retain(|e| e.id == id);
         }
-        let Some(last) = events.last().map(|e| if only.is_some() { cursor } else { e.id }) else {
+        let Some(last) = events
+            .last()
+            .map(|e| if only.is_some() { cursor } else { e.id })
+        else {
             tx.commit(AUDIENCES.into(), cursor).await?;
             return Ok(0);
         };
@@ -461,6 +460,50 @@ pub fn snapshot(
     }
 }
 
+/// The activation stage's message cursor, as the pipeline runner drives it.
+pub struct Messages(pub Arc<ActivationStage>);
+
+impl Stage for Messages {
+    fn name(&self) -> &'static str {
+        MESSAGES
+    }
+
+    fn cursor_name(&self) -> &'static str {
+        MESSAGES
+    }
+
+    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
+        let limit = if batch == Batch::One { 1 } else { self.0.batch };
+        self.0.step_messages(limit, None).await
+    }
+
+    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        self.0.next_message().await
+    }
+}
+
+/// The activation stage's audience-event cursor, as the pipeline runner drives it.
+pub struct AudienceEvents(pub Arc<ActivationStage>);
+
+impl Stage for AudienceEvents {
+    fn name(&self) -> &'static str {
+        AUDIENCES
+    }
+
+    fn cursor_name(&self) -> &'static str {
+        AUDIENCES
+    }
+
+    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
+        let limit = if batch == Batch::One { 1 } else { self.0.batch };
+        self.0.step_audiences(limit, None).await
+    }
+
+    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        self.0.next_audience_event().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,49 +556,5 @@ mod tests {
                 .contains(&"integration_connected in the last 30 days: slack".to_owned())
         );
         assert!(s.signals.contains(&"teammates invited: 2".to_owned()));
-    }
-}
-
-/// The activation stage's message cursor, as the pipeline runner drives it.
-pub struct Messages(pub Arc<ActivationStage>);
-
-impl Stage for Messages {
-    fn name(&self) -> &'static str {
-        MESSAGES
-    }
-
-    fn cursor_name(&self) -> &'static str {
-        MESSAGES
-    }
-
-    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
-        let limit = if batch == Batch::One { 1 } else { self.0.batch };
-        self.0.step_messages(limit, None).await
-    }
-
-    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
-        self.0.next_message().await
-    }
-}
-
-/// The activation stage's audience-event cursor, as the pipeline runner drives it.
-pub struct AudienceEvents(pub Arc<ActivationStage>);
-
-impl Stage for AudienceEvents {
-    fn name(&self) -> &'static str {
-        AUDIENCES
-    }
-
-    fn cursor_name(&self) -> &'static str {
-        AUDIENCES
-    }
-
-    async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
-        let limit = if batch == Batch::One { 1 } else { self.0.batch };
-        self.0.step_audiences(limit, None).await
-    }
-
-    async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
-        self.0.next_audience_event().await
     }
 }

@@ -286,7 +286,10 @@ mod tests {
     fn a_nul_added_after_parsing_is_refused_wherever_it_sits() {
         let mut m = msg(json!({"type": "track", "event": "e", "userId": "u"}));
         m.context.insert("page".into(), json!({"title": "a\u{0}b"}));
-        assert_eq!(check(&m, 10), Err(LimitError::Nul("context.page.title".into())));
+        assert_eq!(
+            check(&m, 10),
+            Err(LimitError::Nul("context.page.title".into()))
+        );
         let mut m = msg(json!({"type": "track", "event": "e", "userId": "u"}));
         m.integrations.insert("x\u{0}".into(), json!(true));
         assert_eq!(check(&m, 10).unwrap_err().code(), "nul_character");
@@ -343,15 +346,22 @@ mod tests {
             deep = json!([deep]);
         }
         assert_eq!(
-            checked(json!({"type": "track", "event": "e", "userId": "u", "properties": {"d": deep.clone()}})),
-            Err(LimitError::TooDeep(format!("properties.d{}", "[]".repeat(MAX_DEPTH - 1))))
+            checked(
+                json!({"type": "track", "event": "e", "userId": "u", "properties": {"d": deep.clone()}})
+            ),
+            Err(LimitError::TooDeep(format!(
+                "properties.d{}",
+                "[]".repeat(MAX_DEPTH - 1)
+            )))
         );
         // One level less is fine.
         let Value::Array(mut inner) = deep else {
             unreachable!()
         };
         assert_eq!(
-            checked(json!({"type": "track", "event": "e", "userId": "u", "properties": {"d": inner.remove(0)}})),
+            checked(
+                json!({"type": "track", "event": "e", "userId": "u", "properties": {"d": inner.remove(0)}})
+            ),
             Ok(())
         );
     }

@@ -2,6 +2,7 @@
 //! edge endpoint. Requests are acknowledged only after their messages are durably committed.
 
 pub mod edge;
+pub mod limits;
 pub mod prepare;
 pub mod rate;
 pub mod writer;
@@ -64,6 +65,9 @@ pub enum IngestError {
     /// Bad edge signature.
     #[error("edge signature refused: {0}")]
     Signature(#[from] edge::SignatureError),
+    /// A single message over a limit on what is stored.
+    #[error("{0}")]
+    Limit(#[from] limits::LimitError),
 }
 
 impl From<WriteError> for IngestError {
@@ -82,8 +86,10 @@ impl IngestError {
             IngestError::Body(BodyError::MalformedJson(_)) => "malformed_json",
             IngestError::Body(BodyError::MalformedBatch(_)) => "malformed_batch",
             IngestError::Body(BodyError::EmptyBatch) => "empty_batch",
-            IngestError::Body(BodyError::TooManyItems(_)) | IngestError::TooLarge(_) => "too_large",
-            IngestError::Body(BodyError::Invalid(_)) => "invalid_message",
+            IngestError::Body(BodyError::TooManyItems(_) | BodyError::ExpandsTooMuch(_))
+            | IngestError::TooLarge(_) => "too_large",
+            IngestError::Body(BodyError::Invalid(e)) => prepare::message_error_code(e),
+            IngestError::Limit(e) => e.code(),
             IngestError::BadGzip(_) => "bad_gzip",
             IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
             IngestError::MissingWriteKey => "missing_write_key",
@@ -100,9 +106,10 @@ impl IngestError {
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = match &self {
-            IngestError::Body(BodyError::TooManyItems(_)) | IngestError::TooLarge(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            IngestError::Body(BodyError::TooManyItems(_) | BodyError::ExpandsTooMuch(_))
+            | IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Limit(e) if e.is_size() => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Limit(_) => StatusCode::BAD_REQUEST,
             IngestError::Body(_) | IngestError::NothingValid(_) | IngestError::BadGzip(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -248,13 +255,17 @@ async fn single(
     admit(&state, &source, 1)?;
     match Message::from_value(value, Some(kind)) {
         Ok(parsed) => {
-            accept(&state, &source, Origin::Direct, vec![parsed], Vec::new()).await?;
-            Ok(Json(json!({"success": true})))
+            let summary = accept(&state, &source, Origin::Direct, vec![(0, parsed)], Vec::new()).await?;
+            match summary.refused.into_iter().next() {
+                Some(limit) => Err(limit.into()),
+                None => Ok(Json(json!({"success": true}))),
+            }
         }
         Err(e) => {
             let item = ItemError {
                 index: 0,
                 error: e.to_string(),
+                code: prepare::message_error_code(&e),
                 raw: String::from_utf8_lossy(&bytes).into_owned(),
             };
             accept(&state, &source, Origin::Direct, Vec::new(), vec![item]).await?;
@@ -305,22 +316,21 @@ async fn batch_from(
     admit(state, &source, items.len())?;
     let mut parsed = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
-    for item in items {
+    for (index, item) in items.into_iter().enumerate() {
         match item {
-            Ok(p) => parsed.push(p),
+            Ok(p) => parsed.push((index, p)),
             Err(e) => errors.push(e),
         }
     }
-    let nothing_valid = parsed.is_empty();
-    let summary = accept(state, &source, origin, parsed, errors.clone()).await?;
-    if nothing_valid {
-        return Err(IngestError::NothingValid(errors));
+    let summary = accept(state, &source, origin, parsed, errors).await?;
+    if summary.stored + summary.duplicates == 0 {
+        return Err(IngestError::NothingValid(summary.rejected));
     }
     Ok(Json(json!({
         "success": true,
         "stored": summary.stored,
         "duplicates": summary.duplicates,
-        "rejected": errors,
+        "rejected": summary.rejected,
     })))
 }
 
@@ -330,34 +340,49 @@ pub(crate) struct Summary {
     pub stored: usize,
     /// Repeats dropped by messageId.
     pub duplicates: usize,
+    /// Items that could not be read as messages, in request order.
+    pub rejected: Vec<ItemError>,
+    /// The first limit a message broke, for single-message endpoints.
+    pub refused: Vec<limits::LimitError>,
 }
 
 /// Checks, durably stores and publishes messages; rejected items are stored beside them.
+/// `parsed` carries each message's index in the request, so refusals are reported by index.
 pub(crate) async fn accept(
     state: &AppState,
     source: &Arc<Source>,
     origin: Origin,
-    parsed: Vec<Parsed>,
-    errors: Vec<ItemError>,
+    parsed: Vec<(usize, Parsed)>,
+    mut errors: Vec<ItemError>,
 ) -> Result<Summary, IngestError> {
     let counters = &source.counters;
     SourceCounters::add(&counters.received, parsed.len() + errors.len());
     let loaded = state.plan.current();
     let now = Utc::now();
-    let checked: Vec<Checked> = parsed
+    let checked: Vec<(usize, Checked)> = parsed
         .into_iter()
-        .map(|p| prepare::check(p, &loaded.plan, origin, now))
+        .map(|(i, p)| (i, prepare::check(p, &loaded.plan, origin, now)))
         .collect();
-    let rows = checked
-        .iter()
-        .map(|c| prepare::to_row(c, source.id, &loaded.version, now.timestamp_millis()))
-        .collect();
+    let prepare::Rows { kept, refused } =
+        prepare::to_rows(checked, source.id, &loaded.version, now.timestamp_millis())?;
+    let mut refused_limits = Vec::with_capacity(refused.len());
+    for (item, limit) in refused {
+        tracing::info!(source = %source.name, index = item.index, code = item.code, "message refused by a limit");
+        errors.push(item);
+        refused_limits.push(limit);
+    }
+    errors.sort_by_key(|e| e.index);
+    let (checked, rows): (Vec<Checked>, Vec<_>) = kept.into_iter().unzip();
     let rejected = errors
         .iter()
         .map(|e| NewRejected {
             source_id: source.id,
             received_at_ms: now.timestamp_millis(),
-            reason: e.error.clone(),
+            // Parser errors can quote what was sent (an unknown type of any length).
+            reason: crate::storage::truncate_body(&e.error)
+                .chars()
+                .take(1024)
+                .collect(),
             body: e.raw.clone(),
         })
         .collect();
@@ -366,6 +391,8 @@ pub(crate) async fn accept(
     let mut summary = Summary {
         stored: 0,
         duplicates: 0,
+        rejected: Vec::new(),
+        refused: refused_limits,
     };
     for (c, outcome) in checked.iter().zip(&outcomes) {
         match (outcome, c.status) {
@@ -394,6 +421,7 @@ pub(crate) async fn accept(
             &errors,
         );
     }
+    summary.rejected = errors;
     Ok(summary)
 }
 

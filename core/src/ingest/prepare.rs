@@ -444,7 +444,12 @@ mod tests {
     #[test]
     fn hundreds_of_long_unplanned_properties_store_a_bounded_list_of_findings() {
         let props: serde_json::Map<String, Value> = (0..400)
-            .map(|i| (format!("Unplanned Property Number {i} {}", "x".repeat(40)), json!(i)))
+            .map(|i| {
+                (
+                    format!("Unplanned Property Number {i} {}", "x".repeat(40)),
+                    json!(i),
+                )
+            })
             .collect();
         let parsed = Message::from_value(
             json!({"type": "track", "event": "feature_toggled", "userId": "u",

@@ -99,7 +99,19 @@ async fn replay_entry(state: &AppState, entry: &Entry, now: i64) -> Replay {
             .reevaluate_position(entry.position, now)
             .await
             .map(|_| None),
-        other => return Replay::Failed(format!("stage {other:?} cannot replay")),
+        _ => match state
+            .destinations
+            .replay_position(&entry.cursor, entry.position)
+            .await
+        {
+            Some(r) => r.map(|_| None),
+            None => {
+                return Replay::Failed(format!(
+                    "stage {:?} does not run in this process",
+                    entry.stage
+                ));
+            }
+        },
     };
     match result {
         Ok(p) => Replay::Done(p),

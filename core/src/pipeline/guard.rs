@@ -183,8 +183,20 @@ mod tests {
         for _ in 0..3 {
             g.failed(10);
         }
-        assert!(matches!(g.failed(10), Next::Retry { batch: Batch::One, .. }));
-        assert!(matches!(g.failed(10), Next::Retry { batch: Batch::One, .. }));
+        assert!(matches!(
+            g.failed(10),
+            Next::Retry {
+                batch: Batch::One,
+                ..
+            }
+        ));
+        assert!(matches!(
+            g.failed(10),
+            Next::Retry {
+                batch: Batch::One,
+                ..
+            }
+        ));
         assert_eq!(g.failed(10), Next::SetAside { attempts: 3 });
         g.set_aside();
         assert_eq!(g.batch(), Batch::Full);
@@ -208,7 +220,13 @@ mod tests {
         let mut g = Guard::new(policy());
         g.failed(10);
         g.failed(10);
-        assert!(matches!(g.failed(11), Next::Retry { batch: Batch::Full, .. }));
+        assert!(matches!(
+            g.failed(11),
+            Next::Retry {
+                batch: Batch::Full,
+                ..
+            }
+        ));
         assert_eq!(g.failures(), 1);
     }
 

@@ -7,10 +7,12 @@ pub mod guard;
 pub mod quarantine;
 
 use crate::storage::StorageError;
+use futures_util::FutureExt;
 pub use guard::{Batch, Guard, Next, Policy};
 pub use quarantine::{Entry, NewEntry, PgQuarantine, QuarantineStore, SqliteQuarantine};
 use std::fmt::Write;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +71,17 @@ pub trait Stage: Send + 'static {
     fn after_set_aside(&mut self) {}
 }
 
+/// A metric family: name, type, help, and how to read it from a stage's health.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&StageHealth) -> i64,
+);
+
+/// Told of every position set aside.
+pub type OnSetAside = Arc<dyn Fn(&NewEntry) + Send + Sync>;
+
 /// What one stage reports: cursor, throughput, retries, quarantined positions, failing since when.
 #[derive(Debug)]
 pub struct StageHealth {
@@ -108,16 +121,19 @@ impl StageHealth {
     }
 
     fn failed(&self, now: i64, error: &str) {
-        let _ = self
-            .failing_since_ms
-            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        let _ =
+            self.failing_since_ms
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
     }
 
-    /// Whether the stage has been failing, without advancing, for longer than `after`.
+    /// Whether the stage has not advanced for longer than `after`: it keeps failing, or no step
+    /// has finished at all (a hung query, a dead task) although an idle stage finishes one per poll.
     pub fn stalled(&self, now: i64, after: Duration) -> bool {
+        let after = after.as_millis() as i64;
         let since = self.failing_since_ms.load(Ordering::Relaxed);
-        since != 0 && now - since > after.as_millis() as i64
+        let last_ok = self.last_ok_ms.load(Ordering::Relaxed);
+        (since != 0 && now - since > after) || (last_ok != 0 && now - last_ok > after)
     }
 }
 
@@ -153,8 +169,13 @@ impl Pipeline {
             .iter()
             .filter(|s| s.stalled(now, after))
             .map(|s| {
+                let failing = s.failing_since_ms.load(Ordering::Relaxed) != 0;
                 let e = s.last_error.lock().unwrap_or_else(|e| e.into_inner());
-                (s.name, e.clone().unwrap_or_default())
+                let why = match (&*e, failing) {
+                    (Some(e), true) => e.clone(),
+                    _ => "no step finished".to_owned(),
+                };
+                (s.name, why)
             })
             .collect()
     }
@@ -162,7 +183,7 @@ impl Pipeline {
     /// Renders the stages' counters in the Prometheus text format.
     pub fn render_metrics(&self, out: &mut String) {
         let stages = self.stages();
-        let families: [(&str, &str, &str, fn(&StageHealth) -> i64); 4] = [
+        let families: [Family; 4] = [
             (
                 "touchpoint_stage_processed_total",
                 "counter",
@@ -212,7 +233,7 @@ pub struct Runner {
     /// Longest wait for a wake-up before looking again (other processes append too).
     pub poll: Duration,
     /// Told of every position set aside (the live debugger shows them).
-    pub on_set_aside: Option<Arc<dyn Fn(&NewEntry) + Send + Sync>>,
+    pub on_set_aside: Option<OnSetAside>,
 }
 
 impl Runner {
@@ -220,10 +241,20 @@ impl Runner {
     /// with backoff, narrow to one position, and set the failing position aside.
     pub async fn run<S: Stage>(self, mut stage: S, wake: Arc<Notify>, downstream: Arc<Notify>) {
         let health = self.pipeline.stage(stage.name());
+        health.ok(self.clock.now_ms(), 0);
         let mut guard = Guard::new(self.policy);
         loop {
             let batch = guard.batch();
-            match stage.step(batch).await {
+            // A panic in a stage is a failure of the message being processed like any other: it
+            // is retried, narrowed and quarantined, never allowed to end the stage's task.
+            let result = match AssertUnwindSafe(stage.step(batch)).catch_unwind().await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(panic) => {
+                    stage.after_set_aside();
+                    Err(format!("panicked: {}", panic_text(&*panic)))
+                }
+            };
+            match result {
                 Ok(n) => {
                     guard.succeeded();
                     health.ok(self.clock.now_ms(), n);
@@ -237,8 +268,7 @@ impl Runner {
                     }
                     let _ = tokio::time::timeout(self.poll, wake.notified()).await;
                 }
-                Err(e) => {
-                    let error = e.to_string();
+                Err(error) => {
                     health.failed(self.clock.now_ms(), &error);
                     health.retries.fetch_add(1, Ordering::Relaxed);
                     let position = match stage.next_position().await {
@@ -289,6 +319,15 @@ impl Runner {
     }
 }
 
+/// The message of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +344,20 @@ mod tests {
             vec![("profiles", "boom".to_string())]
         );
         s.ok(31_002, 1);
-        assert!(!s.stalled(99_000, Duration::from_secs(30)));
+        assert!(!s.stalled(40_000, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_stage_whose_steps_stop_finishing_is_stalled_without_any_error() {
+        let p = Pipeline::default();
+        let s = p.stage("audiences");
+        s.ok(1_000, 0);
+        assert!(!s.stalled(30_000, Duration::from_secs(30)));
+        assert!(s.stalled(31_001, Duration::from_secs(30)));
+        assert_eq!(
+            p.stalled(31_001, Duration::from_secs(30)),
+            vec![("audiences", "no step finished".to_string())]
+        );
     }
 
     #[test]
@@ -320,7 +372,9 @@ mod tests {
     #[test]
     fn stage_metrics_carry_the_stage_label() {
         let p = Pipeline::default();
-        p.stage("audiences").quarantined.fetch_add(2, Ordering::Relaxed);
+        p.stage("audiences")
+            .quarantined
+            .fetch_add(2, Ordering::Relaxed);
         let mut out = String::new();
         p.render_metrics(&mut out);
         assert!(out.contains("touchpoint_stage_quarantined_total{stage=\"audiences\"} 2"));
@@ -330,6 +384,7 @@ mod tests {
     struct Fake {
         log: Vec<i64>,
         poison: Vec<i64>,
+        panics: Vec<i64>,
         cursor: Arc<AtomicI64>,
         done: Arc<Mutex<Vec<i64>>>,
     }
@@ -353,6 +408,9 @@ mod tests {
                 .collect();
             if rows.iter().any(|p| self.poison.contains(p)) {
                 return Err(StorageError::UnsupportedUrl);
+            }
+            if rows.iter().any(|p| self.panics.contains(p)) {
+                panic!("bug in decide for {rows:?}");
             }
             if let Some(last) = rows.last() {
                 self.cursor.store(*last, Ordering::SeqCst);
@@ -418,7 +476,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn poison_messages_are_set_aside_and_every_other_message_is_processed() {
+    async fn poison_and_panicking_messages_are_set_aside_and_every_other_message_is_processed() {
         let cursor = Arc::new(AtomicI64::new(0));
         let done = Arc::new(Mutex::new(Vec::new()));
         let memory = Arc::new(Memory {
@@ -427,7 +485,8 @@ mod tests {
         });
         let stage = Fake {
             log: (1..=20).collect(),
-            poison: vec![6, 7, 15],
+            poison: vec![6, 7],
+            panics: vec![15],
             cursor: cursor.clone(),
             done: done.clone(),
         };
@@ -445,7 +504,8 @@ mod tests {
             on_set_aside: None,
         };
         let health = runner.pipeline.stage("fake");
-        let task = tokio::spawn(runner.run(stage, Arc::new(Notify::new()), Arc::new(Notify::new())));
+        let task =
+            tokio::spawn(runner.run(stage, Arc::new(Notify::new()), Arc::new(Notify::new())));
         // Paused time: the runner's sleeps advance the clock instantly; bounded by count.
         for _ in 0..10_000 {
             if cursor.load(Ordering::SeqCst) == 20 {
@@ -463,6 +523,12 @@ mod tests {
             .map(|e| e.position)
             .collect();
         assert_eq!(set_aside, vec![6, 7, 15]);
+        let panicked = &memory.entries.lock().unwrap()[2];
+        assert!(
+            panicked.error.contains("panicked: bug in decide"),
+            "{}",
+            panicked.error
+        );
         let expected: Vec<i64> = (1..=20).filter(|p| ![6, 7, 15].contains(p)).collect();
         assert_eq!(*done.lock().unwrap(), expected);
         assert_eq!(health.quarantined.load(Ordering::Relaxed), 3);

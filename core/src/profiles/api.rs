@@ -216,7 +216,15 @@ async fn pipeline(_: Admin, State(state): State<AppState>) -> Result<Json<Value>
     let audiences_cursor: i64 = state.profiles.cursor("audiences").await?;
     Ok(Json(json!({
         "audiencesCursor": audiences_cursor,
+        "destinationsCursor": state.profiles.cursor("destinations").await?,
         "logHead": state.profiles.head().await?,
+        "stages": state.pipeline.stages().iter().map(|s| json!({
+            "stage": s.name,
+            "processed": s.processed.load(std::sync::atomic::Ordering::Relaxed),
+            "retries": s.retries.load(std::sync::atomic::Ordering::Relaxed),
+            "quarantined": s.quarantined.load(std::sync::atomic::Ordering::Relaxed),
+            "failing": s.failing_since_ms.load(std::sync::atomic::Ordering::Relaxed) != 0,
+        })).collect::<Vec<_>>(),
         "profilesCursor": state.profiles.cursor("profiles").await?,
         "profiles": state.profiles.count().await?,
     })))

@@ -208,6 +208,8 @@ pub struct Stores {
     pub destinations: Arc<dyn crate::destinations::DestinationStore>,
     /// Erasure, regulations and retention.
     pub privacy: Arc<dyn crate::privacy::PrivacyStore>,
+    /// Messages the pipeline stages set aside.
+    pub quarantine: Arc<dyn crate::pipeline::QuarantineStore>,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories.
@@ -221,6 +223,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         // Suppressions of versions before migration 0009 were plaintext; SQLite cannot hash in SQL.
         crate::privacy::PrivacyStore::hash_plaintext_suppressions(&privacy).await?;
         Ok(Stores {
+            quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
             privacy: Arc::new(privacy),
             destinations: Arc::new(destinations),
             events: Arc::new(store),
@@ -233,6 +236,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         let audiences = crate::audiences::PgAudiences::new(store.pool().clone());
         let destinations = crate::destinations::PgDestinations::new(store.pool().clone());
         Ok(Stores {
+            quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
             privacy: Arc::new(crate::privacy::PgPrivacy::new(store.pool().clone())),
             destinations: Arc::new(destinations),
             events: Arc::new(store),

@@ -212,7 +212,10 @@ async fn random_and_hostile_input_never_bloats_stalls_or_errors(db: Db) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let (_, p) = app.admin_get("/admin/pipeline").await;
-    assert!(p["audiencesCursor"].as_i64() >= p["logHead"].as_i64(), "{p}");
+    assert!(
+        p["audiencesCursor"].as_i64() >= p["logHead"].as_i64(),
+        "{p}"
+    );
     let (_, q) = app.admin_get("/admin/quarantine").await;
     assert_eq!(q["entries"], json!([]), "{q}");
     let ready = app

@@ -36,8 +36,10 @@ async fn an_envelope_context_merged_into_every_item_counts_against_the_stored_si
     let app = spawn_app(db).await;
     // 20 KB of shared context, merged into 300 tiny items, would store 6 MB from a 30 KB request.
     let items: Vec<Value> = (0..300)
-        .map(|i| json!({"type": "track", "event": "feature_toggled", "userId": format!("u{i}"),
-            "properties": {"feature_name": "x", "new_status": true}}))
+        .map(|i| {
+            json!({"type": "track", "event": "feature_toggled", "userId": format!("u{i}"),
+            "properties": {"feature_name": "x", "new_status": true}})
+        })
         .collect();
     let body = json!({"batch": items, "context": {"padding": "p".repeat(20_000)}});
     let request_bytes = body.to_string().len() as i64;
@@ -291,7 +293,12 @@ async fn a_message_that_keeps_failing_is_quarantined_and_replayed_after_a_fix(db
     let entries = q["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{q}");
     assert_eq!(entries[0]["stage"], "profiles");
-    assert!(entries[0]["error"].as_str().unwrap().contains("poisoned identity"));
+    assert!(
+        entries[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("poisoned identity")
+    );
     assert_eq!(q["open"]["profiles"], 1);
     let metrics = app
         .client

@@ -456,7 +456,7 @@ async fn a_nul_character_is_refused_and_does_not_fail_other_requests(db: Db) {
         .await;
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
-    assert_eq!(body["code"], "invalid_message");
+    assert_eq!(body["code"], "nul_character");
     let id = mid();
     let good = app
         .post(
