@@ -1,5 +1,6 @@
 //! One integration binary: the real server on port 0 against real SQLite and PostgreSQL.
 
+mod adversarial;
 mod audiences;
 mod browser;
 mod clients;
@@ -12,6 +13,7 @@ mod e2e;
 mod edge;
 mod encoding;
 mod hygiene;
+mod hardening;
 mod ingest;
 mod ops;
 mod privacy;
