@@ -482,14 +482,14 @@ mod tests {
         let c = WebhooksConfig::from_lookup(&lookup(&[
             ("TOUCHPOINT_STRIPE_WEBHOOK_SECRET", "whsec_abc"),
             ("TOUCHPOINT_STRIPE_WEBHOOKS", "stripe-eu=whsec_def, stripe-us = whsec_ghi"),
-            ("TOUCHPOINT_RESEND_WEBHOOKS", "resend=whsec_c2VjcmV0=="),
+            ("TOUCHPOINT_RESEND_WEBHOOKS", "resend=whsec_c2VjcmV0MQ=="),
             ("TOUCHPOINT_WEBHOOK_TOLERANCE_SECS", "600"),
         ]))
         .unwrap();
         let names: Vec<&str> = c.source_names().collect();
         assert_eq!(names, ["stripe", "stripe-eu", "stripe-us", "resend"]);
         assert_eq!(c.stripe[2].secret.expose_secret(), "whsec_ghi");
-        assert_eq!(c.resend[0].secret.expose_secret(), "whsec_c2VjcmV0==");
+        assert_eq!(c.resend[0].secret.expose_secret(), "whsec_c2VjcmV0MQ==");
         assert_eq!(c.tolerance, Duration::from_secs(600));
         assert!(Webhooks::new(&c).is_ok());
         assert!(WebhooksConfig::from_lookup(&lookup(&[])).unwrap().source_names().next().is_none());

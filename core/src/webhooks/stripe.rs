@@ -735,7 +735,7 @@ mod tests {
             identify["context"]["externalIds"][0],
             json!({"type": "stripe_customer_id", "id": "cus_123", "collection": "users", "encoding": "none"})
         );
-        assert_eq!(identify["timestamp"], "2026-12-30T01:33:20Z");
+        assert_eq!(identify["timestamp"], "2026-11-30T00:53:20Z");
         assert_eq!(identify["context"]["stripe"]["eventType"], "customer.created");
     }
 
@@ -793,7 +793,7 @@ mod tests {
         let m = messages(&event("customer.subscription.deleted", s));
         assert_eq!(m[0]["event"], "subscription_canceled");
         assert_eq!(m[0]["properties"]["cancellation_reason"], "payment_failed");
-        assert_eq!(m[0]["properties"]["canceled_at"], "2026-12-30T01:33:20Z");
+        assert_eq!(m[0]["properties"]["canceled_at"], "2026-11-30T00:53:20Z");
     }
 
     fn invoice_object() -> Value {
@@ -833,7 +833,7 @@ mod tests {
         assert_eq!(m[0]["messageId"], "stripe-evt_1Abc");
         assert_eq!(p["amount"], 36.0);
         assert_eq!(p["attempt_count"], 2);
-        assert_eq!(p["next_payment_attempt"], "2026-12-31T01:33:20Z");
+        assert_eq!(p["next_payment_attempt"], "2026-12-01T00:53:20Z");
         assert_eq!(p["failure_reason"], "Your card was declined.");
         assert_eq!(p["failure_code"], "card_declined");
     }

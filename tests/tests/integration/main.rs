@@ -20,6 +20,7 @@ mod privacy;
 mod profiles;
 mod reverse_etl;
 mod sdk;
+mod webhooks;
 
 /// Runs an `async fn(Db)` test body once on SQLite and once on PostgreSQL.
 #[macro_export]
