@@ -146,7 +146,9 @@ fn sources(
         let (name, secret) = pair
             .split_once('=')
             .filter(|(_, s)| !s.trim().is_empty())
-            .ok_or_else(|| ConfigError::new(list, "expected name=whsec_… pairs separated by commas"))?;
+            .ok_or_else(|| {
+                ConfigError::new(list, "expected name=whsec_… pairs separated by commas")
+            })?;
         let name = name.trim();
         if !is_source_name(name) {
             return Err(ConfigError::new(
@@ -190,7 +192,12 @@ impl Webhooks {
         let resend = config
             .resend
             .iter()
-            .map(|s| Ok((s.name.clone(), SecretSlice::from(svix::key(s.secret.expose_secret())?))))
+            .map(|s| {
+                Ok((
+                    s.name.clone(),
+                    SecretSlice::from(svix::key(s.secret.expose_secret())?),
+                ))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Webhooks {
             stripe,
@@ -308,7 +315,11 @@ fn now_secs(state: &AppState) -> i64 {
 }
 
 /// The registered source of a configured webhook.
-fn source(state: &AppState, provider: &'static str, name: &str) -> Result<Arc<Source>, WebhookError> {
+fn source(
+    state: &AppState,
+    provider: &'static str,
+    name: &str,
+) -> Result<Arc<Source>, WebhookError> {
     state
         .sources
         .by_name(name)
@@ -337,8 +348,8 @@ async fn stripe_webhook(
         return Err(e.into());
     }
     let source = source(&state, "Stripe", &name)?;
-    let event: Value =
-        serde_json::from_slice(&body).map_err(|e| WebhookError::Body(format!("malformed JSON: {e}")))?;
+    let event: Value = serde_json::from_slice(&body)
+        .map_err(|e| WebhookError::Body(format!("malformed JSON: {e}")))?;
     let event_id = event["id"].as_str().unwrap_or("?");
     let kind = event["type"].as_str().unwrap_or("?");
     match stripe::map_event(&event).map_err(|e| WebhookError::Body(e.to_string()))? {
@@ -366,7 +377,8 @@ async fn resend_webhook(
         .get(&name)
         .ok_or_else(|| WebhookError::UnknownSource("Resend", name.clone()))?;
     // Svix's unbranded header names are the same scheme.
-    let pick = |branded: &str, plain: &str| header(&headers, branded).or_else(|| header(&headers, plain));
+    let pick =
+        |branded: &str, plain: &str| header(&headers, branded).or_else(|| header(&headers, plain));
     let signed = svix::Headers {
         id: pick(svix::ID_HEADER, "webhook-id"),
         timestamp: pick(svix::TIMESTAMP_HEADER, "webhook-timestamp"),
@@ -389,8 +401,8 @@ async fn resend_webhook(
         return Err(SignatureError::Malformed("svix-id is not a message id").into());
     }
     let source = source(&state, "Resend", &name)?;
-    let event: Value =
-        serde_json::from_slice(&body).map_err(|e| WebhookError::Body(format!("malformed JSON: {e}")))?;
+    let event: Value = serde_json::from_slice(&body)
+        .map_err(|e| WebhookError::Body(format!("malformed JSON: {e}")))?;
     let kind = event["type"].as_str().unwrap_or("?");
     match resend::map_event(delivery, &event).map_err(|e| WebhookError::Body(e.to_string()))? {
         resend::Mapped::Ignored(reason) => {
@@ -481,7 +493,10 @@ mod tests {
     fn webhook_sources_come_from_a_single_secret_or_named_pairs() {
         let c = WebhooksConfig::from_lookup(&lookup(&[
             ("TOUCHPOINT_STRIPE_WEBHOOK_SECRET", "whsec_abc"),
-            ("TOUCHPOINT_STRIPE_WEBHOOKS", "stripe-eu=whsec_def, stripe-us = whsec_ghi"),
+            (
+                "TOUCHPOINT_STRIPE_WEBHOOKS",
+                "stripe-eu=whsec_def, stripe-us = whsec_ghi",
+            ),
             ("TOUCHPOINT_RESEND_WEBHOOKS", "resend=whsec_c2VjcmV0MQ=="),
             ("TOUCHPOINT_WEBHOOK_TOLERANCE_SECS", "600"),
         ]))
@@ -492,7 +507,13 @@ mod tests {
         assert_eq!(c.resend[0].secret.expose_secret(), "whsec_c2VjcmV0MQ==");
         assert_eq!(c.tolerance, Duration::from_secs(600));
         assert!(Webhooks::new(&c).is_ok());
-        assert!(WebhooksConfig::from_lookup(&lookup(&[])).unwrap().source_names().next().is_none());
+        assert!(
+            WebhooksConfig::from_lookup(&lookup(&[]))
+                .unwrap()
+                .source_names()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
@@ -501,13 +522,21 @@ mod tests {
             [("TOUCHPOINT_STRIPE_WEBHOOKS", "whsec_supersecret")],
             [("TOUCHPOINT_STRIPE_WEBHOOKS", "Bad Name=whsec_supersecret")],
             [("TOUCHPOINT_RESEND_WEBHOOKS", "resend=whsec_supersecret!!")],
-            [("TOUCHPOINT_STRIPE_WEBHOOKS", "a=whsec_supersecret,a=whsec_supersecret")],
+            [(
+                "TOUCHPOINT_STRIPE_WEBHOOKS",
+                "a=whsec_supersecret,a=whsec_supersecret",
+            )],
         ] {
-            let err = WebhooksConfig::from_lookup(&lookup(&vars)).unwrap_err().to_string();
+            let err = WebhooksConfig::from_lookup(&lookup(&vars))
+                .unwrap_err()
+                .to_string();
             assert!(!err.contains("supersecret"), "{err}");
         }
-        let c = WebhooksConfig::from_lookup(&lookup(&[("TOUCHPOINT_STRIPE_WEBHOOK_SECRET", "whsec_supersecret")]))
-            .unwrap();
+        let c = WebhooksConfig::from_lookup(&lookup(&[(
+            "TOUCHPOINT_STRIPE_WEBHOOK_SECRET",
+            "whsec_supersecret",
+        )]))
+        .unwrap();
         assert!(!format!("{c:?}").contains("supersecret"));
     }
 
@@ -522,16 +551,26 @@ mod tests {
     #[test]
     fn signature_failures_are_400_when_malformed_and_401_when_wrong() {
         let status = |e: SignatureError| WebhookError::from(e).into_response().status();
-        assert_eq!(status(SignatureError::Missing("stripe-signature")), StatusCode::BAD_REQUEST);
-        assert_eq!(status(SignatureError::Malformed("x")), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(SignatureError::Missing("stripe-signature")),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(SignatureError::Malformed("x")),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(status(SignatureError::Mismatch), StatusCode::UNAUTHORIZED);
         assert_eq!(status(SignatureError::Stale), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            WebhookError::UnknownSource("Stripe", "x".into()).into_response().status(),
+            WebhookError::UnknownSource("Stripe", "x".into())
+                .into_response()
+                .status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            WebhookError::Intake(IngestError::Unavailable).into_response().status(),
+            WebhookError::Intake(IngestError::Unavailable)
+                .into_response()
+                .status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
     }

@@ -39,7 +39,11 @@ pub fn map_event(delivery_id: &str, event: &Value) -> Result<Mapped, NotAnEvent>
         "email.opened" => "email_opened",
         "email.clicked" => "email_clicked",
         "email.bounced" => "email_bounced",
-        other => return Ok(Mapped::Ignored(format!("Resend event type {other} is not mapped"))),
+        other => {
+            return Ok(Mapped::Ignored(format!(
+                "Resend event type {other} is not mapped"
+            )));
+        }
     };
     let timestamp = text(&event["created_at"])
         .or_else(|| data.get("created_at").and_then(text))
@@ -169,7 +173,10 @@ mod tests {
         assert_eq!(t["messageId"], "resend-msg_2Kx");
         assert_eq!(t["timestamp"], "2026-11-22T23:41:12.126Z");
         assert_eq!(t["context"]["traits"]["email"], "Ada@Example.com");
-        assert_eq!(t["anonymousId"], anonymous_id_for_email("ada@example.com").as_str());
+        assert_eq!(
+            t["anonymousId"],
+            anonymous_id_for_email("ada@example.com").as_str()
+        );
         assert_eq!(
             t["properties"],
             json!({"email_id": "56761188-7520-42d8-8898-ff6fc54ce618", "subject": "Welcome to Acme",
@@ -195,10 +202,19 @@ mod tests {
         assert_eq!(bounce[0]["event"], "email_bounced");
         assert_eq!(bounce[0]["properties"]["bounce_type"], "Permanent");
         assert_eq!(bounce[0]["properties"]["bounce_subtype"], "General");
-        assert_eq!(bounce[0]["properties"]["bounce_message"], "Mailbox does not exist");
-        let delivered = messages(&event("email.delivered", json!({"tags": {"kind": "receipt"}})));
+        assert_eq!(
+            bounce[0]["properties"]["bounce_message"],
+            "Mailbox does not exist"
+        );
+        let delivered = messages(&event(
+            "email.delivered",
+            json!({"tags": {"kind": "receipt"}}),
+        ));
         assert_eq!(delivered[0]["event"], "email_delivered");
-        assert_eq!(delivered[0]["properties"]["tags"], json!({"kind": "receipt"}));
+        assert_eq!(
+            delivered[0]["properties"]["tags"],
+            json!({"kind": "receipt"})
+        );
     }
 
     #[test]
@@ -215,8 +231,19 @@ mod tests {
 
     #[test]
     fn other_types_and_events_without_recipients_are_ignored() {
-        for kind in ["email.sent", "email.complained", "contact.created", "domain.updated"] {
-            assert!(matches!(map_event("m", &event(kind, json!({}))), Ok(Mapped::Ignored(_))), "{kind}");
+        for kind in [
+            "email.sent",
+            "email.complained",
+            "contact.created",
+            "domain.updated",
+        ] {
+            assert!(
+                matches!(
+                    map_event("m", &event(kind, json!({}))),
+                    Ok(Mapped::Ignored(_))
+                ),
+                "{kind}"
+            );
         }
         assert!(matches!(
             map_event("m", &event("email.opened", json!({"to": []}))),

@@ -87,9 +87,9 @@ pub fn verify(
         ));
     }
     let expected = mac(secret, timestamp, payload);
-    let matched = signatures.iter().any(|s| {
-        hex::decode(s).is_ok_and(|sig| expected.clone().verify_slice(&sig).is_ok())
-    });
+    let matched = signatures
+        .iter()
+        .any(|s| hex::decode(s).is_ok_and(|sig| expected.clone().verify_slice(&sig).is_ok()));
     if !matched {
         return Err(SignatureError::Mismatch);
     }
@@ -177,15 +177,15 @@ impl Who {
         let customer = object.get("customer").unwrap_or(&Value::Null);
         let expanded = customer.as_object();
         Who {
-            user_id: metadata_user_id(object)
-                .or_else(|| expanded.and_then(metadata_user_id)),
+            user_id: metadata_user_id(object).or_else(|| expanded.and_then(metadata_user_id)),
             customer: text(customer)
                 .or_else(|| expanded.and_then(|c| c.get("id")).and_then(text))
                 .map(str::to_owned),
-            email: expanded
-                .and_then(|c| c.get("email"))
-                .and_then(clean_email),
-            name: expanded.and_then(|c| c.get("name")).and_then(text).map(str::to_owned),
+            email: expanded.and_then(|c| c.get("email")).and_then(clean_email),
+            name: expanded
+                .and_then(|c| c.get("name"))
+                .and_then(text)
+                .map(str::to_owned),
         }
     }
 
@@ -211,11 +211,13 @@ impl Who {
 /// `metadata.user_id` (or `userId`), text or a whole number.
 fn metadata_user_id(object: &Map<String, Value>) -> Option<String> {
     let metadata = object.get("metadata")?;
-    ["user_id", "userId"].iter().find_map(|k| match &metadata[*k] {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
-        _ => None,
-    })
+    ["user_id", "userId"]
+        .iter()
+        .find_map(|k| match &metadata[*k] {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+            _ => None,
+        })
 }
 
 /// The Segment fields every message of an event shares.
@@ -272,12 +274,23 @@ fn traits(who: &Who) -> Map<String, Value> {
 }
 
 fn identify(ctx: &Ctx, who: &Who) -> Value {
-    let mut m = envelope(ctx, who, "identify", format!("stripe-{}-identify", ctx.event_id));
+    let mut m = envelope(
+        ctx,
+        who,
+        "identify",
+        format!("stripe-{}-identify", ctx.event_id),
+    );
     m.insert("traits".into(), Value::Object(traits(who)));
     Value::Object(m)
 }
 
-fn track(ctx: &Ctx, who: &Who, event: &str, message_id: String, properties: Map<String, Value>) -> Value {
+fn track(
+    ctx: &Ctx,
+    who: &Who,
+    event: &str,
+    message_id: String,
+    properties: Map<String, Value>,
+) -> Value {
     let mut m = envelope(ctx, who, "track", message_id);
     m.insert("event".into(), json!(event));
     m.insert("properties".into(), Value::Object(properties));
@@ -338,7 +351,11 @@ fn subscription(ctx: &Ctx, object: &Map<String, Value>, event: &str) -> Mapped {
         let price = &first["price"];
         put_text(&mut p, "price_id", price.get("id"));
         let product = &price["product"];
-        put_text(&mut p, "product_id", Some(product.get("id").unwrap_or(product)));
+        put_text(
+            &mut p,
+            "product_id",
+            Some(product.get("id").unwrap_or(product)),
+        );
         put_text(&mut p, "plan_interval", price["recurring"].get("interval"));
         if let Some(q) = first["quantity"].as_i64() {
             p.insert("quantity".into(), json!(q));
@@ -386,7 +403,9 @@ fn subscription(ctx: &Ctx, object: &Map<String, Value>, event: &str) -> Mapped {
             put_text(
                 &mut p,
                 "cancellation_reason",
-                object.get("cancellation_details").and_then(|d| d.get("reason")),
+                object
+                    .get("cancellation_details")
+                    .and_then(|d| d.get("reason")),
             );
             put_time(&mut p, "canceled_at", object.get("canceled_at"));
         }
@@ -400,7 +419,12 @@ fn subscription(ctx: &Ctx, object: &Map<String, Value>, event: &str) -> Mapped {
 /// `parent.subscription_details.subscription` (later versions).
 fn invoice_subscription(object: &Map<String, Value>) -> Option<&Value> {
     let legacy = object.get("subscription").filter(|v| !v.is_null());
-    legacy.or_else(|| object.get("parent")?.get("subscription_details")?.get("subscription"))
+    legacy.or_else(|| {
+        object
+            .get("parent")?
+            .get("subscription_details")?
+            .get("subscription")
+    })
 }
 
 /// The price of an invoice's first line: `price.id` (older API versions) or
@@ -427,7 +451,10 @@ fn invoice(ctx: &Ctx, object: &Map<String, Value>, event: &str) -> Mapped {
     } else {
         "amount_due"
     };
-    let amount = object.get(amount_field).and_then(Value::as_i64).unwrap_or(0);
+    let amount = object
+        .get(amount_field)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     p.insert("amount".into(), json!(major_units(amount, currency)));
     p.insert("currency".into(), json!(currency.to_ascii_lowercase()));
     let subscription = invoice_subscription(object);
@@ -443,7 +470,11 @@ fn invoice(ctx: &Ctx, object: &Map<String, Value>, event: &str) -> Mapped {
         if let Some(n) = object.get("attempt_count").and_then(Value::as_i64) {
             p.insert("attempt_count".into(), json!(n));
         }
-        put_time(&mut p, "next_payment_attempt", object.get("next_payment_attempt"));
+        put_time(
+            &mut p,
+            "next_payment_attempt",
+            object.get("next_payment_attempt"),
+        );
         let (reason, code) = failure(object);
         put_text(&mut p, "failure_reason", reason);
         put_text(&mut p, "failure_code", code);
@@ -469,11 +500,17 @@ fn failure(object: &Map<String, Value>) -> (Option<&Value>, Option<&Value>) {
         .get("payment_intent")
         .and_then(|p| p.get("last_payment_error"))
         .filter(|e| e.is_object());
-    let error = intent_error.or_else(|| object.get("last_finalization_error").filter(|e| e.is_object()));
+    let error = intent_error.or_else(|| {
+        object
+            .get("last_finalization_error")
+            .filter(|e| e.is_object())
+    });
     match error {
         Some(e) => (
             e.get("message"),
-            e.get("decline_code").filter(|v| text(v).is_some()).or_else(|| e.get("code")),
+            e.get("decline_code")
+                .filter(|v| text(v).is_some())
+                .or_else(|| e.get("code")),
         ),
         None => (None, None),
     }
@@ -505,7 +542,11 @@ fn checkout(ctx: &Ctx, object: &Map<String, Value>) -> Mapped {
         "subscription_id",
         subscription.map(|s| s.get("id").unwrap_or(s)),
     );
-    put_text(&mut p, "client_reference_id", object.get("client_reference_id"));
+    put_text(
+        &mut p,
+        "client_reference_id",
+        object.get("client_reference_id"),
+    );
     let mut messages = Vec::with_capacity(2);
     if who.email.is_some() || who.name.is_some() {
         messages.push(identify(ctx, &who));
@@ -577,8 +618,8 @@ fn put_time(p: &mut Map<String, Value>, key: &str, value: Option<&Value>) {
 
 /// Currencies Stripe counts in whole units (no minor unit).
 const ZERO_DECIMAL: [&str; 16] = [
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf",
-    "xof", "xpf",
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+    "xaf", "xof", "xpf",
 ];
 /// Currencies Stripe counts in thousandths.
 const THREE_DECIMAL: [&str; 5] = ["bhd", "jod", "kwd", "omr", "tnd"];
@@ -646,7 +687,13 @@ mod tests {
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(b"k", Some(&header), b"x", 1_003_000, Duration::from_secs(3600)),
+            verify(
+                b"k",
+                Some(&header),
+                b"x",
+                1_003_000,
+                Duration::from_secs(3600)
+            ),
             Ok(())
         );
     }
@@ -658,8 +705,14 @@ mod tests {
         let old_sig = old.split_once(",v1=").unwrap().1;
         let new_sig = new.split_once(",v1=").unwrap().1;
         let header = format!("t=1000000,v1={old_sig},v1={new_sig},v0=deadbeef");
-        assert_eq!(verify(b"new-secret", Some(&header), b"x", 1_000_000, TOL), Ok(()));
-        assert_eq!(verify(b"old-secret", Some(&header), b"x", 1_000_000, TOL), Ok(()));
+        assert_eq!(
+            verify(b"new-secret", Some(&header), b"x", 1_000_000, TOL),
+            Ok(())
+        );
+        assert_eq!(
+            verify(b"old-secret", Some(&header), b"x", 1_000_000, TOL),
+            Ok(())
+        );
         assert_eq!(
             verify(b"third", Some(&header), b"x", 1_000_000, TOL),
             Err(SignatureError::Mismatch)
@@ -736,7 +789,10 @@ mod tests {
             json!({"type": "stripe_customer_id", "id": "cus_123", "collection": "users", "encoding": "none"})
         );
         assert_eq!(identify["timestamp"], "2026-11-30T00:53:20Z");
-        assert_eq!(identify["context"]["stripe"]["eventType"], "customer.created");
+        assert_eq!(
+            identify["context"]["stripe"]["eventType"],
+            "customer.created"
+        );
     }
 
     #[test]
@@ -759,7 +815,10 @@ mod tests {
 
     #[test]
     fn a_new_subscription_is_tracked_with_price_interval_and_amount() {
-        let m = messages(&event("customer.subscription.created", subscription_object()));
+        let m = messages(&event(
+            "customer.subscription.created",
+            subscription_object(),
+        ));
         let t = &m[0];
         assert_eq!(t["event"], "subscription_created");
         assert_eq!(t["messageId"], "stripe-evt_1Abc");
@@ -780,7 +839,8 @@ mod tests {
         assert_eq!(m[0]["event"], "subscription_updated");
         assert_eq!(m[0]["properties"]["previous_status"], "trialing");
         assert_eq!(m[0]["properties"]["changes"], json!(["status"]));
-        e["data"]["previous_attributes"] = json!({"current_period_end": 1, "latest_invoice": "in_0"});
+        e["data"]["previous_attributes"] =
+            json!({"current_period_end": 1, "latest_invoice": "in_0"});
         assert!(matches!(map_event(&e), Ok(Mapped::Ignored(_))));
     }
 
@@ -810,7 +870,10 @@ mod tests {
         let t = &paid[0];
         assert_eq!(t["event"], "payment_succeeded");
         assert_eq!(t["messageId"], "stripe-in_1-paid");
-        assert_eq!(t["context"]["traits"], json!({"email": "ada@example.com", "name": "Ada"}));
+        assert_eq!(
+            t["context"]["traits"],
+            json!({"email": "ada@example.com", "name": "Ada"})
+        );
         assert_eq!(
             t["properties"],
             json!({"invoice_id": "in_1", "amount": 36.0, "currency": "eur", "subscription_id": "sub_1",
@@ -907,7 +970,10 @@ mod tests {
             Ok(Mapped::Ignored(_))
         ));
         assert!(matches!(
-            map_event(&event("charge.refunded", json!({"id": "ch_1", "amount_refunded": 1}))),
+            map_event(&event(
+                "charge.refunded",
+                json!({"id": "ch_1", "amount_refunded": 1})
+            )),
             Ok(Mapped::Ignored(_))
         ));
     }
@@ -915,8 +981,13 @@ mod tests {
     #[test]
     fn bodies_that_are_not_events_are_refused() {
         assert!(map_event(&json!({})).is_err());
-        assert!(map_event(&json!({"id": "evt_1", "type": "customer.created", "created": 1})).is_err());
-        assert!(map_event(&json!({"id": "evt 1", "type": "x", "created": 1, "data": {"object": {}}})).is_err());
+        assert!(
+            map_event(&json!({"id": "evt_1", "type": "customer.created", "created": 1})).is_err()
+        );
+        assert!(
+            map_event(&json!({"id": "evt 1", "type": "x", "created": 1, "data": {"object": {}}}))
+                .is_err()
+        );
         assert!(map_event(&json!([1, 2])).is_err());
     }
 }

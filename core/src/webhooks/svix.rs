@@ -136,9 +136,18 @@ mod tests {
         let key = key(SECRET).unwrap();
         let body = br#"{"test": 2432232314}"#;
         let sig = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
-        assert_eq!(sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body), sig);
         assert_eq!(
-            verify(&key, headers("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", sig), body, 1614265330, TOL),
+            sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            sig
+        );
+        assert_eq!(
+            verify(
+                &key,
+                headers("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", sig),
+                body,
+                1614265330,
+                TOL
+            ),
             Ok("msg_p5jXN8AQM9LWM0D4loKWxJek")
         );
     }
@@ -147,8 +156,15 @@ mod tests {
     fn a_tampered_body_id_or_time_is_a_mismatch() {
         let key = key(SECRET).unwrap();
         let sig = sign(&key, "msg_1", 1000, b"{}");
-        assert_eq!(verify(&key, headers("msg_1", "1000", &sig), b"{}", 1000, TOL), Ok("msg_1"));
-        for (id, ts, body) in [("msg_1", "1000", &b"{ }"[..]), ("msg_2", "1000", b"{}"), ("msg_1", "1001", b"{}")] {
+        assert_eq!(
+            verify(&key, headers("msg_1", "1000", &sig), b"{}", 1000, TOL),
+            Ok("msg_1")
+        );
+        for (id, ts, body) in [
+            ("msg_1", "1000", &b"{ }"[..]),
+            ("msg_2", "1000", b"{}"),
+            ("msg_1", "1001", b"{}"),
+        ] {
             assert_eq!(
                 verify(&key, headers(id, ts, &sig), body, 1000, TOL),
                 Err(SignatureError::Mismatch)
@@ -166,14 +182,20 @@ mod tests {
         let key = key(SECRET).unwrap();
         let good = sign(&key, "msg_1", 1000, b"{}");
         let list = format!("v1,bm90IGl0 v1a,ZWQyNTUxOQ== {good}");
-        assert_eq!(verify(&key, headers("msg_1", "1000", &list), b"{}", 1000, TOL), Ok("msg_1"));
+        assert_eq!(
+            verify(&key, headers("msg_1", "1000", &list), b"{}", 1000, TOL),
+            Ok("msg_1")
+        );
     }
 
     #[test]
     fn old_and_future_timestamps_are_refused() {
         let key = key(SECRET).unwrap();
         let sig = sign(&key, "msg_1", 1000, b"{}");
-        assert_eq!(verify(&key, headers("msg_1", "1000", &sig), b"{}", 1300, TOL), Ok("msg_1"));
+        assert_eq!(
+            verify(&key, headers("msg_1", "1000", &sig), b"{}", 1300, TOL),
+            Ok("msg_1")
+        );
         assert_eq!(
             verify(&key, headers("msg_1", "1000", &sig), b"{}", 1301, TOL),
             Err(SignatureError::Stale)
@@ -188,15 +210,39 @@ mod tests {
     fn missing_and_malformed_headers_are_named() {
         let key = key(SECRET).unwrap();
         let h = Headers::default();
-        assert_eq!(verify(&key, h, b"", 0, TOL), Err(SignatureError::Missing(ID_HEADER)));
+        assert_eq!(
+            verify(&key, h, b"", 0, TOL),
+            Err(SignatureError::Missing(ID_HEADER))
+        );
         let h = Headers { id: Some("m"), ..h };
-        assert_eq!(verify(&key, h, b"", 0, TOL), Err(SignatureError::Missing(TIMESTAMP_HEADER)));
-        let h = Headers { timestamp: Some("now"), ..h };
-        assert!(matches!(verify(&key, h, b"", 0, TOL), Err(SignatureError::Malformed(_))));
-        let h = Headers { timestamp: Some("0"), ..h };
-        assert_eq!(verify(&key, h, b"", 0, TOL), Err(SignatureError::Missing(SIGNATURE_HEADER)));
-        let h = Headers { signature: Some("v2,abc"), ..h };
-        assert!(matches!(verify(&key, h, b"", 0, TOL), Err(SignatureError::Malformed(_))));
+        assert_eq!(
+            verify(&key, h, b"", 0, TOL),
+            Err(SignatureError::Missing(TIMESTAMP_HEADER))
+        );
+        let h = Headers {
+            timestamp: Some("now"),
+            ..h
+        };
+        assert!(matches!(
+            verify(&key, h, b"", 0, TOL),
+            Err(SignatureError::Malformed(_))
+        ));
+        let h = Headers {
+            timestamp: Some("0"),
+            ..h
+        };
+        assert_eq!(
+            verify(&key, h, b"", 0, TOL),
+            Err(SignatureError::Missing(SIGNATURE_HEADER))
+        );
+        let h = Headers {
+            signature: Some("v2,abc"),
+            ..h
+        };
+        assert!(matches!(
+            verify(&key, h, b"", 0, TOL),
+            Err(SignatureError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -6,8 +6,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use touchpoint_core::webhooks::{WebhookSource, WebhooksConfig, anonymous_id_for_email};
 use touchpoint_tests::{
-    ADMIN_TOKEN, Db, TestApp, WEB_KEY, fresh_database, run_node_script, spawn_app_with,
-    test_config,
+    ADMIN_TOKEN, Db, TestApp, WEB_KEY, fresh_database, run_node_script, spawn_app_with, test_config,
 };
 
 crate::on_both_stores!(
@@ -218,20 +217,37 @@ async fn stripe_events_signed_by_stripes_library_build_the_customers_profile(db:
                    "billing_details": {"email": "ada@example.com", "name": "Ada Lovelace"},
                    "refunds": {"object": "list", "data": [{"id": "re_T1", "amount": 4900, "reason": "requested_by_customer"}]}}),
         ),
-        stripe_event("evt_T7", "payout.paid", json!({"id": "po_T1", "object": "payout", "amount": 1})),
+        stripe_event(
+            "evt_T7",
+            "payout.paid",
+            json!({"id": "po_T1", "object": "payout", "amount": 1}),
+        ),
     ];
     let responses = deliver_stripe(&app, &payloads).await;
     assert_eq!(responses[0]["stored"], 1, "{}", responses[0]);
-    assert_eq!(responses[4]["stored"], 2, "identify and track: {}", responses[4]);
+    assert_eq!(
+        responses[4]["stored"], 2,
+        "identify and track: {}",
+        responses[4]
+    );
     assert!(
         responses[6]["ignored"].is_string(),
         "an unmapped type is acknowledged: {}",
         responses[6]
     );
-    for id in ["stripe-evt_T1-identify", "stripe-evt_T2", "stripe-in_T1-paid", "stripe-evt_T4"] {
+    for id in [
+        "stripe-evt_T1-identify",
+        "stripe-evt_T2",
+        "stripe-in_T1-paid",
+        "stripe-evt_T4",
+    ] {
         let rows = app.stored(id).await;
         assert_eq!(rows.len(), 1, "{id}");
-        assert_eq!(rows[0]["status"], "accepted", "{id} conforms to the plan: {}", rows[0]);
+        assert_eq!(
+            rows[0]["status"], "accepted",
+            "{id} conforms to the plan: {}",
+            rows[0]
+        );
     }
     app.wait_processed().await;
 
@@ -313,12 +329,18 @@ async fn stripe_signatures_are_checked_and_a_redelivered_event_is_stored_once(db
     let (status, body) = post_stripe(&app, &event, None).await;
     assert_eq!(status, 400, "no signature: {body}");
     let (status, _) = post_stripe(&app, "not json", Some(good)).await;
-    assert_eq!(status, 401, "the signature is checked before anything is read");
+    assert_eq!(
+        status, 401,
+        "the signature is checked before anything is read"
+    );
     assert!(app.stored("stripe-evt_R1-identify").await.is_empty());
 
     let r = app
         .client
-        .post(format!("{}/v1/sources/stripe/elsewhere/webhook", app.address))
+        .post(format!(
+            "{}/v1/sources/stripe/elsewhere/webhook",
+            app.address
+        ))
         .header("Stripe-Signature", good.as_str())
         .body(event.clone())
         .send()
@@ -336,7 +358,10 @@ async fn stripe_signatures_are_checked_and_a_redelivered_event_is_stored_once(db
     assert_eq!(late[0]["stored"], 0, "{}", late[0]);
     let rows = app.stored("stripe-evt_R1-identify").await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["body"]["userId"], "user-88", "metadata.user_id is the user id");
+    assert_eq!(
+        rows[0]["body"]["userId"], "user-88",
+        "metadata.user_id is the user id"
+    );
 
     // invoice.paid and invoice.payment_succeeded announce one payment.
     let paid = [
@@ -357,7 +382,10 @@ async fn stripe_signatures_are_checked_and_a_redelivered_event_is_stored_once(db
     assert_eq!(app.stored("stripe-in_R1-paid").await.len(), 1);
     app.wait_processed().await;
     let profile = app.profile("user_id", "user-88").await.expect("profile");
-    assert_eq!(track(&timeline(&app, &profile).await, "payment_succeeded").len(), 1);
+    assert_eq!(
+        track(&timeline(&app, &profile).await, "payment_succeeded").len(),
+        1
+    );
 }
 
 fn resend_event(kind: &str, to: &str, extra: Value) -> String {
@@ -369,11 +397,19 @@ fn resend_event(kind: &str, to: &str, extra: Value) -> String {
     for (k, v) in extra.as_object().unwrap() {
         data[k] = v.clone();
     }
-    serde_json::to_string(&json!({"type": kind, "created_at": chrono::Utc::now().to_rfc3339(), "data": data}))
-        .unwrap()
+    serde_json::to_string(
+        &json!({"type": kind, "created_at": chrono::Utc::now().to_rfc3339(), "data": data}),
+    )
+    .unwrap()
 }
 
-async fn post_resend(app: &TestApp, id: &str, timestamp: i64, signature: &str, payload: &str) -> (u16, Value) {
+async fn post_resend(
+    app: &TestApp,
+    id: &str,
+    timestamp: i64,
+    signature: &str,
+    payload: &str,
+) -> (u16, Value) {
     let r = app
         .client
         .post(format!("{}/v1/sources/resend/webhook", app.address))
@@ -409,10 +445,22 @@ async fn resend_engagement_lands_on_the_recipients_profile_and_in_audiences(db: 
     let app = spawn(db).await;
     identify(&app, "user-99", "carol@example.com").await;
     let deliveries = [
-        ("msg_E1", resend_event("email.delivered", "Carol@Example.com", json!({}))),
-        ("msg_E2", resend_event("email.opened", "carol@example.com", json!({}))),
-        ("msg_E3", resend_event("email.opened", "carol@example.com", json!({}))),
-        ("msg_E4", resend_event("email.opened", "carol@example.com", json!({}))),
+        (
+            "msg_E1",
+            resend_event("email.delivered", "Carol@Example.com", json!({})),
+        ),
+        (
+            "msg_E2",
+            resend_event("email.opened", "carol@example.com", json!({})),
+        ),
+        (
+            "msg_E3",
+            resend_event("email.opened", "carol@example.com", json!({})),
+        ),
+        (
+            "msg_E4",
+            resend_event("email.opened", "carol@example.com", json!({})),
+        ),
         (
             "msg_E5",
             resend_event(
@@ -430,7 +478,10 @@ async fn resend_engagement_lands_on_the_recipients_profile_and_in_audiences(db: 
                 json!({"bounce": {"message": "Mailbox does not exist", "subType": "General", "type": "Permanent"}}),
             ),
         ),
-        ("msg_E7", resend_event("email.sent", "carol@example.com", json!({}))),
+        (
+            "msg_E7",
+            resend_event("email.sent", "carol@example.com", json!({})),
+        ),
     ];
     let responses = deliver_resend(&app, &deliveries).await;
     assert_eq!(responses[0]["stored"], 1, "{}", responses[0]);
@@ -470,10 +521,17 @@ async fn resend_engagement_lands_on_the_recipients_profile_and_in_audiences(db: 
         .expect("a bounced address gets a profile of its own");
     assert_ne!(dave["id"], carol["id"]);
     let bounce = timeline(&app, &dave).await;
-    assert_eq!(track(&bounce, "email_bounced")[0]["properties"]["bounce_type"], "Permanent");
+    assert_eq!(
+        track(&bounce, "email_bounced")[0]["properties"]["bounce_type"],
+        "Permanent"
+    );
 
     // Usable in audiences: a preview, and the `engaged_email_readers` audience of AUDIENCES.md.
-    let p = preview(&app, "PERFORMED email_opened AT LEAST 3 TIMES WITHIN 30 DAYS").await;
+    let p = preview(
+        &app,
+        "PERFORMED email_opened AT LEAST 3 TIMES WITHIN 30 DAYS",
+    )
+    .await;
     assert_eq!(p["count"], 1, "{p}");
     let mut members = Vec::new();
     for _ in 0..200 {
@@ -506,11 +564,38 @@ async fn resend_signatures_are_checked_and_a_redelivery_is_stored_once(db: Db) {
     ])
     .await;
     let tampered = payload.replace("erin@", "mallory@");
-    assert_eq!(post_resend(&app, "msg_S1", ts, &signed[0], &tampered).await.0, 401);
-    assert_eq!(post_resend(&app, "msg_S2", ts, &signed[0], &payload).await.0, 401, "the id is signed");
-    assert_eq!(post_resend(&app, "msg_S1", ts - 600, &signed[1], &payload).await.0, 401, "too old");
-    assert_eq!(post_resend(&app, "msg_S1", ts, &signed[2], &payload).await.0, 401, "another secret");
-    assert_eq!(post_resend(&app, "msg_S1", ts, "", &payload).await.0, 400, "no v1 signature");
+    assert_eq!(
+        post_resend(&app, "msg_S1", ts, &signed[0], &tampered)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post_resend(&app, "msg_S2", ts, &signed[0], &payload)
+            .await
+            .0,
+        401,
+        "the id is signed"
+    );
+    assert_eq!(
+        post_resend(&app, "msg_S1", ts - 600, &signed[1], &payload)
+            .await
+            .0,
+        401,
+        "too old"
+    );
+    assert_eq!(
+        post_resend(&app, "msg_S1", ts, &signed[2], &payload)
+            .await
+            .0,
+        401,
+        "another secret"
+    );
+    assert_eq!(
+        post_resend(&app, "msg_S1", ts, "", &payload).await.0,
+        400,
+        "no v1 signature"
+    );
     assert!(app.stored("resend-msg_S1").await.is_empty());
 
     let (status, body) = post_resend(&app, "msg_S1", ts, &signed[0], &payload).await;
