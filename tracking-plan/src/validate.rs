@@ -191,13 +191,7 @@ impl TrackingPlan {
                 // analytics.js repeats cached traits in `context.traits`; they reach the profile
                 // too, so they answer to the same table (never required: they are a copy).
                 if let Some(Value::Object(cached)) = msg.context.get("traits") {
-                    self.check_payload(
-                        &self.traits,
-                        cached,
-                        Bag::ContextTraits,
-                        None,
-                        &mut out,
-                    );
+                    self.check_payload(&self.traits, cached, Bag::ContextTraits, None, &mut out);
                 }
             }
             MessageType::Group => {
@@ -295,7 +289,9 @@ impl TrackingPlan {
                     let field = bag.field(key);
                     let (kind, what) = match bag {
                         Bag::Properties => (ViolationKind::UnplannedProperty, "property"),
-                        Bag::Traits | Bag::ContextTraits => (ViolationKind::UnplannedTrait, "trait"),
+                        Bag::Traits | Bag::ContextTraits => {
+                            (ViolationKind::UnplannedTrait, "trait")
+                        }
                     };
                     let message = match required_by {
                         Some(owner) if bag == Bag::Properties => {
@@ -739,8 +735,10 @@ mod tests {
 
     #[test]
     fn cached_context_traits_answer_to_the_traits_table_and_unplanned_ones_are_dropped() {
-        let mut m = msg(json!({"type": "identify", "userId": "u", "traits": {"name": "Ada"},
-            "context": {"traits": {"plan_tier": "pro", "is_admin": true}}}));
+        let mut m = msg(
+            json!({"type": "identify", "userId": "u", "traits": {"name": "Ada"},
+            "context": {"traits": {"plan_tier": "pro", "is_admin": true}}}),
+        );
         let outcome = plan().enforce(&mut m);
         assert_eq!(kinds(&outcome.violations), [ViolationKind::UnplannedTrait]);
         assert_eq!(

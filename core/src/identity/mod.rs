@@ -591,7 +591,11 @@ mod tests {
             );
             let res = g.resolve(&ids, &r, &mut next);
             attached += res.attached.iter().filter(|i| i.kind == "crm_id").count();
-            refused += res.reports.iter().filter(|x| x.kind == "limit_exceeded").count();
+            refused += res
+                .reports
+                .iter()
+                .filter(|x| x.kind == "limit_exceeded")
+                .count();
         }
         assert_eq!(attached, DEFAULT_LIMIT_PER_KIND as usize);
         assert_eq!(refused, 30 - DEFAULT_LIMIT_PER_KIND as usize);
@@ -617,8 +621,10 @@ mod tests {
     fn an_overlong_or_oddly_named_identifier_is_reported_and_ignored() {
         let long = "e".repeat(300) + "@example.com";
         let (ids, reports) = extract(
-            &msg(json!({"type": "identify", "userId": "u-1", "traits": {"email": long},
-                "context": {"externalIds": [{"type": "a b", "id": "1"}]}})),
+            &msg(
+                json!({"type": "identify", "userId": "u-1", "traits": {"email": long},
+                "context": {"externalIds": [{"type": "a b", "id": "1"}]}}),
+            ),
             &rules(),
         );
         assert_eq!(ids, vec![Identifier::new("user_id", "u-1")]);
