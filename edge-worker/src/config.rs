@@ -105,6 +105,11 @@ impl EdgeConfig {
         format!("{}/v1/edge/batch", self.core_url)
     }
 
+    /// Core's Segment settings document for a write key (already checked to be a plain segment).
+    pub fn settings_url(&self, write_key: &str) -> String {
+        format!("{}/v1/projects/{write_key}/settings", self.core_url)
+    }
+
     /// Core's URL for an SDK file.
     pub fn sdk_url(&self, file: &str) -> String {
         format!("{}/sdk/{file}", self.core_url)
@@ -134,6 +139,10 @@ mod tests {
         assert!(c.allowed_origins.is_empty());
         assert_eq!(c.edge_batch_url(), "https://core.example.com/v1/edge/batch");
         assert_eq!(c.sdk_url("a.js"), "https://core.example.com/sdk/a.js");
+        assert_eq!(
+            c.settings_url("wk_1"),
+            "https://core.example.com/v1/projects/wk_1/settings"
+        );
     }
 
     #[test]

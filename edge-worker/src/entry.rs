@@ -86,13 +86,23 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Route::Batch => collect_request(req, &env, &config, None).await?,
         Route::Single(kind) => collect_request(req, &env, &config, Some(kind)).await?,
         Route::Sdk(file) => serve_sdk(&env, &config, &file, method).await?,
+        Route::Settings(key) => {
+            serve_settings(
+                &env,
+                &config,
+                &key,
+                &own.origin().ascii_serialization(),
+                method,
+            )
+            .await?
+        }
         Route::Preflight => {
             let r = Response::empty()?.with_status(204);
             let h = r.headers();
             h.set("access-control-allow-methods", "GET, HEAD, POST, OPTIONS")?;
             h.set(
                 "access-control-allow-headers",
-                "content-type, authorization, content-encoding",
+                "content-type, authorization, content-encoding, x-retry-count",
             )?;
             h.set("access-control-max-age", "86400")?;
             r
@@ -445,6 +455,74 @@ async fn queue(batch: MessageBatch<RetryBatch>, env: Env, _ctx: Context) -> Resu
         }
     }
     Ok(())
+}
+
+/// `GET {path}/v1/projects/{key}/settings`: core's Segment settings document pointed at this
+/// worker's path; kept in KV so analytics.js still loads (stale) while core is unreachable.
+async fn serve_settings(
+    env: &Env,
+    config: &EdgeConfig,
+    key: &str,
+    origin: &str,
+    method: route::Method,
+) -> Result<Response> {
+    let kv_key = format!("settings/{key}");
+    let kv = env.kv(KV_BINDING).ok();
+    let from_core = async {
+        let mut resp = Fetch::Url(config.settings_url(key).parse()?).send().await?;
+        let status = resp.status_code();
+        let bytes = resp.bytes().await?;
+        Ok::<_, worker::Error>((status, bytes))
+    };
+    let timeout = Delay::from(Duration::from_millis(config.core_timeout_ms));
+    let answer = match select(Box::pin(from_core), Box::pin(timeout)).await {
+        Either::Left((Ok(a), _)) => Some(a),
+        Either::Left((Err(e), _)) => {
+            console_warn!("edge.settings core unreachable: {e}");
+            None
+        }
+        Either::Right(_) => None,
+    };
+    let (core_doc, cache) = match answer {
+        Some((200, bytes)) => {
+            if let Some(kv) = &kv
+                && let Ok(put) = kv.put_bytes(&kv_key, &bytes)
+            {
+                let _ = put.expiration_ttl(SDK_TTL_SECS).execute().await;
+            }
+            (bytes, "public, max-age=60")
+        }
+        Some((status, bytes)) if status < 500 => {
+            let r = Response::from_bytes(bytes)?.with_status(status);
+            r.headers().set("content-type", "application/json")?;
+            r.headers().set("cache-control", "no-store")?;
+            return Ok(r);
+        }
+        _ => match kv.as_ref().map(|kv| kv.get(&kv_key).bytes()) {
+            Some(get) => match get.await {
+                Ok(Some(bytes)) => (bytes, "public, max-age=30"),
+                _ => return error_response(503, "settings are temporarily unavailable"),
+            },
+            None => return error_response(503, "settings are temporarily unavailable"),
+        },
+    };
+    let body = match crate::settings::point_at_edge(&core_doc, origin, &config.collect_path) {
+        Ok(b) => b,
+        Err(e) => {
+            console_error!("edge.settings_error error={e}");
+            return error_response(502, "core's settings document could not be read");
+        }
+    };
+    let body = if method == route::Method::Head {
+        Vec::new()
+    } else {
+        body
+    };
+    let r = Response::from_bytes(body)?.with_status(200);
+    let h = r.headers();
+    h.set("content-type", "application/json")?;
+    h.set("cache-control", cache)?;
+    Ok(r)
 }
 
 /// `GET {path}/sdk/{file}`: proxied from core with a Cache-Control, kept in KV so the SDK still

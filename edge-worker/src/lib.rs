@@ -4,7 +4,8 @@
 //! which), [`config`] (vars and secrets), [`collect`] (limits, the tracking plan, enrichment),
 //! [`delivery`] (core's answers, retry backoff), [`cors`] (which origins get credentials),
 //! [`privacy`] (IP truncation), [`bot`] (user-agent heuristics), [`cookie`] (the signed `tp_sid`
-//! cookie) and [`sign`] (the HMAC core verifies). Only `entry` (wasm32) touches the Workers runtime:
+//! cookie), [`settings`] (Segment's settings document pointed at the edge) and [`sign`] (the HMAC
+//! core verifies). Only `entry` (wasm32) touches the Workers runtime:
 //! the `fetch` handler forwards to core or, when core is down, to a Queue, and the `queue` handler
 //! retries delivery.
 
@@ -16,6 +17,7 @@ pub mod cors;
 pub mod delivery;
 pub mod privacy;
 pub mod route;
+pub mod settings;
 pub mod sign;
 
 #[cfg(target_arch = "wasm32")]

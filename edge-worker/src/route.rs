@@ -1,8 +1,12 @@
 //! Which request is which, under the configured collection path (e.g. `/px`).
 //!
 //! - `GET|HEAD {path}/sdk/{file}` — the browser SDK, proxied from core;
-//! - `POST {path}/v1/batch` (and `/v1/import`) — a Segment batch;
-//! - `POST {path}/v1/{track,page,screen,identify,group,alias}` — one message;
+//! - `POST {path}/v1/batch` (and `/v1/import`, and `/v1/b` as analytics.js 2.0 batches) — a
+//!   Segment batch;
+//! - `POST {path}/v1/{track,page,screen,identify,group,alias}` — one message, also under
+//!   analytics.js 2.0's short paths `/v1/{t,p,s,i,g,a}`;
+//! - `GET|HEAD {path}/v1/projects/{writeKey}/settings` — Segment's settings document, from core,
+//!   pointed at this path (so analytics.js's `cdnURL` can be `https://site/{path}`);
 //! - `OPTIONS {path}/…` — a CORS preflight.
 
 use touchpoint_tracking_plan::MessageType;
@@ -44,6 +48,8 @@ pub enum Route {
     Batch,
     /// One message of a type.
     Single(MessageType),
+    /// Segment's settings document for a write key (checked to be a plain path segment).
+    Settings(String),
     /// A CORS preflight.
     Preflight,
     /// A known path with the wrong method.
@@ -82,8 +88,26 @@ pub fn route(prefix: &str, method: Method, path: &str) -> Route {
     let Some(endpoint) = rest.strip_prefix("v1/") else {
         return Route::NotFound;
     };
+    if let Some(key) = endpoint
+        .strip_prefix("projects/")
+        .and_then(|r| r.strip_suffix("/settings"))
+    {
+        if !is_write_key_segment(key) {
+            return Route::NotFound;
+        }
+        return match method {
+            Method::Get | Method::Head => Route::Settings(key.to_owned()),
+            _ => Route::MethodNotAllowed,
+        };
+    }
     let target = match endpoint.trim_end_matches('/') {
-        "batch" | "import" => Route::Batch,
+        "batch" | "import" | "b" => Route::Batch,
+        "t" => Route::Single(MessageType::Track),
+        "p" => Route::Single(MessageType::Page),
+        "s" => Route::Single(MessageType::Screen),
+        "i" => Route::Single(MessageType::Identify),
+        "g" => Route::Single(MessageType::Group),
+        "a" => Route::Single(MessageType::Alias),
         other => match MessageType::parse(other) {
             Some(kind) if kind.as_str() == other => Route::Single(kind),
             _ => return Route::NotFound,
@@ -94,6 +118,15 @@ pub fn route(prefix: &str, method: Method, path: &str) -> Route {
     } else {
         Route::MethodNotAllowed
     }
+}
+
+/// A write key as one URL path segment: 1–200 characters of `[A-Za-z0-9._-]`.
+fn is_write_key_segment(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 200
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A relative file path made of `[A-Za-z0-9._-]` segments, none of them `.` or `..`.
@@ -208,6 +241,41 @@ mod tests {
             Route::Sdk("v1/collector_bg.wasm".into())
         );
         assert_eq!(route(p, Method::Options, "/px/v1/batch"), Route::Preflight);
+    }
+
+    #[test]
+    fn analytics_js_short_paths_and_settings_are_routed() {
+        let p = "/px";
+        assert_eq!(route(p, Method::Post, "/px/v1/b"), Route::Batch);
+        for (short, kind) in [
+            ("t", MessageType::Track),
+            ("p", MessageType::Page),
+            ("s", MessageType::Screen),
+            ("i", MessageType::Identify),
+            ("g", MessageType::Group),
+            ("a", MessageType::Alias),
+        ] {
+            assert_eq!(
+                route(p, Method::Post, &format!("/px/v1/{short}")),
+                Route::Single(kind)
+            );
+        }
+        assert_eq!(
+            route(p, Method::Get, "/px/v1/projects/wk_1/settings"),
+            Route::Settings("wk_1".into())
+        );
+        assert_eq!(
+            route(p, Method::Post, "/px/v1/projects/wk_1/settings"),
+            Route::MethodNotAllowed
+        );
+        for bad in [
+            "/px/v1/projects//settings",
+            "/px/v1/projects/a/b/settings",
+            "/px/v1/projects/%2e%2e/settings",
+        ] {
+            assert_eq!(route(p, Method::Get, bad), Route::NotFound, "{bad}");
+        }
+        assert_eq!(route(p, Method::Get, "/px/v1/t"), Route::MethodNotAllowed);
     }
 
     #[test]
