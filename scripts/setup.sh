@@ -38,6 +38,11 @@ if [ "$MODE" = all ] && { [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/p
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check segment-analytics-python==2.4.0
 fi
+# OpenAPI validator for docs/openapi.json (tests/tests/integration/backend_api.rs).
+if [ "$MODE" = all ] && ! .tools/venv/bin/python -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "setup: openapi-spec-validator"
+  .tools/venv/bin/pip install -q --disable-pip-version-check openapi-spec-validator==0.9.0
+fi
 
 # Browser SDK build tools: wasm-bindgen-cli equal to the crate's pinned wasm-bindgen (npm's binaryen
 # and esbuild come with package.json; never Debian's binaryen, whose wasm fails in Chromium).

@@ -31,6 +31,13 @@ enum Command {
         #[command(subcommand)]
         command: crate::destinations::cli::DestinationsCommand,
     },
+    /// API tokens for backends: create (shown once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: crate::backend_api::cli::TokensCommand,
+    },
+    /// Prints the OpenAPI document of the backend API (`touchpoint openapi > docs/openapi.json`).
+    Openapi,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +57,8 @@ enum PlanCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Destinations { command } => crate::destinations::cli::run(command).await,
+        Command::Tokens { command } => crate::backend_api::cli::run(command).await,
+        Command::Openapi => Ok(crate::backend_api::cli::print_openapi()),
         Command::Serve => {
             let config = Config::from_env().context("reading configuration")?;
             Application::build(config).await?.run().await?;

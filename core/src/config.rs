@@ -40,6 +40,13 @@ pub struct Config {
     /// Messages a write key may send at once on top of its rate (`TOUCHPOINT_RATE_LIMIT_BURST`,
     /// default 20000; 0 means twice the rate).
     pub rate_limit_burst: u32,
+    /// Requests each API token may make per second, on average, before getting 429 with
+    /// `Retry-After` (`TOUCHPOINT_API_RATE_LIMIT_PER_SECOND`, default 100; 0 turns the limit off).
+    /// The admin token is not limited.
+    pub api_rate_limit_per_second: u32,
+    /// Requests an API token may make at once on top of its rate
+    /// (`TOUCHPOINT_API_RATE_LIMIT_BURST`, default 200; 0 means twice the rate).
+    pub api_rate_limit_burst: u32,
     /// Longest time any request may take before it is answered 408, body upload included
     /// (`TOUCHPOINT_REQUEST_TIMEOUT_SECS`, default 30). The debugger's SSE stream is exempt.
     pub request_timeout: Duration,
@@ -94,6 +101,8 @@ impl Default for Config {
             edge_replay_window: Duration::from_secs(300),
             rate_limit_per_second: 10_000,
             rate_limit_burst: 20_000,
+            api_rate_limit_per_second: 100,
+            api_rate_limit_burst: 200,
             request_timeout: Duration::from_secs(30),
             queue_capacity: 50_000,
             max_commit: 4096,
@@ -169,6 +178,13 @@ impl Config {
         }
         if let Some(v) = get("TOUCHPOINT_RATE_LIMIT_BURST") {
             c.rate_limit_burst = small_number("TOUCHPOINT_RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = get("TOUCHPOINT_API_RATE_LIMIT_PER_SECOND") {
+            c.api_rate_limit_per_second =
+                small_number("TOUCHPOINT_API_RATE_LIMIT_PER_SECOND", &v)?;
+        }
+        if let Some(v) = get("TOUCHPOINT_API_RATE_LIMIT_BURST") {
+            c.api_rate_limit_burst = small_number("TOUCHPOINT_API_RATE_LIMIT_BURST", &v)?;
         }
         if let Some(v) = get("TOUCHPOINT_REQUEST_TIMEOUT_SECS") {
             c.request_timeout =

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audiences;
+pub mod backend_api;
 pub mod cli;
 pub mod config;
 pub mod debugger;

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(crate::pipeline::api::routes())
         .merge(crate::destinations::api::routes())
+        .merge(crate::backend_api::routes())
         .merge(sdk::routes())
         .merge(crate::webhooks::routes())
         .layer(RequestBodyLimitLayer::new(hardening::MAX_BODY_BYTES))
@@ -176,6 +177,11 @@ impl Application {
             clock,
             stall_after: config.stall_after,
             privacy,
+            api: crate::backend_api::Api::new(
+                stores.api.clone(),
+                config.api_rate_limit_per_second,
+                config.api_rate_limit_burst,
+            ),
             destinations,
             store,
             profiles: stores.profiles.clone(),

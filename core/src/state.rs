@@ -61,6 +61,8 @@ pub struct AppState {
     pub stall_after: Duration,
     /// Erasure (regulations and their worker) and retention.
     pub privacy: Arc<crate::privacy::Privacy>,
+    /// The API for backends: tokens and per-token rate limits.
+    pub api: Arc<crate::backend_api::Api>,
     /// Stripe and Resend webhook secrets, by source name.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
 }

@@ -210,6 +210,8 @@ pub struct Stores {
     pub privacy: Arc<dyn crate::privacy::PrivacyStore>,
     /// Messages the pipeline stages set aside.
     pub quarantine: Arc<dyn crate::pipeline::QuarantineStore>,
+    /// API tokens and the backend API's reads.
+    pub api: Arc<dyn crate::backend_api::ApiStore>,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories.
@@ -224,6 +226,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         crate::privacy::PrivacyStore::hash_plaintext_suppressions(&privacy).await?;
         Ok(Stores {
             quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
+            api: Arc::new(crate::backend_api::SqliteApiStore::new(store.pool().clone())),
             privacy: Arc::new(privacy),
             destinations: Arc::new(destinations),
             events: Arc::new(store),
@@ -237,6 +240,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         let destinations = crate::destinations::PgDestinations::new(store.pool().clone());
         Ok(Stores {
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
+            api: Arc::new(crate::backend_api::PgApiStore::new(store.pool().clone())),
             privacy: Arc::new(crate::privacy::PgPrivacy::new(store.pool().clone())),
             destinations: Arc::new(destinations),
             events: Arc::new(store),

@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod audiences;
+mod backend_api;
 mod browser;
 mod clients;
 mod concurrency;
