@@ -166,48 +166,41 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    /// Runs SQL statements straight against the app's database (fault injection, inspection).
-    pub async fn sql(&self, statements: &str) {
-        if self.database_url.starts_with("sqlite") {
-            let pool = sqlx::SqlitePool::connect(&self.database_url)
-                .await
-                .expect("connect");
-            sqlx::raw_sql(statements)
-                .execute(&pool)
-                .await
-                .expect("sql");
-        } else {
-            let pool = sqlx::PgPool::connect(&self.database_url)
-                .await
-                .expect("connect");
-            sqlx::raw_sql(statements)
-                .execute(&pool)
-                .await
-                .expect("sql");
-        }
+    /// GETs a path without credentials; returns status and body text (`/metrics`, `/readyz`).
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
     }
 
-    /// One number from the app's database (e.g. a COUNT or a SUM of lengths).
+    /// A connection pool to the app's database, whichever it is.
+    async fn pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.database_url)
+            .await
+            .expect("connect")
+    }
+
+    /// Runs SQL statements straight against the app's database (fault injection, inspection).
+    pub async fn sql(&self, statements: &str) {
+        sqlx::raw_sql(statements)
+            .execute(&self.pool().await)
+            .await
+            .expect("sql");
+    }
+
+    /// One number from the app's database (e.g. a COUNT or a SUM of lengths); NULL reads as 0.
     pub async fn sql_number(&self, query: &str) -> i64 {
-        if self.database_url.starts_with("sqlite") {
-            let pool = sqlx::SqlitePool::connect(&self.database_url)
-                .await
-                .expect("connect");
-            sqlx::query_scalar::<_, Option<i64>>(query)
-                .fetch_one(&pool)
-                .await
-                .expect("sql")
-                .unwrap_or(0)
-        } else {
-            let pool = sqlx::PgPool::connect(&self.database_url)
-                .await
-                .expect("connect");
-            sqlx::query_scalar::<_, Option<i64>>(query)
-                .fetch_one(&pool)
-                .await
-                .expect("sql")
-                .unwrap_or(0)
-        }
+        sqlx::query_scalar::<_, Option<i64>>(query)
+            .fetch_one(&self.pool().await)
+            .await
+            .expect("sql")
+            .unwrap_or(0)
     }
 
     /// Waits (at most 20 s) until the pipeline has processed everything in the log.

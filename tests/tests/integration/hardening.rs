@@ -19,6 +19,12 @@ crate::on_both_stores!(
     a_message_that_keeps_failing_is_quarantined_and_replayed_after_a_fix,
 );
 
+/// Sends one request that must be accepted (200).
+async fn accepted(app: &TestApp, path: &str, key: &str, body: &Value) {
+    let r = app.post(path, key, body).await;
+    assert_eq!(r.status(), 200, "{path} {body}");
+}
+
 /// Bytes of JSON stored in the log and the reject table.
 async fn stored_bytes(app: &TestApp) -> i64 {
     app.sql_number(
@@ -82,29 +88,27 @@ async fn a_nul_in_the_envelope_is_refused_per_item_and_never_fails_the_commit(db
     assert_eq!(v["code"], "nothing_valid");
     assert_eq!(v["rejected"][0]["code"], "nul_character");
     // The store still works: the next clean request is stored.
-    let r = app
-        .post(
-            "/v1/track",
-            SERVER_KEY,
-            &json!({"userId": "a", "event": "feature_toggled",
+    accepted(
+        &app,
+        "/v1/track",
+        SERVER_KEY,
+        &json!({"userId": "a", "event": "feature_toggled",
                 "properties": {"feature_name": "x", "new_status": true}}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    )
+    .await;
     assert_eq!(app.sql_number("SELECT COUNT(*) FROM messages").await, 1);
 }
 
 async fn cached_context_traits_reach_the_profile_only_through_the_plan(db: Db) {
     let app = spawn_app(db).await;
-    let r = app
-        .post(
-            "/v1/identify",
-            WEB_KEY,
-            &json!({"userId": "ct-1", "traits": {"name": "Ada"},
+    accepted(
+        &app,
+        "/v1/identify",
+        WEB_KEY,
+        &json!({"userId": "ct-1", "traits": {"name": "Ada"},
                 "context": {"traits": {"plan_tier": "pro", "is_admin": true, "credit": 1e6}}}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    )
+    .await;
     app.wait_processed().await;
     let profile = app.profile("user_id", "ct-1").await.expect("profile");
     let traits = &profile["traits"];
@@ -113,15 +117,14 @@ async fn cached_context_traits_reach_the_profile_only_through_the_plan(db: Db) {
     assert!(traits.get("is_admin").is_none(), "{traits}");
     assert!(traits.get("credit").is_none(), "{traits}");
     // A cached trait of the wrong type blocks like any invalid trait.
-    let r = app
-        .post(
-            "/v1/identify",
-            WEB_KEY,
-            &json!({"userId": "ct-2", "messageId": "ct-2-m",
+    accepted(
+        &app,
+        "/v1/identify",
+        WEB_KEY,
+        &json!({"userId": "ct-2", "messageId": "ct-2-m",
                 "context": {"traits": {"seats_provisioned": "lots"}}}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    )
+    .await;
     let stored = app.stored("ct-2-m").await;
     assert_eq!(stored[0]["status"], "blocked");
 }
@@ -155,27 +158,25 @@ async fn identifiers_are_limited_in_length_number_and_identities_per_kind(db: Db
         let external: Vec<Value> = (0..10)
             .map(|i| json!({"type": "crm_id", "id": format!("c-{batch}-{i}")}))
             .collect();
-        let r = app
-            .post(
-                "/v1/track",
-                WEB_KEY,
-                &json!({"userId": "ids-1", "event": "feature_toggled",
-                    "properties": {"feature_name": "x", "new_status": true},
-                    "context": {"externalIds": external}}),
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-    }
-    // A long email trait is not an identifier (a 2.7 KB index row would break PostgreSQL).
-    let r = app
-        .post(
-            "/v1/identify",
+        accepted(
+            &app,
+            "/v1/track",
             WEB_KEY,
-            &json!({"userId": "ids-1", "traits": {"name": "n"},
-                "context": {"traits": {"email": format!("{}@example.com", "e".repeat(3000))}}}),
+            &json!({"userId": "ids-1", "event": "feature_toggled",
+                "properties": {"feature_name": "x", "new_status": true},
+                "context": {"externalIds": external}}),
         )
         .await;
-    assert_eq!(r.status(), 200);
+    }
+    // A long email trait is not an identifier (a 2.7 KB index row would break PostgreSQL).
+    accepted(
+        &app,
+        "/v1/identify",
+        WEB_KEY,
+        &json!({"userId": "ids-1", "traits": {"name": "n"},
+                "context": {"traits": {"email": format!("{}@example.com", "e".repeat(3000))}}}),
+    )
+    .await;
     app.wait_processed().await;
     let profile = app.profile("user_id", "ids-1").await.expect("profile");
     let identities = profile["identities"].as_array().unwrap();
@@ -191,24 +192,22 @@ async fn identifiers_are_limited_in_length_number_and_identities_per_kind(db: Db
 async fn an_overflowing_aggregate_never_stops_the_profiles_stage(db: Db) {
     let app = spawn_app(db).await;
     for i in 0..2 {
-        let r = app
-            .post(
-                "/v1/track",
-                WEB_KEY,
-                &json!({"userId": "big-1", "event": "report_exported", "messageId": format!("big-{i}"),
-                    "properties": {"row_count": 1e308, "format": "csv"}}),
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-    }
-    let r = app
-        .post(
-            "/v1/identify",
+        accepted(
+            &app,
+            "/v1/track",
             WEB_KEY,
-            &json!({"userId": "after-1", "traits": {"name": "After"}}),
+            &json!({"userId": "big-1", "event": "report_exported", "messageId": format!("big-{i}"),
+                    "properties": {"row_count": 1e308, "format": "csv"}}),
         )
         .await;
-    assert_eq!(r.status(), 200);
+    }
+    accepted(
+        &app,
+        "/v1/identify",
+        WEB_KEY,
+        &json!({"userId": "after-1", "traits": {"name": "After"}}),
+    )
+    .await;
     app.wait_processed().await;
     assert!(app.profile("user_id", "after-1").await.is_some());
     let stored = app.stored("big-0").await;
@@ -220,26 +219,24 @@ async fn an_overflowing_aggregate_never_stops_the_profiles_stage(db: Db) {
 
 async fn absurd_timestamps_are_replaced_by_the_receive_time_and_reported(db: Db) {
     let app = spawn_app(db).await;
-    let r = app
-        .post(
-            "/v1/track",
-            WEB_KEY,
-            &json!({"userId": "t-1", "event": "feature_toggled", "messageId": "t-far",
+    accepted(
+        &app,
+        "/v1/track",
+        WEB_KEY,
+        &json!({"userId": "t-1", "event": "feature_toggled", "messageId": "t-far",
                 "properties": {"feature_name": "x", "new_status": true},
                 "timestamp": "9999-12-31T23:59:59Z", "sentAt": "0001-01-01T00:00:00Z"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let r = app
-        .post(
-            "/v1/track",
-            WEB_KEY,
-            &json!({"userId": "t-1", "event": "feature_toggled", "messageId": "t-old",
+    )
+    .await;
+    accepted(
+        &app,
+        "/v1/track",
+        WEB_KEY,
+        &json!({"userId": "t-1", "event": "feature_toggled", "messageId": "t-old",
                 "properties": {"feature_name": "x", "new_status": true},
                 "timestamp": "0001-01-01T00:00:00Z"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    )
+    .await;
     for id in ["t-far", "t-old"] {
         let stored = app.stored(id).await;
         let body = &stored[0]["body"];
@@ -300,23 +297,10 @@ async fn a_message_that_keeps_failing_is_quarantined_and_replayed_after_a_fix(db
             .contains("poisoned identity")
     );
     assert_eq!(q["open"]["profiles"], 1);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = app.get_text("/metrics").await;
     assert!(metrics.contains("touchpoint_stage_quarantined_total{stage=\"profiles\"} 1"));
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200, "the stage moved on, so it is ready");
+    let (ready, _) = app.get_text("/readyz").await;
+    assert_eq!(ready, 200, "the stage moved on, so it is ready");
 
     // After the fix, the replay puts the message through every stage again.
     app.sql(if db == Db::Sqlite {
