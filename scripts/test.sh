@@ -11,4 +11,5 @@ echo "== wasm32"; cargo build --locked -p touchpoint-tracking-plan --target wasm
 echo "== plan";   cargo run --locked -q -p touchpoint-core --bin touchpoint -- plan check TRACKING_PLAN.md
 echo "== sdk";    scripts/build-sdk.sh
 echo "== edge";   scripts/build-edge.sh
+echo "== deploy"; scripts/check-deploy.sh   # wrangler deploy --dry-run, offline
 echo "== tests";  cargo test --workspace --locked
