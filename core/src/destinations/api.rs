@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/destinations/{name}/log", get(log))
         .route("/admin/destinations/{name}/replay", post(replay))
         .route("/destinations", get(|| async { Html(PAGE) }))
+        .merge(super::meta::replace::routes())
 }
 
 /// The delivery-log page (per-destination outbox counts, every attempt, dead letters, replay);

@@ -20,6 +20,7 @@ pub mod resend;
 pub mod salesforce;
 pub mod stage;
 pub mod store;
+pub mod visits;
 pub mod webhook;
 pub mod worker;
 
@@ -76,6 +77,10 @@ pub struct Activation {
     /// Audience id, for audience activations.
     #[serde(default)]
     pub audience: Option<String>,
+    /// The visit (session) a page, screen or track message belongs to, derived from the profile's
+    /// earlier events when a destination asks for it ([`Destination::wants_visits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit: Option<visits::Visit>,
 }
 
 impl Activation {
@@ -257,6 +262,11 @@ pub trait Destination: Send + Sync + 'static {
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Sent>;
     /// Checks credentials and reachability.
     fn health(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Whether message activations should carry their [`visits::Visit`] (GA4 sessions); deriving
+    /// it costs the activation stage one read per message, so only destinations that use it ask.
+    fn wants_visits(&self) -> bool {
+        false
+    }
     /// Forwards an erasure request for `subject` to the destination's deletion API (calls made
     /// here are never logged with the person's identifiers). Destinations without one keep this
     /// default.
@@ -306,6 +316,8 @@ pub struct Destinations {
     pub wake: Arc<tokio::sync::Notify>,
     /// The activation stage, when this process runs it (replays quarantined positions).
     pub stage: Option<Arc<stage::ActivationStage>>,
+    /// The Meta destination, when enabled (its Custom Audience full sync has an admin route).
+    pub meta: Option<Arc<meta::Meta>>,
 }
 
 /// Every destination name Touchpoint knows, enabled or not.
@@ -340,8 +352,12 @@ impl Destinations {
                 Arc::new(resend::Resend::new(c.clone(), client.clone())),
             );
         }
-        if let Some(c) = &config.meta {
-            enabled.insert("meta", Arc::new(meta::Meta::new(c.clone(), client.clone())));
+        let meta = config
+            .meta
+            .as_ref()
+            .map(|c| Arc::new(meta::Meta::new(c.clone(), client.clone())));
+        if let Some(m) = &meta {
+            enabled.insert("meta", m.clone());
         }
         if let Some(c) = &config.webhook {
             enabled.insert(
@@ -361,6 +377,7 @@ impl Destinations {
             consent: config.consent.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
             stage: None,
+            meta,
         })
     }
 
@@ -505,6 +522,7 @@ mod tests {
             traits: Map::new(),
             account: None,
             audience: None,
+            visit: None,
         };
         let back: Activation = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back, a);

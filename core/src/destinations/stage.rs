@@ -9,7 +9,7 @@
 
 use super::consent::{self, ConsentConfig, Decision};
 use super::store::{AccountContext, DestinationStore, NewOutbox, ProfileContext, StageTx};
-use super::{AccountSnapshot, Activation, Counters, Destination};
+use super::{AccountSnapshot, Activation, Counters, Destination, visits};
 use crate::pipeline::{Batch, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
@@ -125,7 +125,7 @@ impl ActivationStage {
                 None => None,
             };
             let ids = identities(&profile);
-            let activation = Activation {
+            let mut activation = Activation {
                 key: format!("m:{}", row.seq),
                 kind: row.kind.clone(),
                 message_id: Some(row.message_id.clone()),
@@ -146,7 +146,20 @@ impl ActivationStage {
                 traits: traits_map(&profile.traits),
                 account,
                 audience: None,
+                visit: None,
             };
+            if self.wants_visit(&activation) {
+                let earlier = tx
+                    .activity_before(
+                        &row.profile_id,
+                        row.event_time,
+                        row.seq,
+                        row.event_time - visits::LOOKBACK_MS,
+                        visits::LOOKBACK_EVENTS,
+                    )
+                    .await?;
+                activation.visit = Some(visits::visit(&earlier, row.event_time));
+            }
             let consent = activation.message.as_ref().and_then(consent::of_message);
             self.fan_out(&activation, consent, &mut out, &mut skipped);
         }
@@ -227,6 +240,7 @@ impl ActivationStage {
                 traits: traits_map(&profile.traits),
                 account,
                 audience: Some(e.audience.clone()),
+                visit: None,
             };
             let consent = self.latest_consent(&mut *tx, &mut ctx, &live).await?;
             self.fan_out(&activation, consent.as_ref(), &mut out, &mut skipped);
@@ -238,6 +252,15 @@ impl ActivationStage {
             self.workers.notify_waiters();
         }
         Ok(events.len())
+    }
+
+    /// Whether a destination that uses visits (GA4 sessions) wants this page, screen or track.
+    fn wants_visit(&self, activation: &Activation) -> bool {
+        matches!(activation.kind.as_str(), "page" | "screen" | "track")
+            && self
+                .destinations
+                .iter()
+                .any(|d| d.wants_visits() && d.accepts(activation))
     }
 
     /// Rows for every destination that wants the activation and whose categories `consent` (the

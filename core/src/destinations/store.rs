@@ -69,6 +69,17 @@ pub struct AccountContext {
 /// (destination, status, rows).
 pub type StatusCount = (String, String, i64);
 
+/// A member of an audience as a full sync sends it.
+#[derive(Debug, Clone, Default)]
+pub struct AudienceMember {
+    /// The profile.
+    pub profile_id: String,
+    /// Identities as (kind, value), newest first.
+    pub identities: Vec<(String, String)>,
+    /// The JSON of the profile's newest message that collected consent, if any.
+    pub latest_consent: Option<String>,
+}
+
 /// A new outbox row.
 #[derive(Debug, Clone)]
 pub struct NewOutbox {
@@ -195,6 +206,16 @@ pub trait StageTx: Send {
         &'a mut self,
         profile_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
+    /// Event times (ms) of the profile's page, screen and track messages before (`event_time`,
+    /// `seq`) and not before `since`, newest first, at most `limit` (what a visit is derived from).
+    fn activity_before<'a>(
+        &'a mut self,
+        profile_id: &'a str,
+        event_time: i64,
+        seq: i64,
+        since: i64,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StorageError>>;
     /// Inserts outbox rows (a repeated key is ignored); returns how many were new.
     fn enqueue<'a>(
         &'a mut self,
@@ -251,6 +272,16 @@ pub trait DestinationStore: Send + Sync + 'static {
         destination: &'a str,
         now: i64,
     ) -> BoxFuture<'a, Result<u64, StorageError>>;
+    /// How many profiles are members of an audience now.
+    fn audience_size<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
+    /// Members of an audience with a profile id after `after`, in profile id order, at most
+    /// `limit`, with their identities and latest consent (a full sync pages through them).
+    fn audience_members<'a>(
+        &'a self,
+        audience: &'a str,
+        after: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<AudienceMember>, StorageError>>;
 }
 
 const CLAIM_PG: &str = "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, \
@@ -482,6 +513,31 @@ macro_rules! impl_destination_store {
                 })
             }
 
+            fn activity_before<'a>(
+                &'a mut self,
+                profile_id: &'a str,
+                event_time: i64,
+                seq: i64,
+                since: i64,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<i64>, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "SELECT event_time FROM profile_messages WHERE profile_id = $1 \
+                         AND kind IN ('page', 'screen', 'track') AND event_time >= $2 \
+                         AND (event_time < $3 OR (event_time = $3 AND seq < $4)) \
+                         ORDER BY event_time DESC, seq DESC LIMIT $5",
+                    )
+                    .bind(profile_id)
+                    .bind(since)
+                    .bind(event_time)
+                    .bind(seq)
+                    .bind(limit)
+                    .fetch_all(&mut *self.tx)
+                    .await?)
+                })
+            }
+
             fn enqueue<'a>(
                 &'a mut self,
                 rows: &'a [NewOutbox],
@@ -690,6 +746,50 @@ macro_rules! impl_destination_store {
                     .execute(&self.pool)
                     .await?
                     .rows_affected())
+                })
+            }
+
+            fn audience_size<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audience_members WHERE audience = $1")
+                        .bind(audience)
+                        .fetch_one(&self.pool)
+                        .await?)
+                })
+            }
+
+            fn audience_members<'a>(
+                &'a self,
+                audience: &'a str,
+                after: &'a str,
+                limit: i64,
+            ) -> BoxFuture<'a, Result<Vec<AudienceMember>, StorageError>> {
+                Box::pin(async move {
+                    let ids: Vec<String> = sqlx::query_scalar(
+                        "SELECT profile_id FROM audience_members WHERE audience = $1 AND profile_id > $2 \
+                         ORDER BY profile_id LIMIT $3",
+                    )
+                    .bind(audience)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut out = Vec::with_capacity(ids.len());
+                    for profile_id in ids {
+                        let identities: Vec<(String, String)> = sqlx::query_as(
+                            "SELECT kind, value FROM identities WHERE profile_id = $1 \
+                             ORDER BY added_at DESC, kind, value",
+                        )
+                        .bind(&profile_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        let latest_consent: Option<String> = sqlx::query_scalar($latest_consent)
+                            .bind(&profile_id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        out.push(AudienceMember { profile_id, identities, latest_consent });
+                    }
+                    Ok(out)
                 })
             }
         }

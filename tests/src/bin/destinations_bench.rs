@@ -43,13 +43,11 @@ async fn main() -> anyhow::Result<()> {
         fakes::ga4::MEASUREMENT_ID,
         fakes::ga4::API_SECRET,
     ));
-    c.destinations.meta = Some(MetaConfig {
-        url: meta.url.clone(),
-        api_version: "v21.0".into(),
-        pixel_id: fakes::meta::PIXEL_ID.into(),
-        access_token: fakes::meta::ACCESS_TOKEN.into(),
-        test_event_code: None,
-    });
+    c.destinations.meta = Some(MetaConfig::pixel(
+        &meta.url,
+        fakes::meta::PIXEL_ID,
+        fakes::meta::ACCESS_TOKEN,
+    ));
     c.destinations.webhook = Some(WebhookConfig {
         url: hook.url.clone(),
         secret: fakes::webhook::SECRET.into(),

@@ -1,6 +1,9 @@
 //! Fake GA4 Measurement Protocol: `/mp/collect` (checks measurement_id, api_secret, client_id,
-//! ≤ 25 events, name and parameter rules; keeps what a real property would count) and
-//! `/debug/mp/collect` answering `validationMessages`; plus the Analytics Admin API's user deletion
+//! ≤ 25 events, name and parameter rules; keeps what a real property would count; and what makes
+//! server-side events count like tagged ones — [`fidelity`]: `session_id` and a positive
+//! `engagement_time_msec` on every event, event `timestamp_micros` within GA4's 72-hour window,
+//! `consent` values, `campaign_details` parameters) and `/debug/mp/collect` answering
+//! `validationMessages`; plus the Analytics Admin API's user deletion
 //! (`POST /v1alpha/properties/{id}:submitUserDeletion` with exactly one of `userId`, `clientId`,
 //! `appInstanceId`, `userProvidedData`, behind a Bearer token from Google's OAuth refresh-token
 //! flow at `/token`).
@@ -29,6 +32,8 @@ pub struct State {
     pub common: Common,
     /// Events accepted: (client_id, user_id, event).
     pub events: Vec<(String, Option<String>, Value)>,
+    /// Request bodies accepted, whole (consent and other request-level fields).
+    pub bodies: Vec<Value>,
     /// Problems a real GA4 would silently drop the hit for.
     pub problems: Vec<String>,
     /// Access tokens issued by `/token`.
@@ -93,6 +98,71 @@ pub fn validate(body: &Value) -> Vec<Value> {
                     "NAME_INVALID",
                 ));
             }
+        }
+    }
+    out
+}
+
+/// Parameters GA4 defines for `campaign_details` (plus the session it belongs to).
+pub const CAMPAIGN_PARAMS: [&str; 7] = [
+    "campaign_id",
+    "campaign",
+    "source",
+    "medium",
+    "term",
+    "content",
+    "session_id",
+];
+
+/// What would keep GA4 from counting a valid hit in sessions, engagement, the right day, the right
+/// campaign or the right consent state, at `now_ms`.
+pub fn fidelity(body: &Value, now_ms: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    let events = body["events"].as_array().cloned().unwrap_or_default();
+    for e in &events {
+        let name = e["name"].as_str().unwrap_or("");
+        let p = &e["params"];
+        let session = &p["session_id"];
+        if !(session.as_i64().is_some_and(|s| s > 0)
+            || session.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            out.push(format!("{name}: no session_id"));
+        }
+        if name == "campaign_details" {
+            let keys: Vec<&String> = p
+                .as_object()
+                .map(|m| m.keys().collect())
+                .unwrap_or_default();
+            if let Some(k) = keys.iter().find(|k| !CAMPAIGN_PARAMS.contains(&k.as_str())) {
+                out.push(format!("campaign_details: unknown parameter {k}"));
+            }
+            if keys.iter().all(|k| *k == "session_id") {
+                out.push("campaign_details without campaign parameters".into());
+            }
+        } else if p["engagement_time_msec"].as_i64().is_none_or(|t| t < 1) {
+            out.push(format!(
+                "{name}: engagement_time_msec missing or not positive"
+            ));
+        }
+        if let Some(ts) = e.get("timestamp_micros") {
+            let window = (now_ms - 72 * 3_600_000) * 1000..=(now_ms + 60_000) * 1000;
+            if !ts.as_i64().is_some_and(|t| window.contains(&t)) {
+                out.push(format!(
+                    "{name}: timestamp_micros {ts} outside the 72-hour window"
+                ));
+            }
+        }
+    }
+    if let Some(c) = body.get("consent") {
+        let ok = c.as_object().is_some_and(|m| {
+            !m.is_empty()
+                && m.iter().all(|(k, v)| {
+                    ["ad_user_data", "ad_personalization"].contains(&k.as_str())
+                        && ["GRANTED", "DENIED"].contains(&v.as_str().unwrap_or(""))
+                })
+        });
+        if !ok {
+            out.push(format!("malformed consent {c}"));
         }
     }
     out
@@ -207,6 +277,9 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
             } else {
                 let problems = validate(&body);
                 if problems.is_empty() {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    s.problems.extend(fidelity(&body, now));
+                    s.bodies.push(body.clone());
                     for e in body["events"].as_array().cloned().unwrap_or_default() {
                         s.events.push((
                             body["client_id"].as_str().unwrap_or("").to_owned(),

@@ -53,13 +53,11 @@ fn config(url: String, f: &Fakes) -> Config {
             .collect(),
         requests_per_sec: 50,
     });
-    d.meta = Some(MetaConfig {
-        url: f.meta.url.clone(),
-        api_version: "v21.0".into(),
-        pixel_id: fakes::meta::PIXEL_ID.into(),
-        access_token: fakes::meta::ACCESS_TOKEN.into(),
-        test_event_code: None,
-    });
+    d.meta = Some(MetaConfig::pixel(
+        &f.meta.url,
+        fakes::meta::PIXEL_ID,
+        fakes::meta::ACCESS_TOKEN,
+    ));
     d.webhook = Some(WebhookConfig {
         url: format!("{}/hooks/touchpoint", f.webhook.url),
         secret: fakes::webhook::SECRET.into(),

@@ -1,5 +1,6 @@
 //! One integration binary: the real server on port 0 against real SQLite and PostgreSQL.
 
+mod ad_audiences;
 mod adversarial;
 mod audiences;
 mod backend_api;

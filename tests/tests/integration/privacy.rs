@@ -387,13 +387,11 @@ async fn every_destination_gets_the_erasure_and_the_regulation_shows_each_outcom
             audiences: [("trial_users".to_owned(), "aud-trial".to_owned())].into(),
             requests_per_sec: 50,
         });
-        d.meta = Some(MetaConfig {
-            url: meta.url.clone(),
-            api_version: "v21.0".into(),
-            pixel_id: fakes::meta::PIXEL_ID.into(),
-            access_token: fakes::meta::ACCESS_TOKEN.into(),
-            test_event_code: None,
-        });
+        d.meta = Some(MetaConfig::pixel(
+            &meta.url,
+            fakes::meta::PIXEL_ID,
+            fakes::meta::ACCESS_TOKEN,
+        ));
         d.webhook = Some(webhook_config(&webhook));
         d.delivery = fast_delivery(1000);
     })

@@ -1,4 +1,5 @@
-//! GA4 Measurement Protocol, server-side: page views and track events, ≤ 25 events a request.
+//! GA4 Measurement Protocol, server-side: page views and track events, ≤ 25 events a request, with
+//! sessions, late-event timestamps, campaigns and consent (see [`encoder`]).
 
 pub mod config;
 pub mod encoder;
@@ -6,13 +7,16 @@ pub mod service;
 
 use super::erasure::{Erasure, Subject};
 use super::{Activation, Destination, Encoded, Request, Sent};
+use crate::pipeline::{Clock, SystemClock};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// The GA4 destination.
 pub struct Ga4 {
     measurement_id: String,
     service: service::Service,
+    clock: Arc<dyn Clock>,
 }
 
 impl Ga4 {
@@ -21,7 +25,14 @@ impl Ga4 {
         Ga4 {
             measurement_id: config.measurement_id.clone(),
             service: service::Service::new(config, client),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same destination reading the time (GA4's 72-hour window) from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Ga4 {
+        self.clock = clock;
+        self
     }
 
     /// A sample request body (a page view and a track event) for the debug endpoint.
@@ -31,9 +42,9 @@ impl Ga4 {
             "user_id": "touchpoint-check",
             "events": [
                 {"name": "page_view", "params": {"page_location": "https://example.com/pricing",
-                    "page_title": "Pricing", "engagement_time_msec": 1}},
+                    "page_title": "Pricing", "session_id": 1_790_000_000, "engagement_time_msec": 1}},
                 {"name": "feature_toggled", "params": {"feature_name": "dark_mode", "new_status": "true",
-                    "engagement_time_msec": 1}}
+                    "session_id": 1_790_000_000, "engagement_time_msec": 1}}
             ]
         })
     }
@@ -58,7 +69,11 @@ impl Destination for Ga4 {
     }
 
     fn encode(&self, batch: &[Activation]) -> Encoded {
-        encoder::encode(&self.measurement_id, batch)
+        encoder::encode(&self.measurement_id, batch, self.clock.now_ms())
+    }
+
+    fn wants_visits(&self) -> bool {
+        true
     }
 
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Sent> {

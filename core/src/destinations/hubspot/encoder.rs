@@ -165,6 +165,7 @@ mod tests {
             traits: serde_json::from_value(json!({"name": "Ada Lovelace"})).unwrap(),
             account: None,
             audience: None,
+            visit: None,
         }
     }
 

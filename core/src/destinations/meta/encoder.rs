@@ -1,6 +1,7 @@
 //! Pure Meta Conversions API encoder: page views and track events with SHA-256 hashed identifiers
-//! (email lowercased and trimmed, phone as digits only, external_id from the userId), `event_id` =
-//! messageId so Meta deduplicates against the browser pixel, at most 1,000 events a call.
+//! (email lowercased and trimmed, phone as digits without leading zeros, external_id from the
+//! userId), `event_id` = messageId so Meta deduplicates against the browser pixel, at most 1,000
+//! events a call.
 
 use crate::destinations::{Activation, Encoded, Method, Request, sha256_hex};
 use serde_json::{Map, Value, json};
@@ -22,14 +23,10 @@ pub fn hash_email(email: &str) -> String {
     sha256_hex(&email.trim().to_lowercase())
 }
 
-/// Meta's normalisation of a phone before hashing: digits only (with country code).
-pub fn hash_phone(phone: &str) -> String {
-    sha256_hex(
-        &phone
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect::<String>(),
-    )
+/// Meta's normalisation of a phone before hashing: digits only, with the country code and without
+/// leading zeros; `None` when too short to be a phone number.
+pub fn hash_phone(phone: &str) -> Option<String> {
+    super::audience::normalise_phone(phone).map(|p| sha256_hex(&p))
 }
 
 fn event_name(a: &Activation) -> String {
@@ -48,8 +45,8 @@ pub fn event(a: &Activation) -> Value {
     if let Some(e) = &a.email {
         user.insert("em".into(), json!([hash_email(e)]));
     }
-    if let Some(p) = &a.phone {
-        user.insert("ph".into(), json!([hash_phone(p)]));
+    if let Some(p) = a.phone.as_deref().and_then(hash_phone) {
+        user.insert("ph".into(), json!([p]));
     }
     if let Some(u) = &a.user_id {
         user.insert("external_id".into(), json!([sha256_hex(u)]));
@@ -143,6 +140,7 @@ mod tests {
             traits: Map::new(),
             account: None,
             audience: None,
+            visit: None,
         };
         assert_eq!(
             hash_email("  Ada@Example.COM "),

@@ -1,10 +1,11 @@
 //! Meta HTTP service: the access token goes in the query string here (never in the outbox or the
 //! log); Graph API errors `{error:{message, code, is_transient}}` are classified (rate-limit codes
-//! and transient errors retry, the rest are dead with Meta's message).
+//! and transient errors retry, the rest are dead with Meta's message). The same classification
+//! serves the Conversions API and the Custom Audience edges (`users`, `usersreplace`).
 
 use super::config::MetaConfig;
 use crate::destinations::http::{self, Answer};
-use crate::destinations::{Request, RetryAction, Sent};
+use crate::destinations::{Method, Request, RetryAction, Sent};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::time::Duration;
@@ -54,10 +55,15 @@ impl Service {
 
     /// Makes one call.
     pub async fn send(&self, request: &Request) -> Sent {
-        let mut builder = self
-            .client
-            .post(format!("{}{}", self.config.url, request.path))
-            .query(&[("access_token", self.config.access_token.expose_secret())]);
+        let url = format!("{}{}", self.config.url, request.path);
+        let builder = match request.method {
+            Method::Get => self.client.get(url),
+            Method::Post => self.client.post(url),
+            Method::Patch => self.client.patch(url),
+            Method::Delete => self.client.delete(url),
+        };
+        let mut builder =
+            builder.query(&[("access_token", self.config.access_token.expose_secret())]);
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
@@ -76,20 +82,31 @@ impl Service {
         }
     }
 
-    /// Checks the token can read the dataset.
+    /// Checks the token can read the dataset and every synced Custom Audience.
     pub async fn health(&self) -> Result<(), String> {
-        let answer = http::execute(
-            self.client
-                .get(format!(
-                    "{}/{}/{}",
-                    self.config.url, self.config.api_version, self.config.pixel_id
-                ))
-                .query(&[("access_token", self.config.access_token.expose_secret())]),
-        )
-        .await?;
-        match classify(&answer) {
-            RetryAction::Success => Ok(()),
-            other => Err(format!("{other:?}")),
+        let nodes = self
+            .config
+            .pixel_id
+            .iter()
+            .chain(self.config.custom_audiences.values());
+        for node in nodes {
+            let answer = http::execute(
+                self.client
+                    .get(format!(
+                        "{}/{}/{node}",
+                        self.config.url, self.config.api_version
+                    ))
+                    .query(&[
+                        ("fields", "id"),
+                        ("access_token", self.config.access_token.expose_secret()),
+                    ]),
+            )
+            .await?;
+            match classify(&answer) {
+                RetryAction::Success => {}
+                other => return Err(format!("{node}: {other:?}")),
+            }
         }
+        Ok(())
     }
 }

@@ -95,6 +95,7 @@ mod tests {
             traits: serde_json::from_value(json!({"name": "Ada Lovelace"})).unwrap(),
             account: None,
             audience: Some(audience.into()),
+            visit: None,
         }
     }
 

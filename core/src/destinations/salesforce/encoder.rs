@@ -382,6 +382,7 @@ mod tests {
                 signals: vec!["seats_provisioned = 5".into()],
             }),
             audience: None,
+            visit: None,
         }
     }
 

@@ -75,6 +75,7 @@ mod tests {
             traits: serde_json::Map::new(),
             account: None,
             audience: None,
+            visit: None,
         };
         let batch = vec![a; 150];
         let e = encode(&batch);
