@@ -180,8 +180,7 @@ impl Config {
             c.rate_limit_burst = small_number("TOUCHPOINT_RATE_LIMIT_BURST", &v)?;
         }
         if let Some(v) = get("TOUCHPOINT_API_RATE_LIMIT_PER_SECOND") {
-            c.api_rate_limit_per_second =
-                small_number("TOUCHPOINT_API_RATE_LIMIT_PER_SECOND", &v)?;
+            c.api_rate_limit_per_second = small_number("TOUCHPOINT_API_RATE_LIMIT_PER_SECOND", &v)?;
         }
         if let Some(v) = get("TOUCHPOINT_API_RATE_LIMIT_BURST") {
             c.api_rate_limit_burst = small_number("TOUCHPOINT_API_RATE_LIMIT_BURST", &v)?;

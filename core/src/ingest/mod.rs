@@ -255,7 +255,14 @@ async fn single(
     admit(&state, &source, 1)?;
     match Message::from_value(value, Some(kind)) {
         Ok(parsed) => {
-            let summary = accept(&state, &source, Origin::Direct, vec![(0, parsed)], Vec::new()).await?;
+            let summary = accept(
+                &state,
+                &source,
+                Origin::Direct,
+                vec![(0, parsed)],
+                Vec::new(),
+            )
+            .await?;
             match summary.refused.into_iter().next() {
                 Some(limit) => Err(limit.into()),
                 None => Ok(Json(json!({"success": true}))),

@@ -226,7 +226,9 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         crate::privacy::PrivacyStore::hash_plaintext_suppressions(&privacy).await?;
         Ok(Stores {
             quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
-            api: Arc::new(crate::backend_api::SqliteApiStore::new(store.pool().clone())),
+            api: Arc::new(crate::backend_api::SqliteApiStore::new(
+                store.pool().clone(),
+            )),
             privacy: Arc::new(privacy),
             destinations: Arc::new(destinations),
             events: Arc::new(store),

@@ -696,5 +696,8 @@ async fn a_blocked_message_from_an_erased_person_is_dropped_too(db: Db) {
     app.wait_processed().await;
     assert!(app.stored("after-erase-blocked").await.is_empty());
     let other = app.stored("other-blocked").await;
-    assert_eq!(other[0]["status"], "blocked", "other people's blocked messages stay");
+    assert_eq!(
+        other[0]["status"], "blocked",
+        "other people's blocked messages stay"
+    );
 }

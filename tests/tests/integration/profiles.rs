@@ -200,7 +200,11 @@ async fn deleting_a_profile_erases_it_and_drops_re_sent_data(db: Db) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202, "accepted: the erasure is forwarded as a regulation");
+    assert_eq!(
+        r.status(),
+        202,
+        "accepted: the erasure is forwarded as a regulation"
+    );
     assert!(app.profile("user_id", "forget-me").await.is_none());
     assert!(
         app.stored("d-1").await.is_empty(),
