@@ -21,6 +21,10 @@ pub struct Config {
     /// Directory of the built browser SDK served at `/sdk/*` (`TOUCHPOINT_SDK_DIR`, default
     /// `collector-wasm/dist`, which `scripts/build-sdk.sh` writes).
     pub sdk_dir: PathBuf,
+    /// The URL clients reach this server at, e.g. `https://cdp.example.com`
+    /// (`TOUCHPOINT_PUBLIC_URL`): the `apiHost` of the Segment settings document. When unset, the
+    /// request's `X-Forwarded-Host`/`X-Forwarded-Proto` or `Host` is used.
+    pub public_url: Option<String>,
     /// Sources to create at start as `name=writeKey` pairs separated by commas (`TOUCHPOINT_SOURCES`,
     /// default `web=wk_demo_web,server=wk_demo_server` for local development).
     pub sources: Vec<(String, String)>,
@@ -92,6 +96,7 @@ impl Default for Config {
             plan_path: PathBuf::from("TRACKING_PLAN.md"),
             audiences_path: PathBuf::from("AUDIENCES.md"),
             sdk_dir: PathBuf::from("collector-wasm/dist"),
+            public_url: None,
             sources: vec![
                 ("web".into(), "wk_demo_web".into()),
                 ("server".into(), "wk_demo_server".into()),
@@ -222,6 +227,15 @@ impl Config {
         }
         if let Some(v) = get("TOUCHPOINT_SDK_DIR") {
             c.sdk_dir = v.into();
+        }
+        if let Some(v) = get("TOUCHPOINT_PUBLIC_URL").filter(|v| !v.trim().is_empty()) {
+            if crate::ingest::compat::PublicBase::parse_url(&v).is_none() {
+                return Err(ConfigError::new(
+                    "TOUCHPOINT_PUBLIC_URL",
+                    "expected http(s)://host[:port][/path], without credentials, query or fragment",
+                ));
+            }
+            c.public_url = Some(v.trim().to_owned());
         }
         c.destinations = crate::destinations::DestinationsConfig::from_lookup(&get)?;
         c.webhooks = crate::webhooks::WebhooksConfig::from_lookup(&get)?;

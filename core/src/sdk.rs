@@ -5,7 +5,7 @@
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use std::time::Duration;
@@ -92,16 +92,26 @@ async fn plan(State(state): State<AppState>) -> Response {
 
 /// CORS for the public ingest endpoints: write keys are public, so any origin may post, without
 /// credentials (`Access-Control-Allow-Origin: *`, never cookies). The browser SDK sends
-/// `text/plain` (no preflight); other clients may preflight for JSON, gzip or Basic auth. Scripts may
-/// read `Retry-After` to back off after a 429 or 503.
+/// `text/plain` (no preflight); other clients may preflight for JSON, gzip or Basic auth:
+/// analytics.js 2.0 sends Basic auth and, on retries, `X-Retry-Count`; RudderStack's JavaScript SDK
+/// sends `AnonymousId`, `SentAt` and `Rsa-*` retry headers, and Basic auth on its `GET
+/// /sourceConfig`. Scripts may read `Retry-After` to back off after a 429 or 503.
 pub fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::any())
-        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             header::CONTENT_TYPE,
             header::CONTENT_ENCODING,
             header::AUTHORIZATION,
+            HeaderName::from_static("x-retry-count"),
+            HeaderName::from_static("anonymousid"),
+            HeaderName::from_static("sentat"),
+            HeaderName::from_static("rsa-recovered"),
+            HeaderName::from_static("rsa-retry-attempt"),
+            HeaderName::from_static("rsa-retry-reason"),
+            HeaderName::from_static("rsa-since-first-attempt"),
+            HeaderName::from_static("rsa-since-last-attempt"),
         ])
         .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(86_400))

@@ -188,6 +188,7 @@ impl Application {
             audiences: stores.audiences.clone(),
             audience_stage,
             sdk_dir: Arc::new(config.sdk_dir.clone()),
+            public_url: config.public_url.as_deref().map(Arc::from),
             pipeline_wake,
             writer,
             sources: Arc::new(sources),

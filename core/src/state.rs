@@ -45,6 +45,8 @@ pub struct AppState {
     pub edge_replay_window: Duration,
     /// Where the built browser SDK is served from (`/sdk/*`).
     pub sdk_dir: Arc<PathBuf>,
+    /// `TOUCHPOINT_PUBLIC_URL`: where the Segment settings document points clients.
+    pub public_url: Option<Arc<str>>,
     /// The development webhook receiver, when enabled.
     pub dev_sink: Option<Arc<crate::dev_sink::DevSink>>,
     /// The reverse-ETL sync, when configured.

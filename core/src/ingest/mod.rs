@@ -1,6 +1,7 @@
 //! The Segment-compatible intake: `/v1/{track,identify,page,screen,group,alias,batch}` and the signed
 //! edge endpoint. Requests are acknowledged only after their messages are durably committed.
 
+pub mod compat;
 pub mod edge;
 pub mod limits;
 pub mod prepare;
@@ -156,7 +157,7 @@ pub fn routes() -> Router<AppState> {
             ),
         );
     }
-    router
+    router.merge(compat::routes())
 }
 
 /// How a request body is encoded on the wire.

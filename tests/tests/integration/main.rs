@@ -22,6 +22,7 @@ mod privacy;
 mod profiles;
 mod reverse_etl;
 mod sdk;
+mod segment_libraries;
 mod webhooks;
 
 /// Runs an `async fn(Db)` test body once on SQLite and once on PostgreSQL.
