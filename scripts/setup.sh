@@ -25,7 +25,8 @@ fi
 rustup show active-toolchain >/dev/null
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
-# Node tools (real Segment client, Chromium driver): reinstall only when package.json changed.
+# Node tools (real Segment client, Chromium driver, uPlot for the console's charts, which
+# scripts/vendor-uplot.sh copies into core/assets/vendor/): reinstall only when package.json changed.
 if [ ! -f node_modules/.touchpoint-stamp ] || [ package.json -nt node_modules/.touchpoint-stamp ]; then
   echo "setup: npm install"
   npm install --no-audit --no-fund --loglevel=error

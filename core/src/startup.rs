@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(profiles::api::routes())
         .merge(reverse_etl::routes())
         .merge(audiences::api::routes())
+        .merge(crate::console::api::routes())
         .merge(crate::dev_sink::routes())
         .merge(ops::routes())
         .merge(crate::pipeline::api::routes())
@@ -174,6 +175,7 @@ impl Application {
             webhooks: Arc::new(webhooks),
             pipeline,
             quarantine: stores.quarantine.clone(),
+            console: stores.console.clone(),
             clock,
             stall_after: config.stall_after,
             privacy,

@@ -61,6 +61,8 @@ pub struct AppState {
     pub clock: Arc<dyn crate::pipeline::Clock>,
     /// How long a stage may fail before `/readyz` reports it.
     pub stall_after: Duration,
+    /// The admin console's read-only queries (charts, feeds, the identity graph).
+    pub console: Arc<dyn crate::console::ConsoleStore>,
     /// Erasure (regulations and their worker) and retention.
     pub privacy: Arc<crate::privacy::Privacy>,
     /// The API for backends: tokens and per-token rate limits.

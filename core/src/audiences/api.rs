@@ -122,6 +122,12 @@ pub fn spawn_backfill(state: &AppState, id: String) {
     });
 }
 
+/// A profile as `{id, email, name}`.
+fn person(id: &str, contact: Option<&crate::console::store::Contact>) -> Value {
+    json!({"id": id, "email": contact.and_then(|c| c.email.as_deref()),
+           "name": contact.and_then(|c| c.name.as_deref())})
+}
+
 #[derive(Deserialize)]
 struct Preview {
     condition: Value,
@@ -134,9 +140,15 @@ async fn preview(
 ) -> Result<Json<Value>, AdminError> {
     let condition = condition_from(&input.condition)?;
     let (count, sample, total) = state.audience_stage.preview(&condition, 10).await?;
+    // Sample members as people: email and name beside the profile id.
+    let contacts = crate::console::api::contact_map(&state, sample.clone()).await?;
+    let members: Vec<Value> = sample
+        .iter()
+        .map(|id| person(id, contacts.get(id)))
+        .collect();
     Ok(Json(
         json!({"condition": condition.to_string(), "tree": condition,
-                   "count": count, "of": total, "sample": sample}),
+                   "count": count, "of": total, "sample": sample, "members": members}),
     ))
 }
 
@@ -175,8 +187,20 @@ async fn members(
         .audiences
         .members(&id, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
+    let ids: Vec<String> = rows.iter().map(|m| m.profile_id.clone()).collect();
+    let contacts = crate::console::api::contact_map(&state, ids).await?;
+    let members: Vec<Value> = rows
+        .iter()
+        .map(|m| {
+            let mut v = json!(m);
+            let c = contacts.get(&m.profile_id);
+            v["email"] = json!(c.and_then(|c| c.email.as_deref()));
+            v["name"] = json!(c.and_then(|c| c.name.as_deref()));
+            v
+        })
+        .collect();
     Ok(Json(
-        json!({"audience": id, "count": count, "members": rows}),
+        json!({"audience": id, "count": count, "members": members}),
     ))
 }
 

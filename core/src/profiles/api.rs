@@ -69,7 +69,8 @@ async fn lookup(
     render(&state, &profile).await.map(Json)
 }
 
-async fn live_id(state: &AppState, id: &str) -> Result<String, AdminError> {
+/// The live profile an id names, following merges.
+pub(crate) async fn live_id(state: &AppState, id: &str) -> Result<String, AdminError> {
     let mut current = id.to_owned();
     // Follow merges (bounded: a chain can never be longer than the number of merges).
     for _ in 0..64 {

@@ -200,6 +200,8 @@ pub trait EventStore: Send + Sync + 'static {
 pub struct Stores {
     /// The message log and sources.
     pub events: Arc<dyn EventStore>,
+    /// The admin console's read-only queries.
+    pub console: Arc<dyn crate::console::ConsoleStore>,
     /// Profiles and the identity graph.
     pub profiles: Arc<dyn crate::profiles::ProfileStore>,
     /// Audiences.
@@ -218,6 +220,7 @@ pub struct Stores {
 pub async fn connect(url: &str) -> Result<Stores, StorageError> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url).await?;
+        let console = crate::console::Pool::Sqlite(store.pool().clone());
         let profiles = crate::profiles::SqliteProfiles::new(store.pool().clone());
         let audiences = crate::audiences::SqliteAudiences::new(store.pool().clone());
         let destinations = crate::destinations::SqliteDestinations::new(store.pool().clone());
@@ -225,6 +228,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         // Suppressions of versions before migration 0009 were plaintext; SQLite cannot hash in SQL.
         crate::privacy::PrivacyStore::hash_plaintext_suppressions(&privacy).await?;
         Ok(Stores {
+            console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
             api: Arc::new(crate::backend_api::SqliteApiStore::new(
                 store.pool().clone(),
@@ -237,10 +241,12 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = PgStore::connect(url).await?;
+        let console = crate::console::Pool::Postgres(store.pool().clone());
         let profiles = crate::profiles::PgProfiles::new(store.pool().clone());
         let audiences = crate::audiences::PgAudiences::new(store.pool().clone());
         let destinations = crate::destinations::PgDestinations::new(store.pool().clone());
         Ok(Stores {
+            console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
             api: Arc::new(crate::backend_api::PgApiStore::new(store.pool().clone())),
             privacy: Arc::new(crate::privacy::PgPrivacy::new(store.pool().clone())),

@@ -8,6 +8,7 @@ mod browser;
 mod clients;
 mod concurrency;
 mod consent;
+mod console;
 mod crash;
 mod destinations;
 mod dev_sink;
