@@ -92,7 +92,7 @@ async function graph() {
   const msgs = g.messages;
   const col = new Map(msgs.map((m, i) => [m.seq, i]));
   const kinds = [...new Set([...KINDS.filter((k) => g.identifiers.some((i) => i.kind === k)), ...g.identifiers.map((i) => i.kind)])];
-  const COL = 150, ROW = 56, LEFT = 110, TOP = 16, NODE_W = 136;
+  const COL = 150, LEFT = 110, TOP = 16, NODE_W = 136;
   const cols = Math.max(1, msgs.length);
   const pos = new Map();
   const rowTop = [];
