@@ -120,6 +120,23 @@ pub struct Metadata {
     pub last_event_time: Option<i64>,
 }
 
+/// An identifier of a profile: (profile, kind, value).
+pub type ProfileIdentity = (String, String, String);
+
+/// An account trait: (key, value, updated_at).
+pub type AccountTrait = (String, serde_json::Value, i64);
+
+/// An event row as read: seq, event time, type, event, messageId, source, body.
+type EventTuple = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+);
+
 /// Tokens and the read API's queries.
 pub trait ApiStore: Send + Sync + 'static {
     /// Stores a new token.
@@ -173,12 +190,12 @@ pub trait ApiStore: Send + Sync + 'static {
     fn identities_of<'a>(
         &'a self,
         profiles: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<(String, String, String)>, StorageError>>;
+    ) -> BoxFuture<'a, Result<Vec<ProfileIdentity>, StorageError>>;
     /// An account's traits: (key, value, updated_at), by key.
     fn account_traits<'a>(
         &'a self,
         group_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, serde_json::Value, i64)>, StorageError>>;
+    ) -> BoxFuture<'a, Result<Vec<AccountTrait>, StorageError>>;
     /// Profiles of an account with id > `after`, by id, and the account's member count.
     fn account_members<'a>(
         &'a self,
@@ -373,8 +390,7 @@ macro_rules! impl_api_store {
                     }
                     b.push(format!(" ORDER BY pm.event_time {order}, pm.seq {order} LIMIT "))
                         .push_bind(q.limit);
-                    let rows: Vec<(i64, i64, String, Option<String>, String, Option<String>, String)> =
-                        b.build_query_as().fetch_all(&self.pool).await?;
+                    let rows: Vec<EventTuple> = b.build_query_as().fetch_all(&self.pool).await?;
                     Ok(rows
                         .into_iter()
                         .map(|(seq, event_time, kind, event, message_id, source, body)| EventRow {
@@ -514,7 +530,7 @@ macro_rules! impl_api_store {
             fn identities_of<'a>(
                 &'a self,
                 profiles: &'a [String],
-            ) -> BoxFuture<'a, Result<Vec<(String, String, String)>, StorageError>> {
+            ) -> BoxFuture<'a, Result<Vec<ProfileIdentity>, StorageError>> {
                 Box::pin(async move {
                     if profiles.is_empty() {
                         return Ok(Vec::new());
@@ -534,7 +550,7 @@ macro_rules! impl_api_store {
             fn account_traits<'a>(
                 &'a self,
                 group_id: &'a str,
-            ) -> BoxFuture<'a, Result<Vec<(String, serde_json::Value, i64)>, StorageError>> {
+            ) -> BoxFuture<'a, Result<Vec<AccountTrait>, StorageError>> {
                 Box::pin(async move {
                     let rows: Vec<(String, String, i64)> = sqlx::query_as(
                         "SELECT key, value, updated_at FROM account_traits WHERE group_id = $1 ORDER BY key",

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use touchpoint_core::{Application, Config};
 
+/// Builds the lookup request of one route for a profile number.
+type Request = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
+
 const ADMIN: &str = "bench-admin-token-0123456789";
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -73,7 +76,7 @@ async fn phase(
     concurrency: u64,
     seconds: f64,
     n: u64,
-    request: Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>,
+    request: Request,
     tally: &mut Tally,
 ) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -180,16 +183,14 @@ async fn main() {
         .expect("token JSON");
     let token = created["token"].as_str().expect("token").to_owned();
     let api_base = base.clone();
-    let api: Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync> =
-        Arc::new(move |c, id| {
-            c.get(format!("{api_base}/v1/profiles/user_id:u-{id}"))
-                .bearer_auth(&token)
-        });
-    let admin: Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync> =
-        Arc::new(move |c, id| {
-            c.get(format!("{base}/admin/profiles?kind=user_id&value=u-{id}"))
-                .bearer_auth(ADMIN)
-        });
+    let api: Request = Arc::new(move |c, id| {
+        c.get(format!("{api_base}/v1/profiles/user_id:u-{id}"))
+            .bearer_auth(&token)
+    });
+    let admin: Request = Arc::new(move |c, id| {
+        c.get(format!("{base}/admin/profiles?kind=user_id&value=u-{id}"))
+            .bearer_auth(ADMIN)
+    });
     // Warm both paths, then alternate four phases each.
     let (mut warm, mut a, mut b) = (Tally::default(), Tally::default(), Tally::default());
     phase(&client, concurrency, 2.0, n, api.clone(), &mut warm).await;
