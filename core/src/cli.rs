@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::destinations::cli::DestinationsCommand,
     },
+    /// Warehouse export: sync now (Parquet folder, PostgreSQL warehouse) or show its status.
+    Warehouse {
+        #[command(subcommand)]
+        command: crate::warehouse::cli::WarehouseCommand,
+    },
     /// API tokens for backends: create (shown once), list, revoke.
     Tokens {
         #[command(subcommand)]
@@ -57,6 +62,7 @@ enum PlanCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Destinations { command } => crate::destinations::cli::run(command).await,
+        Command::Warehouse { command } => crate::warehouse::cli::run(command).await,
         Command::Tokens { command } => crate::backend_api::cli::run(command).await,
         Command::Openapi => Ok(crate::backend_api::cli::print_openapi()),
         Command::Serve => {

@@ -86,6 +86,11 @@ pub struct Config {
     /// Stripe and Resend webhook sources and their signing secrets (`TOUCHPOINT_STRIPE_WEBHOOK_SECRET`,
     /// `TOUCHPOINT_RESEND_WEBHOOK_SECRET`, …; none by default); see `webhooks::WebhooksConfig`.
     pub webhooks: crate::webhooks::WebhooksConfig,
+    /// The warehouse export: Parquet files in `TOUCHPOINT_WAREHOUSE_DIR` and/or a PostgreSQL
+    /// warehouse at `TOUCHPOINT_WAREHOUSE_PG_URL` in Segment's schema (both off by default);
+    /// `TOUCHPOINT_WAREHOUSE_BATCH` and `TOUCHPOINT_WAREHOUSE_FLUSH_SECS` tune file sizes. See
+    /// `warehouse::WarehouseConfig`.
+    pub warehouse: crate::warehouse::WarehouseConfig,
 }
 
 impl Default for Config {
@@ -120,6 +125,7 @@ impl Default for Config {
             destinations: Default::default(),
             retention_days: 0,
             webhooks: Default::default(),
+            warehouse: Default::default(),
         }
     }
 }
@@ -239,6 +245,7 @@ impl Config {
         }
         c.destinations = crate::destinations::DestinationsConfig::from_lookup(&get)?;
         c.webhooks = crate::webhooks::WebhooksConfig::from_lookup(&get)?;
+        c.warehouse = crate::warehouse::WarehouseConfig::from_lookup(&get)?;
         if let Some(v) = get("TOUCHPOINT_RETENTION_DAYS").filter(|v| !v.trim().is_empty()) {
             c.retention_days = small_number("TOUCHPOINT_RETENTION_DAYS", &v)?;
         }

@@ -25,6 +25,7 @@ pub mod sources;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod warehouse;
 pub mod webhooks;
 
 pub use config::Config;

@@ -132,6 +132,7 @@ pub fn render_metrics(state: &AppState) -> String {
     );
     crate::destinations::render_metrics(&state.destinations, &mut out);
     state.pipeline.render_metrics(&mut out);
+    state.warehouse.render_metrics(&mut out);
     out
 }
 

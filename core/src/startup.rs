@@ -169,10 +169,14 @@ impl Application {
             crate::destinations::start(&stores, &config, plan.clone(), runner.clone())
                 .context("configuring destinations")?;
         let privacy = crate::privacy::Privacy::new(stores.privacy.clone(), &config, &destinations);
+        let warehouse =
+            crate::warehouse::start(&stores, &config, plan.clone(), &runner, clock.clone())
+                .context("configuring the warehouse export")?;
         let webhooks = crate::webhooks::Webhooks::new(&config.webhooks)
             .context("configuring the webhook sources")?;
         let state = AppState {
             webhooks: Arc::new(webhooks),
+            warehouse,
             pipeline,
             quarantine: stores.quarantine.clone(),
             console: stores.console.clone(),

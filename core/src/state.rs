@@ -69,4 +69,6 @@ pub struct AppState {
     pub api: Arc<crate::backend_api::Api>,
     /// Stripe and Resend webhook secrets, by source name.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The warehouse export's targets and their progress (`/metrics`).
+    pub warehouse: Arc<crate::warehouse::Warehouse>,
 }

@@ -137,6 +137,9 @@ pub enum StorageError {
     /// A stored JSON column could not be read back.
     #[error("corrupt JSON column: {0}")]
     Json(#[from] serde_json::Error),
+    /// A pipeline stage's own output failed (a file it writes, another database it loads).
+    #[error("{0}")]
+    Stage(String),
 }
 
 /// The message log and source registry.
@@ -212,6 +215,8 @@ pub struct Stores {
     pub privacy: Arc<dyn crate::privacy::PrivacyStore>,
     /// Messages the pipeline stages set aside.
     pub quarantine: Arc<dyn crate::pipeline::QuarantineStore>,
+    /// What the warehouse export reads and records.
+    pub warehouse: Arc<dyn crate::warehouse::WarehouseStore>,
     /// API tokens and the backend API's reads.
     pub api: Arc<dyn crate::backend_api::ApiStore>,
 }
@@ -230,6 +235,9 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         Ok(Stores {
             console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
+            warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
+                store.pool().clone(),
+            )),
             api: Arc::new(crate::backend_api::SqliteApiStore::new(
                 store.pool().clone(),
             )),
@@ -248,6 +256,9 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         Ok(Stores {
             console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
+            warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
+                store.pool().clone(),
+            )),
             api: Arc::new(crate::backend_api::PgApiStore::new(store.pool().clone())),
             privacy: Arc::new(crate::privacy::PgPrivacy::new(store.pool().clone())),
             destinations: Arc::new(destinations),

@@ -24,6 +24,7 @@ mod profiles;
 mod reverse_etl;
 mod sdk;
 mod segment_libraries;
+mod warehouse;
 mod webhooks;
 
 /// Runs an `async fn(Db)` test body once on SQLite and once on PostgreSQL.
