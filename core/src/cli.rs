@@ -26,6 +26,11 @@ enum Command {
         #[command(subcommand)]
         command: PlanCommand,
     },
+    /// CRM tools: compare the mappings with Salesforce and HubSpot metadata.
+    Crm {
+        #[command(subcommand)]
+        command: CrmCommand,
+    },
     /// Destination tools: status, replay of dead letters, GA4 validation.
     Destinations {
         #[command(subcommand)]
@@ -46,6 +51,20 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum CrmCommand {
+    /// Compares the CRM mappings with the configured CRMs' metadata (Salesforce describe, HubSpot
+    /// properties) and prints what to fix as FILE:LINE: crm object.field: what to do.
+    Check {
+        /// The mappings file (default CRM_MAPPINGS.md).
+        #[arg(default_value = "CRM_MAPPINGS.md")]
+        file: PathBuf,
+        /// The tracking plan the traits come from.
+        #[arg(long, default_value = "TRACKING_PLAN.md")]
+        plan: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum PlanCommand {
     /// Checks a tracking plan and prints every problem as FILE:LINE: severity: message.
     Check {
@@ -62,6 +81,35 @@ enum PlanCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Destinations { command } => crate::destinations::cli::run(command).await,
+        Command::Crm {
+            command: CrmCommand::Check { file, plan },
+        } => {
+            let config = Config::from_env().context("reading configuration")?;
+            let plan_text = std::fs::read_to_string(&plan)
+                .with_context(|| format!("reading {}", plan.display()))?;
+            let plan = touchpoint_tracking_plan::parse(&plan_text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", plan.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mappings = match crate::crm::mapping::load(&text, &plan) {
+                Ok((m, _)) => m,
+                Err(problems) => {
+                    for p in problems.iter().filter(|p| p.error) {
+                        println!("{}:{}: error: {}", file.display(), p.line, p.message);
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let (report, ok) =
+                crate::crm::check::run(&config, &mappings, &file.display().to_string(), &plan)
+                    .await?;
+            print!("{report}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Warehouse { command } => crate::warehouse::cli::run(command).await,
         Command::Tokens { command } => crate::backend_api::cli::run(command).await,
         Command::Openapi => Ok(crate::backend_api::cli::print_openapi()),
@@ -132,6 +180,31 @@ pub fn plan_check(file: &std::path::Path, deny_warnings: bool) -> anyhow::Result
             report.push_str(&format!(
                 "{}:{}: {severity}: {}\n",
                 audiences.display(),
+                p.line,
+                p.message
+            ));
+        }
+    }
+    // So are the CRM field mappings.
+    let mappings = file.with_file_name("CRM_MAPPINGS.md");
+    if let (Ok(text), Ok(plan)) = (
+        std::fs::read_to_string(&mappings),
+        touchpoint_tracking_plan::parse(&src),
+    ) {
+        let (m, mut problems) = crate::crm::mapping::parse(&text);
+        problems.extend(crate::crm::mapping::validate(&m, &plan));
+        problems.sort_by_key(|p| p.line);
+        for p in &problems {
+            let severity = if p.error {
+                errors += 1;
+                "error"
+            } else {
+                warnings += 1;
+                "warning"
+            };
+            report.push_str(&format!(
+                "{}:{}: {severity}: {}\n",
+                mappings.display(),
                 p.line,
                 p.message
             ));
@@ -217,6 +290,25 @@ mod tests {
         let (report, ok) = plan_check(&file, false).unwrap();
         assert!(ok, "{report}");
         assert!(report.contains("0 error(s)"), "{report}");
+    }
+
+    #[test]
+    fn plan_check_also_validates_the_crm_mappings_beside_the_plan_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("TRACKING_PLAN.md");
+        std::fs::write(&file, include_str!("../../TRACKING_PLAN.md")).unwrap();
+        std::fs::write(
+            dir.path().join("CRM_MAPPINGS.md"),
+            "# CRM mappings\n\n## Salesforce Lead\n| Field | Trait | Direction | Type | Values |\n|---|---|---|---|---|\n| `Status` | `lead_status` | in | picklist | `Hot` = `Boiling` |\n| `Rating` | `no_such_trait` | in | text | |\n",
+        )
+        .unwrap();
+        let (report, ok) = plan_check(&file, false).unwrap();
+        assert!(!ok, "{report}");
+        let mappings = dir.path().join("CRM_MAPPINGS.md");
+        for line in [6, 7] {
+            let expected = format!("{}:{line}: error:", mappings.display());
+            assert!(report.contains(&expected), "{expected} in\n{report}");
+        }
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct Config {
     /// Destinations (Salesforce, HubSpot, GA4, Resend, Meta, webhook), each disabled unless its
     /// credentials are set; see `destinations::config` for the variables.
     pub destinations: crate::destinations::DestinationsConfig,
+    /// The CRM loop: field mappings (`TOUCHPOINT_CRM_MAPPINGS`), inbound polling and HubSpot
+    /// webhooks; see `crm::CrmConfig` for the variables.
+    pub crm: crate::crm::CrmConfig,
     /// Days raw data is kept (`TOUCHPOINT_RETENTION_DAYS`, default 0 = forever): older messages
     /// (once every pipeline stage processed them), rejected items, delivered or dead outbox
     /// payloads and delivery-log entries are purged hourly (see `privacy::retention`).
@@ -123,6 +126,7 @@ impl Default for Config {
             reverse_etl: None,
             dev_sink: false,
             destinations: Default::default(),
+            crm: Default::default(),
             retention_days: 0,
             webhooks: Default::default(),
             warehouse: Default::default(),
@@ -244,6 +248,7 @@ impl Config {
             c.public_url = Some(v.trim().to_owned());
         }
         c.destinations = crate::destinations::DestinationsConfig::from_lookup(&get)?;
+        c.crm = crate::crm::CrmConfig::from_lookup(&get)?;
         c.webhooks = crate::webhooks::WebhooksConfig::from_lookup(&get)?;
         c.warehouse = crate::warehouse::WarehouseConfig::from_lookup(&get)?;
         if let Some(v) = get("TOUCHPOINT_RETENTION_DAYS").filter(|v| !v.trim().is_empty()) {

@@ -6,6 +6,7 @@ pub mod audiences;
 pub mod backend_api;
 pub mod cli;
 pub mod config;
+pub mod crm;
 pub mod console;
 pub mod debugger;
 pub mod destinations;

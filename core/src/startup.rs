@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::backend_api::routes())
         .merge(sdk::routes())
         .merge(crate::webhooks::routes())
+        .merge(crate::crm::routes())
         .layer(RequestBodyLimitLayer::new(hardening::MAX_BODY_BYTES))
         .layer(DefaultBodyLimit::max(hardening::MAX_BODY_BYTES));
     let timed = Router::new()
@@ -96,6 +97,12 @@ impl Application {
         }
         for name in config.webhooks.source_names() {
             // Webhook sources are internal too, unless TOUCHPOINT_SOURCES names them.
+            if !sources_to_create.iter().any(|(n, _)| n == name) {
+                sources_to_create.push((name.to_owned(), WriteKey::generate().as_ref().to_owned()));
+            }
+        }
+        for name in crate::crm::source_names(&config) {
+            // So are the CRMs' inbound sources.
             if !sources_to_create.iter().any(|(n, _)| n == name) {
                 sources_to_create.push((name.to_owned(), WriteKey::generate().as_ref().to_owned()));
             }
@@ -165,8 +172,17 @@ impl Application {
             ));
             tokio::spawn(audience_stage.clone().run_scheduler(clock.clone()));
         }
+        let crm_wiring = crate::crm::Wiring {
+            mappings: Arc::new(
+                config
+                    .crm
+                    .load_mappings(&plan.current().plan)
+                    .context("loading the CRM mappings")?,
+            ),
+            store: Some(stores.crm.clone()),
+        };
         let destinations =
-            crate::destinations::start(&stores, &config, plan.clone(), runner.clone())
+            crate::destinations::start(&stores, &config, plan.clone(), runner.clone(), &crm_wiring)
                 .context("configuring destinations")?;
         let privacy = crate::privacy::Privacy::new(stores.privacy.clone(), &config, &destinations);
         let warehouse =
@@ -176,6 +192,7 @@ impl Application {
             .context("configuring the webhook sources")?;
         let state = AppState {
             webhooks: Arc::new(webhooks),
+            crm: crate::crm::build(&config, &crm_wiring, stores.crm.clone()),
             warehouse,
             pipeline,
             quarantine: stores.quarantine.clone(),
@@ -225,6 +242,7 @@ impl Application {
             },
         };
         crate::privacy::start(&state, &config);
+        crate::crm::start(&state);
         for id in to_backfill {
             audiences::api::spawn_backfill(&state, id);
         }

@@ -67,6 +67,8 @@ pub struct AppState {
     pub privacy: Arc<crate::privacy::Privacy>,
     /// The API for backends: tokens and per-token rate limits.
     pub api: Arc<crate::backend_api::Api>,
+    /// The CRM loop's inbound sync, when a CRM is configured (polls, HubSpot webhooks).
+    pub crm: Option<Arc<crate::crm::CrmLoop>>,
     /// Stripe and Resend webhook secrets, by source name.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The warehouse export's targets and their progress (`/metrics`).

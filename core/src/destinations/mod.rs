@@ -324,23 +324,33 @@ pub struct Destinations {
 pub const ALL: [&str; 6] = ["salesforce", "hubspot", "ga4", "resend", "meta", "webhook"];
 
 impl Destinations {
-    /// Builds the enabled destinations from their configuration.
+    /// Builds the enabled destinations from their configuration (the CRM destinations with the
+    /// bundled mappings and no field memory: the CLI's view).
     pub fn new(
         store: Arc<dyn DestinationStore>,
         config: &DestinationsConfig,
+    ) -> Result<Destinations, http::BuildError> {
+        Self::build(store, config, &crate::crm::Wiring::default())
+    }
+
+    /// Builds the enabled destinations; the CRM destinations use `crm`'s mappings and store.
+    pub fn build(
+        store: Arc<dyn DestinationStore>,
+        config: &DestinationsConfig,
+        crm: &crate::crm::Wiring,
     ) -> Result<Destinations, http::BuildError> {
         let client = http::client()?;
         let mut enabled: BTreeMap<&'static str, Arc<dyn Destination>> = BTreeMap::new();
         if let Some(c) = &config.salesforce {
             enabled.insert(
                 "salesforce",
-                Arc::new(salesforce::Salesforce::new(c.clone(), client.clone())),
+                Arc::new(salesforce::Salesforce::new(c.clone(), client.clone(), crm)),
             );
         }
         if let Some(c) = &config.hubspot {
             enabled.insert(
                 "hubspot",
-                Arc::new(hubspot::HubSpot::new(c.clone(), client.clone())),
+                Arc::new(hubspot::HubSpot::new(c.clone(), client.clone(), crm)),
             );
         }
         if let Some(c) = &config.ga4 {
@@ -400,8 +410,9 @@ pub fn start(
     config: &crate::config::Config,
     plan: Arc<crate::plan::PlanHandle>,
     runner: crate::pipeline::Runner,
+    crm: &crate::crm::Wiring,
 ) -> Result<Arc<Destinations>, http::BuildError> {
-    let mut d = Destinations::new(stores.destinations.clone(), &config.destinations)?;
+    let mut d = Destinations::build(stores.destinations.clone(), &config.destinations, crm)?;
     let run = config.process && d.delivery.run_workers && !d.enabled.is_empty();
     if run {
         let pql = config.destinations.salesforce.as_ref().map_or_else(

@@ -215,6 +215,8 @@ pub struct Stores {
     pub privacy: Arc<dyn crate::privacy::PrivacyStore>,
     /// Messages the pipeline stages set aside.
     pub quarantine: Arc<dyn crate::pipeline::QuarantineStore>,
+    /// The CRM sync's watermarks, records and field states.
+    pub crm: Arc<dyn crate::crm::CrmStore>,
     /// What the warehouse export reads and records.
     pub warehouse: Arc<dyn crate::warehouse::WarehouseStore>,
     /// API tokens and the backend API's reads.
@@ -235,6 +237,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         Ok(Stores {
             console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
+            crm: Arc::new(crate::crm::SqliteCrm::new(store.pool().clone())),
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.pool().clone(),
             )),
@@ -256,6 +259,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         Ok(Stores {
             console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
+            crm: Arc::new(crate::crm::PgCrm::new(store.pool().clone())),
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.pool().clone(),
             )),

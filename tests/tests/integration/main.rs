@@ -10,6 +10,7 @@ mod concurrency;
 mod consent;
 mod console;
 mod crash;
+mod crm_loop;
 mod destinations;
 mod dev_sink;
 mod e2e;

@@ -1,14 +1,22 @@
 //! Pure HubSpot encoder: contacts (by email) and companies (by the groupId property) through the
-//! CRM v3 batch upsert endpoints, at most 100 inputs a call, one input per id per batch.
+//! CRM v3 batch upsert endpoints, at most 100 inputs a call, one input per id per batch, with the
+//! properties `CRM_MAPPINGS.md` maps ([`crate::crm::mapping`]); each input's field times travel
+//! beside it for the service's last-modified-wins check.
 
+use crate::crm::mapping::{Crm, Mappings};
+use crate::crm::outbound::{self, FIELD_TIMES};
 use crate::destinations::{Activation, Encoded, Method, Request};
 use serde_json::{Map, Value, json};
 
 /// Inputs per batch call (HubSpot's limit).
 pub const MAX_INPUTS: usize = 100;
 
-/// Whether HubSpot wants this activation: identifies with an email, group calls.
+/// Whether HubSpot wants this activation: identifies with an email, group calls (never one the
+/// HubSpot sync itself made).
 pub fn accepts(a: &Activation) -> bool {
+    if outbound::origin(a) == Some("hubspot") {
+        return false;
+    }
     match a.kind.as_str() {
         "identify" => a.email.is_some(),
         "group" => a.account.is_some(),
@@ -16,46 +24,40 @@ pub fn accepts(a: &Activation) -> bool {
     }
 }
 
-fn contact(a: &Activation) -> Option<(String, Map<String, Value>)> {
+/// An input: id, properties, their times.
+type Input = (String, Map<String, Value>, Map<String, Value>);
+
+fn mapped(
+    m: &Mappings,
+    object: &str,
+    a: &Activation,
+    p: &mut Map<String, Value>,
+) -> Map<String, Value> {
+    let mut times = Map::new();
+    if let Some(map) = m.object(Crm::HubSpot, object) {
+        for (field, value, t) in outbound::fields(map, a, Crm::HubSpot) {
+            p.insert(field.clone(), value);
+            times.insert(field, json!(t));
+        }
+    }
+    times
+}
+
+fn contact(m: &Mappings, a: &Activation) -> Option<Input> {
     let email = a.email.clone()?;
     let mut p = Map::new();
     p.insert("email".into(), json!(email));
-    let first = a
-        .trait_str("first_name")
-        .or_else(|| a.trait_str("firstName"));
-    let last = a.trait_str("last_name").or_else(|| a.trait_str("lastName"));
-    let (first, last) = match (first, last, a.trait_str("name")) {
-        (None, None, Some(n)) => match n.rsplit_once(' ') {
-            Some((f, l)) => (Some(f.to_owned()), Some(l.to_owned())),
-            None => (Some(n), None),
-        },
-        (f, l, _) => (f, l),
-    };
-    if let Some(f) = first {
-        p.insert("firstname".into(), json!(f));
-    }
-    if let Some(l) = last {
-        p.insert("lastname".into(), json!(l));
-    }
     if let Some(u) = &a.user_id {
         p.insert("touchpoint_user_id".into(), json!(u));
-    }
-    if let Some(r) = a.trait_str("user_role") {
-        p.insert("jobtitle".into(), json!(r));
-    }
-    if let Some(c) = a.trait_str("company") {
-        p.insert("company".into(), json!(c));
     }
     if let Some(ph) = a.phone.clone() {
         p.insert("phone".into(), json!(ph));
     }
-    if let Some(t) = a.trait_str("plan_tier") {
-        p.insert("plan_tier".into(), json!(t));
-    }
-    Some((email, p))
+    let times = mapped(m, "contacts", a, &mut p);
+    Some((email, p, times))
 }
 
-fn company(a: &Activation) -> Option<(String, Map<String, Value>)> {
+fn company(m: &Mappings, a: &Activation) -> Option<Input> {
     let acc = a.account.as_ref()?;
     let mut p = Map::new();
     p.insert(
@@ -66,59 +68,53 @@ fn company(a: &Activation) -> Option<(String, Map<String, Value>)> {
                 .unwrap_or_else(|| acc.group_id.clone())
         ),
     );
-    for (ours, theirs) in [
-        ("seats_provisioned", "seats_provisioned"),
-        ("plan_tier", "plan_tier"),
-        ("industry", "industry"),
-        ("website", "domain"),
-    ] {
-        if let Some(v) = acc.trait_str(ours) {
-            p.insert(theirs.into(), json!(v));
-        }
-    }
-    Some((acc.group_id.clone(), p))
+    let times = mapped(m, "companies", a, &mut p);
+    Some((acc.group_id.clone(), p, times))
 }
 
-fn batches(
-    object: &str,
-    id_property: &str,
-    items: Vec<(String, Map<String, Value>, Vec<usize>)>,
-) -> Vec<Request> {
+fn batches(object: &str, id_property: &str, items: Vec<(Input, Vec<usize>)>) -> Vec<Request> {
     items
         .chunks(MAX_INPUTS)
-        .map(|chunk| Request {
-            method: Method::Post,
-            path: format!("/crm/v3/objects/{object}/batch/upsert"),
-            body: Some(json!({
-                "inputs": chunk.iter().map(|(id, props, _)| json!({
+        .map(|chunk| {
+            let mut body = json!({
+                "inputs": chunk.iter().map(|((id, props, _), _)| json!({
                     "idProperty": id_property,
                     "id": id,
                     "properties": props,
                 })).collect::<Vec<_>>()
-            })),
-            covers: chunk.iter().map(|(_, _, c)| c.clone()).collect(),
-            label: format!("{object} batch upsert"),
+            });
+            body[FIELD_TIMES] = chunk
+                .iter()
+                .map(|((_, _, t), _)| Value::Object(t.clone()))
+                .collect();
+            Request {
+                method: Method::Post,
+                path: format!("/crm/v3/objects/{object}/batch/upsert"),
+                body: Some(body),
+                covers: chunk.iter().map(|(_, c)| c.clone()).collect(),
+                label: format!("{object} batch upsert"),
+            }
         })
         .collect()
 }
 
-fn upsert(
-    items: &mut Vec<(String, Map<String, Value>, Vec<usize>)>,
-    id: String,
-    props: Map<String, Value>,
-    i: usize,
-) {
-    match items.iter_mut().find(|(k, _, _)| *k == id) {
-        Some((_, p, c)) => {
+fn upsert(items: &mut Vec<(Input, Vec<usize>)>, input: Input, i: usize) {
+    let (id, props, times) = input;
+    match items.iter_mut().find(|((k, _, _), _)| *k == id) {
+        Some(((_, p, t), c)) => {
             p.extend(props);
+            for (field, new) in times {
+                let old = t.get(&field).and_then(Value::as_i64).unwrap_or(0);
+                t.insert(field, json!(old.max(new.as_i64().unwrap_or(0))));
+            }
             c.push(i);
         }
-        None => items.push((id, props, vec![i])),
+        None => items.push(((id, props, times), vec![i])),
     }
 }
 
 /// Encodes a batch; `company_id_property` is the unique company property holding the groupId.
-pub fn encode(company_id_property: &str, batch: &[Activation]) -> Encoded {
+pub fn encode(m: &Mappings, company_id_property: &str, batch: &[Activation]) -> Encoded {
     let mut companies = Vec::new();
     let mut contacts = Vec::new();
     for (i, a) in batch.iter().enumerate() {
@@ -126,14 +122,14 @@ pub fn encode(company_id_property: &str, batch: &[Activation]) -> Encoded {
             continue;
         }
         if a.kind == "group"
-            && let Some((id, p)) = company(a)
+            && let Some(input) = company(m, a)
         {
-            upsert(&mut companies, id, p, i);
+            upsert(&mut companies, input, i);
         }
         if a.kind == "identify"
-            && let Some((id, p)) = contact(a)
+            && let Some(input) = contact(m, a)
         {
-            upsert(&mut contacts, id, p, i);
+            upsert(&mut contacts, input, i);
         }
     }
     let mut requests = batches("companies", company_id_property, companies);
@@ -147,32 +143,20 @@ pub fn encode(company_id_property: &str, batch: &[Activation]) -> Encoded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::destinations::AccountSnapshot;
 
     fn identify(i: usize) -> Activation {
-        Activation {
-            key: format!("m:{i}"),
-            kind: "identify".into(),
-            message_id: None,
-            event: None,
-            message: None,
-            timestamp_ms: 0,
-            profile_id: format!("p{i}"),
-            user_id: Some(format!("u{i}")),
-            anonymous_id: None,
-            email: Some(format!("u{i}@example.com")),
-            phone: None,
-            traits: serde_json::from_value(json!({"name": "Ada Lovelace"})).unwrap(),
-            account: None,
-            audience: None,
-            visit: None,
-        }
+        serde_json::from_value(json!({
+            "key": format!("m:{i}"), "kind": "identify", "timestamp_ms": 0,
+            "profile_id": format!("p{i}"), "user_id": format!("u{i}"),
+            "email": format!("u{i}@example.com"), "traits": {"name": "Ada Lovelace"},
+        }))
+        .unwrap()
     }
 
     #[test]
     fn contacts_are_upserted_by_email_at_most_100_per_call() {
         let batch: Vec<Activation> = (0..250).map(identify).collect();
-        let e = encode("touchpoint_account_id", &batch);
+        let e = encode(&Mappings::bundled(), "touchpoint_account_id", &batch);
         assert_eq!(
             e.requests
                 .iter()
@@ -193,13 +177,15 @@ mod tests {
     fn group_calls_upsert_companies_by_the_group_id_property() {
         let mut g = identify(1);
         g.kind = "group".into();
-        g.account = Some(AccountSnapshot {
-            group_id: "acme".into(),
-            traits: serde_json::from_value(json!({"name": "Acme", "seats_provisioned": 5}))
-                .unwrap(),
-            ..AccountSnapshot::default()
-        });
-        let e = encode("touchpoint_account_id", &[g.clone(), g]);
+        g.account = serde_json::from_value(json!({
+            "group_id": "acme", "traits": {"name": "Acme", "seats_provisioned": 5},
+        }))
+        .unwrap();
+        let e = encode(
+            &Mappings::bundled(),
+            "touchpoint_account_id",
+            &[g.clone(), g],
+        );
         assert_eq!(e.requests.len(), 1);
         assert_eq!(e.requests[0].covers, vec![vec![0, 1]]);
         let input = &e.requests[0].body.as_ref().unwrap()["inputs"][0];
@@ -207,5 +193,14 @@ mod tests {
         assert_eq!(input["id"], "acme");
         assert_eq!(input["properties"]["name"], "Acme");
         assert_eq!(input["properties"]["seats_provisioned"], "5");
+    }
+
+    #[test]
+    fn changes_the_hubspot_sync_made_are_not_sent_back_to_hubspot() {
+        let mut a = identify(1);
+        a.message = Some(json!({"context": {"crm": {"system": "hubspot"}}}));
+        assert!(!accepts(&a));
+        a.message = Some(json!({"context": {"crm": {"system": "salesforce"}}}));
+        assert!(accepts(&a), "a Salesforce change still reaches HubSpot");
     }
 }

@@ -1,4 +1,6 @@
-//! HubSpot: contacts (email) and companies (groupId) through CRM v3 batch upserts, OAuth 2.0.
+//! HubSpot: contacts (email) and companies (groupId) through CRM v3 batch upserts with the
+//! properties `CRM_MAPPINGS.md` maps, OAuth 2.0. Changes made in HubSpot come back through
+//! [`crate::crm`].
 
 pub mod config;
 pub mod encoder;
@@ -11,15 +13,21 @@ use futures_util::future::BoxFuture;
 /// The HubSpot destination.
 pub struct HubSpot {
     company_id_property: String,
+    mappings: std::sync::Arc<crate::crm::Mappings>,
     service: service::Service,
 }
 
 impl HubSpot {
-    /// Builds it from its configuration.
-    pub fn new(config: config::HubSpotConfig, client: reqwest::Client) -> HubSpot {
+    /// Builds it from its configuration and the CRM loop's mappings and store.
+    pub fn new(
+        config: config::HubSpotConfig,
+        client: reqwest::Client,
+        crm: &crate::crm::Wiring,
+    ) -> HubSpot {
         HubSpot {
             company_id_property: config.company_id_property.clone(),
-            service: service::Service::new(config, client),
+            mappings: crm.mappings.clone(),
+            service: service::Service::new(config, client).with_crm(crm.store.clone()),
         }
     }
 }
@@ -39,7 +47,7 @@ impl Destination for HubSpot {
     }
 
     fn encode(&self, batch: &[Activation]) -> Encoded {
-        encoder::encode(&self.company_id_property, batch)
+        encoder::encode(&self.mappings, &self.company_id_property, batch)
     }
 
     fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Sent> {

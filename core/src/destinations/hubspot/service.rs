@@ -1,14 +1,19 @@
 //! HubSpot HTTP service: OAuth 2.0 refresh-token flow (access tokens cached until shortly before
 //! they expire), the 190 requests / 10 s token bucket, and classification of batch answers
 //! (207 multi-status errors dead-letter only their inputs; 429 waits out the rolling window).
+//! Before an upsert, properties HubSpot changed more recently than our value are dropped; after
+//! it, what was written is remembered for the inbound sync ([`crate::crm::outbound`]).
 
 use super::config::{HubSpotAuth, HubSpotConfig};
+use crate::crm::mapping::Crm;
+use crate::crm::{CrmStore, outbound};
 use crate::destinations::erasure::{self, Erasure, Subject};
 use crate::destinations::http::{self, Answer};
 use crate::destinations::ratelimit::TokenBucket;
 use crate::destinations::{Method, Request, RetryAction, Sent};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -18,6 +23,7 @@ pub struct Service {
     client: reqwest::Client,
     token: Mutex<Option<(SecretString, Instant)>>,
     bucket: TokenBucket,
+    crm: Option<Arc<dyn CrmStore>>,
 }
 
 fn message(body: &Value, raw: &str) -> String {
@@ -32,6 +38,13 @@ fn message(body: &Value, raw: &str) -> String {
         }
         None => http::truncate(raw),
     }
+}
+
+/// The object of a batch upsert path (`/crm/v3/objects/{object}/batch/upsert`).
+fn upsert_object(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/crm/v3/objects/")?;
+    let (object, tail) = rest.split_once('/')?;
+    (tail == "batch/upsert").then(|| object.to_owned())
 }
 
 /// Classifies a batch upsert answer; `ids` are the request's input ids in order.
@@ -98,7 +111,42 @@ impl Service {
             client,
             token: Mutex::new(None),
             bucket,
+            crm: None,
         }
+    }
+
+    /// Remembers writes in (and checks conflicts against) the CRM sync's store.
+    pub fn with_crm(mut self, store: Option<Arc<dyn CrmStore>>) -> Service {
+        self.crm = store;
+        self
+    }
+
+    /// One authenticated call through the rate limit (the inbound sync's reads); a network or
+    /// token failure is an error, any HTTP answer is returned.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, String> {
+        let token = self.token().await.map_err(|(_, a)| format!("{a:?}"))?;
+        self.bucket.acquire().await;
+        let url = format!("{}{}", self.config.url, path);
+        let builder = match method {
+            Method::Get => self.client.get(url),
+            Method::Post => self.client.post(url),
+            Method::Patch => self.client.patch(url),
+            Method::Delete => self.client.delete(url),
+        };
+        let mut builder = builder.bearer_auth(token.expose_secret());
+        if let Some(b) = body {
+            builder = builder.json(b);
+        }
+        let answer = http::execute(builder).await?;
+        if answer.status == 401 {
+            *self.token.lock().await = None;
+        }
+        Ok(answer)
     }
 
     async fn token(&self) -> Result<SecretString, (Option<u16>, RetryAction)> {
@@ -162,18 +210,47 @@ impl Service {
         }
     }
 
-    /// Makes one call.
+    /// Makes one call. A batch upsert first loses the properties HubSpot changed more recently
+    /// (last-modified-wins) and, once answered, its successful inputs are remembered.
     pub async fn send(&self, request: &Request) -> Sent {
         let token = match self.token().await {
             Ok(t) => t,
             Err((status, action)) => return Sent { status, action },
         };
+        let object = upsert_object(&request.path);
+        let mut body = request.body.clone();
+        let mut times = Vec::new();
+        if let (Some(object), Some(b)) = (&object, body.as_mut()) {
+            let key = |i: &Value| i["id"].as_str().map(str::to_owned);
+            match outbound::resolve_conflicts(
+                self.crm.as_ref(),
+                Crm::HubSpot,
+                object,
+                b,
+                "inputs",
+                key,
+                Some("properties"),
+            )
+            .await
+            {
+                Ok(t) => times = t,
+                Err(e) => {
+                    return Sent {
+                        status: None,
+                        action: RetryAction::Retry {
+                            after: None,
+                            reason: e,
+                        },
+                    };
+                }
+            }
+        }
         self.bucket.acquire().await;
         let mut builder = self
             .client
             .post(format!("{}{}", self.config.url, request.path))
             .bearer_auth(token.expose_secret());
-        if let Some(body) = &request.body {
+        if let Some(body) = &body {
             builder = builder.json(body);
         }
         let answer = match http::execute(builder).await {
@@ -198,8 +275,7 @@ impl Service {
                 },
             };
         }
-        let ids: Vec<String> = request
-            .body
+        let ids: Vec<String> = body
             .as_ref()
             .and_then(|b| b.get("inputs"))
             .and_then(Value::as_array)
@@ -210,9 +286,51 @@ impl Service {
                     .collect()
             })
             .unwrap_or_default();
+        let action = classify(&answer, &ids);
+        if let (Some(object), Some(b), true) =
+            (&object, body.as_ref(), (200..300).contains(&answer.status))
+        {
+            let failed: Vec<usize> = match &action {
+                RetryAction::RetryPart { retry, dead, .. } => retry
+                    .iter()
+                    .copied()
+                    .chain(dead.iter().map(|(i, _)| *i))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut written: Vec<(String, Map<String, Value>)> = Vec::new();
+            let mut kept_times = Vec::new();
+            for (i, input) in b["inputs"].as_array().into_iter().flatten().enumerate() {
+                if failed.contains(&i) {
+                    continue;
+                }
+                let (Some(id), Some(props)) =
+                    (input["id"].as_str(), input["properties"].as_object())
+                else {
+                    continue;
+                };
+                let key = if object == "contacts" {
+                    id.to_ascii_lowercase()
+                } else {
+                    id.to_owned()
+                };
+                written.push((key, props.clone()));
+                kept_times.push(times.get(i).cloned().unwrap_or_default());
+            }
+            outbound::remember(
+                self.crm.as_ref(),
+                Crm::HubSpot,
+                object,
+                written,
+                &kept_times,
+                &["email", "touchpoint_user_id"],
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .await;
+        }
         Sent {
             status: Some(answer.status),
-            action: classify(&answer, &ids),
+            action,
         }
     }
 

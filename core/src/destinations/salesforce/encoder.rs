@@ -1,11 +1,16 @@
 //! Pure Salesforce encoder: activations → sObject Collections upserts by external id (Accounts,
-//! then Contacts linked to their Account, then Product_Usage__c on the Account; ≤ 200 records a
-//! call, one record per external id per batch) and, when a profile enters the PQL audience, a
-//! composite call that reads the Account's Id and OwnerId and upserts a Task for the owner.
+//! then the people — Leads or Contacts, linked to their Account — then Product_Usage__c on the
+//! Account; ≤ 200 records a call, one record per external id per batch) and, when a profile enters
+//! the PQL audience, a composite call that reads the Account's Id and OwnerId and upserts a Task
+//! for the owner. Which fields are written comes from `CRM_MAPPINGS.md` ([`crate::crm::mapping`]);
+//! each record's field times travel beside it for the service's last-modified-wins check.
 
+use crate::crm::mapping::{Crm, Mappings, PersonObject};
+use crate::crm::outbound::{self, FIELD_TIMES};
 use crate::destinations::{Activation, Encoded, Method, Request};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Records per sObject Collections call (Salesforce's limit).
 pub const MAX_RECORDS: usize = 200;
@@ -13,11 +18,13 @@ pub const MAX_RECORDS: usize = 200;
 pub const MAX_SUBREQUESTS: usize = 25;
 /// External id field of Accounts and Product_Usage__c (the groupId).
 pub const ACCOUNT_KEY: &str = "Touchpoint_Account_Id__c";
-/// External id field of Contacts (the userId).
+/// External id field of Contacts and Leads (the userId).
 pub const CONTACT_KEY: &str = "Touchpoint_User_Id__c";
 /// External id field of Tasks (the activation's idempotency key), so a retried call never
 /// creates a second Task.
 pub const TASK_KEY: &str = "Touchpoint_Activation_Id__c";
+/// Company of a Lead whose person has none (Salesforce's own placeholder for web leads).
+pub const NO_COMPANY: &str = "[not provided]";
 
 /// What the encoder needs from the configuration.
 #[derive(Debug, Clone)]
@@ -26,10 +33,15 @@ pub struct Settings {
     pub api_version: String,
     /// The audience whose entry creates a Task.
     pub pql_audience: String,
+    /// Field mappings (`CRM_MAPPINGS.md`).
+    pub mappings: Arc<Mappings>,
 }
 
-/// Whether Salesforce wants this activation.
+/// Whether Salesforce wants this activation (never one the Salesforce sync itself made).
 pub fn accepts(a: &Activation) -> bool {
+    if outbound::origin(a) == Some("salesforce") {
+        return false;
+    }
     let known = a.user_id.is_some() || a.account.is_some();
     match a.kind.as_str() {
         "identify" | "group" | "track" => known,
@@ -51,10 +63,29 @@ pub fn segment(s: &str) -> String {
     out
 }
 
-/// A record keyed by external id, with the activations that contributed to it.
+/// The object a person is written as: their Contact once sales converted their Lead (the
+/// `salesforce_contact_id` trait), else what the mappings' `Salesforce person object` says.
+pub fn person_object(m: &Mappings, a: &Activation) -> &'static str {
+    if a.traits
+        .get("salesforce_contact_id")
+        .is_some_and(|v| !v.is_null())
+    {
+        return "Contact";
+    }
+    match m.salesforce_person {
+        PersonObject::Contact => "Contact",
+        PersonObject::LeadUntilAccount if a.account.is_some() => "Contact",
+        PersonObject::LeadUntilAccount | PersonObject::Lead => "Lead",
+    }
+}
+
+/// A record keyed by external id: fields, each field's time, and the activations behind it.
+type Record = (Map<String, Value>, Map<String, Value>, Vec<usize>);
+
+/// Records keyed by external id, in first-seen order.
 struct Keyed {
     order: Vec<String>,
-    records: BTreeMap<String, (Map<String, Value>, Vec<usize>)>,
+    records: BTreeMap<String, Record>,
 }
 
 impl Keyed {
@@ -65,17 +96,28 @@ impl Keyed {
         }
     }
 
-    /// Merges fields into the record (later activations win field by field).
-    fn put(&mut self, key: &str, fields: Map<String, Value>, activation: usize) {
+    /// Merges fields into the record (later activations win field by field; a field keeps the
+    /// newest time any activation gave it).
+    fn put(
+        &mut self,
+        key: &str,
+        fields: Map<String, Value>,
+        times: &[(String, i64)],
+        activation: usize,
+    ) {
         let entry = self.records.entry(key.to_owned()).or_insert_with(|| {
             self.order.push(key.to_owned());
-            (Map::new(), Vec::new())
+            (Map::new(), Map::new(), Vec::new())
         });
         for (k, v) in fields {
             entry.0.insert(k, v);
         }
-        if !entry.1.contains(&activation) {
-            entry.1.push(activation);
+        for (field, t) in times {
+            let old = entry.1.get(field).and_then(Value::as_i64).unwrap_or(0);
+            entry.1.insert(field.clone(), json!(old.max(*t)));
+        }
+        if !entry.2.contains(&activation) {
+            entry.2.push(activation);
         }
     }
 
@@ -84,15 +126,24 @@ impl Keyed {
         let mut out = Vec::new();
         for chunk in order.chunks(MAX_RECORDS) {
             let mut body = Vec::with_capacity(chunk.len());
+            let mut times = Vec::with_capacity(chunk.len());
             let mut covers = Vec::with_capacity(chunk.len());
             for key in chunk {
-                if let Some((fields, acts)) = records.remove(key) {
+                if let Some((fields, t, acts)) = records.remove(key) {
                     let mut rec = Map::new();
                     rec.insert("attributes".into(), json!({"type": object}));
                     rec.extend(fields);
                     body.push(Value::Object(rec));
+                    times.push(Value::Object(t));
                     covers.push(acts);
                 }
+            }
+            let mut b = json!({"allOrNone": false, "records": body});
+            if times
+                .iter()
+                .any(|t| t.as_object().is_some_and(|m| !m.is_empty()))
+            {
+                b[FIELD_TIMES] = Value::Array(times);
             }
             out.push(Request {
                 method: Method::Patch,
@@ -100,7 +151,7 @@ impl Keyed {
                     "/services/data/{}/composite/sobjects/{object}/{field}",
                     s.api_version
                 ),
-                body: Some(json!({"allOrNone": false, "records": body})),
+                body: Some(b),
                 covers,
                 label: label.into(),
             });
@@ -109,20 +160,28 @@ impl Keyed {
     }
 }
 
-fn num_or_str(v: &Value) -> Option<Value> {
-    match v {
-        Value::Number(_) => Some(v.clone()),
-        Value::String(s) => Some(
-            s.trim()
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or_else(|_| v.clone()),
-        ),
-        _ => None,
+/// Adds the mapped fields of `object` to `f`, returning their times.
+fn mapped(
+    s: &Settings,
+    object: &str,
+    a: &Activation,
+    f: &mut Map<String, Value>,
+) -> Vec<(String, i64)> {
+    let Some(map) = s.mappings.object(Crm::Salesforce, object) else {
+        return Vec::new();
+    };
+    let mut times = Vec::new();
+    for (field, value, t) in outbound::fields(map, a, Crm::Salesforce) {
+        f.insert(field.clone(), value);
+        times.push((field, t));
     }
+    times
 }
 
-fn account_fields(a: &Activation) -> Option<(String, Map<String, Value>)> {
+/// A record's external id, fields and field times.
+type Fields = (String, Map<String, Value>, Vec<(String, i64)>);
+
+fn account_fields(s: &Settings, a: &Activation) -> Option<Fields> {
     let acc = a.account.as_ref()?;
     let mut f = Map::new();
     f.insert(ACCOUNT_KEY.into(), json!(acc.group_id));
@@ -131,22 +190,11 @@ fn account_fields(a: &Activation) -> Option<(String, Map<String, Value>)> {
         .or_else(|| acc.trait_str("company"))
         .unwrap_or_else(|| acc.group_id.clone());
     f.insert("Name".into(), json!(name));
-    if let Some(v) = acc.traits.get("seats_provisioned").and_then(num_or_str) {
-        f.insert("Seats_Provisioned__c".into(), v);
-    }
-    if let Some(v) = acc.trait_str("plan_tier") {
-        f.insert("Plan_Tier__c".into(), json!(v));
-    }
-    if let Some(v) = acc.trait_str("industry") {
-        f.insert("Industry".into(), json!(v));
-    }
-    if let Some(v) = acc.trait_str("website") {
-        f.insert("Website".into(), json!(v));
-    }
-    Some((acc.group_id.clone(), f))
+    let times = mapped(s, "Account", a, &mut f);
+    Some((acc.group_id.clone(), f, times))
 }
 
-fn contact_fields(a: &Activation) -> Option<(String, Map<String, Value>)> {
+fn person_fields(s: &Settings, object: &str, a: &Activation) -> Option<Fields> {
     let user = a.user_id.clone()?;
     let mut f = Map::new();
     f.insert(CONTACT_KEY.into(), json!(user));
@@ -154,46 +202,31 @@ fn contact_fields(a: &Activation) -> Option<(String, Map<String, Value>)> {
     if let Some(e) = &email {
         f.insert("Email".into(), json!(e));
     }
-    let (first, last) = names(a);
-    if let Some(first) = first {
-        f.insert("FirstName".into(), json!(first));
-    }
-    // LastName is required on Contact: the name, else the email's local part, else the user id.
-    let last = last
+    // LastName is required: the name, else the email's local part, else the user id.
+    let last = outbound::person_value(a, "last_name")
+        .and_then(|v| v.as_str().map(str::to_owned))
         .or_else(|| {
             email
                 .as_ref()
                 .and_then(|e| e.split('@').next().map(str::to_owned))
         })
-        .unwrap_or(user);
+        .unwrap_or_else(|| user.clone());
     f.insert("LastName".into(), json!(last));
-    if let Some(role) = a.trait_str("user_role") {
-        f.insert("Title".into(), json!(role));
-    }
     if let Some(phone) = a.phone.clone().or_else(|| a.trait_str("phone")) {
         f.insert("Phone".into(), json!(phone));
     }
-    if let Some(acc) = &a.account {
+    if object == "Lead" {
+        // Company is required on a Lead.
+        let company = a.trait_str("company").unwrap_or_else(|| NO_COMPANY.into());
+        f.insert("Company".into(), json!(company));
+    }
+    let times = mapped(s, object, a, &mut f);
+    if object == "Contact"
+        && let Some(acc) = &a.account
+    {
         f.insert("Account".into(), json!({ ACCOUNT_KEY: acc.group_id }));
     }
-    Some((a.user_id.clone()?, f))
-}
-
-fn names(a: &Activation) -> (Option<String>, Option<String>) {
-    let first = a
-        .trait_str("first_name")
-        .or_else(|| a.trait_str("firstName"));
-    let last = a.trait_str("last_name").or_else(|| a.trait_str("lastName"));
-    if first.is_some() || last.is_some() {
-        return (first, last);
-    }
-    match a.trait_str("name") {
-        Some(n) => match n.rsplit_once(' ') {
-            Some((f, l)) => (Some(f.trim().to_owned()), Some(l.trim().to_owned())),
-            None => (None, Some(n)),
-        },
-        None => (None, None),
-    }
+    Some((user, f, times))
 }
 
 fn usage_fields(a: &Activation) -> Option<(String, Map<String, Value>)> {
@@ -266,6 +299,7 @@ pub fn task_body(a: &Activation, account_ref: &str) -> Option<Value> {
 /// Encodes a batch.
 pub fn encode(s: &Settings, batch: &[Activation]) -> Encoded {
     let mut accounts = Keyed::new();
+    let mut leads = Keyed::new();
     let mut contacts = Keyed::new();
     let mut usage = Keyed::new();
     let mut tasks: Vec<(usize, String, Value)> = Vec::new();
@@ -273,18 +307,22 @@ pub fn encode(s: &Settings, batch: &[Activation]) -> Encoded {
         if !accepts(a) {
             continue;
         }
-        if let Some((key, f)) = account_fields(a) {
-            accounts.put(&key, f, i);
+        if let Some((key, f, t)) = account_fields(s, a) {
+            accounts.put(&key, f, &t, i);
         }
-        let wants_contact = matches!(
+        let wants_person = matches!(
             a.kind.as_str(),
             "identify" | "group" | "audience_entered" | "audience_exited"
         );
-        if wants_contact && let Some((key, f)) = contact_fields(a) {
-            contacts.put(&key, f, i);
+        let object = person_object(&s.mappings, a);
+        if wants_person && let Some((key, f, t)) = person_fields(s, object, a) {
+            match object {
+                "Lead" => leads.put(&key, f, &t, i),
+                _ => contacts.put(&key, f, &t, i),
+            }
         }
         if let Some((key, f)) = usage_fields(a) {
-            usage.put(&key, f, i);
+            usage.put(&key, f, &[], i);
         }
         if a.kind == "audience_entered"
             && a.audience.as_deref() == Some(s.pql_audience.as_str())
@@ -297,6 +335,7 @@ pub fn encode(s: &Settings, batch: &[Activation]) -> Encoded {
         }
     }
     let mut requests = accounts.requests(s, "Account", ACCOUNT_KEY, "Account upsert");
+    requests.extend(leads.requests(s, "Lead", CONTACT_KEY, "Lead upsert"));
     requests.extend(contacts.requests(s, "Contact", CONTACT_KEY, "Contact upsert"));
     requests.extend(usage.requests(
         s,
@@ -347,43 +386,47 @@ pub fn encode(s: &Settings, batch: &[Activation]) -> Encoded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::destinations::AccountSnapshot;
 
     fn settings() -> Settings {
         Settings {
             api_version: "v60.0".into(),
             pql_audience: "product_qualified_lead".into(),
+            mappings: Arc::new(Mappings::bundled()),
+        }
+    }
+
+    fn lead_settings() -> Settings {
+        let mut m = Mappings::bundled();
+        m.salesforce_person = PersonObject::LeadUntilAccount;
+        Settings {
+            mappings: Arc::new(m),
+            ..settings()
         }
     }
 
     fn activation(kind: &str, user: &str, group: Option<&str>) -> Activation {
-        Activation {
-            key: format!("m:{user}:{kind}"),
-            kind: kind.into(),
-            message_id: None,
-            event: None,
-            message: None,
-            timestamp_ms: 1_790_000_000_000,
-            profile_id: format!("p-{user}"),
-            user_id: Some(user.into()),
-            anonymous_id: None,
-            email: Some(format!("{user}@example.com")),
-            phone: None,
-            traits: serde_json::from_value(json!({"name": "Ada Lovelace", "user_role": "admin"}))
-                .unwrap(),
-            account: group.map(|g| AccountSnapshot {
-                group_id: g.into(),
-                traits: serde_json::from_value(json!({"name": "Acme", "seats_provisioned": 5}))
-                    .unwrap(),
-                active_users_7d: 2,
-                key_features: vec!["dark_mode".into(), "integration:slack".into()],
-                journey_stage: Some("Expansion".into()),
-                pql: true,
-                signals: vec!["seats_provisioned = 5".into()],
-            }),
-            audience: None,
-            visit: None,
-        }
+        let account = group.map(|g| {
+            json!({
+                "group_id": g,
+                "traits": {"name": "Acme", "seats_provisioned": 5},
+                "active_users_7d": 2,
+                "key_features": ["dark_mode", "integration:slack"],
+                "journey_stage": "Expansion",
+                "pql": true,
+                "signals": ["seats_provisioned = 5"],
+            })
+        });
+        serde_json::from_value(json!({
+            "key": format!("m:{user}:{kind}"),
+            "kind": kind,
+            "timestamp_ms": 1_790_000_000_000i64,
+            "profile_id": format!("p-{user}"),
+            "user_id": user,
+            "email": format!("{user}@example.com"),
+            "traits": {"name": "Ada Lovelace", "user_role": "admin", "job_title": "CTO"},
+            "account": account,
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -413,6 +456,7 @@ mod tests {
         let contact = &e.requests[1].body.as_ref().unwrap()["records"][0];
         assert_eq!(contact["LastName"], "Lovelace");
         assert_eq!(contact["FirstName"], "Ada");
+        assert_eq!(contact["Title"], "CTO");
         assert_eq!(contact["Email"], "u1@example.com");
         assert_eq!(contact["Account"]["Touchpoint_Account_Id__c"], "acme");
         let usage = &e.requests[2].body.as_ref().unwrap()["records"][0];
@@ -421,6 +465,46 @@ mod tests {
         assert_eq!(usage["PQL_Status__c"], "PQL");
         assert_eq!(usage["Journey_Stage__c"], "Expansion");
         assert_eq!(usage["Account__r"]["Touchpoint_Account_Id__c"], "acme");
+    }
+
+    #[test]
+    fn a_person_without_an_account_is_a_lead_until_they_have_one_or_sales_converts_them() {
+        let e = encode(&lead_settings(), &[activation("identify", "u1", None)]);
+        assert_eq!(
+            e.requests[0].path,
+            "/services/data/v60.0/composite/sobjects/Lead/Touchpoint_User_Id__c"
+        );
+        let lead = &e.requests[0].body.as_ref().unwrap()["records"][0];
+        assert_eq!(lead["attributes"]["type"], "Lead");
+        assert_eq!(lead["Company"], NO_COMPANY);
+        assert_eq!(lead["LastName"], "Lovelace");
+        assert!(lead.get("Account").is_none());
+        let with_account = encode(&lead_settings(), &[activation("group", "u1", Some("acme"))]);
+        assert!(with_account.requests[1].path.contains("/Contact/"));
+        let mut converted = activation("identify", "u1", None);
+        converted
+            .traits
+            .insert("salesforce_contact_id".into(), json!("003C"));
+        assert!(
+            encode(&lead_settings(), &[converted]).requests[0]
+                .path
+                .contains("/Contact/")
+        );
+    }
+
+    #[test]
+    fn field_times_travel_beside_the_records_for_the_service_and_the_sync_s_own_changes_stay_home()
+    {
+        let mut a = activation("identify", "u1", None);
+        a.message = Some(json!({"traits": {"job_title": "CTO"}}));
+        let e = encode(&settings(), &[a.clone()]);
+        let body = e.requests[0].body.as_ref().unwrap();
+        assert_eq!(body[FIELD_TIMES][0]["Title"], 1_790_000_000_000i64);
+        assert_eq!(body[FIELD_TIMES][0]["FirstName"], 0);
+        a.message = Some(json!({"traits": {"lead_status": "Working"},
+            "context": {"crm": {"system": "salesforce", "object": "Lead"}}}));
+        assert!(!accepts(&a));
+        assert!(encode(&settings(), &[a]).requests.is_empty());
     }
 
     #[test]

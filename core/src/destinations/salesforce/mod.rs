@@ -1,6 +1,7 @@
-//! Salesforce: Accounts (groupId), Contacts (userId, linked to their Account) and the custom object
-//! Product_Usage__c on the Account, upserted by external id through sObject Collections; a Task for
-//! the Account owner when a profile enters the PQL audience.
+//! Salesforce: Accounts (groupId), Leads or Contacts (userId; a Contact is linked to its Account)
+//! and the custom object Product_Usage__c on the Account, upserted by external id through sObject
+//! Collections with the fields `CRM_MAPPINGS.md` maps; a Task for the Account owner when a profile
+//! enters the PQL audience. Changes made in Salesforce come back through [`crate::crm`].
 
 pub mod config;
 pub mod encoder;
@@ -17,14 +18,20 @@ pub struct Salesforce {
 }
 
 impl Salesforce {
-    /// Builds it from its configuration.
-    pub fn new(config: config::SalesforceConfig, client: reqwest::Client) -> Salesforce {
+    /// Builds it from its configuration and the CRM loop's mappings and store.
+    pub fn new(
+        config: config::SalesforceConfig,
+        client: reqwest::Client,
+        crm: &crate::crm::Wiring,
+    ) -> Salesforce {
         Salesforce {
             settings: encoder::Settings {
                 api_version: config.api_version.clone(),
                 pql_audience: config.pql_audience.clone(),
+                mappings: crm.mappings.clone(),
             },
-            service: service::Service::new(config, client),
+            service: service::Service::new(config, client)
+                .with_crm(crm.store.clone(), crm.mappings.salesforce_person),
         }
     }
 }

@@ -1,19 +1,28 @@
 //! Salesforce HTTP service: OAuth 2.0 client-credentials token for the integration user (cached,
 //! renewed on `INVALID_SESSION_ID`), the daily API budget (our own count and the org's usage from
 //! `Sforce-Limit-Info: api-usage=N/M`), and classification of collection / composite answers.
+//! Before a collection upsert, fields the CRM changed more recently than our value are dropped;
+//! after it, what was written is remembered for the inbound sync ([`crate::crm::outbound`]).
 
 use super::config::{ErasureMode, SalesforceConfig};
-use super::encoder::{CONTACT_KEY, segment};
+use super::encoder::{ACCOUNT_KEY, CONTACT_KEY, segment};
+use crate::crm::mapping::{Crm, PersonObject};
+use crate::crm::{CrmStore, outbound};
 use crate::destinations::erasure::{self, Erasure, Subject};
 use crate::destinations::http::{self, Answer};
 use crate::destinations::{Method, Request, RetryAction, Sent};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Record-level error codes worth retrying (transient on Salesforce's side).
+///
+/// `CANNOT_UPDATE_CONVERTED_LEAD` is not among them: a Lead converted after the activation was
+/// enqueued is dead-lettered with that message, and the person's later changes go to their
+/// Contact once the sync brought its id back.
 const TRANSIENT: [&str; 4] = [
     "UNABLE_TO_LOCK_ROW",
     "REQUEST_LIMIT_EXCEEDED",
@@ -38,6 +47,10 @@ pub struct Service {
     pub api_used: AtomicU64,
     /// The org's daily limit from the last `Sforce-Limit-Info` (0 = unknown).
     pub api_max: AtomicU64,
+    /// Field states for last-modified-wins and echo suppression (absent in the CLI).
+    crm: Option<Arc<dyn CrmStore>>,
+    /// When a person may be a Lead (erasure then covers Leads too).
+    person: PersonObject,
 }
 
 /// Parses `api-usage=N/M` out of a `Sforce-Limit-Info` header.
@@ -97,6 +110,14 @@ fn first_code(errors: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned()
+}
+
+/// The (object, external id field) of an sObject Collections upsert path
+/// (`…/composite/sobjects/{object}/{field}`).
+fn collection_of(path: &str) -> Option<(String, String)> {
+    let rest = path.split("/composite/sobjects/").nth(1)?;
+    let (object, field) = rest.split_once('/')?;
+    (field == CONTACT_KEY || field == ACCOUNT_KEY).then(|| (object.to_owned(), field.to_owned()))
 }
 
 /// Classifies an sObject Collections answer (an array of SaveResult / UpsertResult).
@@ -211,7 +232,16 @@ impl Service {
             day: Mutex::new((0, 0)),
             api_used: AtomicU64::new(0),
             api_max: AtomicU64::new(0),
+            crm: None,
+            person: PersonObject::Contact,
         }
+    }
+
+    /// Remembers writes in (and checks conflicts against) the CRM sync's store.
+    pub fn with_crm(mut self, store: Option<Arc<dyn CrmStore>>, person: PersonObject) -> Service {
+        self.crm = store;
+        self.person = person;
+        self
     }
 
     async fn session(&self) -> Result<Session, (Option<u16>, RetryAction)> {
@@ -296,7 +326,12 @@ impl Service {
 
     /// Makes one API call (budget, session, `Sforce-Limit-Info`, session renewal on 401); an
     /// answer that is not worth reading is returned as the `Sent` to report.
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, Sent> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, Sent> {
         if !self.spend().await {
             return Err(Sent {
                 status: None,
@@ -351,10 +386,43 @@ impl Service {
         Ok(answer)
     }
 
-    /// Makes one call.
+    /// Makes one call. A collection upsert first loses the fields the CRM changed more recently
+    /// (last-modified-wins) and, once answered, its successful records are remembered.
     pub async fn send(&self, request: &Request) -> Sent {
+        let collection = collection_of(&request.path);
+        let mut body = request.body.clone();
+        let mut times = Vec::new();
+        if let (Some((object, field)), Some(b)) = (&collection, body.as_mut()) {
+            let key = |r: &Value| {
+                r.get(field.as_str())
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            match outbound::resolve_conflicts(
+                self.crm.as_ref(),
+                Crm::Salesforce,
+                object,
+                b,
+                "records",
+                key,
+                None,
+            )
+            .await
+            {
+                Ok(t) => times = t,
+                Err(e) => {
+                    return Sent {
+                        status: None,
+                        action: RetryAction::Retry {
+                            after: None,
+                            reason: e,
+                        },
+                    };
+                }
+            }
+        }
         let answer = match self
-            .call(request.method, &request.path, request.body.as_ref())
+            .call(request.method, &request.path, body.as_ref())
             .await
         {
             Ok(a) => a,
@@ -365,6 +433,42 @@ impl Service {
         } else {
             classify_collection(&answer)
         };
+        if let (Some((object, field)), Some(b), true) = (
+            &collection,
+            body.as_ref(),
+            (200..300).contains(&answer.status),
+        ) {
+            let results = answer.json();
+            let written: Vec<(String, Map<String, Value>)> = b["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(i, _)| results[*i]["success"] == Value::Bool(true))
+                .filter_map(|(_, r)| {
+                    let key = r.get(field.as_str())?.as_str()?.to_owned();
+                    Some((key, r.as_object()?.clone()))
+                })
+                .collect();
+            let times: Vec<Map<String, Value>> = b["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(i, _)| results[*i]["success"] == Value::Bool(true))
+                .map(|(i, _)| times.get(i).cloned().unwrap_or_default())
+                .collect();
+            outbound::remember(
+                self.crm.as_ref(),
+                Crm::Salesforce,
+                object,
+                written,
+                &times,
+                &[field.as_str()],
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .await;
+        }
         Sent {
             status: Some(answer.status),
             action,
@@ -399,6 +503,21 @@ impl Service {
                 .external(&["salesforce_id", "salesforce_contact_id"])
                 .into_iter()
                 .map(|id| format!("/services/data/{v}/sobjects/Contact/{}", segment(id))),
+        );
+        if self.person != PersonObject::Contact {
+            // People may be Leads too: by the userId external id and the Lead ids the sync saw.
+            records.extend(subject.user_ids.iter().map(|u| {
+                format!(
+                    "/services/data/{v}/sobjects/Lead/{CONTACT_KEY}/{}",
+                    segment(u)
+                )
+            }));
+        }
+        records.extend(
+            subject
+                .external(&["salesforce_lead_id"])
+                .into_iter()
+                .map(|id| format!("/services/data/{v}/sobjects/Lead/{}", segment(id))),
         );
         if records.is_empty() {
             return Erasure::Done("no userId or Contact id: no Contact was ever sent".into());
@@ -447,8 +566,13 @@ impl Service {
             "Email": null, "Phone": null, "FirstName": null, "Title": null,
             "LastName": "[erased]", CONTACT_KEY: null,
         });
+        let object = if record.contains("/sobjects/Lead/") {
+            "Lead"
+        } else {
+            "Contact"
+        };
         let path = format!(
-            "/services/data/{}/sobjects/Contact/{}",
+            "/services/data/{}/sobjects/{object}/{}",
             self.config.api_version,
             segment(&id)
         );

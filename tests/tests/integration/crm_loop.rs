@@ -1,0 +1,398 @@
+//! The CRM loop end to end on both stores (issue 14): a profile becomes a Salesforce Lead; sales
+//! works and converts it in the (fake) CRM and one poll brings status, owner, Contact, Account and
+//! Opportunity back; the person leaves the nurture audience; a HubSpot deal stage change arrives
+//! by signed webhook; conflicting edits on both sides resolve by last-modified; our own writes
+//! never come back as changes.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use touchpoint_core::Config;
+use touchpoint_core::destinations::config::DeliveryConfig;
+use touchpoint_core::destinations::hubspot::config::HubSpotConfig;
+use touchpoint_core::destinations::salesforce::config::SalesforceConfig;
+use touchpoint_tests::fakes::{self, Fake};
+use touchpoint_tests::{Db, SERVER_KEY, TestApp, fresh_database, spawn_app_with, test_config};
+
+crate::on_both_stores!(
+    a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and_both_sides_stay_in_step,
+);
+
+const USER: &str = "u-ada";
+const EMAIL: &str = "ada@engines.example";
+const REP_ID: &str = "005REP000000000001";
+const REP_EMAIL: &str = "rep@sales.example";
+
+struct Crms {
+    salesforce: Fake<fakes::salesforce::State>,
+    hubspot: Fake<fakes::hubspot::State>,
+}
+
+/// A server syncing with both fake CRMs: people are Leads until they have an account, polls
+/// happen only when the test asks, deliveries retry fast.
+async fn spawn(db: Db, crms: &Crms, mappings_dir: &std::path::Path) -> TestApp {
+    let (url, tmp) = fresh_database(db).await;
+    let mut c: Config = test_config(url);
+    c.destinations.salesforce = Some(SalesforceConfig::new(
+        &crms.salesforce.url,
+        fakes::salesforce::CLIENT_ID,
+        fakes::salesforce::CLIENT_SECRET,
+    ));
+    c.destinations.hubspot = Some(HubSpotConfig::oauth(
+        &crms.hubspot.url,
+        fakes::hubspot::CLIENT_ID,
+        fakes::hubspot::CLIENT_SECRET,
+        fakes::hubspot::REFRESH_TOKEN,
+    ));
+    c.destinations.delivery = DeliveryConfig {
+        retry_base: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+        max_attempts: 50,
+        poll: Duration::from_millis(50),
+        ..DeliveryConfig::default()
+    };
+    let mappings = std::fs::read_to_string(touchpoint_tests::repo_root().join("CRM_MAPPINGS.md"))
+        .unwrap()
+        .replace(
+            "- Salesforce person object: `contact`",
+            "- Salesforce person object: `lead_until_account`",
+        );
+    let path = mappings_dir.join("CRM_MAPPINGS.md");
+    std::fs::write(&path, mappings).unwrap();
+    c.crm.mappings_path = path;
+    c.crm.poll_interval = Duration::ZERO;
+    c.crm.hubspot_app_secret = Some(fakes::hubspot::CLIENT_SECRET.into());
+    spawn_app_with(c, tmp).await
+}
+
+async fn send(app: &TestApp, batch: Vec<Value>) {
+    let r = app
+        .post("/v1/batch", SERVER_KEY, &json!({"batch": batch}))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+}
+
+/// Polls `check` every 50 ms for up to `secs` seconds.
+async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..secs * 20 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs} s waiting until {what}");
+}
+
+/// One poll of every CRM, through the admin route; returns the Salesforce and HubSpot reports.
+async fn poll(app: &TestApp) -> (Value, Value) {
+    let (status, body) = app.admin_post("/admin/crm/poll").await;
+    assert_eq!(status, 200, "{body}");
+    let of = |crm: &str| {
+        body["polls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["crm"] == crm)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    (of("salesforce"), of("hubspot"))
+}
+
+/// Waits until every processed message was turned into activations and both CRM destinations
+/// have nothing pending or in flight.
+async fn delivered(app: &TestApp) {
+    audiences_settled(app).await;
+    eventually(20, "the activation stage catches up", async || {
+        let (_, p) = app.admin_get("/admin/pipeline").await;
+        p["destinationsCursor"].as_i64() >= p["profilesCursor"].as_i64()
+    })
+    .await;
+    eventually(20, "the CRM outboxes drain", async || {
+        let (_, body) = app.admin_get("/admin/destinations").await;
+        body["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["name"] == "salesforce" || d["name"] == "hubspot")
+            .all(|d| d["outbox"]["pending"] == 0 && d["outbox"]["delivering"] == 0)
+    })
+    .await;
+}
+
+/// Waits until the audience stage caught up with the profiles stage.
+async fn audiences_settled(app: &TestApp) {
+    app.wait_processed().await;
+    eventually(10, "the audience stage catches up", async || {
+        let (_, p) = app.admin_get("/admin/pipeline").await;
+        p["audiencesCursor"].as_i64() >= p["profilesCursor"].as_i64()
+    })
+    .await;
+}
+
+async fn profile(app: &TestApp) -> Value {
+    app.profile("user_id", USER)
+        .await
+        .expect("the profile exists")
+}
+
+async fn in_nurture(app: &TestApp, id: &str) -> bool {
+    let (_, m) = app.admin_get("/admin/audiences/lead_nurture/members").await;
+    m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["profile_id"] == id)
+}
+
+fn iso(offset_secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+async fn a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and_both_sides_stay_in_step(
+    db: Db,
+) {
+    let crms = Crms {
+        salesforce: fakes::salesforce::spawn().await,
+        hubspot: fakes::hubspot::spawn().await,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(db, &crms, dir.path()).await;
+
+    // 1. A profile becomes a Lead: a person without an account is a Lead, not a Contact.
+    send(
+        &app,
+        vec![
+            json!({"type": "identify", "userId": USER, "timestamp": iso(-120),
+            "traits": {"email": EMAIL, "name": "Ada Lovelace", "company": "Analytical Engines"}}),
+        ],
+    )
+    .await;
+    delivered(&app).await;
+    let lead = crms
+        .salesforce
+        .with(|s| s.get("Lead", USER))
+        .expect("the Lead exists");
+    assert_eq!(lead["LastName"], "Lovelace");
+    assert_eq!(lead["FirstName"], "Ada");
+    assert_eq!(lead["Company"], "Analytical Engines");
+    assert_eq!(lead["Email"], EMAIL);
+    assert_eq!(lead["Status"], "Open - Not Contacted");
+    assert!(crms.salesforce.with(|s| s.objects("Contact").is_empty()));
+    let lead_id = lead["Id"].as_str().unwrap().to_owned();
+    // Polling now finds our own write plus what Salesforce set itself (the default status, the
+    // owner): only the latter come back.
+    let (sf, _) = poll(&app).await;
+    assert_eq!(
+        sf["changes"], 2,
+        "Status and Owner.Email, not the names we wrote: {sf}"
+    );
+    assert_eq!(sf["messages"], 1, "{sf}");
+    app.wait_processed().await;
+    let p = profile(&app).await;
+    assert_eq!(p["traits"]["lead_status"], "Open", "{p:#}");
+    assert_eq!(
+        p["traits"]["crm_owner_email"],
+        fakes::salesforce::OWNER_EMAIL
+    );
+
+    // 2. Sales works the Lead: status and owner change in Salesforce; one poll brings them.
+    crms.salesforce.with(|s| {
+        s.users.insert(REP_ID.into(), REP_EMAIL.into());
+        s.edit(
+            "Lead",
+            USER,
+            json!({"Status": "Working - Contacted", "OwnerId": REP_ID}),
+        );
+    });
+    let (sf, _) = poll(&app).await;
+    assert_eq!(sf["changes"], 2, "{sf}");
+    assert_eq!(sf["messages"], 1, "{sf}");
+    assert!(sf["calls"].as_u64().unwrap() >= 4, "{sf}");
+    audiences_settled(&app).await;
+    let p = profile(&app).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    assert_eq!(p["traits"]["lead_status"], "Working", "{p:#}");
+    assert_eq!(p["traits"]["crm_owner_email"], REP_EMAIL);
+    assert_eq!(p["traits"]["salesforce_lead_id"], lead_id.as_str());
+    assert!(
+        p["identities"].to_string().contains(&lead_id),
+        "the Lead id is an identity: {}",
+        p["identities"]
+    );
+    let (_, timeline) = app
+        .admin_get(&format!("/admin/profiles/{id}/timeline"))
+        .await;
+    assert!(
+        timeline["items"].as_array().unwrap().iter().any(|i| {
+            i["message"]["context"]["crm"]["object"] == "Lead"
+                && i["message"]["traits"]["lead_status"] == "Working"
+        }),
+        "the change is on the timeline: {timeline:#}"
+    );
+    assert!(in_nurture(&app, &id).await, "a worked Lead is nurtured");
+
+    // 3. Sales converts the Lead into a Contact, an Account and an open Opportunity.
+    let converted = crms.salesforce.with(|s| s.convert_lead(USER, 48_000.0));
+    let group = format!("salesforce-{}", converted.account_id);
+    let (sf, _) = poll(&app).await;
+    assert!(sf["messages"].as_u64().unwrap() >= 4, "{sf}");
+    assert_eq!(
+        sf["writeBacks"], 1,
+        "the Account gets its external id: {sf}"
+    );
+    audiences_settled(&app).await;
+    let p = profile(&app).await;
+    assert_eq!(
+        p["traits"]["salesforce_contact_id"],
+        converted.contact_id.as_str()
+    );
+    assert_eq!(p["traits"]["lead_status"], "Converted");
+    let account = p["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["groupId"] == group.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the person belongs to {group}: {p:#}"));
+    assert_eq!(account["traits"]["open_opportunity"], true, "{account:#}");
+    assert_eq!(account["traits"]["opportunity_stage"], "Prospecting");
+    assert_eq!(account["traits"]["opportunity_amount"], 48000);
+    assert_eq!(account["traits"]["name"], "Analytical Engines");
+    assert_eq!(
+        account["traits"]["salesforce_account_id"],
+        converted.account_id.as_str()
+    );
+    assert!(
+        !in_nurture(&app, &id).await,
+        "an open opportunity takes the person out of nurture"
+    );
+    assert_eq!(
+        crms.salesforce
+            .with(|s| s.get("Account", &converted.account_id))
+            .unwrap()["Touchpoint_Account_Id__c"],
+        group.as_str()
+    );
+    // The account reached HubSpot as a company (its changes came from Salesforce, so they were
+    // not sent back there).
+    delivered(&app).await;
+    assert!(
+        crms.hubspot
+            .with(|s| s.get("companies", &group))
+            .is_some_and(|c| c["name"] == "Analytical Engines"),
+        "{:?}",
+        crms.hubspot.with(|s| s.objects.clone())
+    );
+    assert_eq!(
+        crms.salesforce.with(|s| s.objects("Account").len()),
+        1,
+        "no second Account"
+    );
+
+    // 4. A HubSpot deal stage change arrives by (signed) webhook.
+    let deal = crms.hubspot.with(|s| {
+        let d = s.create(
+            "deals",
+            json!({"dealname": "Analytical Engines - expansion", "dealstage": "appointmentscheduled",
+                   "amount": "9000", "pipeline": "default"}),
+        );
+        s.associate("deals", &d, "companies", &group);
+        s.edit("deals", &d, json!({"dealstage": "closedwon"}));
+        d
+    });
+    let hook = format!("{}/v1/sources/hubspot/webhook", app.address);
+    let events = json!([{"eventId": 3_816_279_340u64, "subscriptionId": 25, "portalId": 33,
+        "appId": 1_160_452, "occurredAt": chrono::Utc::now().timestamp_millis(),
+        "subscriptionType": "deal.propertyChange", "attemptNumber": 0,
+        "objectId": deal.parse::<u64>().unwrap(), "propertyName": "dealstage",
+        "propertyValue": "closedwon", "changeSource": "CRM"}]);
+    let forged = fakes::hubspot::deliver(&app.client, &hook, "not-the-secret", &events).await;
+    assert_eq!(forged.status(), 401);
+    let r =
+        fakes::hubspot::deliver(&app.client, &hook, fakes::hubspot::CLIENT_SECRET, &events).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    app.wait_processed().await;
+    let p = profile(&app).await;
+    let account = p["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["groupId"] == group.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(account["traits"]["deal_stage"], "closedwon", "{account:#}");
+    assert_eq!(account["traits"]["deal_amount"], 9000);
+    assert_eq!(
+        account["traits"]["deal_name"],
+        "Analytical Engines - expansion"
+    );
+
+    // 5. Conflicting edits resolve by last-modified, field by field.
+    // a) The CRM changed the title after our (older) value was set: the CRM wins on both sides.
+    crms.salesforce.with(|s| {
+        s.edit(
+            "Contact",
+            &converted.contact_id,
+            json!({"Title": "VP Engineering"}),
+        )
+    });
+    poll(&app).await;
+    send(
+        &app,
+        vec![
+            json!({"type": "identify", "userId": USER, "timestamp": iso(-3600),
+            "traits": {"job_title": "CTO"}}),
+        ],
+    )
+    .await;
+    delivered(&app).await;
+    assert_eq!(profile(&app).await["traits"]["job_title"], "VP Engineering");
+    assert_eq!(
+        crms.salesforce
+            .with(|s| s.get("Contact", &converted.contact_id))
+            .unwrap()["Title"],
+        "VP Engineering",
+        "our older value did not overwrite the CRM's newer one"
+    );
+    // b) We changed it after the CRM did: ours wins on both sides, and does not echo back.
+    send(
+        &app,
+        vec![
+            json!({"type": "identify", "userId": USER, "timestamp": iso(0),
+            "traits": {"job_title": "Chief Scientist"}}),
+        ],
+    )
+    .await;
+    delivered(&app).await;
+    assert_eq!(
+        crms.salesforce
+            .with(|s| s.get("Contact", &converted.contact_id))
+            .unwrap()["Title"],
+        "Chief Scientist"
+    );
+    let (sf, hs) = poll(&app).await;
+    assert_eq!(sf["changes"], 0, "our own write is not a change: {sf}");
+    assert_eq!(sf["messages"], 0, "{sf}");
+    assert_eq!(hs["messages"], 0, "{hs}");
+    assert_eq!(
+        profile(&app).await["traits"]["job_title"],
+        "Chief Scientist"
+    );
+
+    // The fakes saw only well-formed requests.
+    assert!(
+        crms.salesforce.with(|s| s.problems.is_empty()),
+        "{:?}",
+        crms.salesforce.with(|s| s.problems.clone())
+    );
+    assert!(
+        crms.hubspot.with(|s| s.problems.is_empty()),
+        "{:?}",
+        crms.hubspot.with(|s| s.problems.clone())
+    );
+    let (_, log) = app.admin_get("/admin/destinations/salesforce/log").await;
+    assert!(
+        log["dead"].as_array().is_none_or(|d| d.is_empty()),
+        "no dead letters: {log:#}"
+    );
+}
