@@ -446,7 +446,10 @@ pub async fn poll(state: &AppState, crm: &CrmLoop, reader: &Reader) -> Result<Re
             .store
             .watermark(Crm::Salesforce, object)
             .await?
-            .unwrap_or((now, now));
+            .unwrap_or_else(|| {
+                let first = now - crm.config.backfill.as_millis() as i64;
+                (first, first)
+            });
         let (mut found, newest, _) = reader
             .changed(object, &inbound, since, crm.config.max_pages)
             .await?;

@@ -396,3 +396,147 @@ async fn a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and
         "no dead letters: {log:#}"
     );
 }
+
+crate::on_both_stores!(a_poll_pages_through_query_more_and_search_results_and_reads_deletions_once,);
+
+async fn a_poll_pages_through_query_more_and_search_results_and_reads_deletions_once(db: Db) {
+    let crms = Crms {
+        salesforce: fakes::salesforce::spawn().await,
+        hubspot: fakes::hubspot::spawn().await,
+    };
+    // Pages of 3 records, so 7 changed Leads take three queryMore rounds.
+    crms.salesforce.with(|s| s.query_batch = 3);
+    let dir = tempfile::tempdir().unwrap();
+    let app = {
+        let (url, tmp) = fresh_database(db).await;
+        let mut c: Config = test_config(url);
+        c.destinations.salesforce = Some(SalesforceConfig::new(
+            &crms.salesforce.url,
+            fakes::salesforce::CLIENT_ID,
+            fakes::salesforce::CLIENT_SECRET,
+        ));
+        c.destinations.hubspot = Some(HubSpotConfig::oauth(
+            &crms.hubspot.url,
+            fakes::hubspot::CLIENT_ID,
+            fakes::hubspot::CLIENT_SECRET,
+            fakes::hubspot::REFRESH_TOKEN,
+        ));
+        std::fs::copy(
+            touchpoint_tests::repo_root().join("CRM_MAPPINGS.md"),
+            dir.path().join("CRM_MAPPINGS.md"),
+        )
+        .unwrap();
+        c.crm.mappings_path = dir.path().join("CRM_MAPPINGS.md");
+        c.crm.poll_interval = Duration::ZERO;
+        // Read from a day back, so the deletion log has a span Salesforce accepts.
+        c.crm.backfill = Duration::from_secs(86_400);
+        spawn_app_with(c, tmp).await
+    };
+    // Records sales created in the CRMs themselves: nobody in Touchpoint knows them yet.
+    crms.salesforce.with(|s| {
+        for i in 0..7 {
+            let id = s.create(
+                "Lead",
+                json!({"LastName": format!("Person {i}"), "Company": "Initech",
+                       "Email": format!("lead{i}@initech.example"), "Status": "Working - Contacted"}),
+            );
+            // Last modified ten minutes ago.
+            let past = fakes::salesforce::sf_time(chrono::Utc::now().timestamp_millis() - 600_000);
+            let lead = s.records.get_mut("Lead").unwrap().get_mut(&id).unwrap();
+            lead.insert("SystemModstamp".into(), json!(past));
+        }
+    });
+    crms.hubspot.with(|s| {
+        for i in 0..450 {
+            s.create(
+                "contacts",
+                json!({"email": format!("contact{i}@hooli.example"), "lifecyclestage": "lead"}),
+            );
+        }
+    });
+    let (sf, hs) = poll(&app).await;
+    assert_eq!(sf["records"], 7, "{sf}");
+    assert_eq!(sf["messages"], 7, "{sf}");
+    // The Leads may already have reached HubSpot as contacts by the time it is polled.
+    let first = hs["records"].as_u64().unwrap();
+    assert!((450..=457).contains(&first), "{hs}");
+    assert_eq!(hs["messages"], hs["records"], "{hs}");
+    let soql: Vec<String> = crms.salesforce.with(|s| s.queries.clone());
+    assert_eq!(soql.len(), 4, "one query per object: {soql:#?}");
+    assert_eq!(
+        crms.salesforce.requests("/query/01gFAKE").len(),
+        2,
+        "two queryMore rounds after the first page of 3"
+    );
+    let searches = crms.hubspot.with(|s| s.searches.clone());
+    let contact_pages: Vec<&Value> = searches
+        .iter()
+        .filter(|b| b["filterGroups"][0]["filters"][0]["propertyName"] == "lastmodifieddate")
+        .collect();
+    assert_eq!(contact_pages.len(), 3, "450 contacts in pages of 200");
+    assert_eq!(contact_pages[2]["after"], "400");
+    app.wait_processed().await;
+    let lead = app
+        .profile("email", "lead3@initech.example")
+        .await
+        .expect("a Lead sales created is a profile, matched later by its email");
+    assert_eq!(lead["traits"]["lead_status"], "Working");
+    assert!(
+        app.profile("email", "contact449@hooli.example")
+            .await
+            .is_some_and(|p| p["traits"]["lifecycle_stage"] == "lead")
+    );
+
+    // The seven Leads reached HubSpot as contacts (changes from Salesforce go to HubSpot): the
+    // next poll meets them there once, to learn their HubSpot ids; after that, nothing is new
+    // (the newest records are read again — the watermark is inclusive — and found unchanged).
+    delivered(&app).await;
+    let (sf, hs) = poll(&app).await;
+    assert_eq!(sf["messages"], 0, "{sf}");
+    assert_eq!(hs["messages"].as_u64().unwrap(), 457 - first, "{hs}");
+    app.wait_processed().await;
+    assert!(
+        app.profile("email", "lead3@initech.example")
+            .await
+            .is_some_and(|p| p["traits"]["hubspot_contact_id"].is_string())
+    );
+    let (sf, hs) = poll(&app).await;
+    assert_eq!(sf["messages"], 0, "{sf}");
+    assert_eq!(hs["messages"], 0, "{hs}");
+
+    // A deleted Lead clears what it fed into the profile, once. Salesforce's delete log covers
+    // whole minutes, at least one apart: the deletion happened two minutes ago and the last read
+    // of the log ten.
+    app.sql(
+        "UPDATE crm_watermarks SET deleted_at = deleted_at - 600000 \
+         WHERE crm = 'salesforce' AND object = 'Lead'",
+    )
+    .await;
+    crms.salesforce.with(|s| {
+        let id = s
+            .objects("Lead")
+            .iter()
+            .find(|l| l["Email"] == "lead3@initech.example")
+            .unwrap()["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        s.delete("Lead", &id);
+        // The delete log covers whole minutes: date the deletion a minute back.
+        let last = s.delete_log.len() - 1;
+        s.delete_log[last].2 -= 120_000;
+    });
+    let (sf, _) = poll(&app).await;
+    assert_eq!(sf["messages"], 1, "{sf}");
+    let (sf, _) = poll(&app).await;
+    assert_eq!(sf["messages"], 0, "a deletion is read once: {sf}");
+    app.wait_processed().await;
+    let lead = app.profile("email", "lead3@initech.example").await.unwrap();
+    assert!(
+        lead["traits"]["lead_status"].is_null(),
+        "{:#}",
+        lead["traits"]
+    );
+    assert!(crms.salesforce.with(|s| s.problems.is_empty()));
+    assert!(crms.hubspot.with(|s| s.problems.is_empty()));
+}

@@ -19,10 +19,6 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Record-level error codes worth retrying (transient on Salesforce's side).
-///
-/// `CANNOT_UPDATE_CONVERTED_LEAD` is not among them: a Lead converted after the activation was
-/// enqueued is dead-lettered with that message, and the person's later changes go to their
-/// Contact once the sync brought its id back.
 const TRANSIENT: [&str; 4] = [
     "UNABLE_TO_LOCK_ROW",
     "REQUEST_LIMIT_EXCEEDED",
@@ -120,6 +116,9 @@ fn collection_of(path: &str) -> Option<(String, String)> {
     (field == CONTACT_KEY || field == ACCOUNT_KEY).then(|| (object.to_owned(), field.to_owned()))
 }
 
+/// The error of an update to a Lead that sales has converted meanwhile.
+pub const CONVERTED_LEAD: &str = "CANNOT_UPDATE_CONVERTED_LEAD";
+
 /// Classifies an sObject Collections answer (an array of SaveResult / UpsertResult).
 pub fn classify_collection(answer: &Answer) -> RetryAction {
     if !(200..300).contains(&answer.status) {
@@ -134,7 +133,14 @@ pub fn classify_collection(answer: &Answer) -> RetryAction {
             continue;
         }
         let errors = r.get("errors").cloned().unwrap_or(Value::Null);
-        if TRANSIENT.contains(&first_code(&errors).as_str()) {
+        let code = first_code(&errors);
+        if code == CONVERTED_LEAD {
+            // Sales converted the Lead after this activation was enqueued: there is nothing left
+            // to update; the person's next changes go to their Contact (the sync brings its id).
+            tracing::info!("Lead already converted; its update is skipped");
+            continue;
+        }
+        if TRANSIENT.contains(&code.as_str()) {
             retry.push(i);
         } else {
             dead.push((i, error_text(&errors)));
@@ -664,6 +670,16 @@ mod tests {
                 reason: "transient Salesforce record error".into(),
             }
         );
+    }
+
+    #[test]
+    fn an_update_of_a_lead_sales_converted_meanwhile_is_not_a_dead_letter() {
+        let a = answer(
+            200,
+            serde_json::json!([{"success": false, "errors": [{"statusCode": "CANNOT_UPDATE_CONVERTED_LEAD",
+                "message": "cannot reference converted lead", "fields": []}]}]),
+        );
+        assert_eq!(classify_collection(&a), RetryAction::Success);
     }
 
     #[test]
