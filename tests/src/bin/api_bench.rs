@@ -196,11 +196,11 @@ async fn main() {
     phase(&client, concurrency, 2.0, n, api.clone(), &mut warm).await;
     phase(&client, concurrency, 2.0, n, admin.clone(), &mut warm).await;
     for _ in 0..4 {
-        phase(&client, concurrency, seconds / 8.0, n, api.clone(), &mut a).await;
+        phase(&client, concurrency, seconds / 4.0, n, api.clone(), &mut a).await;
         phase(
             &client,
             concurrency,
-            seconds / 8.0,
+            seconds / 4.0,
             n,
             admin.clone(),
             &mut b,
