@@ -23,6 +23,8 @@ pub const OBJECTS: [&str; 3] = ["contacts", "companies", "deals"];
 pub const PAGE: usize = 200;
 /// Results one search can page through.
 pub const SEARCH_CAP: usize = 10_000;
+/// Ids per association batch read (HubSpot's limit since February 2025).
+pub const ASSOCIATIONS_PER_READ: usize = 1_000;
 
 /// The last-modified property of an object (contacts have their own).
 pub fn modified_property(object: &str) -> &'static str {
@@ -228,14 +230,14 @@ impl Reader {
         Ok(out)
     }
 
-    /// The first company each record is associated with (v4 batch read).
+    /// The first company each record is associated with (v4 batch read, ≤ 1,000 ids a call).
     pub async fn companies_of(
         &self,
         object: &str,
         ids: &[String],
     ) -> Result<HashMap<String, String>, SyncError> {
         let mut out = HashMap::new();
-        for chunk in ids.chunks(100) {
+        for chunk in ids.chunks(ASSOCIATIONS_PER_READ) {
             let body =
                 json!({"inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()});
             let (_, answer) = self
