@@ -121,7 +121,7 @@ fn compare(
                     &f.field,
                     f.line,
                     format!(
-                        "{crm} value {v:?} has no counterpart among {}'s values ({}): add `{v}` = `…` to the Values column, or the value to TRACKING_PLAN.md",
+                        "has the value {v:?}, which matches none of {}'s values ({}): add `{v}` = `…` to the Values column, or the value to TRACKING_PLAN.md",
                         f.trait_name,
                         plan_values.join(", ")
                     ),
@@ -139,7 +139,7 @@ fn compare(
                     &f.field,
                     f.line,
                     format!(
-                        "{} value {p:?} is written as {theirs:?}, which is not one of the field's values in {crm}: add it there, or map it in the Values column",
+                        "lacks the value {theirs:?} that {} {p:?} is written as: add it in {crm}, or map it in the Values column",
                         f.trait_name
                     ),
                 ));
@@ -219,7 +219,7 @@ pub fn salesforce(map: &ObjectMap, describe: &Value, plan: &TrackingPlan) -> Vec
                     &f.field,
                     f.line,
                     format!(
-                        "{} has no relationship {rel}: fix the Field column",
+                        "names a relationship {} does not have ({rel}): fix the Field column",
                         map.object
                     ),
                 ));
@@ -385,7 +385,7 @@ pub async fn run(
         );
     }
     for f in &findings {
-        let _ = writeln!(report, "{file}:{}: {}: {}", f.line, f.what, f.message);
+        let _ = writeln!(report, "{file}:{}: {} {}", f.line, f.what, f.message);
     }
     let _ = writeln!(
         report,
@@ -446,7 +446,7 @@ mod tests {
         );
         assert!(
             text.iter()
-                .any(|t| t.contains("\"Recycled\" has no counterpart")),
+                .any(|t| t.contains("Lead.Status has the value \"Recycled\", which matches none")),
             "{text:#?}"
         );
         assert!(
@@ -484,6 +484,9 @@ mod tests {
             f[0].message.contains("is a string field in hubspot"),
             "{f:#?}"
         );
-        assert!(f[1].message.contains("\"enterprise\""), "{f:#?}");
+        assert!(
+            f[1].message.starts_with("lacks the value \"enterprise\""),
+            "{f:#?}"
+        );
     }
 }

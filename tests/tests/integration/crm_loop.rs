@@ -540,3 +540,88 @@ async fn a_poll_pages_through_query_more_and_search_results_and_reads_deletions_
     assert!(crms.salesforce.with(|s| s.problems.is_empty()));
     assert!(crms.hubspot.with(|s| s.problems.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_check_compares_the_mappings_with_describe_and_properties_and_says_what_to_fix() {
+    let crms = Crms {
+        salesforce: fakes::salesforce::spawn().await,
+        hubspot: fakes::hubspot::spawn().await,
+    };
+    let mut c: Config = test_config("sqlite://unused".into());
+    c.destinations.salesforce = Some(SalesforceConfig::new(
+        &crms.salesforce.url,
+        fakes::salesforce::CLIENT_ID,
+        fakes::salesforce::CLIENT_SECRET,
+    ));
+    c.destinations.hubspot = Some(HubSpotConfig::oauth(
+        &crms.hubspot.url,
+        fakes::hubspot::CLIENT_ID,
+        fakes::hubspot::CLIENT_SECRET,
+        fakes::hubspot::REFRESH_TOKEN,
+    ));
+    let root = touchpoint_tests::repo_root();
+    let text = std::fs::read_to_string(root.join("CRM_MAPPINGS.md")).unwrap();
+    let plan = touchpoint_tracking_plan::parse(
+        &std::fs::read_to_string(root.join("TRACKING_PLAN.md")).unwrap(),
+    )
+    .unwrap();
+    let (mappings, _) = touchpoint_core::crm::mapping::load(&text, &plan).unwrap();
+    let run = async || {
+        touchpoint_core::crm::check::run(&c, &mappings, "CRM_MAPPINGS.md", &plan)
+            .await
+            .unwrap()
+    };
+    let (report, ok) = run().await;
+    assert!(ok, "the fakes are set up as the mappings expect:\n{report}");
+    assert!(
+        report.contains("7 object(s) checked: 0 thing(s) to fix"),
+        "{report}"
+    );
+
+    // An org without the external id on Contacts, a renamed Lead status, a portal whose plan
+    // tiers lack `enterprise`.
+    crms.salesforce.with(|s| {
+        s.schema
+            .get_mut("Contact")
+            .unwrap()
+            .retain(|f| f.name != "Touchpoint_User_Id__c");
+        let status = s
+            .schema
+            .get_mut("Lead")
+            .unwrap()
+            .iter_mut()
+            .find(|f| f.name == "Status")
+            .unwrap();
+        status.picklist.push("Recycled".into());
+    });
+    crms.hubspot.with(|s| {
+        let tier = s
+            .schema
+            .get_mut("companies")
+            .unwrap()
+            .iter_mut()
+            .find(|p| p.name == "plan_tier")
+            .unwrap();
+        tier.options.retain(|o| o != "enterprise");
+    });
+    let (report, ok) = run().await;
+    assert!(!ok);
+    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for expected in [
+        format!(
+            "CRM_MAPPINGS.md:{}: salesforce Contact.Touchpoint_User_Id__c is missing",
+            line("## Salesforce Contact")
+        ),
+        format!(
+            "CRM_MAPPINGS.md:{}: salesforce Lead.Status has the value \"Recycled\", which matches none of lead_status's values",
+            line("| `Status` | `lead_status`")
+        ),
+        format!(
+            "CRM_MAPPINGS.md:{}: hubspot companies.plan_tier lacks the value \"enterprise\"",
+            line("| `plan_tier` | `account.plan_tier`")
+        ),
+    ] {
+        assert!(report.contains(&expected), "{expected}\nin\n{report}");
+    }
+    assert!(report.contains("3 thing(s) to fix"), "{report}");
+}
