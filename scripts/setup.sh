@@ -44,6 +44,11 @@ if [ "$MODE" = all ] && ! .tools/venv/bin/python -c 'import openapi_spec_validat
   echo "setup: openapi-spec-validator"
   .tools/venv/bin/pip install -q --disable-pip-version-check openapi-spec-validator==0.9.0
 fi
+# DuckDB reads the Parquet warehouse export (tests/warehouse/duckdb_report.py).
+if [ "$MODE" = all ] && ! .tools/venv/bin/python -c 'import duckdb' 2>/dev/null; then
+  echo "setup: duckdb"
+  .tools/venv/bin/pip install -q --disable-pip-version-check duckdb==2.0.1
+fi
 
 # Browser SDK build tools: wasm-bindgen-cli equal to the crate's pinned wasm-bindgen (npm's binaryen
 # and esbuild come with package.json; never Debian's binaryen, whose wasm fails in Chromium).

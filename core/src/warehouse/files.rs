@@ -133,9 +133,14 @@ fn array(kind: Kind, column: &[Option<&Cell>]) -> ArrayRef {
         Kind::Text => {
             let mut b = StringBuilder::new();
             for c in column {
-                match value(c) {
-                    Cell::Text(s) => b.append_value(s),
-                    _ => b.append_null(),
+                match c {
+                    // The common case, without a copy.
+                    Some(Cell::Text(s)) => b.append_value(s),
+                    None | Some(Cell::Null) => b.append_null(),
+                    Some(other) => match other.to_kind(Kind::Text) {
+                        Cell::Text(s) => b.append_value(s),
+                        _ => b.append_null(),
+                    },
                 }
             }
             Arc::new(b.finish())

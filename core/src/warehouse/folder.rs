@@ -95,6 +95,23 @@ impl Folder {
         .await
     }
 
+    /// Checks the folder takes a write: creates it if needed, writes, syncs and removes a small
+    /// probe file. A folder that cannot (read-only, full, unmounted) is an outage, not a message's
+    /// fault.
+    pub async fn probe(&self) -> io::Result<()> {
+        let root = self.root.clone();
+        blocking(move || {
+            fs::create_dir_all(&root)?;
+            let probe = root.join(".touchpoint-warehouse.probe");
+            let mut f = File::create(&probe)?;
+            f.write_all(b"probe")?;
+            f.sync_all()?;
+            drop(f);
+            fs::remove_file(&probe)
+        })
+        .await
+    }
+
     /// Every part file and leftover temporary file under the root.
     pub async fn list(&self) -> io::Result<Listing> {
         let root = self.root.clone();
@@ -193,6 +210,7 @@ mod tests {
             b"half",
         )
         .unwrap();
+        folder.probe().await.unwrap();
         let listing = folder.list().await.unwrap();
         assert_eq!(
             listing.parts,
@@ -216,6 +234,18 @@ mod tests {
             .await
             .unwrap();
         assert!(folder.list().await.unwrap().temps.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_folder_that_cannot_be_created_fails_the_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(
+            Folder::new(dir.path().join("file/below"))
+                .probe()
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -637,9 +637,14 @@ impl Stage for PostgresStage {
         Ok(r.messages + r.audience_events + usize::from(r.moved && r.messages == 0))
     }
 
+    /// Fails while the warehouse does not answer, so the runner keeps retrying instead of setting
+    /// messages aside for an outage; otherwise the first message not yet loaded.
     async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        let (log, _) = self
+            .warehouse_positions()
+            .await
+            .map_err(StorageError::from)?;
         let pos = self.store.positions(CURSOR, AUDIENCES).await?;
-        let (log, _) = self.warehouse_positions().await.unwrap_or((0, 0));
         Ok(self
             .store
             .first_pending(pos.cursor.max(log), pos.processed)

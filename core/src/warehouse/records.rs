@@ -326,6 +326,19 @@ pub struct BadMessage {
 /// A name as a warehouse identifier: snake_case ASCII letters, digits and `_`, not starting with
 /// a digit, at most [`MAX_NAME`] bytes; `None` when nothing is left.
 pub fn column_name(raw: &str) -> Option<String> {
+    // Most names already are identifiers (plan properties are snake_case): no work for them.
+    let b = raw.as_bytes();
+    if !b.is_empty()
+        && b.len() <= MAX_NAME
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && !b[0].is_ascii_digit()
+        && b[0] != b'_'
+        && b[b.len() - 1] != b'_'
+        && !raw.contains("__")
+    {
+        return Some(raw.to_owned());
+    }
     let snake = touchpoint_tracking_plan::to_snake_case(raw);
     let mut out: String = snake
         .chars()
@@ -469,21 +482,25 @@ pub fn context_columns(context: &Map<String, Value>) -> Vec<Col> {
 /// Property (or trait) columns: typed by `spec` where the plan declares the name, JSON text
 /// otherwise. A value that does not fit its declared type (a flagged message) leaves the column
 /// empty and is kept in `touchpoint_invalid_properties`. Names taken by `taken` (standard
-/// columns) get `property_` in front.
+/// columns) get `property_` in front; keys in `skip` (copied into standard columns) are left out.
 pub fn property_columns(
     props: &Map<String, Value>,
     spec: impl Fn(&str) -> Option<(u16, PropertyType)>,
-    taken: &BTreeSet<String>,
+    taken: &[&str],
+    skip: &[&str],
 ) -> Vec<Col> {
     let mut out: Vec<Col> = Vec::with_capacity(props.len());
     let mut invalid = Map::new();
     let mut seen = BTreeSet::new();
     for (key, value) in props {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
         let Some(mut name) = column_name(key) else {
             invalid.insert(key.clone(), value.clone());
             continue;
         };
-        if taken.contains(&name) {
+        if taken.contains(&name.as_str()) {
             name = column_name(&format!("property_{name}")).unwrap_or(name);
         }
         if !seen.insert(name.clone()) {
@@ -625,17 +642,19 @@ pub fn message_record(
                 )
             }
             MessageType::Page | MessageType::Screen => {
+                // analytics.page(category, name) also copies both into the properties.
+                let prop = |k: &str| message.properties.get(k).and_then(Value::as_str);
                 cols.push(Col::new(
                     "name",
                     Kind::Text,
                     Rank::Standard(6),
-                    text(message.name.as_deref()),
+                    text(message.name.as_deref().or(prop("name"))),
                 ));
                 cols.push(Col::new(
                     "category",
                     Kind::Text,
                     Rank::Standard(7),
-                    text(message.category.as_deref()),
+                    text(message.category.as_deref().or(prop("category"))),
                 ));
                 let (collection, spec_name) = if message.kind == MessageType::Page {
                     (Collection::Pages, "page_viewed")
@@ -713,13 +732,13 @@ pub fn message_record(
         ),
     ]);
     cols.extend(context_columns(&message.context));
-    let taken: BTreeSet<String> = cols.iter().map(|c| c.name.clone()).collect();
-    cols.extend(property_columns(props, spec, &taken));
-    // Page names given to analytics.page() are also a property; the call's own value wins.
-    if matches!(collection, Collection::Pages | Collection::Screens) {
-        let mut seen = BTreeSet::new();
-        cols.retain(|c| seen.insert(c.name.clone()));
-    }
+    let taken: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+    let skip: &[&str] = match collection {
+        Collection::Pages | Collection::Screens => &["name", "category"],
+        _ => &[],
+    };
+    let properties = property_columns(props, spec, &taken, skip);
+    cols.extend(properties);
     Ok(Record {
         collection,
         source: Some(row.source.clone()),
@@ -954,17 +973,19 @@ pub fn audience_record(row: &AudienceRow, loaded_at: i64) -> Record {
 /// The columns of a set of rows: every name once, in rank order, with the type of its first
 /// appearance (the plan is read once per batch, so types agree within one).
 pub fn schema_of<'a>(rows: impl IntoIterator<Item = &'a Record>) -> Vec<(String, Kind)> {
-    let mut seen: std::collections::BTreeMap<(Rank, String), Kind> = Default::default();
-    let mut names = BTreeSet::new();
+    let mut seen: std::collections::HashSet<&str> = Default::default();
+    let mut ordered: Vec<(Rank, &str, Kind)> = Vec::new();
     for r in rows {
         for c in &r.cols {
-            if names.insert(c.name.clone()) {
-                seen.insert((c.rank, c.name.clone()), c.kind);
+            if seen.insert(c.name.as_str()) {
+                ordered.push((c.rank, c.name.as_str(), c.kind));
             }
         }
     }
-    seen.into_iter()
-        .map(|((_, name), kind)| (name, kind))
+    ordered.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    ordered
+        .into_iter()
+        .map(|(_, name, kind)| (name.to_owned(), kind))
         .collect()
 }
 

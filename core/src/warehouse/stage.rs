@@ -281,7 +281,13 @@ impl Stage for ParquetStage {
         Ok(r.messages + r.audience_events + usize::from(r.moved && r.messages == 0))
     }
 
+    /// Fails while the folder cannot be written, so the runner keeps retrying instead of setting
+    /// messages aside for an outage; otherwise the first message not yet exported.
     async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
+        self.folder
+            .probe()
+            .await
+            .map_err(|e| StorageError::from(WarehouseError::io(self.folder.root(), e)))?;
         let pos = self.store.positions(CURSOR, AUDIENCES).await?;
         Ok(self
             .store

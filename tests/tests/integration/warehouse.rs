@@ -16,6 +16,7 @@ use touchpoint_tests::{
 crate::on_both_stores!(
     the_seed_story_reads_the_same_in_duckdb_in_the_postgres_warehouse_and_in_the_profiles_api,
     an_interrupted_export_is_redone_once_and_a_new_plan_property_becomes_a_column,
+    an_unwritable_folder_holds_the_export_back_without_quarantining_messages,
 );
 
 const PQL: &str = "product_qualified_lead";
@@ -707,4 +708,67 @@ async fn an_interrupted_export_is_redone_once_and_a_new_plan_property_becomes_a_
     .await
     .unwrap();
     assert_eq!((rows, coupon.as_deref()), (8, Some("LAUNCH")));
+}
+
+async fn an_unwritable_folder_holds_the_export_back_without_quarantining_messages(db: Db) {
+    let (url, tmp) = fresh_database(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the folder should be: nothing can be written below it.
+    let blocker = dir.path().join("mnt");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let mut config = test_config(url);
+    config.warehouse.dir = Some(blocker.join("warehouse"));
+    config.warehouse.flush_after = Duration::ZERO;
+    config.stage_retry = touchpoint_core::pipeline::Policy {
+        attempts: 2,
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        isolate_span: 10,
+    };
+    let app = spawn_app_with(config, tmp).await;
+    send(
+        &app,
+        SERVER_KEY,
+        (1..=3)
+            .map(|i| {
+                track(
+                    &format!("o{i}"),
+                    "trial_started",
+                    json!({"plan_tier": "pro", "trial_days": i}),
+                    days_ago(0, 0),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    app.wait_processed().await;
+    // Many retry rounds (each would have quarantined a message were the outage blamed on one).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let quarantined = app
+        .sql_number("SELECT COUNT(*) FROM quarantine WHERE stage = 'warehouse_parquet'")
+        .await;
+    assert_eq!(quarantined, 0, "an outage is not a message's fault");
+    assert_eq!(
+        app.sql_number("SELECT seq FROM pipeline_cursors WHERE name = 'warehouse_parquet'")
+            .await,
+        0
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("touchpoint_stage_failing{stage=\"warehouse_parquet\"} 1"),
+        "{metrics}"
+    );
+    // The folder comes back: the export catches up with everything.
+    std::fs::remove_file(&blocker).unwrap();
+    wait_exported(&app, &["warehouse_parquet"]).await;
+    let report = duckdb(&blocker.join("warehouse")).await;
+    assert_eq!(report["tables"]["events"]["rows"], 3, "{report}");
 }
