@@ -454,6 +454,19 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
         (Method::POST, ["crm", "v4", "associations", from, to, "batch", "read"]) => {
             associations(s, from, to, req)
         }
+        (
+            Method::POST,
+            [
+                "crm",
+                "v4",
+                "associations",
+                from,
+                to,
+                "batch",
+                "associate",
+                "default",
+            ],
+        ) => associate(s, from, to, req),
         (Method::GET, ["crm", "v3", "owners", id]) => match s.owners.get(*id) {
             Some(email) => json(200, owner(id, email)),
             None => hs_error(404, "OBJECT_NOT_FOUND", "resource not found"),
@@ -719,11 +732,24 @@ fn batch_read(s: &mut State, object: &str, req: &Incoming) -> Response {
             "inputs must hold at most 100 items",
         );
     }
+    let id_property = body["idProperty"].as_str().map(str::to_owned);
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for i in inputs {
         let id = i["id"].as_str().unwrap_or("");
-        match s.get(object, id) {
+        let found = match &id_property {
+            Some(p) if p != "hs_object_id" => s.objects.get(object).and_then(|t| {
+                t.values()
+                    .find(|r| {
+                        r.get(p)
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| v.eq_ignore_ascii_case(id))
+                    })
+                    .cloned()
+            }),
+            _ => s.get(object, id),
+        };
+        match found {
             Some(rec) => results.push(shown(object, &rec, &properties)),
             None => missing.push(id.to_owned()),
         }
@@ -739,6 +765,59 @@ fn batch_read(s: &mut State, object: &str, req: &Incoming) -> Response {
         out["numErrors"] = json!(1);
         json(207, out)
     }
+}
+
+/// `POST /crm/v4/associations/{from}/{to}/batch/associate/default`: inputs of HubSpot ids.
+fn associate(s: &mut State, from: &str, to: &str, req: &Incoming) -> Response {
+    let inputs = req
+        .json()
+        .and_then(|b| b.get("inputs").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    if inputs.is_empty() || inputs.len() > 2000 {
+        s.problems
+            .push(format!("{} inputs in one associate call", inputs.len()));
+        return hs_error(400, "VALIDATION_ERROR", "inputs must hold 1 to 2000 items");
+    }
+    let mut results = Vec::new();
+    for i in &inputs {
+        let (Some(a), Some(b)) = (i["from"]["id"].as_str(), i["to"]["id"].as_str()) else {
+            s.problems.push(format!("malformed association input {i}"));
+            return hs_error(
+                400,
+                "VALIDATION_ERROR",
+                "each input needs from.id and to.id",
+            );
+        };
+        let known = |s: &State, object: &str, id: &str| {
+            s.objects.get(object).is_some_and(|t| {
+                t.values()
+                    .any(|r| r.get("hs_object_id").and_then(Value::as_str) == Some(id))
+            })
+        };
+        if !known(s, from, a) || !known(s, to, b) {
+            s.problems.push(format!(
+                "association of unknown ids {a} → {b} (not HubSpot ids?)"
+            ));
+            return hs_error(
+                400,
+                "VALIDATION_ERROR",
+                &format!("One or more objects could not be found: {a}, {b}"),
+            );
+        }
+        s.associations
+            .insert((from.into(), a.into(), to.into(), b.into()));
+        s.associations
+            .insert((to.into(), b.into(), from.into(), a.into()));
+        results.push(
+            json!({"fromObjectTypeId": "0-1", "fromObjectId": a.parse::<u64>().unwrap_or(0),
+            "toObjectTypeId": "0-2", "toObjectId": b.parse::<u64>().unwrap_or(0), "labels": []}),
+        );
+    }
+    json(
+        200,
+        json!({"status": "COMPLETE", "results": results,
+        "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:00:01Z"}),
+    )
 }
 
 fn batch_update(s: &mut State, object: &str, req: &Incoming) -> Response {

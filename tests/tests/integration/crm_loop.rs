@@ -288,6 +288,18 @@ async fn a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and
         1,
         "no second Account"
     );
+    // The person's HubSpot contact is associated with that company.
+    let linked = crms.hubspot.with(|s| {
+        let contact = s.id_of("contacts", EMAIL).unwrap();
+        let company = s.id_of("companies", &group).unwrap();
+        s.associations
+            .contains(&("contacts".into(), contact, "companies".into(), company))
+    });
+    assert!(
+        linked,
+        "{:?}",
+        crms.hubspot.with(|s| s.associations.clone())
+    );
 
     // 4. A HubSpot deal stage change arrives by (signed) webhook.
     let deal = crms.hubspot.with(|s| {

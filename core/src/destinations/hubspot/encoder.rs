@@ -1,7 +1,9 @@
 //! Pure HubSpot encoder: contacts (by email) and companies (by the groupId property) through the
 //! CRM v3 batch upsert endpoints, at most 100 inputs a call, one input per id per batch, with the
 //! properties `CRM_MAPPINGS.md` maps ([`crate::crm::mapping`]); each input's field times travel
-//! beside it for the service's last-modified-wins check.
+//! beside it for the service's last-modified-wins check. A group call of a person with an email
+//! also associates their contact with the company (v4 batch associate; the service turns the email
+//! and groupId into HubSpot ids).
 
 use crate::crm::mapping::{Crm, Mappings};
 use crate::crm::outbound::{self, FIELD_TIMES};
@@ -10,6 +12,10 @@ use serde_json::{Map, Value, json};
 
 /// Inputs per batch call (HubSpot's limit).
 pub const MAX_INPUTS: usize = 100;
+/// The v4 call associating contacts with companies (default association type).
+pub const ASSOCIATE_PATH: &str = "/crm/v4/associations/contacts/companies/batch/associate/default";
+/// Body key naming the id properties the association inputs use (removed by the service).
+pub const ID_PROPERTIES: &str = "touchpointIdProperties";
 
 /// Whether HubSpot wants this activation: identifies with an email, group calls (never one the
 /// HubSpot sync itself made).
@@ -57,9 +63,10 @@ fn contact(m: &Mappings, a: &Activation) -> Option<Input> {
     Some((email, p, times))
 }
 
-fn company(m: &Mappings, a: &Activation) -> Option<Input> {
+fn company(m: &Mappings, company_id_property: &str, a: &Activation) -> Option<Input> {
     let acc = a.account.as_ref()?;
     let mut p = Map::new();
+    p.insert(company_id_property.into(), json!(acc.group_id));
     p.insert(
         "name".into(),
         json!(
@@ -117,14 +124,22 @@ fn upsert(items: &mut Vec<(Input, Vec<usize>)>, input: Input, i: usize) {
 pub fn encode(m: &Mappings, company_id_property: &str, batch: &[Activation]) -> Encoded {
     let mut companies = Vec::new();
     let mut contacts = Vec::new();
+    let mut links: Vec<((String, String), Vec<usize>)> = Vec::new();
     for (i, a) in batch.iter().enumerate() {
         if !accepts(a) {
             continue;
         }
         if a.kind == "group"
-            && let Some(input) = company(m, a)
+            && let Some(input) = company(m, company_id_property, a)
         {
             upsert(&mut companies, input, i);
+            if let (Some(email), Some(acc)) = (&a.email, &a.account) {
+                let pair = (email.clone(), acc.group_id.clone());
+                match links.iter_mut().find(|(p, _)| *p == pair) {
+                    Some((_, c)) => c.push(i),
+                    None => links.push((pair, vec![i])),
+                }
+            }
         }
         if a.kind == "identify"
             && let Some(input) = contact(m, a)
@@ -134,6 +149,20 @@ pub fn encode(m: &Mappings, company_id_property: &str, batch: &[Activation]) -> 
     }
     let mut requests = batches("companies", company_id_property, companies);
     requests.extend(batches("contacts", "email", contacts));
+    for chunk in links.chunks(MAX_INPUTS) {
+        requests.push(Request {
+            method: Method::Post,
+            path: ASSOCIATE_PATH.into(),
+            body: Some(json!({
+                "inputs": chunk.iter().map(|((email, group), _)| json!({
+                    "from": {"id": email}, "to": {"id": group},
+                })).collect::<Vec<_>>(),
+                ID_PROPERTIES: {"from": "email", "to": company_id_property},
+            })),
+            covers: chunk.iter().map(|(_, c)| c.clone()).collect(),
+            label: "contact–company associations".into(),
+        });
+    }
     Encoded {
         requests,
         rejected: Vec::new(),
@@ -186,8 +215,14 @@ mod tests {
             "touchpoint_account_id",
             &[g.clone(), g],
         );
-        assert_eq!(e.requests.len(), 1);
+        assert_eq!(e.requests.len(), 2);
         assert_eq!(e.requests[0].covers, vec![vec![0, 1]]);
+        // The person's contact is associated with the company, once.
+        assert_eq!(e.requests[1].path, ASSOCIATE_PATH);
+        assert_eq!(e.requests[1].covers, vec![vec![0, 1]]);
+        let link = &e.requests[1].body.as_ref().unwrap()["inputs"][0];
+        assert_eq!(link["from"]["id"], "u1@example.com");
+        assert_eq!(link["to"]["id"], "acme");
         let input = &e.requests[0].body.as_ref().unwrap()["inputs"][0];
         assert_eq!(input["idProperty"], "touchpoint_account_id");
         assert_eq!(input["id"], "acme");

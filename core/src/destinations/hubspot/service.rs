@@ -13,6 +13,7 @@ use crate::destinations::ratelimit::TokenBucket;
 use crate::destinations::{Method, Request, RetryAction, Sent};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -24,6 +25,8 @@ pub struct Service {
     token: Mutex<Option<(SecretString, Instant)>>,
     bucket: TokenBucket,
     crm: Option<Arc<dyn CrmStore>>,
+    /// HubSpot ids of contacts (by email) and companies (by groupId) seen in upsert answers.
+    ids: std::sync::Mutex<HashMap<(String, String), String>>,
 }
 
 fn message(body: &Value, raw: &str) -> String {
@@ -112,6 +115,7 @@ impl Service {
             token: Mutex::new(None),
             bucket,
             crm: None,
+            ids: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -217,6 +221,9 @@ impl Service {
             Ok(t) => t,
             Err((status, action)) => return Sent { status, action },
         };
+        if request.path == super::encoder::ASSOCIATE_PATH {
+            return self.associate(request).await;
+        }
         let object = upsert_object(&request.path);
         let mut body = request.body.clone();
         let mut times = Vec::new();
@@ -290,6 +297,7 @@ impl Service {
         if let (Some(object), Some(b), true) =
             (&object, body.as_ref(), (200..300).contains(&answer.status))
         {
+            self.learn_ids(object, b, &answer.json());
             let failed: Vec<usize> = match &action {
                 RetryAction::RetryPart { retry, dead, .. } => retry
                     .iter()
@@ -323,7 +331,11 @@ impl Service {
                 object,
                 written,
                 &kept_times,
-                &["email", "touchpoint_user_id"],
+                &[
+                    "email",
+                    "touchpoint_user_id",
+                    &self.config.company_id_property,
+                ],
                 chrono::Utc::now().timestamp_millis(),
             )
             .await;
@@ -331,6 +343,170 @@ impl Service {
         Sent {
             status: Some(answer.status),
             action,
+        }
+    }
+
+    /// Remembers the HubSpot ids of upserted contacts and companies (for associations).
+    fn learn_ids(&self, object: &str, body: &Value, answer: &Value) {
+        let id_property = body["inputs"][0]["idProperty"].as_str().unwrap_or("email");
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        for r in answer["results"].as_array().into_iter().flatten() {
+            let (Some(id), Some(key)) = (r["id"].as_str(), r["properties"][id_property].as_str())
+            else {
+                continue;
+            };
+            ids.insert((object.to_owned(), key.to_ascii_lowercase()), id.to_owned());
+        }
+    }
+
+    /// HubSpot ids of records by an id property: remembered ones, the rest by one batch read.
+    async fn resolve(
+        &self,
+        object: &str,
+        id_property: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, String>, Sent> {
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+            for k in keys {
+                match ids.get(&(object.to_owned(), k.to_ascii_lowercase())) {
+                    Some(id) => {
+                        out.insert(k.clone(), id.clone());
+                    }
+                    None => missing.push(k.clone()),
+                }
+            }
+        }
+        missing.sort();
+        missing.dedup();
+        for chunk in missing.chunks(super::encoder::MAX_INPUTS) {
+            let body = json!({
+                "idProperty": id_property,
+                "properties": [id_property],
+                "inputs": chunk.iter().map(|k| json!({"id": k})).collect::<Vec<_>>(),
+            });
+            let answer = self
+                .call(
+                    Method::Post,
+                    &format!("/crm/v3/objects/{object}/batch/read"),
+                    Some(&body),
+                )
+                .await
+                .map_err(|e| Sent {
+                    status: None,
+                    action: RetryAction::Retry {
+                        after: None,
+                        reason: e,
+                    },
+                })?;
+            if !(200..300).contains(&answer.status) {
+                return Err(Sent {
+                    status: Some(answer.status),
+                    action: classify(&answer, &[]),
+                });
+            }
+            let json = answer.json();
+            self.learn_ids(
+                object,
+                &json!({"inputs": [{"idProperty": id_property}]}),
+                &json,
+            );
+            for r in json["results"].as_array().into_iter().flatten() {
+                if let (Some(id), Some(key)) =
+                    (r["id"].as_str(), r["properties"][id_property].as_str())
+                    && let Some(k) = chunk.iter().find(|k| k.eq_ignore_ascii_case(key))
+                {
+                    out.insert(k.clone(), id.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Associates contacts with companies: the email and groupId of each input become HubSpot
+    /// ids; an input whose contact or company HubSpot does not have yet is retried.
+    async fn associate(&self, request: &Request) -> Sent {
+        let Some(body) = &request.body else {
+            return Sent {
+                status: None,
+                action: RetryAction::Success,
+            };
+        };
+        let to_property = body[super::encoder::ID_PROPERTIES]["to"]
+            .as_str()
+            .unwrap_or(&self.config.company_id_property)
+            .to_owned();
+        let inputs: Vec<(String, String)> = body["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                Some((
+                    i["from"]["id"].as_str()?.to_owned(),
+                    i["to"]["id"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        let emails: Vec<String> = inputs.iter().map(|(e, _)| e.clone()).collect();
+        let groups: Vec<String> = inputs.iter().map(|(_, g)| g.clone()).collect();
+        let contacts = match self.resolve("contacts", "email", &emails).await {
+            Ok(c) => c,
+            Err(sent) => return sent,
+        };
+        let companies = match self.resolve("companies", &to_property, &groups).await {
+            Ok(c) => c,
+            Err(sent) => return sent,
+        };
+        let mut pairs = Vec::new();
+        let mut unknown = Vec::new();
+        for (i, (email, group)) in inputs.iter().enumerate() {
+            match (contacts.get(email), companies.get(group)) {
+                (Some(c), Some(g)) => pairs.push(json!({"from": {"id": c}, "to": {"id": g}})),
+                _ => unknown.push(i),
+            }
+        }
+        let mut status = None;
+        if !pairs.is_empty() {
+            let answer = match self
+                .call(
+                    Method::Post,
+                    super::encoder::ASSOCIATE_PATH,
+                    Some(&json!({"inputs": pairs})),
+                )
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    return Sent {
+                        status: None,
+                        action: RetryAction::Retry {
+                            after: None,
+                            reason: e,
+                        },
+                    };
+                }
+            };
+            status = Some(answer.status);
+            if !(200..300).contains(&answer.status) {
+                return Sent {
+                    status,
+                    action: classify(&answer, &[]),
+                };
+            }
+        }
+        Sent {
+            status,
+            action: if unknown.is_empty() {
+                RetryAction::Success
+            } else {
+                RetryAction::RetryPart {
+                    retry: unknown,
+                    dead: Vec::new(),
+                    reason: "the contact or the company is not in HubSpot yet".into(),
+                }
+            },
         }
     }
 
