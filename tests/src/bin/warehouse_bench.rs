@@ -41,7 +41,14 @@ const DAY_MS: i64 = 86_400_000;
 /// 40 % page views, 45 % tracks of the plan's events, 10 % identifies, 5 % groups, over one day.
 fn message(i: usize, rng: &mut Rng, day0: i64) -> (String, &'static str, Option<String>, i64) {
     let person = i / 5;
-    let anon = format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", rng.next() as u32, person % 65536, i % 4096, person % 4096, person);
+    let anon = format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        rng.next() as u32,
+        person % 65536,
+        i % 4096,
+        person % 4096,
+        person
+    );
     let user = format!("user-{person}");
     let at = day0 + rng.below(DAY_MS as u64) as i64;
     let ts = |ms: i64| {
@@ -58,7 +65,8 @@ fn message(i: usize, rng: &mut Rng, day0: i64) -> (String, &'static str, Option<
         "page": {"path": path, "url": format!("https://example.com{path}"), "title": "Example", "referrer": "https://www.google.com/"},
     });
     if rng.below(3) == 0 {
-        context["campaign"] = json!({"source": sources[rng.below(4) as usize], "medium": "cpc", "name": "launch"});
+        context["campaign"] =
+            json!({"source": sources[rng.below(4) as usize], "medium": "cpc", "name": "launch"});
     }
     let kind = match rng.below(20) {
         0..=7 => "page",
@@ -93,12 +101,30 @@ fn message(i: usize, rng: &mut Rng, day0: i64) -> (String, &'static str, Option<
         _ => {
             body["userId"] = json!(user);
             let (event, props) = match rng.below(6) {
-                0 => ("trial_started", json!({"plan_tier": "pro", "trial_days": 14})),
-                1 => ("workspace_created", json!({"workspace_id": format!("ws-{}", person / 3), "workspace_name": "Acme"})),
-                2 => ("teammate_invited", json!({"workspace_id": format!("ws-{}", person / 3), "invitee_role": "member", "invite_method": "email"})),
-                3 => ("integration_connected", json!({"integration_name": "slack", "workspace_id": format!("ws-{}", person / 3)})),
-                4 => ("feature_toggled", json!({"feature_name": "dark_mode", "new_status": rng.below(2) == 0})),
-                _ => ("report_generated", json!({"report_type": "usage", "row_count": rng.below(10_000)})),
+                0 => (
+                    "trial_started",
+                    json!({"plan_tier": "pro", "trial_days": 14}),
+                ),
+                1 => (
+                    "workspace_created",
+                    json!({"workspace_id": format!("ws-{}", person / 3), "workspace_name": "Acme"}),
+                ),
+                2 => (
+                    "teammate_invited",
+                    json!({"workspace_id": format!("ws-{}", person / 3), "invitee_role": "member", "invite_method": "email"}),
+                ),
+                3 => (
+                    "integration_connected",
+                    json!({"integration_name": "slack", "workspace_id": format!("ws-{}", person / 3)}),
+                ),
+                4 => (
+                    "feature_toggled",
+                    json!({"feature_name": "dark_mode", "new_status": rng.below(2) == 0}),
+                ),
+                _ => (
+                    "report_generated",
+                    json!({"report_type": "usage", "row_count": rng.below(10_000)}),
+                ),
             };
             body["event"] = json!(event);
             body["properties"] = props;
@@ -138,11 +164,18 @@ fn ndjson_baseline(bodies: &[String], batch: usize, dir: &std::path::Path) -> (f
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let batch: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let batch: usize = std::env::var("BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let plan_path = root.join("TRACKING_PLAN.md");
-    let plan = touchpoint_tracking_plan::parse(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
+    let plan =
+        touchpoint_tracking_plan::parse(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let day0 = 1_796_083_200_000; // 2026-12-01
     let generated: Vec<(String, &'static str, Option<String>, i64)> =
@@ -150,13 +183,17 @@ async fn main() {
     let bodies: Vec<String> = generated.iter().map(|g| g.0.clone()).collect();
     let json_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
     let tmp = tempfile::tempdir().unwrap();
-    println!("N = {n} messages, batch {batch}; raw JSON {:.0} bytes/event", json_bytes as f64 / n as f64);
+    println!(
+        "N = {n} messages, batch {batch}; raw JSON {:.0} bytes/event",
+        json_bytes as f64 / n as f64
+    );
     println!();
     println!("| path | rows/s | bytes/event | vs raw JSON |");
     println!("|---|---:|---:|---:|");
 
     // (1) Baseline: the JSON as NDJSON, same batches and durability.
-    let (ndjson_rate, ndjson_bytes, gzip_bytes) = ndjson_baseline(&bodies, batch, &tmp.path().join("ndjson"));
+    let (ndjson_rate, ndjson_bytes, gzip_bytes) =
+        ndjson_baseline(&bodies, batch, &tmp.path().join("ndjson"));
     println!(
         "| NDJSON files, fsync + rename (baseline) | {:.0} | {:.0} | 1.00× |",
         ndjson_rate,
@@ -189,7 +226,10 @@ async fn main() {
     let (mut typing, mut encoding, mut writing) = (0.0, 0.0, 0.0);
     for chunk in rows.chunks(batch) {
         let t = Instant::now();
-        let records: Vec<_> = chunk.iter().map(|r| message_record(r, &plan, 0).unwrap()).collect();
+        let records: Vec<_> = chunk
+            .iter()
+            .map(|r| message_record(r, &plan, 0).unwrap())
+            .collect();
         typing += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let first = chunk[0].seq;
@@ -219,7 +259,11 @@ async fn main() {
     // (3) The whole Parquet stage on SQLite.
     let url = format!("sqlite://{}", tmp.path().join("core.db").display());
     let stores = storage::connect(&url).await.unwrap();
-    let source = stores.events.upsert_source("web", "wk_bench").await.unwrap();
+    let source = stores
+        .events
+        .upsert_source("web", "wk_bench")
+        .await
+        .unwrap();
     let version: Arc<str> = Arc::from(plan.version());
     for (c, chunk) in generated.chunks(1000).enumerate() {
         let messages: Vec<NewMessage> = chunk
@@ -244,10 +288,12 @@ async fn main() {
     }
     // The profiles stage is not the subject here: mark the whole log processed.
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE pipeline_cursors SET seq = (SELECT MAX(seq) FROM messages) WHERE name = 'profiles'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE pipeline_cursors SET seq = (SELECT MAX(seq) FROM messages) WHERE name = 'profiles'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let plan_handle = Arc::new(PlanHandle::load(&plan_path).unwrap());
     let settings = Settings {
         batch: batch as i64,
