@@ -66,7 +66,7 @@ const fmt = {
 };
 
 const NAV = [["/audiences", "Audiences"], ["/audiences/builder", "Builder"], ["/profiles", "Profiles"],
-  ["/plan", "Tracking plan"], ["/pipeline", "Pipeline"], ["/destinations", "Deliveries"], ["/debugger", "Debugger"]];
+  ["/plan", "Tracking plan"], ["/pipeline", "Pipeline"], ["/destinations", "Deliveries"], ["/handoffs", "Handoffs"], ["/debugger", "Debugger"]];
 
 /** Fills the page's `<nav id="nav">` with the console's pages and a sign-out button. */
 function renderNav() {

@@ -210,6 +210,34 @@ pub fn plan_check(file: &std::path::Path, deny_warnings: bool) -> anyhow::Result
             ));
         }
     }
+    // And the lead scoring model, handoff rules and rep roster.
+    let handoff = file.with_file_name(crate::handoff::model::DEFAULT_FILE);
+    if let Ok(plan) = touchpoint_tracking_plan::parse(&src) {
+        let audience_ids: Vec<String> = std::fs::read_to_string(&audiences)
+            .map(|t| {
+                crate::audiences::definitions::parse_file(&t)
+                    .0
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in crate::handoff::check_file(&handoff, &plan, &audience_ids).unwrap_or_default() {
+            let severity = if p.error {
+                errors += 1;
+                "error"
+            } else {
+                warnings += 1;
+                "warning"
+            };
+            report.push_str(&format!(
+                "{}:{}: {severity}: {}\n",
+                handoff.display(),
+                p.line,
+                p.message
+            ));
+        }
+    }
     let ok = errors == 0 && (!deny_warnings || warnings == 0);
     report.push_str(&format!(
         "{}: {errors} error(s), {warnings} warning(s){}\n",
@@ -307,6 +335,38 @@ mod tests {
         let mappings = dir.path().join("CRM_MAPPINGS.md");
         for line in [6, 7] {
             let expected = format!("{}:{line}: error:", mappings.display());
+            assert!(report.contains(&expected), "{expected} in\n{report}");
+        }
+    }
+
+    #[test]
+    fn plan_check_also_validates_the_lead_handoff_file_beside_the_plan_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("TRACKING_PLAN.md");
+        std::fs::write(&file, include_str!("../../TRACKING_PLAN.md")).unwrap();
+        std::fs::write(
+            dir.path().join("AUDIENCES.md"),
+            include_str!("../../AUDIENCES.md"),
+        )
+        .unwrap();
+        let good = include_str!("../../LEAD_HANDOFF.md");
+        let broken = good
+            .replacen(
+                "event `demo_requested` | priority",
+                "event `demo_wanted` | priority",
+                1,
+            )
+            .replacen(
+                "| `jon` | jon@sales.example | inbound",
+                "| `jon` | jon@sales.example | apac",
+                1,
+            );
+        std::fs::write(dir.path().join("LEAD_HANDOFF.md"), &broken).unwrap();
+        let (report, ok) = plan_check(&file, false).unwrap();
+        assert!(!ok, "{report}");
+        let handoff = dir.path().join("LEAD_HANDOFF.md");
+        for needle in ["`demo_wanted`", "| `jon` |"] {
+            let expected = format!("{}:{}: error:", handoff.display(), line_of(&broken, needle));
             assert!(report.contains(&expected), "{expected} in\n{report}");
         }
     }

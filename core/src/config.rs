@@ -94,6 +94,10 @@ pub struct Config {
     /// `TOUCHPOINT_WAREHOUSE_BATCH` and `TOUCHPOINT_WAREHOUSE_FLUSH_SECS` tune file sizes. See
     /// `warehouse::WarehouseConfig`.
     pub warehouse: crate::warehouse::WarehouseConfig,
+    /// Lead scoring and handoff: the model file (`TOUCHPOINT_LEAD_HANDOFF`, default
+    /// `LEAD_HANDOFF.md`), the tick (`TOUCHPOINT_HANDOFF_TICK_SECS`) and the clock it reads; see
+    /// `handoff::HandoffConfig`.
+    pub handoff: crate::handoff::HandoffConfig,
 }
 
 impl Default for Config {
@@ -130,6 +134,7 @@ impl Default for Config {
             retention_days: 0,
             webhooks: Default::default(),
             warehouse: Default::default(),
+            handoff: Default::default(),
         }
     }
 }
@@ -251,6 +256,7 @@ impl Config {
         c.crm = crate::crm::CrmConfig::from_lookup(&get)?;
         c.webhooks = crate::webhooks::WebhooksConfig::from_lookup(&get)?;
         c.warehouse = crate::warehouse::WarehouseConfig::from_lookup(&get)?;
+        c.handoff = crate::handoff::HandoffConfig::from_lookup(&get)?;
         if let Some(v) = get("TOUCHPOINT_RETENTION_DAYS").filter(|v| !v.trim().is_empty()) {
             c.retention_days = small_number("TOUCHPOINT_RETENTION_DAYS", &v)?;
         }

@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sdk::routes())
         .merge(crate::webhooks::routes())
         .merge(crate::crm::routes())
+        .merge(crate::handoff::api::routes())
         .layer(RequestBodyLimitLayer::new(hardening::MAX_BODY_BYTES))
         .layer(DefaultBodyLimit::max(hardening::MAX_BODY_BYTES));
     let timed = Router::new()
@@ -81,6 +82,11 @@ impl Application {
         }
         let plan = PlanHandle::load(&config.plan_path).context("loading the tracking plan")?;
         let file_audiences = load_audiences_file(&config.audiences_path, &plan)?;
+        let audience_ids: Vec<String> = file_audiences.iter().map(|d| d.id.clone()).collect();
+        let handoff_model = config
+            .handoff
+            .load(&plan.current().plan, &audience_ids)
+            .context("loading the lead handoff file")?;
         let stores = storage::connect(&config.database_url)
             .await
             .with_context(|| format!("opening the database ({})", redact(&config.database_url)))?;
@@ -100,6 +106,17 @@ impl Application {
             if !sources_to_create.iter().any(|(n, _)| n == name) {
                 sources_to_create.push((name.to_owned(), WriteKey::generate().as_ref().to_owned()));
             }
+        }
+        if handoff_model.is_some()
+            && !sources_to_create
+                .iter()
+                .any(|(n, _)| n == crate::handoff::SOURCE)
+        {
+            // The lead score is recorded under an internal source too.
+            sources_to_create.push((
+                crate::handoff::SOURCE.to_owned(),
+                WriteKey::generate().as_ref().to_owned(),
+            ));
         }
         for name in crate::crm::source_names(&config) {
             // So are the CRMs' inbound sources.
@@ -190,7 +207,15 @@ impl Application {
                 .context("configuring the warehouse export")?;
         let webhooks = crate::webhooks::Webhooks::new(&config.webhooks)
             .context("configuring the webhook sources")?;
+        let handoff = match handoff_model {
+            Some(m) => Some(Arc::new(
+                crate::handoff::Handoff::new(m, stores.handoffs.clone(), &config)
+                    .context("configuring lead handoff")?,
+            )),
+            None => None,
+        };
         let state = AppState {
+            handoff,
             webhooks: Arc::new(webhooks),
             crm: crate::crm::build(&config, &crm_wiring, stores.crm.clone()),
             warehouse,
@@ -243,6 +268,9 @@ impl Application {
         };
         crate::privacy::start(&state, &config);
         crate::crm::start(&state);
+        if config.process {
+            crate::handoff::stage::start(&state, runner.clone(), config.handoff.tick);
+        }
         for id in to_backfill {
             audiences::api::spawn_backfill(&state, id);
         }

@@ -73,4 +73,6 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The warehouse export's targets and their progress (`/metrics`).
     pub warehouse: Arc<crate::warehouse::Warehouse>,
+    /// Lead scoring and handoff, when `LEAD_HANDOFF.md` exists.
+    pub handoff: Option<Arc<crate::handoff::Handoff>>,
 }

@@ -1179,7 +1179,7 @@ mod tests {
     fn the_real_plan_parses_and_check_finds_nothing() {
         let plan = parse(PLAN).unwrap();
         assert_eq!(check(PLAN), Vec::<Diagnostic>::new());
-        assert_eq!(plan.events().len(), 19);
+        assert_eq!(plan.events().len(), 20);
         assert_eq!(plan.stages().len(), 4);
         assert_eq!(
             plan.settings().unplanned_events,

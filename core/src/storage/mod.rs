@@ -221,6 +221,8 @@ pub struct Stores {
     pub warehouse: Arc<dyn crate::warehouse::WarehouseStore>,
     /// API tokens and the backend API's reads.
     pub api: Arc<dyn crate::backend_api::ApiStore>,
+    /// Lead scores and the handoff log.
+    pub handoffs: Arc<dyn crate::handoff::HandoffStore>,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories.
@@ -238,6 +240,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
             console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
             crm: Arc::new(crate::crm::SqliteCrm::new(store.pool().clone())),
+            handoffs: Arc::new(crate::handoff::SqliteHandoffs::new(store.pool().clone())),
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.pool().clone(),
             )),
@@ -260,6 +263,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
             console: Arc::new(crate::console::SqlConsole::new(console)),
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
             crm: Arc::new(crate::crm::PgCrm::new(store.pool().clone())),
+            handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.pool().clone())),
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.pool().clone(),
             )),

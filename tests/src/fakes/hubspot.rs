@@ -467,6 +467,9 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
                 "default",
             ],
         ) => associate(s, from, to, req),
+        (Method::POST, ["crm", "v3", "objects", "tasks"]) => create_task(s, req),
+        (Method::GET, ["crm", "v3", "objects", object, id]) => read_one(s, object, id, req),
+        (Method::PATCH, ["crm", "v3", "objects", object, id]) => update_one(s, object, id, req),
         (Method::GET, ["crm", "v3", "owners", id]) => match s.owners.get(*id) {
             Some(email) => json(200, owner(id, email)),
             None => hs_error(404, "OBJECT_NOT_FOUND", "resource not found"),
@@ -974,6 +977,177 @@ fn gdpr_delete(s: &mut State, req: &Incoming) -> Response {
         );
     }
     axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// One object as the v3 object API answers it.
+fn object_json(id: &str, rec: &Map<String, Value>) -> Value {
+    json!({"id": id, "properties": rec, "createdAt": rec.get("createdate").cloned().unwrap_or(Value::Null),
+           "updatedAt": rec.get("hs_lastmodifieddate").cloned().unwrap_or(Value::Null), "archived": false})
+}
+
+/// The id of the record `id` names: its id, or with `idProperty` that property's value.
+fn find(s: &State, object: &str, id: &str, req: &Incoming) -> Option<String> {
+    let id = super::decode(id);
+    match req.query.get("idProperty").map(String::as_str) {
+        None | Some("hs_object_id") => s.id_of(object, &id).filter(|found| *found == id),
+        Some(p) => s.objects.get(object)?.values().find_map(|r| {
+            (r.get(p).and_then(Value::as_str) == Some(id.as_str()))
+                .then(|| {
+                    r.get("hs_object_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .flatten()
+        }),
+    }
+}
+
+/// `GET /crm/v3/objects/{object}/{id}` (optionally `idProperty`, `properties`).
+fn read_one(s: &mut State, object: &str, id: &str, req: &Incoming) -> Response {
+    match find(s, object, id, req).and_then(|i| s.get(object, &i).map(|r| (i, r))) {
+        Some((i, rec)) => json(200, object_json(&i, &rec)),
+        None => hs_error(
+            404,
+            "OBJECT_NOT_FOUND",
+            "Object not found. objectId are usually numeric.",
+        ),
+    }
+}
+
+fn bad_owner(s: &State, props: &Map<String, Value>) -> Option<String> {
+    let owner = props.get("hubspot_owner_id")?;
+    (!owner.as_str().is_some_and(|o| s.owners.contains_key(o)))
+        .then(|| format!("{owner} is not a valid owner id"))
+}
+
+/// `PATCH /crm/v3/objects/{object}/{id}` with `{"properties": {...}}`.
+fn update_one(s: &mut State, object: &str, id: &str, req: &Incoming) -> Response {
+    let Some(props) = req
+        .json()
+        .and_then(|b| b.get("properties").and_then(Value::as_object).cloned())
+    else {
+        s.problems
+            .push(format!("update of {object} {id} without properties"));
+        return hs_error(400, "VALIDATION_ERROR", "properties are required");
+    };
+    if let Some(e) = bad_owner(s, &props) {
+        s.problems.push(format!("{object} {id}: {e}"));
+        return hs_error(
+            400,
+            "VALIDATION_ERROR",
+            &format!("Property values were not valid: {e}"),
+        );
+    }
+    if let Err(e) = s.validate(object, &props) {
+        s.problems.push(format!("{object} {id}: {e}"));
+        return hs_error(
+            400,
+            "VALIDATION_ERROR",
+            &format!("Property values were not valid: {e}"),
+        );
+    }
+    let Some(found) = find(s, object, id, req) else {
+        return hs_error(
+            404,
+            "OBJECT_NOT_FOUND",
+            "Object not found. objectId are usually numeric.",
+        );
+    };
+    s.edit(object, &found, Value::Object(props));
+    let rec = s.get(object, &found).unwrap_or_default();
+    json(200, object_json(&found, &rec))
+}
+
+/// HubSpot task statuses, priorities and types (the `hs_task_*` enumerations).
+pub const TASK_STATUSES: [&str; 5] = [
+    "NOT_STARTED",
+    "IN_PROGRESS",
+    "WAITING",
+    "COMPLETED",
+    "DEFERRED",
+];
+
+/// `POST /crm/v3/objects/tasks`: `hs_timestamp` required, the enumerations checked, an owner that
+/// exists, and associations to existing contacts with the HUBSPOT_DEFINED task-to-contact type 204.
+fn create_task(s: &mut State, req: &Incoming) -> Response {
+    let body = req.json().unwrap_or(Value::Null);
+    let Some(props) = body.get("properties").and_then(Value::as_object).cloned() else {
+        s.problems.push(format!("task without properties: {body}"));
+        return hs_error(400, "VALIDATION_ERROR", "properties are required");
+    };
+    let mut wrong = Vec::new();
+    if props
+        .get("hs_timestamp")
+        .and_then(Value::as_str)
+        .is_none_or(|t| ms_of(&json!(t)).is_none())
+    {
+        wrong.push("hs_timestamp is required (a date-time)".to_owned());
+    }
+    for (p, allowed) in [
+        ("hs_task_status", &TASK_STATUSES[..]),
+        ("hs_task_priority", &["NONE", "LOW", "MEDIUM", "HIGH"][..]),
+        (
+            "hs_task_type",
+            &["TODO", "CALL", "EMAIL", "LINKED_IN", "MEETING"][..],
+        ),
+    ] {
+        if let Some(v) = props.get(p)
+            && !v.as_str().is_some_and(|v| allowed.contains(&v))
+        {
+            wrong.push(format!("{v} was not one of the allowed options for {p}"));
+        }
+    }
+    for (k, v) in &props {
+        if !k.starts_with("hs_task_") && !["hs_timestamp", "hubspot_owner_id"].contains(&k.as_str())
+        {
+            wrong.push(format!("Property \"{k}\" does not exist"));
+        }
+        if !v.is_string() {
+            wrong.push(format!("Property values must be strings: {k}"));
+        }
+    }
+    if let Some(e) = bad_owner(s, &props) {
+        wrong.push(e);
+    }
+    let mut links = Vec::new();
+    for a in body
+        .get("associations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let to = a["to"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| a["to"]["id"].as_u64().map(|n| n.to_string()));
+        let typed = a["types"].as_array().is_some_and(|t| {
+            !t.is_empty()
+                && t.iter().all(|t| {
+                    t["associationCategory"] == "HUBSPOT_DEFINED" && t["associationTypeId"] == 204
+                })
+        });
+        match to {
+            Some(id) if typed && s.id_of("contacts", &id).as_deref() == Some(id.as_str()) => {
+                links.push(id)
+            }
+            _ => wrong.push(format!(
+                "association {a} is not a task-to-contact (204) link to an existing contact"
+            )),
+        }
+    }
+    if !wrong.is_empty() {
+        s.problems.push(format!("task: {}", wrong.join("; ")));
+        return hs_error(400, "VALIDATION_ERROR", &wrong.join("; "));
+    }
+    let id = s.create("tasks", Value::Object(props));
+    for c in links {
+        s.associations
+            .insert(("tasks".into(), id.clone(), "contacts".into(), c.clone()));
+        s.associations
+            .insert(("contacts".into(), c, "tasks".into(), id.clone()));
+    }
+    let rec = s.get("tasks", &id).unwrap_or_default();
+    json(201, object_json(&id, &rec))
 }
 
 /// Starts a fake HubSpot.

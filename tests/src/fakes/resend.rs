@@ -1,5 +1,7 @@
 //! Fake Resend: audience contacts (`POST /audiences/{id}/contacts`, `DELETE
-//! /audiences/{id}/contacts/{email}`) behind a Bearer API key.
+//! /audiences/{id}/contacts/{email}`) and sending (`POST /emails`: `from`, `to` as an address or up
+//! to 50, `subject`, `html` or `text`, optional `tags`; an `Idempotency-Key` seen before returns
+//! the first email instead of sending again) behind a Bearer API key.
 
 use super::{Common, Fake, HasCommon, Incoming, json, start};
 use axum::http::Method;
@@ -21,6 +23,10 @@ pub struct State {
     pub problems: Vec<String>,
     /// Contact removals received, as (audience id, email or contact id).
     pub removals: Vec<(String, String)>,
+    /// Emails sent, with their `id`, in order.
+    pub emails: Vec<Map<String, Value>>,
+    /// Idempotency keys seen → email id.
+    pub idempotency: BTreeMap<String, String>,
 }
 
 impl HasCommon for State {
@@ -44,6 +50,7 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
         .collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     match (req.method.clone(), parts.as_slice()) {
+        (Method::POST, ["emails"]) => send(s, req),
         (Method::POST, ["audiences", audience, "contacts"]) => {
             let body = req.json().unwrap_or(Value::Null);
             let Some(email) = body["email"].as_str().filter(|e| e.contains('@')) else {
@@ -87,6 +94,66 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
             json!({"statusCode": 404, "name": "not_found", "message": "not found"}),
         ),
     }
+}
+
+fn is_address(v: &Value) -> bool {
+    v.as_str().is_some_and(|a| {
+        let a = a
+            .rsplit_once('<')
+            .map_or(a, |(_, r)| r.trim_end_matches('>'));
+        a.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+    })
+}
+
+fn send(s: &mut State, req: &Incoming) -> Response {
+    let body = req.json().unwrap_or(Value::Null);
+    if let Some(key) = req.header("idempotency-key")
+        && let Some(id) = s.idempotency.get(&key)
+    {
+        return json(200, json!({"id": id}));
+    }
+    let mut wrong = Vec::new();
+    if !is_address(&body["from"]) {
+        wrong.push("`from` must be an address, e.g. `Name <a@b.example>`");
+    }
+    let to_ok = match &body["to"] {
+        Value::Array(a) => !a.is_empty() && a.len() <= 50 && a.iter().all(is_address),
+        v => is_address(v),
+    };
+    if !to_ok {
+        wrong.push("`to` must be an address or 1 to 50 addresses");
+    }
+    if body["subject"].as_str().is_none_or(str::is_empty) {
+        wrong.push("Missing `subject` field.");
+    }
+    if !body["html"].is_string() && !body["text"].is_string() {
+        wrong.push("Missing `html` or `text` field.");
+    }
+    if let Some(tags) = body.get("tags")
+        && !tags.as_array().is_some_and(|t| {
+            t.iter()
+                .all(|t| t["name"].is_string() && t["value"].is_string())
+        })
+    {
+        wrong.push("`tags` must be a list of {name, value}");
+    }
+    if !wrong.is_empty() {
+        s.problems
+            .push(format!("email: {} in {body}", wrong.join("; ")));
+        return json(
+            422,
+            json!({"statusCode": 422, "name": "validation_error", "message": wrong.join(" ")}),
+        );
+    }
+    let id = format!("49a3999c-0ce1-4ea6-ab68-{:012}", s.emails.len() + 1);
+    let mut e = body.as_object().cloned().unwrap_or_default();
+    e.insert("id".into(), json!(id));
+    s.emails.push(e);
+    if let Some(key) = req.header("idempotency-key") {
+        s.idempotency.insert(key, id.clone());
+    }
+    json(200, json!({"id": id}))
 }
 
 /// Starts a fake Resend.

@@ -850,6 +850,11 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
                 None => not_found(),
             }
         }
+        (Method::PATCH, ["sobjects", "Task", field, value])
+            if *field == "Touchpoint_Activation_Id__c" =>
+        {
+            task_upsert(s, &super::decode(value), req)
+        }
         (Method::PATCH, ["sobjects", object, id]) => {
             let Some(Value::Object(fields)) = req.json() else {
                 s.problems
@@ -867,6 +872,20 @@ fn handle(s: &mut State, req: &Incoming) -> Response {
             let Some(key) = key else {
                 return with_limits(not_found(), usage);
             };
+            if let Some(owner) = fields.get("OwnerId")
+                && !owner.as_str().is_some_and(|o| s.users.contains_key(o))
+            {
+                s.problems
+                    .push(format!("{object} {id}: OwnerId {owner} is not a User"));
+                return with_limits(
+                    api_error(
+                        400,
+                        "INVALID_CROSS_REFERENCE_KEY",
+                        &format!("invalid cross reference id: OwnerId {owner}"),
+                    ),
+                    usage,
+                );
+            }
             if object == &"Contact" && fields.get("LastName").is_some_and(Value::is_null) {
                 return with_limits(
                     api_error(
@@ -1305,6 +1324,105 @@ fn composite(s: &mut State, body: Value) -> Response {
         out.push(json!({"referenceId": reference, "httpStatusCode": status, "httpHeaders": {}, "body": result}));
     }
     json(200, json!({"compositeResponse": out}))
+}
+
+/// Task `Status` picklist values of a default org.
+pub const TASK_STATUSES: [&str; 5] = [
+    "Not Started",
+    "In Progress",
+    "Completed",
+    "Waiting on someone else",
+    "Deferred",
+];
+
+/// Upserts a Task by its external id (`PATCH …/sobjects/Task/Touchpoint_Activation_Id__c/{key}`),
+/// checking what Salesforce would: a Subject, an `OwnerId` that is a User, a `WhoId` that is a
+/// Lead or Contact, `Status` and `Priority` picklist values and an `ActivityDate` date.
+fn task_upsert(s: &mut State, key: &str, req: &Incoming) -> Response {
+    let Some(Value::Object(mut rec)) = req.json() else {
+        s.problems.push("Task upsert without a JSON object".into());
+        return api_error(400, "JSON_PARSER_ERROR", "body is not an object");
+    };
+    let mut wrong = Vec::new();
+    if rec
+        .get("Subject")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        wrong.push("Subject missing".to_owned());
+    }
+    match rec.get("OwnerId").and_then(Value::as_str) {
+        Some(o) if s.users.contains_key(o) => {}
+        other => wrong.push(format!("OwnerId {other:?} is not a User")),
+    }
+    let who = rec.get("WhoId").and_then(Value::as_str).unwrap_or("");
+    let who_exists = ["Lead", "Contact"].iter().any(|o| {
+        s.records.get(*o).is_some_and(|t| {
+            t.values()
+                .any(|r| r.get("Id").and_then(Value::as_str) == Some(who))
+        })
+    });
+    if !who_exists {
+        wrong.push(format!("WhoId {who:?} is not a Lead or Contact"));
+    }
+    if let Some(st) = rec.get("Status").and_then(Value::as_str)
+        && !TASK_STATUSES.contains(&st)
+    {
+        wrong.push(format!("Status {st:?} is not a picklist value"));
+    }
+    if let Some(p) = rec.get("Priority").and_then(Value::as_str)
+        && !["High", "Normal", "Low"].contains(&p)
+    {
+        wrong.push(format!("Priority {p:?} is not a picklist value"));
+    }
+    if let Some(d) = rec.get("ActivityDate")
+        && d.as_str()
+            .is_none_or(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err())
+    {
+        wrong.push(format!("ActivityDate {d} is not a date"));
+    }
+    for f in rec.keys() {
+        if ![
+            "Subject",
+            "Description",
+            "OwnerId",
+            "WhoId",
+            "WhatId",
+            "ActivityDate",
+            "Status",
+            "Priority",
+            "Type",
+        ]
+        .contains(&f.as_str())
+        {
+            wrong.push(format!("No such column '{f}' on sobject of type Task"));
+        }
+    }
+    if !wrong.is_empty() {
+        s.problems.push(format!("Task {key}: {}", wrong.join("; ")));
+        return api_error(400, "FIELD_INTEGRITY_EXCEPTION", &wrong.join("; "));
+    }
+    let closed = rec.get("Status").and_then(Value::as_str) == Some("Completed");
+    rec.insert("IsClosed".into(), json!(closed));
+    rec.insert("Touchpoint_Activation_Id__c".into(), json!(key));
+    let r = s.upsert("Task", "Touchpoint_Activation_Id__c", rec);
+    if r["success"] == true {
+        let status = if r["created"] == true { 201 } else { 200 };
+        json(status, r)
+    } else {
+        json(400, r["errors"].clone())
+    }
+}
+
+impl State {
+    /// Marks a Task completed (as the rep would), by its external id or Id.
+    pub fn complete_task(&mut self, key: &str) {
+        self.edit(
+            "Task",
+            key,
+            json!({"Status": "Completed", "IsClosed": true}),
+        );
+    }
 }
 
 /// Starts a fake Salesforce.

@@ -19,6 +19,7 @@ mod encoding;
 mod hardening;
 mod hygiene;
 mod ingest;
+mod lead_handoff;
 mod ops;
 mod privacy;
 mod profiles;

@@ -1,0 +1,629 @@
+//! The handoff stage's repository: what it reads of profiles, audiences and the log, the scores
+//! it emitted, and the handoff log. One implementation generic over the database (the SQL is the
+//! same on SQLite and PostgreSQL); SQLite writes go through the file's write gate.
+
+use super::decide::Load;
+use super::score::{Event, Facts};
+use crate::storage::{BeginWrite, StorageError};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+/// The stage's cursor in `pipeline_cursors`.
+pub const CURSOR: &str = "handoff";
+
+/// One message of a window: whose it was and what it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRow {
+    /// Log position.
+    pub seq: i64,
+    /// The (live) profile it belongs to.
+    pub profile: String,
+    /// The event.
+    pub event: Event,
+}
+
+/// A handoff as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffRow {
+    /// Id.
+    pub id: i64,
+    /// The profile handed off.
+    pub profile_id: String,
+    /// The rule that fired.
+    pub rule: String,
+    /// `score`, `behaviour` or `nurture`.
+    pub kind: String,
+    /// `immediate`, `priority` or `standard`.
+    pub priority: String,
+    /// The score at the time.
+    pub score: i64,
+    /// The team.
+    pub team: String,
+    /// The rep.
+    pub rep: String,
+    /// How the rep was chosen.
+    pub how: String,
+    /// `pending` (CRM and email steps not all done), `open`, `reminded`, `completed`, `failed`.
+    pub state: String,
+    /// What the Task and email carried (JSON).
+    pub brief: Value,
+    /// Which steps are done (JSON).
+    pub progress: Value,
+    /// Delivery attempts.
+    pub attempts: i64,
+    /// The last delivery error.
+    pub error: Option<String>,
+    /// When (ms, the injected clock).
+    pub created_at: i64,
+    /// When the reminder went out.
+    pub reminded_at: Option<i64>,
+}
+
+/// A handoff to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewHandoff {
+    /// The profile.
+    pub profile_id: String,
+    /// The rule.
+    pub rule: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its priority.
+    pub priority: String,
+    /// The score.
+    pub score: i64,
+    /// The team.
+    pub team: String,
+    /// The rep.
+    pub rep: String,
+    /// How the rep was chosen.
+    pub how: String,
+    /// The brief (JSON).
+    pub brief: Value,
+}
+
+/// A changed score to remember.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRow {
+    /// The profile.
+    pub profile_id: String,
+    /// The total.
+    pub score: i64,
+    /// The breakdown (JSON text).
+    pub breakdown: String,
+}
+
+/// A handoff's new state after a delivery or follow-up step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// The handoff.
+    pub id: i64,
+    /// Its state.
+    pub state: String,
+    /// Its progress.
+    pub progress: Value,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The last error.
+    pub error: Option<String>,
+    /// When the reminder went out.
+    pub reminded_at: Option<i64>,
+    /// When it was completed or given up.
+    pub closed_at: Option<i64>,
+}
+
+/// The repository.
+pub trait HandoffStore: Send + Sync + 'static {
+    /// The stage's cursor and the profiles stage's (how far the stage may read).
+    fn cursors(&self) -> BoxFuture<'_, Result<(i64, i64), StorageError>>;
+    /// Messages of live profiles in `(after, upto]`.
+    fn window(&self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<WindowRow>, StorageError>>;
+    /// A person's traits, their account's traits, and their events since `since` (latest 1000).
+    fn facts<'a>(
+        &'a self,
+        profile: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<Facts, StorageError>>;
+    /// The audiences a person is in, with when they entered.
+    fn memberships<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>>;
+    /// Members of an audience who entered before `before` (at most `limit`, oldest first).
+    fn members_since<'a>(
+        &'a self,
+        audience: &'a str,
+        before: i64,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, StorageError>>;
+    /// When a person was last handed off.
+    fn last_handoff<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, StorageError>>;
+    /// Open handoffs per rep and the last rep of each team.
+    fn load(&self) -> BoxFuture<'_, Result<Load, StorageError>>;
+    /// The score last emitted for a person: (total, breakdown JSON text).
+    fn score<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(i64, String)>, StorageError>>;
+    /// The `user_id` (preferred) or an `anonymous_id` of a live profile.
+    fn who<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(String, String)>, StorageError>>;
+    /// Records scores and handoffs and, with `cursor = Some((from, to))`, moves the cursor in the
+    /// same transaction; `None` when the cursor was no longer at `from` (nothing written).
+    /// Returns the new handoffs' ids.
+    fn commit<'a>(
+        &'a self,
+        cursor: Option<(i64, i64)>,
+        scores: &'a [ScoreRow],
+        handoffs: &'a [NewHandoff],
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<i64>>, StorageError>>;
+    /// Handoffs in a state, oldest first.
+    fn in_state<'a>(
+        &'a self,
+        state: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<HandoffRow>, StorageError>>;
+    /// The log, newest first, optionally of one state or one profile.
+    fn list<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        profile: Option<&'a str>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<HandoffRow>, StorageError>>;
+    /// Saves a handoff's progress.
+    fn update<'a>(&'a self, u: &'a Update, now: i64) -> BoxFuture<'a, Result<(), StorageError>>;
+}
+
+/// [`HandoffStore`] over a migrated SQLite or PostgreSQL pool.
+#[derive(Clone, Debug)]
+pub struct SqlHandoffs<DB: Database> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Database> SqlHandoffs<DB> {
+    /// Wraps a migrated pool.
+    pub fn new(pool: Pool<DB>) -> Self {
+        SqlHandoffs { pool }
+    }
+}
+
+/// SQLite's handoff store.
+pub type SqliteHandoffs = SqlHandoffs<sqlx::Sqlite>;
+/// PostgreSQL's handoff store.
+pub type PgHandoffs = SqlHandoffs<sqlx::Postgres>;
+
+type RowTuple = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+const COLUMNS: &str = "id, profile_id, rule, kind, priority, score, team, rep, how, state, brief, \
+     progress, attempts, error, created_at, reminded_at";
+
+fn row(t: RowTuple) -> HandoffRow {
+    HandoffRow {
+        id: t.0,
+        profile_id: t.1,
+        rule: t.2,
+        kind: t.3,
+        priority: t.4,
+        score: t.5,
+        team: t.6,
+        rep: t.7,
+        how: t.8,
+        state: t.9,
+        brief: serde_json::from_str(&t.10).unwrap_or(Value::Null),
+        progress: serde_json::from_str(&t.11).unwrap_or(Value::Null),
+        attempts: t.12,
+        error: t.13,
+        created_at: t.14,
+        reminded_at: t.15,
+    }
+}
+
+/// The path of a page call, from its stored body.
+fn page_path(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let from_url = |u: &str| {
+        let rest = u.split_once("://").map_or(u, |(_, r)| r);
+        rest.find('/')
+            .map(|i| rest[i..].split(['?', '#']).next().unwrap_or("").to_owned())
+    };
+    v["properties"]["path"]
+        .as_str()
+        .or_else(|| v["context"]["page"]["path"].as_str())
+        .map(str::to_owned)
+        .or_else(|| {
+            v["properties"]["url"]
+                .as_str()
+                .or_else(|| v["context"]["page"]["url"].as_str())
+                .and_then(from_url)
+        })
+}
+
+fn event(kind: String, name: Option<String>, at: i64, body: Option<String>) -> Event {
+    let path = if kind == "page" {
+        body.as_deref().and_then(page_path)
+    } else {
+        None
+    };
+    Event {
+        kind,
+        event: name,
+        path,
+        at,
+    }
+}
+
+fn object(rows: Vec<(String, String)>) -> Map<String, Value> {
+    rows.into_iter()
+        .map(|(k, v)| {
+            let v = serde_json::from_str(&v).unwrap_or(Value::String(v));
+            (k, v)
+        })
+        .collect()
+}
+
+impl<DB> HandoffStore for SqlHandoffs<DB>
+where
+    DB: Database,
+    Pool<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    fn cursors(&self) -> BoxFuture<'_, Result<(i64, i64), StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as::<DB, (String, i64)>(
+                "SELECT name, seq FROM pipeline_cursors WHERE name IN ('handoff', 'profiles')",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let of = |n: &str| rows.iter().find(|(k, _)| k == n).map_or(0, |(_, s)| *s);
+            Ok((of(CURSOR), of("profiles")))
+        })
+    }
+
+    fn window(&self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<WindowRow>, StorageError>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query_as::<DB, (i64, String, String, Option<String>, i64, Option<String>)>(
+                    "SELECT pm.seq, pm.profile_id, pm.kind, pm.event, pm.event_time, \
+                 CASE WHEN pm.kind = 'page' THEN CAST(m.body AS TEXT) END \
+                 FROM profile_messages pm \
+                 JOIN profiles p ON p.id = pm.profile_id AND p.merged_into IS NULL \
+                 LEFT JOIN messages m ON m.seq = pm.seq \
+                 WHERE pm.seq > $1 AND pm.seq <= $2 ORDER BY pm.seq",
+                )
+                .bind(after)
+                .bind(upto)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, profile, kind, name, at, body)| WindowRow {
+                    seq,
+                    profile,
+                    event: event(kind, name, at, body),
+                })
+                .collect())
+        })
+    }
+
+    fn facts<'a>(
+        &'a self,
+        profile: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<Facts, StorageError>> {
+        Box::pin(async move {
+            let traits = sqlx::query_as::<DB, (String, String)>(
+                "SELECT key, value FROM profile_traits WHERE profile_id = $1",
+            )
+            .bind(profile)
+            .fetch_all(&self.pool)
+            .await?;
+            // The account the person joined first (by group id when several).
+            let account = sqlx::query_as::<DB, (String, String)>(
+                "SELECT t.key, t.value FROM account_traits t WHERE t.group_id = \
+                 (SELECT MIN(group_id) FROM profile_accounts WHERE profile_id = $1)",
+            )
+            .bind(profile)
+            .fetch_all(&self.pool)
+            .await?;
+            let events = sqlx::query_as::<DB, (String, Option<String>, i64, Option<String>)>(
+                "SELECT pm.kind, pm.event, pm.event_time, \
+                 CASE WHEN pm.kind = 'page' THEN CAST(m.body AS TEXT) END \
+                 FROM profile_messages pm LEFT JOIN messages m ON m.seq = pm.seq \
+                 WHERE pm.profile_id = $1 AND pm.event_time >= $2 AND pm.kind IN ('track', 'page') \
+                 ORDER BY pm.event_time DESC LIMIT 1000",
+            )
+            .bind(profile)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(Facts {
+                traits: object(traits),
+                account: object(account),
+                events: events
+                    .into_iter()
+                    .map(|(k, n, at, body)| event(k, n, at, body))
+                    .collect(),
+            })
+        })
+    }
+
+    fn memberships<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as::<DB, (String, i64)>(
+                "SELECT audience, entered_at FROM audience_members WHERE profile_id = $1",
+            )
+            .bind(profile)
+            .fetch_all(&self.pool)
+            .await?)
+        })
+    }
+
+    fn members_since<'a>(
+        &'a self,
+        audience: &'a str,
+        before: i64,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(
+                "SELECT profile_id FROM audience_members WHERE audience = $1 AND entered_at <= $2 \
+                 ORDER BY entered_at, profile_id LIMIT $3",
+            )
+            .bind(audience)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(|(p,)| p).collect())
+        })
+    }
+
+    fn last_handoff<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, StorageError>> {
+        Box::pin(async move {
+            let r: Option<(Option<i64>,)> = sqlx::query_as::<DB, (Option<i64>,)>(
+                "SELECT MAX(created_at) FROM handoffs WHERE profile_id = $1 AND state <> 'failed'",
+            )
+            .bind(profile)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(r.and_then(|(m,)| m))
+        })
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<Load, StorageError>> {
+        Box::pin(async move {
+            let open = sqlx::query_as::<DB, (String, i64)>(
+                "SELECT rep, COUNT(*) FROM handoffs \
+                 WHERE state IN ('pending', 'open', 'reminded') GROUP BY rep",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let last = sqlx::query_as::<DB, (String, String)>(
+                "SELECT h.team, h.rep FROM handoffs h \
+                 WHERE h.id = (SELECT MAX(x.id) FROM handoffs x WHERE x.team = h.team)",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(Load {
+                open: open
+                    .into_iter()
+                    .map(|(r, n)| (r, u32::try_from(n).unwrap_or(u32::MAX)))
+                    .collect(),
+                last: last.into_iter().collect(),
+            })
+        })
+    }
+
+    fn score<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(i64, String)>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as::<DB, (i64, String)>(
+                "SELECT score, breakdown FROM lead_scores WHERE profile_id = $1",
+            )
+            .bind(profile)
+            .fetch_optional(&self.pool)
+            .await?)
+        })
+    }
+
+    fn who<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(String, String)>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as::<DB, (String, String)>(
+                "SELECT kind, value FROM identities WHERE profile_id = $1 \
+                 AND kind IN ('user_id', 'anonymous_id') \
+                 ORDER BY CASE kind WHEN 'user_id' THEN 0 ELSE 1 END, added_at DESC, value LIMIT 1",
+            )
+            .bind(profile)
+            .fetch_optional(&self.pool)
+            .await?)
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        cursor: Option<(i64, i64)>,
+        scores: &'a [ScoreRow],
+        handoffs: &'a [NewHandoff],
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<i64>>, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            if let Some((from, to)) = cursor {
+                let moved: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
+                    "UPDATE pipeline_cursors SET seq = $3 WHERE name = $1 AND seq = $2 RETURNING seq",
+                )
+                .bind(CURSOR)
+                .bind(from)
+                .bind(to)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if moved.is_none() {
+                    return Ok(None);
+                }
+            }
+            for s in scores {
+                sqlx::query::<DB>(
+                    "INSERT INTO lead_scores (profile_id, score, breakdown, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (profile_id) DO UPDATE SET \
+                     score = excluded.score, breakdown = excluded.breakdown, updated_at = excluded.updated_at",
+                )
+                .bind(s.profile_id.clone())
+                .bind(s.score)
+                .bind(s.breakdown.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let mut ids = Vec::with_capacity(handoffs.len());
+            for h in handoffs {
+                let (id,): (i64,) = sqlx::query_as::<DB, (i64,)>(
+                    "INSERT INTO handoffs (profile_id, rule, kind, priority, score, team, rep, how, \
+                     state, brief, progress, attempts, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, '{}', 0, $10, $10) RETURNING id",
+                )
+                .bind(h.profile_id.clone())
+                .bind(h.rule.clone())
+                .bind(h.kind.clone())
+                .bind(h.priority.clone())
+                .bind(h.score)
+                .bind(h.team.clone())
+                .bind(h.rep.clone())
+                .bind(h.how.clone())
+                .bind(h.brief.to_string())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                ids.push(id);
+            }
+            tx.commit().await?;
+            Ok(Some(ids))
+        })
+    }
+
+    fn in_state<'a>(
+        &'a self,
+        state: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<HandoffRow>, StorageError>> {
+        Box::pin(async move {
+            let sql =
+                format!("SELECT {COLUMNS} FROM handoffs WHERE state = $1 ORDER BY id LIMIT $2");
+            let rows = sqlx::query_as::<DB, RowTuple>(&sql)
+                .bind(state)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.into_iter().map(row).collect())
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        profile: Option<&'a str>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<HandoffRow>, StorageError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM handoffs WHERE ($1 = '' OR state = $1) \
+                 AND ($2 = '' OR profile_id = $2) ORDER BY id DESC LIMIT $3"
+            );
+            let rows = sqlx::query_as::<DB, RowTuple>(&sql)
+                .bind(state.unwrap_or(""))
+                .bind(profile.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.into_iter().map(row).collect())
+        })
+    }
+
+    fn update<'a>(&'a self, u: &'a Update, now: i64) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            sqlx::query::<DB>(
+                "UPDATE handoffs SET state = $2, progress = $3, attempts = $4, error = $5, \
+                 reminded_at = $6, closed_at = $7, updated_at = $8 WHERE id = $1",
+            )
+            .bind(u.id)
+            .bind(u.state.clone())
+            .bind(u.progress.to_string())
+            .bind(u.attempts)
+            .bind(u.error.clone())
+            .bind(u.reminded_at)
+            .bind(u.closed_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_path;
+
+    #[test]
+    fn a_page_path_comes_from_the_properties_or_the_url() {
+        assert_eq!(
+            page_path(r#"{"properties":{"path":"/pricing"}}"#).as_deref(),
+            Some("/pricing")
+        );
+        assert_eq!(
+            page_path(r#"{"properties":{"url":"https://x.example/pricing/teams?a=1"}}"#).as_deref(),
+            Some("/pricing/teams")
+        );
+        assert_eq!(
+            page_path(r#"{"context":{"page":{"path":"/docs"}}}"#).as_deref(),
+            Some("/docs")
+        );
+        assert_eq!(page_path("{}"), None);
+    }
+}
