@@ -55,14 +55,18 @@ async fn receive(
             Json(json!({"error": "dev sink disabled"})),
         ));
     };
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"error": format!("request body exceeds {MAX_BODY_BYTES} bytes")})),
+        )
+    };
+    if crate::hardening::declares_more_than(&headers, MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| {
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({"error": format!("request body exceeds {MAX_BODY_BYTES} bytes")})),
-            )
-        })?;
+        .map_err(|_| too_large())?;
     if let Some(secret) = &sink.secret {
         let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         edge::verify(

@@ -16,6 +16,16 @@ use sha2::{Digest, Sha256};
 /// 32 KB per message, 500 KB per batch; the development webhook sink: 512 KB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Whether the request declares (by `Content-Length`) a body larger than `limit`: such a request
+/// is refused from its header alone, before any of the body is read.
+pub fn declares_more_than(headers: &axum::http::HeaderMap, limit: usize) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
 /// The largest HTML page the header middleware buffers to hash its inline scripts (pages are
 /// compiled-in assets of a few KB).
 const MAX_PAGE_BYTES: usize = 1024 * 1024;
@@ -248,5 +258,17 @@ mod tests {
             assert!(csp.contains("script-src 'self';"), "{csp}");
             assert!(csp.contains("style-src 'self';"), "{csp}");
         }
+    }
+
+    #[test]
+    fn a_declared_body_over_the_limit_is_recognised_from_the_header() {
+        let mut h = axum::http::HeaderMap::new();
+        assert!(!declares_more_than(&h, 10));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        assert!(!declares_more_than(&h, 10));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+        assert!(declares_more_than(&h, 10));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("junk"));
+        assert!(!declares_more_than(&h, 10));
     }
 }

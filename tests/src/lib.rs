@@ -129,6 +129,66 @@ pub async fn spawn_app_with(config: Config, tmp: Option<tempfile::TempDir>) -> T
 }
 
 impl TestApp {
+    /// Sends a raw HTTP/1.1 request head and body chunks without ever finishing the body, and
+    /// returns the status and body of the answer (read within 10 s by its Content-Length) — proof
+    /// the server answered without waiting for the rest of the body.
+    pub async fn unfinished_request(&self, head: String, chunks: Vec<Vec<u8>>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect");
+        let (mut read, mut write) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            let _ = write.write_all(head.as_bytes()).await;
+            for chunk in chunks {
+                if write.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            // Keep the connection open without finishing the body.
+            std::future::pending::<()>().await;
+            drop(write);
+        });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // Bounded by the deadline: read until the head and the body it announces are in.
+        let complete = |got: &[u8]| {
+            let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return false;
+            };
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            got.len() >= end + 4 + length
+        };
+        while !complete(&got) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, read.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                other => panic!(
+                    "no answer before the body ended ({other:?}); got {:?}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        writer.abort();
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("status line: {text:?}"));
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     /// POSTs JSON to a path with HTTP Basic write-key auth.
     pub async fn post(&self, path: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
@@ -328,4 +388,10 @@ pub async fn run_node_script(script: &str, args: &[&str], timeout: Duration) -> 
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The HTTP Basic credentials of a write key (the key as user name, no password), base64-encoded.
+pub fn basic_credentials(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
 }

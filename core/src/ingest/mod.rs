@@ -187,6 +187,11 @@ fn body_encoding(headers: &HeaderMap) -> Result<BodyEncoding, IngestError> {
 /// (parsing, the edge signature, rejected-item bodies) sees the decoded JSON.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, IngestError> {
     let encoding = body_encoding(headers)?;
+    // A declared size over the limit is refused from the header alone: nothing is read, and a
+    // client is not kept sending a body that can only be refused.
+    if crate::hardening::declares_more_than(headers, limit) {
+        return Err(IngestError::TooLarge(limit));
+    }
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| IngestError::TooLarge(limit))?;

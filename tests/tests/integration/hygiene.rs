@@ -5,7 +5,6 @@
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use touchpoint_core::{Application, Config};
 use touchpoint_tests::{
     ADMIN_TOKEN, Db, SERVER_KEY, TestApp, WEB_KEY, fresh_database, spawn_app, spawn_app_with,
@@ -189,40 +188,7 @@ async fn empty_or_short_admin_tokens_stop_the_server_at_start() {
 /// the status code the server answers with (within 10 s) — proof it answered without waiting for
 /// the rest.
 async fn status_of_unfinished_request(app: &TestApp, head: String, chunks: Vec<Vec<u8>>) -> u16 {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .expect("connect");
-    let (mut read, mut write) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        let _ = write.write_all(head.as_bytes()).await;
-        for chunk in chunks {
-            if write.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        // Keep the connection open without finishing the body.
-        std::future::pending::<()>().await;
-        drop(write);
-    });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !got.windows(2).any(|w| w == b"\r\n") {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, read.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!(
-                "no answer before the body ended ({other:?}); got {:?}",
-                String::from_utf8_lossy(&got)
-            ),
-        }
-    }
-    writer.abort();
-    let line = String::from_utf8_lossy(&got).into_owned();
-    line.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("status line: {line:?}"))
+    app.unfinished_request(head, chunks).await.0
 }
 
 async fn an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end(db: Db) {
@@ -247,54 +213,56 @@ async fn an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end(
             .to_owned();
     assert_eq!(status_of_unfinished_request(&app, head, chunks).await, 413);
 
-    // With a declared size, it is refused from the header alone.
-    let r = app
-        .client
-        .post(format!("{}/dev/webhook-sink", app.address))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 600 * 1024])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let body: Value = r.json().await.expect("JSON error");
-    assert!(
-        body["error"].as_str().unwrap().contains("exceeds"),
-        "{body}"
+    // With a declared size, it is refused from the header alone: no byte of the body is sent (a
+    // client still writing 600 KB could see the connection closed under it, which is not the point).
+    let head = format!(
+        "POST /dev/webhook-sink HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        600 * 1024
+    );
+    assert_eq!(
+        status_of_unfinished_request(&app, head, Vec::new()).await,
+        413
     );
 }
 
 async fn bodies_over_the_global_limit_are_refused_on_every_non_ingest_route(db: Db) {
     let app = spawn_app(db).await;
-    let big = format!(r#"{{"name":"x","pad":"{}"}}"#, "y".repeat(1024 * 1024 + 1));
-    for path in [
-        "/admin/sources",
-        "/admin/audiences/preview",
-        "/admin/plan/reload",
+    // The declared size alone decides, so the body is never sent: a client still writing 1 MB
+    // when the server answers and closes would see a broken pipe instead of the status.
+    let declared = 1024 * 1024 + 64;
+    for (path, auth) in [
+        (
+            "/admin/sources",
+            format!("authorization: Bearer {ADMIN_TOKEN}\r\n"),
+        ),
+        (
+            "/admin/audiences/preview",
+            format!("authorization: Bearer {ADMIN_TOKEN}\r\n"),
+        ),
+        (
+            "/admin/plan/reload",
+            format!("authorization: Bearer {ADMIN_TOKEN}\r\n"),
+        ),
     ] {
-        let r = app
-            .client
-            .post(format!("{}{path}", app.address))
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/json")
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 413, "{path}");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: {declared}\r\n\r\n"
+        );
+        assert_eq!(
+            status_of_unfinished_request(&app, head, Vec::new()).await,
+            413,
+            "{path}"
+        );
     }
     // Ingest keeps its own, smaller limits with JSON errors.
-    let r = app
-        .client
-        .post(format!("{}/v1/batch", app.address))
-        .basic_auth(WEB_KEY, Some(""))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let body: Value = r.json().await.expect("JSON error");
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         authorization: Basic {}\r\ncontent-length: {declared}\r\n\r\n",
+        touchpoint_tests::basic_credentials(WEB_KEY)
+    );
+    let (status, body) = app.unfinished_request(head, Vec::new()).await;
+    assert_eq!(status, 413, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON error");
     assert_eq!(body["code"], "too_large", "{body}");
 }
 
