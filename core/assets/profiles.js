@@ -49,7 +49,8 @@ function show(p) {
   $("cards").replaceChildren(card(fmt.num(c.messages_total), "messages"), card(fmt.num(c.active_days_30d), "active days (30 d)"),
     card(fmt.num(c.page_views.last_30d), "page views (30 d)"), card(fmt.ago(c.last_seen), "last seen"),
     card(fmt.day(c.first_seen || p.createdAt), "first seen"), card(fmt.num(p.identities.length), "identifiers"),
-    card(fmt.num(p.audiences.filter((a) => !a.exited_at).length), "audiences now"));
+    card(fmt.num(p.audiences.filter((a) => !a.exited_at).length), "audiences now"),
+    ...(t.lead_score !== undefined ? [card(fmt.num(t.lead_score), "lead score")] : []));
   rows($("traits"), Object.entries(p.traits).map(([k, v]) => [k, v, p.traitTimes && p.traitTimes[k] ? "set " + fmt.time(p.traitTimes[k]) : null]));
   $("accounts").replaceChildren(...(p.accounts.length ? p.accounts.map((a) => {
     const tbl = el("table", { class: "small" });
@@ -60,7 +61,10 @@ function show(p) {
     ["messages", fmt.num(c.messages_total)], ["page views (7 d / 30 d / all)", [c.page_views.last_7d, c.page_views.last_30d, c.page_views.total].join(" / ")],
     ["active days (30 d)", c.active_days_30d],
     ...Object.entries(c.events).map(([e, n]) => [e + " (7 d / 30 d / all)", [n.last_7d, n.last_30d, n.total].join(" / ")]),
-    ...(p.aggregates || []).map((a) => [a.event + "." + a.property, "n " + a.count + " · sum " + a.sum + " · min " + a.min + " · max " + a.max])]);
+    ...(p.aggregates || []).map((a) => [a.event + "." + a.property, "n " + a.count + " · sum " + a.sum + " · min " + a.min + " · max " + a.max]),
+    // The lead score (LEAD_HANDOFF.md) with the points of each factor.
+    ...(t.lead_score !== undefined ? [["lead score", t.lead_score]] : []),
+    ...Object.entries(t.lead_score_breakdown || {}).map(([f, n]) => ["lead score · " + f, (n > 0 ? "+" : "") + n])]);
   stages(c);
   rows($("audiences"), p.audiences.map((a) => [a.audience, a.exited_at ? "left " + fmt.time(a.exited_at) : "member since " + fmt.time(a.entered_at)]));
   rows($("merges"), p.merges.map((m) => [fmt.time(m.at), m.loser + " → " + m.winner, m.reason]));
