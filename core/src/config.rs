@@ -69,6 +69,10 @@ pub struct Config {
     /// How long a stage may fail without advancing before `/readyz` reports it
     /// (`TOUCHPOINT_STALL_AFTER_SECS`, 30).
     pub stall_after: Duration,
+    /// Longest a pipeline stage waits for a wake-up before looking at the log again
+    /// (`TOUCHPOINT_STAGE_POLL_MS`, 250). Stages are woken by new data (in this process, and on
+    /// PostgreSQL by other processes' appends through `LISTEN`); the poll only covers lost wake-ups.
+    pub stage_poll: Duration,
     /// A reverse-ETL sync from a production read replica: `TOUCHPOINT_RETL_URL` (PostgreSQL),
     /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
     /// (`production`); rows are recorded under the `reverse-etl` source.
@@ -127,6 +131,7 @@ impl Default for Config {
             process: true,
             stage_retry: crate::pipeline::Policy::default(),
             stall_after: Duration::from_secs(30),
+            stage_poll: Duration::from_millis(250),
             reverse_etl: None,
             dev_sink: false,
             destinations: Default::default(),
@@ -220,6 +225,9 @@ impl Config {
         }
         if let Some(v) = get("TOUCHPOINT_STALL_AFTER_SECS") {
             c.stall_after = Duration::from_secs(number("TOUCHPOINT_STALL_AFTER_SECS", &v)?.max(1));
+        }
+        if let Some(v) = get("TOUCHPOINT_STAGE_POLL_MS") {
+            c.stage_poll = Duration::from_millis(number("TOUCHPOINT_STAGE_POLL_MS", &v)?.max(10));
         }
         c.dev_sink =
             get("TOUCHPOINT_DEV_SINK").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));

@@ -164,7 +164,7 @@ impl Application {
             policy: config.stage_retry,
             clock: clock.clone(),
             pipeline: pipeline.clone(),
-            poll: Duration::from_millis(250),
+            poll: config.stage_poll,
             on_set_aside: Some(Arc::new(move |e: &crate::pipeline::NewEntry| {
                 watch.publish(
                     &Arc::from("pipeline"),
@@ -174,18 +174,23 @@ impl Application {
                 );
             })),
         };
+        // Each stage wakes the stages that read after it (wired once they exist, below).
+        let (audience_wake, profiles_done, audiences_done) = (
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        );
         if config.process {
-            let audience_wake = Arc::new(Notify::new());
             let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
             tokio::spawn(runner.clone().run(
                 processor,
                 pipeline_wake.clone(),
-                audience_wake.clone(),
+                profiles_done.clone(),
             ));
             tokio::spawn(runner.clone().run(
                 audiences::stage::Realtime(audience_stage.clone()),
-                audience_wake,
-                Arc::new(Notify::new()),
+                audience_wake.clone(),
+                audiences_done.clone(),
             ));
             tokio::spawn(audience_stage.clone().run_scheduler(clock.clone()));
         }
@@ -201,6 +206,20 @@ impl Application {
         let destinations =
             crate::destinations::start(&stores, &config, plan.clone(), runner.clone(), &crm_wiring)
                 .context("configuring destinations")?;
+        if config.process {
+            crate::pipeline::fan_out(
+                profiles_done,
+                vec![audience_wake, destinations.wake_messages.clone()],
+            );
+            crate::pipeline::fan_out(
+                audiences_done,
+                vec![destinations.wake_audience_events.clone()],
+            );
+            if config.database_url.starts_with("postgres") {
+                // Other processes append too: their commits wake this one's stages.
+                crate::storage::listen_for_appends(&config.database_url, pipeline_wake.clone());
+            }
+        }
         let privacy = crate::privacy::Privacy::new(stores.privacy.clone(), &config, &destinations);
         let warehouse =
             crate::warehouse::start(&stores, &config, plan.clone(), &runner, clock.clone())

@@ -317,7 +317,18 @@ pub fn free_port() -> u16 {
 
 /// Starts the real `touchpoint serve` binary as a child process (killed on drop).
 pub fn start_server_process(tp_server: &str, db_url: &str, port: u16) -> tokio::process::Child {
+    start_server_process_with(tp_server, db_url, port, &[])
+}
+
+/// Like [`start_server_process`], with extra environment variables.
+pub fn start_server_process_with(
+    tp_server: &str,
+    db_url: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
     tokio::process::Command::new(tp_server)
+        .envs(env.iter().copied())
         .arg("serve")
         .env("DATABASE_URL", db_url)
         .env("TOUCHPOINT_BIND", format!("127.0.0.1:{port}"))

@@ -314,6 +314,12 @@ pub struct Destinations {
     pub consent: consent::ConsentConfig,
     /// Wakes the delivery workers (new rows, replay).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes the activation stage that reads processed messages (rung when the profiles stage
+    /// moves on).
+    pub wake_messages: Arc<tokio::sync::Notify>,
+    /// Wakes the activation stage that reads audience entries and exits (rung when the audience
+    /// stage moves on).
+    pub wake_audience_events: Arc<tokio::sync::Notify>,
     /// The activation stage, when this process runs it (replays quarantined positions).
     pub stage: Option<Arc<stage::ActivationStage>>,
     /// The Meta destination, when enabled (its Custom Audience full sync has an admin route).
@@ -386,6 +392,8 @@ impl Destinations {
             delivery: config.delivery.clone(),
             consent: config.consent.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            wake_messages: Arc::new(tokio::sync::Notify::new()),
+            wake_audience_events: Arc::new(tokio::sync::Notify::new()),
             stage: None,
             meta,
         })
@@ -429,13 +437,16 @@ pub fn start(
         .with_consent(d.consent.clone(), d.counters.clone());
         let stage = Arc::new(stage);
         d.stage = Some(stage.clone());
-        let (wake, downstream) = (Arc::new(tokio::sync::Notify::new()), d.wake.clone());
         tokio::spawn(runner.clone().run(
             stage::Messages(stage.clone()),
-            wake.clone(),
-            downstream.clone(),
+            d.wake_messages.clone(),
+            d.wake.clone(),
         ));
-        tokio::spawn(runner.run(stage::AudienceEvents(stage), wake, downstream));
+        tokio::spawn(runner.run(
+            stage::AudienceEvents(stage),
+            d.wake_audience_events.clone(),
+            d.wake.clone(),
+        ));
     }
     let d = Arc::new(d);
     if run {

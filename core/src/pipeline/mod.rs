@@ -319,6 +319,20 @@ impl Runner {
     }
 }
 
+/// Passes every wake-up of `from` on to each of `to`: one stage's progress wakes all the stages
+/// that read after it (a [`Notify`] wakes a single waiter). A wake-up given while a receiver is not
+/// waiting is kept as its permit, so none is lost.
+pub fn fan_out(from: Arc<Notify>, to: Vec<Arc<Notify>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            from.notified().await;
+            for n in &to {
+                n.notify_one();
+            }
+        }
+    })
+}
+
 /// The message of a panic payload.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -378,6 +392,24 @@ mod tests {
         let mut out = String::new();
         p.render_metrics(&mut out);
         assert!(out.contains("touchpoint_stage_quarantined_total{stage=\"audiences\"} 2"));
+    }
+
+    #[tokio::test]
+    async fn one_wake_up_reaches_every_stage_downstream() {
+        let (from, a, b) = (
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        );
+        let relay = fan_out(from.clone(), vec![a.clone(), b.clone()]);
+        from.notify_one();
+        // Bounded: each receiver must be woken within 5 s (the permit is kept if it waits late).
+        for n in [&a, &b] {
+            tokio::time::timeout(Duration::from_secs(5), n.notified())
+                .await
+                .expect("woken");
+        }
+        relay.abort();
     }
 
     /// A stage over an in-memory log in which some positions always fail.

@@ -2,8 +2,48 @@
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The channel an append notifies at commit, so processing nodes wake on new data at once
+/// instead of at their next poll.
+pub const APPENDS_CHANNEL: &str = "touchpoint_log_appended";
+
+/// Wakes `wake` whenever any process commits an append to the log of the database at `url`
+/// (`LISTEN`; sqlx reconnects a lost listener on its own, and the stages' poll covers the gap).
+pub fn listen_for_appends(url: &str, wake: Arc<Notify>) {
+    let url = url.to_owned();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let listener = async {
+                let mut l = PgListener::connect(&url).await?;
+                l.listen(APPENDS_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            match listener.await {
+                Ok(mut l) => {
+                    backoff = Duration::from_millis(200);
+                    loop {
+                        match l.recv().await {
+                            Ok(_) => wake.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "append listener failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for appends; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+}
 
 /// The production store; several core processes may share one database.
 #[derive(Clone, Debug)]
@@ -142,6 +182,13 @@ impl PgStore {
             )
             .execute(&mut *tx)
             .await?;
+        }
+        if out.iter().any(|o| matches!(o, InsertOutcome::Stored(_))) {
+            // Delivered at commit, to every processing node listening (one per transaction).
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(APPENDS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(out)

@@ -3,8 +3,8 @@
 use serde_json::json;
 use std::time::Duration;
 use touchpoint_tests::{
-    ADMIN_TOKEN, Db, WEB_KEY, free_port, fresh_database, start_server_process, wait_processed,
-    wait_ready,
+    ADMIN_TOKEN, Db, WEB_KEY, free_port, fresh_database, start_server_process,
+    start_server_process_with, wait_processed, wait_ready,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,6 +98,85 @@ async fn two_core_processes_on_one_postgres_never_create_duplicate_profiles() {
         assert_eq!(by_user["computed"]["messages_total"], 4, "{by_user}");
     }
     for mut s in servers {
+        let _ = s.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processing_node_wakes_on_another_nodes_append_without_waiting_for_its_poll() {
+    let (db_url, _) = fresh_database(Db::Postgres).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (ingest_port, processing_port) = (free_port(), free_port());
+    let exe = env!("CARGO_BIN_EXE_tp-server");
+    let ingest = start_server_process_with(
+        exe,
+        &db_url,
+        ingest_port,
+        &[("TOUCHPOINT_PROCESS", "false")],
+    );
+    // A ten-minute poll: only the append's NOTIFY can wake this node's stages within the test.
+    let processing = start_server_process_with(
+        exe,
+        &db_url,
+        processing_port,
+        &[("TOUCHPOINT_STAGE_POLL_MS", "600000")],
+    );
+    let (ingest_base, processing_base) = (
+        format!("http://127.0.0.1:{ingest_port}"),
+        format!("http://127.0.0.1:{processing_port}"),
+    );
+    wait_ready(&client, &ingest_base).await;
+    wait_ready(&client, &processing_base).await;
+    // A first message through the processing node itself (woken in-process): once its profile
+    // exists, the stage has looked at the log and is asleep on its ten-minute poll.
+    let profile = |base: String, user: &'static str| {
+        let client = client.clone();
+        async move {
+            // Bounded: 200 × 50 ms.
+            for _ in 0..200 {
+                let r = client
+                    .get(format!("{base}/admin/profiles?kind=user_id&value={user}"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    return r.json::<serde_json::Value>().await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            serde_json::Value::Null
+        }
+    };
+    let r = client
+        .post(format!("{processing_base}/v1/identify"))
+        .basic_auth(WEB_KEY, Some(""))
+        .json(&json!({"userId": "first-user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        !profile(processing_base.clone(), "first-user")
+            .await
+            .is_null()
+    );
+
+    let r = client
+        .post(format!("{ingest_base}/v1/identify"))
+        .basic_auth(WEB_KEY, Some(""))
+        .json(&json!({"userId": "woken-user", "traits": {"email": "woken@example.com"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The poll alone would take ten minutes.
+    let found = profile(processing_base.clone(), "woken-user").await;
+    assert_eq!(found["traits"]["email"], "woken@example.com", "{found}");
+    for mut s in [ingest, processing] {
         let _ = s.start_kill();
     }
 }
