@@ -43,7 +43,11 @@ pub enum Skip {
 fn applies(rule: &Rule, c: &Candidate<'_>, now: i64) -> bool {
     match &rule.trigger {
         Trigger::Score(n) => c.score.total >= *n,
-        Trigger::Behaviour(signal) => c.new_events.iter().any(|e| e.matches(signal)),
+        // A behaviour counts when it is recent (not an old event imported late).
+        Trigger::Behaviour(signal) => c
+            .new_events
+            .iter()
+            .any(|e| e.matches(signal) && now - e.at < DAY_MS),
         Trigger::Nurture { audience, days } => c
             .memberships
             .iter()
@@ -448,6 +452,13 @@ mod tests {
         assert_eq!(
             rule_of(&m, &f, &[track("trial_started")], &[], None),
             Ok(Some("trial_signup".into()))
+        );
+        let mut imported = track("demo_requested");
+        imported.at = NOW - 3 * DAY_MS;
+        assert_eq!(
+            rule_of(&m, &f, &[imported], &[], None),
+            Ok(None),
+            "a late import of an old request"
         );
     }
 

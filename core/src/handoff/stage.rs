@@ -194,8 +194,13 @@ impl Handoff {
         let upto = cap.min(cursor + limit);
         let now = self.clock.now_ms();
         let rows = self.store.window(cursor, upto).await?;
+        // The scores this stage recorded come back through the log: they change nothing it reads.
+        let own = state.sources.by_name(super::SOURCE).map(|s| s.id);
         let mut touched: BTreeMap<String, Vec<Event>> = BTreeMap::new();
-        for r in rows {
+        for r in rows
+            .into_iter()
+            .filter(|r| own.is_none() || r.source != own)
+        {
             touched.entry(r.profile).or_default().push(r.event);
         }
         let mut load = self.store.load().await?;

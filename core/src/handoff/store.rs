@@ -20,6 +20,8 @@ pub struct WindowRow {
     pub seq: i64,
     /// The (live) profile it belongs to.
     pub profile: String,
+    /// The source it came from (`None` once retention purged the message).
+    pub source: Option<i64>,
     /// The event.
     pub event: Event,
 }
@@ -220,6 +222,16 @@ type RowTuple = (
     Option<i64>,
 );
 
+type WindowTuple = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<i64>,
+);
+
 const COLUMNS: &str = "id, profile_id, rule, kind, priority, score, team, rep, how, state, brief, \
      progress, attempts, error, created_at, reminded_at";
 
@@ -315,24 +327,24 @@ where
 
     fn window(&self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<WindowRow>, StorageError>> {
         Box::pin(async move {
-            let rows =
-                sqlx::query_as::<DB, (i64, String, String, Option<String>, i64, Option<String>)>(
-                    "SELECT pm.seq, pm.profile_id, pm.kind, pm.event, pm.event_time, \
-                 CASE WHEN pm.kind = 'page' THEN CAST(m.body AS TEXT) END \
+            let rows = sqlx::query_as::<DB, WindowTuple>(
+                "SELECT pm.seq, pm.profile_id, pm.kind, pm.event, pm.event_time, \
+                 CASE WHEN pm.kind = 'page' THEN CAST(m.body AS TEXT) END, m.source_id \
                  FROM profile_messages pm \
                  JOIN profiles p ON p.id = pm.profile_id AND p.merged_into IS NULL \
                  LEFT JOIN messages m ON m.seq = pm.seq \
                  WHERE pm.seq > $1 AND pm.seq <= $2 ORDER BY pm.seq",
-                )
-                .bind(after)
-                .bind(upto)
-                .fetch_all(&self.pool)
-                .await?;
+            )
+            .bind(after)
+            .bind(upto)
+            .fetch_all(&self.pool)
+            .await?;
             Ok(rows
                 .into_iter()
-                .map(|(seq, profile, kind, name, at, body)| WindowRow {
+                .map(|(seq, profile, kind, name, at, body, source)| WindowRow {
                     seq,
                     profile,
+                    source,
                     event: event(kind, name, at, body),
                 })
                 .collect())
