@@ -65,10 +65,15 @@ impl Privacy {
     ) -> Arc<Privacy> {
         let destinations_run =
             config.process && destinations.delivery.run_workers && !destinations.enabled.is_empty();
+        let mut retention = retention::Policy::new(config.retention_days, destinations_run);
+        if config.process && config.handoff.path.exists() {
+            // The lead handoff stage reads the log too (its file exists, so it runs).
+            retention.cursors.push(crate::handoff::store::CURSOR);
+        }
         Arc::new(Privacy {
             store,
             wake: Arc::new(Notify::new()),
-            retention: retention::Policy::new(config.retention_days, destinations_run),
+            retention,
         })
     }
 }

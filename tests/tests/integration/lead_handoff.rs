@@ -557,7 +557,14 @@ async fn three_prospects_reach_sales_by_score_behaviour_and_time_in_nurture_once
     );
     assert_eq!(handoffs(&app).await.len(), 3, "nobody was handed off twice");
 
-    // The log has a page, and the fakes saw only well-formed requests.
+    // The log needs the admin token, has a page, and the fakes saw only well-formed requests.
+    let anonymous = app
+        .client
+        .get(format!("{}/admin/handoffs", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let (status, page) = app.get_text("/handoffs").await;
     assert_eq!(status, 200);
     assert!(page.contains("Lead handoffs"));
