@@ -409,7 +409,8 @@ impl Handoff {
                 }
             }
         }
-        if progress.get("email").is_none() && self.resend.is_some() {
+        // The email tells the rep the Task is waiting: it goes once the CRM steps are done.
+        if errors.is_empty() && progress.get("email").is_none() && self.resend.is_some() {
             let (subject, html) = brief.email(&rep.id, false);
             match self
                 .email(&rep.email, &subject, &html, &format!("handoff-{}", row.id))
