@@ -22,6 +22,7 @@ use touchpoint_tests::{
 
 crate::on_both_stores!(
     three_prospects_reach_sales_by_score_behaviour_and_time_in_nurture_once_each_with_owner_task_email_and_reminder,
+    a_handoff_whose_email_failed_is_finished_later_without_repeating_the_crm_steps,
 );
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -575,4 +576,81 @@ async fn three_prospects_reach_sales_by_score_behaviour_and_time_in_nurture_once
     ] {
         assert!(problems.is_empty(), "{name}: {problems:#?}");
     }
+}
+
+async fn a_handoff_whose_email_failed_is_finished_later_without_repeating_the_crm_steps(db: Db) {
+    let w = World {
+        salesforce: fakes::salesforce::spawn().await,
+        hubspot: fakes::hubspot::spawn().await,
+        resend: fakes::resend::spawn().await,
+    };
+    w.salesforce
+        .with(|s| s.users.insert(INES_SF.into(), "ines@sales.example".into()));
+    w.hubspot
+        .with(|s| s.owners.insert(INES_HS.into(), "ines@sales.example".into()));
+    let clock = Arc::new(ManualClock::at(chrono::Utc::now().timestamp_millis()));
+    let app = spawn(db, &w, clock.clone()).await;
+    send(
+        &app,
+        vec![
+            json!({"type": "identify", "userId": "u-fay", "timestamp": iso(-600), "traits": {
+            "email": "fay@signal.example", "name": "Fay Chen", "country": "US"}}),
+        ],
+    )
+    .await;
+    settled(&app).await;
+    // Resend is down when Fay requests a demo.
+    w.resend.set_down(true);
+    send(
+        &app,
+        vec![
+            json!({"type": "track", "userId": "u-fay", "event": "demo_requested",
+            "timestamp": iso(-60), "properties": {}}),
+        ],
+    )
+    .await;
+    settled(&app).await;
+    eventually(20, "the first delivery attempt is recorded", async || {
+        handoffs(&app)
+            .await
+            .first()
+            .is_some_and(|h| h["attempts"].as_i64() >= Some(1))
+    })
+    .await;
+    let rows = handoffs(&app).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let h = &rows[0];
+    assert_eq!(h["state"], "pending", "{h:#}");
+    assert!(h["error"].as_str().unwrap().contains("Resend"), "{h:#}");
+    assert_eq!(h["progress"]["salesforce"]["owner"], true, "{h:#}");
+    assert!(h["progress"]["hubspot"]["task"].is_string(), "{h:#}");
+    assert!(w.resend.with(|s| s.emails.is_empty()));
+
+    // Back up: the next tick sends the email and repeats nothing else.
+    w.resend.set_down(false);
+    let report = tick(&app).await;
+    assert_eq!(report["delivered"], 1, "{report:#}");
+    let rows = handoffs(&app).await;
+    assert_eq!(rows[0]["state"], "open", "{:#}", rows[0]);
+    assert_eq!(w.resend.with(|s| s.emails.len()), 1);
+    assert_eq!(w.salesforce.with(|s| s.objects("Task").len()), 1);
+    assert_eq!(
+        w.hubspot
+            .with(|s| s.objects.get("tasks").map_or(0, |t| t.len())),
+        1
+    );
+    assert_eq!(
+        w.salesforce
+            .requests("/sobjects/Task/")
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count(),
+        1,
+        "one Task upsert"
+    );
+    let again = tick(&app).await;
+    assert_eq!(again["delivered"], 0, "{again:#}");
+    assert_eq!(w.resend.with(|s| s.emails.len()), 1);
+    assert!(w.salesforce.with(|s| s.problems.is_empty()));
+    assert!(w.hubspot.with(|s| s.problems.is_empty()));
 }
