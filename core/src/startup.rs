@@ -180,6 +180,8 @@ impl Application {
             Arc::new(Notify::new()),
             Arc::new(Notify::new()),
         );
+        // The lead handoff stage reads after the profiles stage too.
+        let handoff_wake = Arc::new(Notify::new());
         if config.process {
             let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
             tokio::spawn(runner.clone().run(
@@ -209,7 +211,11 @@ impl Application {
         if config.process {
             crate::pipeline::fan_out(
                 profiles_done,
-                vec![audience_wake, destinations.wake_messages.clone()],
+                vec![
+                    audience_wake,
+                    destinations.wake_messages.clone(),
+                    handoff_wake.clone(),
+                ],
             );
             crate::pipeline::fan_out(
                 audiences_done,
@@ -288,7 +294,7 @@ impl Application {
         crate::privacy::start(&state, &config);
         crate::crm::start(&state);
         if config.process {
-            crate::handoff::stage::start(&state, runner.clone(), config.handoff.tick);
+            crate::handoff::stage::start(&state, runner.clone(), handoff_wake, config.handoff.tick);
         }
         for id in to_backfill {
             audiences::api::spawn_backfill(&state, id);

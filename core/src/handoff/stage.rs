@@ -809,14 +809,20 @@ impl Stage for HandoffStage {
     }
 }
 
-/// Spawns the stage under the runner and the tick (when an interval is set).
-pub fn start(state: &AppState, runner: crate::pipeline::Runner, tick: std::time::Duration) {
+/// Spawns the stage under the runner (woken by `wake` when the profiles stage advances) and the
+/// tick (when an interval is set).
+pub fn start(
+    state: &AppState,
+    runner: crate::pipeline::Runner,
+    wake: Arc<tokio::sync::Notify>,
+    tick: std::time::Duration,
+) {
     let Some(handoff) = state.handoff.clone() else {
         return;
     };
     tokio::spawn(runner.run(
         HandoffStage::new(handoff.clone(), state.clone()),
-        Arc::new(tokio::sync::Notify::new()),
+        wake,
         Arc::new(tokio::sync::Notify::new()),
     ));
     if tick.is_zero() {
