@@ -68,6 +68,8 @@ async fn spawn(db: Db, w: &World, clock: Arc<ManualClock>) -> TestApp {
     };
     c.crm.mappings_path = touchpoint_tests::repo_root().join("CRM_MAPPINGS.md");
     c.crm.poll_interval = Duration::ZERO;
+    // Stages run when woken by the stage before them, never by their poll.
+    c.stage_poll = Duration::from_secs(600);
     c.handoff.path = touchpoint_tests::repo_root().join("LEAD_HANDOFF.md");
     // Time-based rules run when the test asks (POST /admin/handoffs/tick), on the test's clock.
     c.handoff.tick = Duration::ZERO;
