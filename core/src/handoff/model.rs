@@ -165,6 +165,8 @@ pub struct Settings {
     pub customer: Option<Condition>,
     /// Who holds an open opportunity (never handed off).
     pub open_opportunity: Option<Condition>,
+    /// Lines of the `Customer` and `Open opportunity` settings (for messages).
+    pub condition_lines: (usize, usize),
     /// Days after which a still-open Task gets a reminder.
     pub reminder_days: u32,
     /// Days until the first follow-up Task is due.
@@ -179,6 +181,7 @@ impl Default for Settings {
             window_days: 90,
             customer: None,
             open_opportunity: None,
+            condition_lines: (0, 0),
             reminder_days: 3,
             task_due_days: 1,
             email_from: "Touchpoint <handoffs@touchpoint.invalid>".into(),
@@ -544,9 +547,13 @@ fn setting(line: usize, item: &str, s: &mut Settings, problems: &mut Vec<Problem
         "Handoff window" => s.window_days = days(problems).unwrap_or(s.window_days),
         "Reminder after" => s.reminder_days = days(problems).unwrap_or(s.reminder_days),
         "Task due" => s.task_due_days = days(problems).unwrap_or(s.task_due_days),
-        "Customer" => s.customer = condition(line, value, "Customer", problems),
+        "Customer" => {
+            s.customer = condition(line, value, "Customer", problems);
+            s.condition_lines.0 = line;
+        }
         "Open opportunity" => {
-            s.open_opportunity = condition(line, value, "Open opportunity", problems)
+            s.open_opportunity = condition(line, value, "Open opportunity", problems);
+            s.condition_lines.1 = line;
         }
         "Email from" => {
             if value.contains('@') {
@@ -658,10 +665,15 @@ pub fn validate(m: &Model, plan: &TrackingPlan, audiences: &[String]) -> Vec<Pro
         ));
     }
     if let Some(c) = &m.settings.customer {
-        traits_only(c, 0, "Customer", &mut problems);
+        traits_only(c, m.settings.condition_lines.0, "Customer", &mut problems);
     }
     if let Some(c) = &m.settings.open_opportunity {
-        traits_only(c, 0, "Open opportunity", &mut problems);
+        traits_only(
+            c,
+            m.settings.condition_lines.1,
+            "Open opportunity",
+            &mut problems,
+        );
     }
     let mut teams = HashSet::new();
     for t in &m.territories {
@@ -785,6 +797,18 @@ mod tests {
             problems
                 .iter()
                 .any(|p| p.line == 19 && p.message.contains("no rep"))
+        );
+    }
+
+    #[test]
+    fn a_setting_condition_on_an_unknown_trait_is_reported_at_its_line() {
+        let (m, _) = parse("## Settings\n\n- Customer: `is_paying = true`\n");
+        let problems = validate(&m, &plan(), &audiences());
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.line == 3 && p.error && p.message.contains("is_paying")),
+            "{problems:?}"
         );
     }
 
