@@ -172,6 +172,7 @@ impl Handoff {
                     rep: a.rep,
                     how: a.how,
                     brief: serde_json::to_value(&brief).unwrap_or(Value::Null),
+                    window_ms: i64::from(self.model.settings.window_days) * DAY_MS,
                 });
             }
             Err(e) => {
@@ -303,9 +304,13 @@ impl Handoff {
                 }
             }
         }
-        report.handed_off = handoffs.len();
         if !handoffs.is_empty() {
-            self.store.commit(None, &[], &handoffs, now).await?;
+            // Fewer than decided when another process handed someone off meanwhile.
+            report.handed_off = self
+                .store
+                .commit(None, &[], &handoffs, now)
+                .await?
+                .map_or(0, |ids| ids.len());
         }
         let (delivered, failed) = self.deliver_pending(now).await?;
         report.delivered = delivered;

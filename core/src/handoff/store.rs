@@ -85,6 +85,10 @@ pub struct NewHandoff {
     pub how: String,
     /// The brief (JSON).
     pub brief: Value,
+    /// The handoff window, ms: the insert is skipped when the profile was handed off more recently
+    /// than this (checked again inside the committing transaction, so two processes deciding at
+    /// once still hand a person off only once).
+    pub window_ms: i64,
 }
 
 /// A changed score to remember.
@@ -505,6 +509,14 @@ where
     ) -> BoxFuture<'a, Result<Option<Vec<i64>>, StorageError>> {
         Box::pin(async move {
             let (mut tx, _gate) = self.pool.begin_write().await?;
+            if cursor.is_none() && !handoffs.is_empty() {
+                // The time-based tick: take the stage's cursor row lock too, so its commits and the
+                // stage's (from any process) run one at a time and each sees the others' handoffs.
+                sqlx::query::<DB>("UPDATE pipeline_cursors SET seq = seq WHERE name = $1")
+                    .bind(CURSOR)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if let Some((from, to)) = cursor {
                 let moved: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
                     "UPDATE pipeline_cursors SET seq = $3 WHERE name = $1 AND seq = $2 RETURNING seq",
@@ -533,6 +545,18 @@ where
             }
             let mut ids = Vec::with_capacity(handoffs.len());
             for h in handoffs {
+                let (recent,): (i64,) = sqlx::query_as::<DB, (i64,)>(
+                    "SELECT COUNT(*) FROM handoffs WHERE profile_id = $1 AND state <> 'failed' \
+                     AND created_at > $2",
+                )
+                .bind(h.profile_id.clone())
+                .bind(now - h.window_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+                if recent > 0 {
+                    tracing::info!(profile = %h.profile_id, "already handed off by another process; skipped");
+                    continue;
+                }
                 let (id,): (i64,) = sqlx::query_as::<DB, (i64,)>(
                     "INSERT INTO handoffs (profile_id, rule, kind, priority, score, team, rep, how, \
                      state, brief, progress, attempts, created_at, updated_at) \
@@ -620,7 +644,54 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::page_path;
+    use super::{NewHandoff, page_path};
+
+    fn handoff(profile: &str, window_ms: i64) -> NewHandoff {
+        NewHandoff {
+            profile_id: profile.into(),
+            rule: "score_threshold".into(),
+            kind: "score".into(),
+            priority: "immediate".into(),
+            score: 510,
+            team: "inbound".into(),
+            rep: "ines".into(),
+            how: "round robin".into(),
+            brief: serde_json::json!({}),
+            window_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_person_handed_off_by_another_process_within_the_window_is_not_handed_off_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let stores = crate::storage::connect(&url).await.unwrap();
+        let store = &stores.handoffs;
+        let day = 86_400_000;
+        // Two processes decided on the same person; the first commit wins.
+        let first = store
+            .commit(None, &[], &[handoff("p1", 90 * day)], 1_000)
+            .await
+            .unwrap();
+        assert_eq!(first.map(|ids| ids.len()), Some(1));
+        let second = store
+            .commit(
+                None,
+                &[],
+                &[handoff("p1", 90 * day), handoff("p2", 90 * day)],
+                2_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.map(|ids| ids.len()), Some(1), "only p2 is new");
+        // After the window has passed, the person may be handed off again.
+        let later = store
+            .commit(None, &[], &[handoff("p1", 90 * day)], 1_000 + 91 * day)
+            .await
+            .unwrap();
+        assert_eq!(later.map(|ids| ids.len()), Some(1));
+        assert_eq!(store.list(None, Some("p1"), 10).await.unwrap().len(), 2);
+    }
 
     #[test]
     fn a_page_path_comes_from_the_properties_or_the_url() {
