@@ -324,7 +324,12 @@ impl Handoff {
     /// Runs the missing steps of every pending handoff; returns (delivered, failed).
     async fn deliver_pending(&self, now: i64) -> Result<(usize, usize), StorageError> {
         let (mut delivered, mut failed) = (0, 0);
-        for row in self.store.in_state("pending", 100).await? {
+        for mut row in self.store.in_state("pending", 100).await? {
+            // Another task or processing node may have read the same row: one delivers it.
+            if !self.store.claim(row.id, row.attempts).await? {
+                continue;
+            }
+            row.attempts += 1; // what the claim wrote
             let update = self.deliver(&row, now).await?;
             match update.state.as_str() {
                 "open" => delivered += 1,
@@ -345,7 +350,8 @@ impl Handoff {
             id: row.id,
             state: row.state.clone(),
             progress: Value::Null,
-            attempts: row.attempts + 1,
+            // The claim already counted this attempt.
+            attempts: row.attempts,
             error: None,
             reminded_at: row.reminded_at,
             closed_at: None,

@@ -187,6 +187,9 @@ pub trait HandoffStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<HandoffRow>, StorageError>>;
     /// Saves a handoff's progress.
     fn update<'a>(&'a self, u: &'a Update, now: i64) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Claims a pending handoff for one delivery attempt: counts the attempt if nobody else did since
+    /// `seen_attempts` was read. `false` means another task or process is delivering it.
+    fn claim(&self, id: i64, seen_attempts: i64) -> BoxFuture<'_, Result<bool, StorageError>>;
 }
 
 /// [`HandoffStore`] over a migrated SQLite or PostgreSQL pool.
@@ -640,6 +643,22 @@ where
             Ok(())
         })
     }
+
+    fn claim(&self, id: i64, seen_attempts: i64) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let claimed: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
+                "UPDATE handoffs SET attempts = attempts + 1 \
+                 WHERE id = $1 AND attempts = $2 AND state = 'pending' RETURNING id",
+            )
+            .bind(id)
+            .bind(seen_attempts)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(claimed.is_some())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -691,6 +710,28 @@ mod tests {
             .unwrap();
         assert_eq!(later.map(|ids| ids.len()), Some(1));
         assert_eq!(store.list(None, Some("p1"), 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pending_handoff_is_claimed_by_one_deliverer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let stores = crate::storage::connect(&url).await.unwrap();
+        let store = &stores.handoffs;
+        let ids = store
+            .commit(None, &[], &[handoff("p1", 1)], 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let row = &store.in_state("pending", 10).await.unwrap()[0];
+        assert_eq!(row.id, ids[0]);
+        // Two deliverers read the same row; only the first claim counts.
+        assert!(store.claim(row.id, row.attempts).await.unwrap());
+        assert!(!store.claim(row.id, row.attempts).await.unwrap());
+        // The next round claims from the attempts it reads then.
+        let again = &store.in_state("pending", 10).await.unwrap()[0];
+        assert_eq!(again.attempts, row.attempts + 1);
+        assert!(store.claim(again.id, again.attempts).await.unwrap());
     }
 
     #[test]
