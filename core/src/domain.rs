@@ -1,6 +1,5 @@
 //! Boundary newtypes: values parsed once where they enter, then trusted everywhere else.
 
-use base64::Engine;
 use std::fmt;
 
 /// A source's public, ingest-only write key. Never an admin credential.
@@ -38,16 +37,9 @@ impl WriteKey {
     /// Reads the key from an `Authorization: Basic base64(writeKey:)` header value, as Segment's
     /// libraries send it.
     pub fn from_basic_auth(header: &str) -> Result<WriteKey, WriteKeyError> {
-        let encoded = header
-            .strip_prefix("Basic ")
-            .or_else(|| header.strip_prefix("basic "))
+        let user = touchpoint_tracking_plan::protocol::write_key_from_basic(header)
             .ok_or(WriteKeyError::Invalid)?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| WriteKeyError::Invalid)?;
-        let text = String::from_utf8(decoded).map_err(|_| WriteKeyError::Invalid)?;
-        let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
-        WriteKey::parse(user)
+        WriteKey::parse(&user)
     }
 }
 
@@ -71,6 +63,7 @@ mod tests {
 
     #[test]
     fn a_basic_auth_header_yields_the_user_name_as_write_key() {
+        use base64::Engine;
         let header = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("wk_abc:")

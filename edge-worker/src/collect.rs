@@ -6,7 +6,6 @@
 use crate::bot;
 use crate::cookie::CookieState;
 use crate::privacy::IpPrivacy;
-use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -16,9 +15,9 @@ use touchpoint_tracking_plan::{
 };
 
 /// Largest accepted message, in bytes of JSON (as core).
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = touchpoint_tracking_plan::protocol::MAX_MESSAGE_BYTES;
 /// Largest accepted batch request, in bytes of JSON (as core).
-pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+pub const MAX_BATCH_BYTES: usize = touchpoint_tracking_plan::protocol::MAX_BATCH_BYTES;
 /// Largest number of items in one batch (as core).
 pub const MAX_BATCH_ITEMS: usize = 2_000;
 
@@ -293,18 +292,10 @@ fn write_key_of(
     authorization: Option<&str>,
     body_key: Option<&Value>,
 ) -> Result<String, CollectError> {
-    if let Some(h) = authorization
-        && let Some(b64) = h
-            .trim()
-            .strip_prefix("Basic ")
-            .or_else(|| h.trim().strip_prefix("basic "))
-        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim())
-        && let Ok(pair) = String::from_utf8(decoded)
+    if let Some(key) =
+        authorization.and_then(touchpoint_tracking_plan::protocol::write_key_from_basic)
     {
-        let user = pair.split_once(':').map_or(pair.as_str(), |(u, _)| u);
-        if !user.is_empty() {
-            return Ok(user.to_owned());
-        }
+        return Ok(key);
     }
     body_key
         .and_then(Value::as_str)

@@ -22,6 +22,8 @@ pub mod lint;
 pub mod message;
 pub mod parse;
 pub mod plan;
+#[cfg(feature = "protocol")]
+pub mod protocol;
 pub mod validate;
 
 pub use lint::{ga4_event_problems, ga4_param_problems, is_snake_case, to_snake_case};

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use touchpoint_tracking_plan::Message;
 
 /// Largest stored message, in bytes of JSON (Segment's 32 KB).
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = touchpoint_tracking_plan::protocol::MAX_MESSAGE_BYTES;
 /// Longest identifier (userId, anonymousId, groupId, previousId, messageId, an externalId), in bytes.
 /// PostgreSQL's b-tree index refuses rows past ~2.7 KB; 256 is generous for any real id.
 pub const MAX_IDENTIFIER_BYTES: usize = 256;

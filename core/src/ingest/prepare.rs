@@ -16,7 +16,7 @@ use touchpoint_tracking_plan::{
 /// Largest accepted message, in bytes of JSON (as sent and as stored).
 pub const MAX_MESSAGE_BYTES: usize = limits::MAX_MESSAGE_BYTES;
 /// Largest accepted batch request, in bytes of JSON.
-pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+pub const MAX_BATCH_BYTES: usize = touchpoint_tracking_plan::protocol::MAX_BATCH_BYTES;
 /// Largest number of items in one batch.
 pub const MAX_BATCH_ITEMS: usize = 2_000;
 /// What the server may add to each message it stores (messageId, receivedAt, timestamp,
