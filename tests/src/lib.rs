@@ -129,6 +129,14 @@ pub async fn spawn_app_with(config: Config, tmp: Option<tempfile::TempDir>) -> T
 }
 
 impl TestApp {
+    /// POSTs `batch` to `/v1/batch` with a write key and asserts it was accepted.
+    pub async fn send_batch(&self, key: &str, batch: Vec<serde_json::Value>) {
+        let r = self
+            .post("/v1/batch", key, &serde_json::json!({"batch": batch}))
+            .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    }
+
     /// Sends a raw HTTP/1.1 request head and body chunks without ever finishing the body, and
     /// returns the status and body of the answer (read within 10 s by its Content-Length) — proof
     /// the server answered without waiting for the rest of the body.
@@ -405,4 +413,15 @@ pub async fn run_node_script(script: &str, args: &[&str], timeout: Duration) -> 
 pub fn basic_credentials(key: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+}
+
+/// Polls `check` every 50 ms for up to `secs` seconds; panics naming `what` when it never holds.
+pub async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..secs * 20 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs} s waiting until {what}");
 }

@@ -78,11 +78,6 @@ async fn spawn(
     (dir, app)
 }
 
-async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
-    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 /// An RFC 3339 time `offset_ms` from now, and that time in ms.
 fn at(offset_ms: i64) -> (String, i64) {
     let t = chrono::Utc::now() + chrono::Duration::milliseconds(offset_ms);
@@ -139,7 +134,7 @@ async fn a_profile_entering_an_audience_is_added_to_the_meta_custom_audience_and
     // AUDIENCES.md: free users who invited 2+ teammates and never connected an integration.
     let config = meta_audiences(&meta, "free_inviters_without_integration", 10_000);
     let (_dir, app) = spawn(db, Some(config), None).await;
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "identify", "userId": "u-inviter", "traits": {
             "email": "Ada.Inviter@Example.COM", "phone": "+1 (555) 010-3000", "plan_tier": "free"}}),
         json!({"type": "track", "userId": "u-inviter", "event": "teammate_invited",
@@ -173,8 +168,7 @@ async fn a_profile_entering_an_audience_is_added_to_the_meta_custom_audience_and
     });
 
     // Connecting an integration takes them out of the audience: Meta removes them.
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         vec![json!({"type": "track", "userId": "u-inviter",
         "event": "integration_connected",
@@ -214,7 +208,7 @@ async fn people(app: &TestApp, prefix: &str, n: usize) {
                    "traits": {"email": format!("{prefix}{i}@example.com")}})
         })
         .collect();
-    send(app, SERVER_KEY, batch).await;
+    app.send_batch(SERVER_KEY, batch).await;
     app.wait_processed().await;
 }
 
@@ -282,7 +276,7 @@ async fn a_full_sync_replaces_the_custom_audience_in_one_session_of_numbered_bat
     let (_dir, app) = spawn(db, Some(meta_audiences(&meta, "ad_retargeting", 2)), None).await;
     people(&app, "member", 5).await;
     // One member refused advertising; one is known only by an anonymousId.
-    send(&app, WEB_KEY, vec![
+    app.send_batch(WEB_KEY, vec![
         json!({"type": "identify", "userId": "member-no-ads",
                "traits": {"email": "no-ads@example.com"},
                "context": {"consent": {"categoryPreferences": {"Analytics": true, "Advertising": false}}}}),
@@ -372,7 +366,7 @@ async fn ga4_events_carry_sessions_engagement_late_timestamps_campaigns_and_cons
     let (t2, ms2) = at(-48 * MINUTE);
     let (t3, ms3) = at(-5 * MINUTE);
     let (old, _) = at(-4 * 24 * 60 * MINUTE);
-    send(&app, WEB_KEY, vec![
+    app.send_batch(WEB_KEY, vec![
         // A visit from a newsletter: a page, then a toggle two minutes later.
         json!({"type": "page", "anonymousId": "anon-ga", "name": "Pricing", "timestamp": t1,
                "properties": {"url": "https://example.com/pricing?utm_source=newsletter", "title": "Pricing"},

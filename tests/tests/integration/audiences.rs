@@ -15,11 +15,6 @@ crate::on_both_stores!(
     pro_users_without_activity_for_seven_days_are_dormant,
 );
 
-async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
-    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 fn now_iso(offset_days: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::days(offset_days))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -62,7 +57,7 @@ async fn members(app: &TestApp, audience: &str) -> Vec<String> {
 
 async fn the_pql_is_entered_when_seats_exceed_three_and_an_integration_is_connected(db: Db) {
     let app = spawn_app(db).await;
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "identify", "userId": "pql-1", "traits": {"plan_tier": "pro"}}),
         json!({"type": "group", "userId": "pql-1", "groupId": "acme", "traits": {"seats_provisioned": 2}}),
         json!({"type": "track", "userId": "pql-1", "event": "integration_connected",
@@ -76,8 +71,7 @@ async fn the_pql_is_entered_when_seats_exceed_three_and_an_integration_is_connec
         "2 seats is not enough"
     );
 
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         vec![
             json!({"type": "group", "userId": "pql-1", "groupId": "acme",
@@ -100,8 +94,7 @@ async fn the_pql_is_entered_when_seats_exceed_three_and_an_integration_is_connec
     assert_eq!(entered[0]["reason"], "message");
 
     // Seats drop again: the profile exits, with an audience_exited event.
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         vec![
             json!({"type": "group", "userId": "pql-1", "groupId": "acme",
@@ -126,7 +119,7 @@ async fn free_users_who_invited_two_teammates_without_an_integration_are_found(d
         json!({"type": "track", "userId": user, "event": "teammate_invited",
         "properties": {"workspace_id": "w", "invitee_role": "member"}})
     };
-    send(&app, WEB_KEY, vec![
+    app.send_batch(WEB_KEY, vec![
         json!({"type": "identify", "userId": "free-a", "traits": {"plan_tier": "free"}}),
         invite("free-a"), invite("free-a"),
         json!({"type": "identify", "userId": "free-b", "traits": {"plan_tier": "free"}}),
@@ -152,16 +145,14 @@ async fn a_new_audience_is_previewed_then_backfilled_over_existing_profiles(db: 
     let app = spawn_app(db).await;
     for i in 0..6 {
         let tier = if i % 2 == 0 { "business" } else { "free" };
-        send(
-            &app,
+        app.send_batch(
             SERVER_KEY,
             vec![json!({"type": "identify", "userId": format!("bf-{i}"),
             "traits": {"plan_tier": tier, "user_role": "admin"}, "timestamp": now_iso(-1)})],
         )
         .await;
     }
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         vec![
             json!({"type": "track", "userId": "bf-0", "event": "report_generated",
@@ -214,14 +205,13 @@ async fn a_new_audience_is_previewed_then_backfilled_over_existing_profiles(db: 
 
 async fn membership_is_visible_on_the_profile_with_its_history(db: Db) {
     let app = spawn_app(db).await;
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "identify", "userId": "hist-1", "traits": {"plan_tier": "free"}}),
         json!({"type": "track", "userId": "hist-1", "event": "teammate_invited", "properties": {"workspace_id": "w", "invitee_role": "admin"}}),
         json!({"type": "track", "userId": "hist-1", "event": "teammate_invited", "properties": {"workspace_id": "w", "invitee_role": "admin"}}),
     ]).await;
     settle(&app).await;
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         vec![
             json!({"type": "track", "userId": "hist-1", "event": "integration_connected",
@@ -285,7 +275,7 @@ async fn a_membership_ends_on_schedule_when_its_time_window_expires(db: Db) {
     let almost_expired = (chrono::Utc::now() - chrono::Duration::days(30)
         + chrono::Duration::seconds(3))
     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "group", "userId": "win-1", "groupId": "g-win", "traits": {"seats_provisioned": 8}}),
         json!({"type": "track", "userId": "win-1", "event": "integration_connected",
                "properties": {"integration_name": "slack"}, "timestamp": almost_expired}),
@@ -319,7 +309,7 @@ async fn a_membership_ends_on_schedule_when_its_time_window_expires(db: Db) {
 
 async fn pro_users_without_activity_for_seven_days_are_dormant(db: Db) {
     let app = spawn_app(db).await;
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "identify", "userId": "dormant", "traits": {"plan_tier": "pro"}, "timestamp": now_iso(-20)}),
         json!({"type": "page", "userId": "dormant", "name": "Home", "timestamp": now_iso(-8)}),
         json!({"type": "identify", "userId": "active", "traits": {"plan_tier": "pro"}, "timestamp": now_iso(-20)}),

@@ -81,11 +81,6 @@ async fn token(app: &TestApp, name: &str, scopes: &[&str]) -> (i64, String) {
     )
 }
 
-async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
-    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 /// Waits until profiles and audiences have processed the whole log.
 async fn settle(app: &TestApp) {
     app.wait_processed().await;
@@ -111,7 +106,7 @@ async fn seed(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    send(app, WEB_KEY, vec![
+    app.send_batch(WEB_KEY, vec![
         json!({"type": "page", "anonymousId": "a-1", "name": "Pricing", "messageId": "m-page",
                "properties": {"path": "/pricing", "url": "https://example.com/pricing", "title": "Pricing"},
                "timestamp": "2026-11-20T09:00:00Z"}),
@@ -119,7 +114,7 @@ async fn seed(app: &TestApp) {
                "traits": {"email": "Ada@Example.com", "plan_tier": "pro", "user_role": "admin"},
                "timestamp": "2026-11-20T10:00:00Z"}),
     ]).await;
-    send(app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "track", "userId": "u-1", "event": "trial_started", "messageId": "m-trial",
                "properties": {"plan_tier": "pro", "trial_days": 14}, "timestamp": "2026-11-20T10:01:00Z"}),
         json!({"type": "track", "userId": "u-1", "event": "workspace_created", "messageId": "m-ws",
@@ -909,7 +904,7 @@ async fn answers_carry_an_etag_and_are_304_until_the_profile_changes(db: Db) {
     .await;
     assert_eq!(s, 200);
     // The profile changes: a new answer, a new tag.
-    send(&app, WEB_KEY, vec![json!({"type": "identify", "userId": "u-1", "traits": {"plan_tier": "enterprise"}, "timestamp": "2026-11-20T11:00:00Z"})]).await;
+    app.send_batch(WEB_KEY, vec![json!({"type": "identify", "userId": "u-1", "traits": {"plan_tier": "enterprise"}, "timestamp": "2026-11-20T11:00:00Z"})]).await;
     settle(&app).await;
     let (s, h3, body3) = call(
         &app,

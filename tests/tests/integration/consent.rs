@@ -76,13 +76,6 @@ async fn spawn(db: Db, config: impl FnOnce(String) -> Config) -> TestApp {
     spawn_app_with(config(url), tmp).await
 }
 
-async fn send(app: &TestApp, batch: Vec<Value>) {
-    let r = app
-        .post("/v1/batch", SERVER_KEY, &json!({"batch": batch}))
-        .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 fn at(offset_secs: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(offset_secs)).to_rfc3339()
 }
@@ -198,8 +191,8 @@ async fn a_message_refusing_advertising_reaches_every_destination_except_the_adv
     let app = spawn(db, |url| config(url, &f)).await;
     let refused = json!({"Advertising": false, "Analytics": true, "Functional": true});
     let granted = json!({"Advertising": true, "Analytics": true, "Functional": true});
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             trial("u-consent", "c-refused", Some(refused), -30),
             trial("u-consent", "c-granted", Some(granted), -20),
@@ -262,8 +255,8 @@ async fn with_consent_required_a_message_without_consent_reaches_only_uncategori
     })
     .await;
     let granted = json!({"Advertising": true, "Analytics": true});
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             trial("u-required", "r-none", None, -20),
             trial("u-required", "r-granted", Some(granted), -10),
@@ -300,8 +293,8 @@ async fn an_audience_entry_of_a_profile_whose_latest_consent_refuses_is_not_deli
         m
     };
     // Revoked: the refusal is the newest by event time, though it arrives before an older grant.
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![trial(
             "u-revoked",
             "a-revoke",
@@ -310,8 +303,8 @@ async fn an_audience_entry_of_a_profile_whose_latest_consent_refuses_is_not_deli
         )],
     )
     .await;
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             identify("u-revoked", Some(json!({"Functional": true})), -100),
             // Granted, then a later message without consent (which leaves the consent unchanged).

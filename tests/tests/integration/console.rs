@@ -74,11 +74,6 @@ fn at(days_ago: f64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
-    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 /// One person of the demo workspace.
 struct Person {
     user: &'static str,
@@ -228,11 +223,10 @@ async fn seed_demo(app: &TestApp) {
             batch.push(json!({"type": "track", "userId": p.user, "event": "integration_connected",
                 "properties": {"integration_name": "slack", "workspace_id": p.workspace}, "timestamp": at(days)}));
         }
-        send(app, WEB_KEY, batch).await;
+        app.send_batch(WEB_KEY, batch).await;
     }
     // Ada on her phone: anonymous at first (a profile of its own), then signed in, which merges it.
-    send(
-        app,
+    app.send_batch(
         WEB_KEY,
         vec![
             json!({"type": "page", "anonymousId": "anon-ada-phone", "name": "pricing",
@@ -243,8 +237,7 @@ async fn seed_demo(app: &TestApp) {
     )
     .await;
     app.wait_processed().await;
-    send(
-        app,
+    app.send_batch(
         WEB_KEY,
         vec![
             json!({"type": "identify", "anonymousId": "anon-ada-phone", "userId": "u-ada",
@@ -259,10 +252,8 @@ async fn seed_demo(app: &TestApp) {
             json!({"type": "track", "userId": "u-grace", "event": "Signed Up", "timestamp": at(d)}),
         );
     }
-    send(app, SERVER_KEY, bad).await;
-    send(
-        app,
-        WEB_KEY,
+    app.send_batch(SERVER_KEY, bad).await;
+    app.send_batch(WEB_KEY,
         vec![
             json!({"type": "track", "userId": "u-alan", "event": "trial_started",
                    "properties": {"plan_tier": "pro"}, "timestamp": at(2.1)}),
@@ -703,8 +694,7 @@ async fn poison_one_message(app: &TestApp) {
          BEGIN SELECT RAISE(ABORT, 'poisoned identity (a broken trigger)'); END;",
     )
     .await;
-    send(
-        app,
+    app.send_batch(
         SERVER_KEY,
         vec![json!({"type": "identify", "userId": "poison-user", "traits": {"name": "Poison"}})],
     )

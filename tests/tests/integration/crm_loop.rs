@@ -11,7 +11,9 @@ use touchpoint_core::destinations::config::DeliveryConfig;
 use touchpoint_core::destinations::hubspot::config::HubSpotConfig;
 use touchpoint_core::destinations::salesforce::config::SalesforceConfig;
 use touchpoint_tests::fakes::{self, Fake};
-use touchpoint_tests::{Db, SERVER_KEY, TestApp, fresh_database, spawn_app_with, test_config};
+use touchpoint_tests::{
+    Db, SERVER_KEY, TestApp, eventually, fresh_database, spawn_app_with, test_config,
+};
 
 crate::on_both_stores!(
     a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and_both_sides_stay_in_step,
@@ -62,24 +64,6 @@ async fn spawn(db: Db, crms: &Crms, mappings_dir: &std::path::Path) -> TestApp {
     c.crm.poll_interval = Duration::ZERO;
     c.crm.hubspot_app_secret = Some(fakes::hubspot::CLIENT_SECRET.into());
     spawn_app_with(c, tmp).await
-}
-
-async fn send(app: &TestApp, batch: Vec<Value>) {
-    let r = app
-        .post("/v1/batch", SERVER_KEY, &json!({"batch": batch}))
-        .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
-/// Polls `check` every 50 ms for up to `secs` seconds.
-async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..secs * 20 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs} s waiting until {what}");
 }
 
 /// One poll of every CRM, through the admin route; returns the Salesforce and HubSpot reports.
@@ -160,8 +144,8 @@ async fn a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and
     let app = spawn(db, &crms, dir.path()).await;
 
     // 1. A profile becomes a Lead: a person without an account is a Lead, not a Contact.
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             json!({"type": "identify", "userId": USER, "timestamp": iso(-120),
             "traits": {"email": EMAIL, "name": "Ada Lovelace", "company": "Analytical Engines"}}),
@@ -349,8 +333,8 @@ async fn a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and
         )
     });
     poll(&app).await;
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             json!({"type": "identify", "userId": USER, "timestamp": iso(-3600),
             "traits": {"job_title": "CTO"}}),
@@ -367,8 +351,8 @@ async fn a_lead_is_worked_converted_and_closed_across_salesforce_and_hubspot_and
         "our older value did not overwrite the CRM's newer one"
     );
     // b) We changed it after the CRM did: ours wins on both sides, and does not echo back.
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             json!({"type": "identify", "userId": USER, "timestamp": iso(0),
             "traits": {"job_title": "Chief Scientist"}}),

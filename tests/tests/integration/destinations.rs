@@ -13,7 +13,8 @@ use touchpoint_core::destinations::salesforce::config::SalesforceConfig;
 use touchpoint_core::destinations::webhook::config::WebhookConfig;
 use touchpoint_tests::fakes::{self, Fake};
 use touchpoint_tests::{
-    ADMIN_TOKEN, Db, SERVER_KEY, TestApp, WEB_KEY, fresh_database, spawn_app_with, test_config,
+    ADMIN_TOKEN, Db, SERVER_KEY, TestApp, WEB_KEY, eventually, fresh_database, spawn_app_with,
+    test_config,
 };
 
 crate::on_both_stores!(
@@ -117,24 +118,8 @@ async fn spawn_lenient(db: Db, f: &Fakes) -> (tempfile::TempDir, TestApp) {
     (dir, spawn_app_with(c, tmp).await)
 }
 
-async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
-    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 fn now_iso(offset_secs: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(offset_secs)).to_rfc3339()
-}
-
-/// Polls `check` every 50 ms for up to `secs` seconds.
-async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..secs * 20 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs} s waiting until {what}");
 }
 
 /// Outbox counts of a destination from `GET /admin/destinations`.
@@ -210,17 +195,17 @@ async fn audience_event(app: &TestApp, audience: &str, profile: &str, kind: &str
 /// Seed 000 up to the invitations: anonymous page, identify, trial, group (2 seats), workspace, two
 /// invitations and a feature toggle.
 async fn seed_story(app: &TestApp, user: &str, anon: &str, group: &str) {
-    send(app, WEB_KEY, vec![json!({"type": "page", "anonymousId": anon, "name": "Pricing",
+    app.send_batch(WEB_KEY, vec![json!({"type": "page", "anonymousId": anon, "name": "Pricing",
         "properties": {"path": "/pricing", "url": "https://example.com/pricing", "title": "Pricing"},
         "timestamp": now_iso(-600)})]).await;
-    send(app, WEB_KEY, vec![
+    app.send_batch(WEB_KEY, vec![
         json!({"type": "identify", "anonymousId": anon, "userId": user,
                "traits": {"email": format!("{user}@Example.com"), "name": "Ada Lovelace", "user_role": "admin", "plan_tier": "free"},
                "timestamp": now_iso(-500)}),
         json!({"type": "track", "userId": user, "event": "trial_started",
                "properties": {"plan_tier": "pro", "trial_days": 14}, "timestamp": now_iso(-499)}),
     ]).await;
-    send(app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "group", "userId": user, "groupId": group,
                "traits": {"name": "Acme Inc", "seats_provisioned": 2}, "timestamp": now_iso(-450)}),
         json!({"type": "track", "userId": user, "event": "workspace_created",
@@ -268,7 +253,7 @@ async fn the_seed_story_reaches_salesforce_and_a_pql_gets_a_task_for_the_account
     });
 
     // Seats grow past 3 and an integration is connected: the profile enters the PQL audience.
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "group", "userId": "user-1001", "groupId": "acme",
                "traits": {"name": "Acme Inc", "seats_provisioned": 5}, "timestamp": now_iso(-50)}),
         json!({"type": "track", "userId": "user-1001", "event": "integration_connected",
@@ -351,7 +336,7 @@ async fn an_outage_is_retried_until_every_message_arrives_exactly_once(db: Db) {
             "traits": {"name": format!("Group {}", i % 4)}}),
         );
     }
-    send(&app, SERVER_KEY, batch).await;
+    app.send_batch(SERVER_KEY, batch).await;
     app.wait_processed().await;
     eventually(20, "retries happen during the outage", async || {
         f.salesforce.requests("").len() >= 4 && f.webhook.requests("").len() >= 3
@@ -413,7 +398,7 @@ async fn a_picklist_error_is_dead_lettered_with_salesforce_s_message_and_replaye
         )
     });
     let app = spawn(db, &f).await;
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "identify", "userId": "u-ent", "traits": {"email": "ent@example.com", "name": "Eve Ent"}}),
         json!({"type": "group", "userId": "u-ent", "groupId": "bigco",
                "traits": {"name": "BigCo", "plan_tier": "enterprise"}}),
@@ -498,7 +483,7 @@ async fn ga4_gets_page_views_and_events_in_requests_of_at_most_25_and_never_inva
         );
     }
     batch.push(json!({"type": "track", "anonymousId": "anon-ga", "event": "report_downloaded_from_the_workspace_dashboard_page"}));
-    send(&app, WEB_KEY, batch).await;
+    app.send_batch(WEB_KEY, batch).await;
     settled(&app, "ga4", 32).await;
 
     f.ga4.with(|s| {
@@ -551,7 +536,7 @@ async fn hubspot_resend_meta_and_the_webhook_receive_well_formed_requests(db: Db
     let f = all_fakes().await;
     f.hubspot.with(|s| s.rate_limit_next = 1);
     let (_dir, app) = spawn_lenient(db, &f).await;
-    send(&app, WEB_KEY, vec![
+    app.send_batch(WEB_KEY, vec![
         json!({"type": "identify", "userId": "u-hs", "anonymousId": "anon-hs",
                "traits": {"email": "Ada@Example.COM", "name": "Ada Lovelace", "phone": "+1 (555) 010-2000"}}),
         json!({"type": "group", "userId": "u-hs", "groupId": "initech",
@@ -661,7 +646,7 @@ async fn two_core_processes_sharing_one_postgresql_outbox_never_double_deliver()
                 "traits": {"email": format!("u{n}@example.com")}}));
         }
         let app = if round % 2 == 0 { &a } else { &b };
-        send(app, SERVER_KEY, batch).await;
+        app.send_batch(SERVER_KEY, batch).await;
     }
     settled(&a, "webhook", 300).await;
     settled(&a, "salesforce", 300).await;

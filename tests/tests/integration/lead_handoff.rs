@@ -17,7 +17,7 @@ use touchpoint_core::handoff::ClockRef;
 use touchpoint_core::pipeline::{Clock, ManualClock};
 use touchpoint_tests::fakes::{self, Fake};
 use touchpoint_tests::{
-    ADMIN_TOKEN, Db, SERVER_KEY, TestApp, fresh_database, spawn_app_with, test_config,
+    ADMIN_TOKEN, Db, SERVER_KEY, TestApp, eventually, fresh_database, spawn_app_with, test_config,
 };
 
 crate::on_both_stores!(
@@ -75,24 +75,6 @@ async fn spawn(db: Db, w: &World, clock: Arc<ManualClock>) -> TestApp {
     c.handoff.tick = Duration::ZERO;
     c.handoff.clock = ClockRef(clock);
     spawn_app_with(c, tmp).await
-}
-
-async fn send(app: &TestApp, batch: Vec<Value>) {
-    let r = app
-        .post("/v1/batch", SERVER_KEY, &json!({"batch": batch}))
-        .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
-/// Polls `check` every 50 ms for up to `secs` seconds.
-async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..secs * 20 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs} s waiting until {what}");
 }
 
 /// Waits until the profiles, audience and handoff stages have caught up with the whole log (the
@@ -193,9 +175,7 @@ async fn three_prospects_reach_sales_by_score_behaviour_and_time_in_nurture_once
     // The prospects, as marketing knows them: Ada (a VP at a 500-person company, US), Bruno
     // (Germany, in nurture), Chloe (US, in nurture); Dana is a customer and Eve's account has an
     // open opportunity.
-    send(
-        &app,
-        vec![
+    app.send_batch(SERVER_KEY, vec![
             json!({"type": "identify", "userId": "u-ada", "timestamp": iso(-900), "traits": {
                 "email": "ada@engines.example", "name": "Ada Lovelace", "first_name": "Ada", "last_name": "Lovelace",
                 "job_title": "VP Engineering", "company": "Analytical Engines", "country": "US"}}),
@@ -249,7 +229,7 @@ async fn three_prospects_reach_sales_by_score_behaviour_and_time_in_nurture_once
         json!({"type": "page", "userId": "u-eve", "name": "Pricing", "timestamp": iso(-200),
         "properties": {"path": "/pricing", "url": "https://touchpoint.example/pricing"}}),
     );
-    send(&app, batch).await;
+    app.send_batch(SERVER_KEY, batch).await;
     settled(&app).await;
     eventually(20, "both handoffs are delivered", async || {
         let rows = handoffs(&app).await;
@@ -444,9 +424,7 @@ async fn three_prospects_reach_sales_by_score_behaviour_and_time_in_nurture_once
     );
 
     // Nobody twice: more signals from Ada and Bruno change nothing.
-    send(
-        &app,
-        vec![
+    app.send_batch(SERVER_KEY, vec![
             json!({"type": "track", "userId": "u-ada", "event": "teammate_invited", "timestamp": iso(-60), "properties": invited()}),
             json!({"type": "page", "userId": "u-bruno", "name": "Pricing", "timestamp": iso(-60), "properties": {"path": "/pricing"}}),
             json!({"type": "track", "userId": "u-bruno", "event": "trial_started", "timestamp": iso(-60),
@@ -592,8 +570,8 @@ async fn a_handoff_whose_email_failed_is_finished_later_without_repeating_the_cr
         .with(|s| s.owners.insert(INES_HS.into(), "ines@sales.example".into()));
     let clock = Arc::new(ManualClock::at(chrono::Utc::now().timestamp_millis()));
     let app = spawn(db, &w, clock.clone()).await;
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             json!({"type": "identify", "userId": "u-fay", "timestamp": iso(-600), "traits": {
             "email": "fay@signal.example", "name": "Fay Chen", "country": "US"}}),
@@ -603,8 +581,8 @@ async fn a_handoff_whose_email_failed_is_finished_later_without_repeating_the_cr
     settled(&app).await;
     // Resend is down when Fay requests a demo.
     w.resend.set_down(true);
-    send(
-        &app,
+    app.send_batch(
+        SERVER_KEY,
         vec![
             json!({"type": "track", "userId": "u-fay", "event": "demo_requested",
             "timestamp": iso(-60), "properties": {}}),

@@ -1,7 +1,7 @@
 //! Identity resolution and unified profiles over HTTP, on both stores.
 
 use serde_json::{Value, json};
-use touchpoint_tests::{Db, SERVER_KEY, TestApp, WEB_KEY, spawn_app, spawn_app_with, test_config};
+use touchpoint_tests::{Db, SERVER_KEY, WEB_KEY, spawn_app, spawn_app_with, test_config};
 
 crate::on_both_stores!(
     the_seed_story_ends_in_one_profile_holding_everything,
@@ -13,11 +13,6 @@ crate::on_both_stores!(
     processing_resumes_from_the_log_after_a_restart,
     numeric_properties_are_aggregated_per_event_and_survive_a_merge,
 );
-
-async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
-    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
 
 fn kinds_and_values(profile: &Value) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = profile["identities"]
@@ -39,7 +34,7 @@ async fn the_seed_story_ends_in_one_profile_holding_everything(db: Db) {
     let app = spawn_app(db).await;
     let anon = format!("anon-{}", uuid::Uuid::new_v4().simple());
     // 1. An anonymous visit.
-    send(&app, WEB_KEY, vec![json!({"type": "page", "anonymousId": anon, "name": "Pricing",
+    app.send_batch(WEB_KEY, vec![json!({"type": "page", "anonymousId": anon, "name": "Pricing",
         "properties": {"path": "/pricing", "url": "https://example.com/pricing", "title": "Pricing"},
         "timestamp": "2026-11-20T10:00:00Z"})]).await;
     app.wait_processed().await;
@@ -48,7 +43,7 @@ async fn the_seed_story_ends_in_one_profile_holding_everything(db: Db) {
         .await
         .expect("anonymous profile");
     // 2. Sign-up: identify with the same anonymousId, then trial_started.
-    send(&app, WEB_KEY, vec![
+    app.send_batch(WEB_KEY, vec![
         json!({"type": "identify", "anonymousId": anon, "userId": "user-1001",
                "traits": {"email": "Ada@Example.com", "plan_tier": "free", "user_role": "admin"},
                "timestamp": "2026-11-20T10:05:00Z"}),
@@ -56,7 +51,7 @@ async fn the_seed_story_ends_in_one_profile_holding_everything(db: Db) {
                "properties": {"plan_tier": "pro", "trial_days": 14}, "timestamp": "2026-11-20T10:05:01Z"}),
     ]).await;
     // 3. Inside the product (server-side, user id only).
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "track", "userId": "user-1001", "event": "workspace_created",
                "properties": {"workspace_id": "ws-1", "workspace_name": "Acme"}, "timestamp": "2026-11-20T10:06:00Z"}),
         json!({"type": "track", "userId": "user-1001", "event": "teammate_invited",
@@ -129,10 +124,10 @@ async fn the_seed_story_ends_in_one_profile_holding_everything(db: Db) {
 
 async fn traits_are_last_write_wins_by_event_time_not_arrival_order(db: Db) {
     let app = spawn_app(db).await;
-    send(&app, SERVER_KEY, vec![json!({"type": "identify", "userId": "lww-1",
+    app.send_batch(SERVER_KEY, vec![json!({"type": "identify", "userId": "lww-1",
         "traits": {"plan_tier": "business", "seats_provisioned": 5}, "timestamp": "2026-11-21T12:00:00Z"})]).await;
     // Arrives later but happened earlier: must not overwrite.
-    send(&app, SERVER_KEY, vec![json!({"type": "identify", "userId": "lww-1",
+    app.send_batch(SERVER_KEY, vec![json!({"type": "identify", "userId": "lww-1",
         "traits": {"plan_tier": "free", "user_role": "member"}, "timestamp": "2026-11-21T09:00:00Z"})]).await;
     app.wait_processed().await;
     let p = app.profile("user_id", "lww-1").await.unwrap();
@@ -145,8 +140,7 @@ async fn traits_are_last_write_wins_by_event_time_not_arrival_order(db: Db) {
 
 async fn two_user_ids_sharing_a_device_stay_two_profiles_and_the_conflict_is_reported(db: Db) {
     let app = spawn_app(db).await;
-    send(
-        &app,
+    app.send_batch(
         WEB_KEY,
         vec![
             json!({"type": "identify", "userId": "alice", "anonymousId": "shared-laptop"}),
@@ -170,7 +164,7 @@ async fn two_user_ids_sharing_a_device_stay_two_profiles_and_the_conflict_is_rep
 
 async fn a_group_call_attaches_the_account_and_its_traits(db: Db) {
     let app = spawn_app(db).await;
-    send(&app, SERVER_KEY, vec![
+    app.send_batch(SERVER_KEY, vec![
         json!({"type": "group", "userId": "g-user", "groupId": "acct-9",
                "traits": {"seats_provisioned": 2, "company": "Acme"}, "timestamp": "2026-11-21T10:00:00Z"}),
         json!({"type": "group", "userId": "g-user", "groupId": "acct-9",
@@ -189,7 +183,7 @@ async fn deleting_a_profile_erases_it_and_drops_re_sent_data(db: Db) {
         json!({"type": "identify", "messageId": id, "userId": "forget-me", "anonymousId": "fm-device",
         "traits": {"email": "forget@example.com"}})
     };
-    send(&app, WEB_KEY, vec![msg("d-1")]).await;
+    app.send_batch(WEB_KEY, vec![msg("d-1")]).await;
     app.wait_processed().await;
     let p = app.profile("user_id", "forget-me").await.unwrap();
     let id = p["id"].as_str().unwrap();
@@ -211,8 +205,7 @@ async fn deleting_a_profile_erases_it_and_drops_re_sent_data(db: Db) {
         "the stored message is erased"
     );
     // Re-sent data carrying any of its identifiers is dropped.
-    send(
-        &app,
+    app.send_batch(
         WEB_KEY,
         vec![
             json!({"type": "track", "messageId": "d-2", "anonymousId": "fm-device",
@@ -227,8 +220,7 @@ async fn deleting_a_profile_erases_it_and_drops_re_sent_data(db: Db) {
 
 async fn blocked_identifier_values_never_join_profiles(db: Db) {
     let app = spawn_app(db).await;
-    send(
-        &app,
+    app.send_batch(
         WEB_KEY,
         vec![
             json!({"type": "identify", "userId": "null", "anonymousId": "dev-a"}),
@@ -251,15 +243,15 @@ async fn processing_resumes_from_the_log_after_a_restart(db: Db) {
     let mut config = test_config(url.clone());
     config.process = false;
     let mut ingest_only = spawn_app_with(config, tmp).await;
-    send(
-        &ingest_only,
-        WEB_KEY,
-        vec![
-            json!({"type": "page", "anonymousId": "resume-a"}),
-            json!({"type": "identify", "anonymousId": "resume-a", "userId": "resume-u"}),
-        ],
-    )
-    .await;
+    ingest_only
+        .send_batch(
+            WEB_KEY,
+            vec![
+                json!({"type": "page", "anonymousId": "resume-a"}),
+                json!({"type": "identify", "anonymousId": "resume-a", "userId": "resume-u"}),
+            ],
+        )
+        .await;
     assert!(
         ingest_only.profile("user_id", "resume-u").await.is_none(),
         "not processed yet"
@@ -286,8 +278,7 @@ async fn numeric_properties_are_aggregated_per_event_and_survive_a_merge(db: Db)
         m
     };
     // Two reports while anonymous, one as the known user on another device, then the stitch.
-    send(
-        &app,
+    app.send_batch(
         WEB_KEY,
         vec![
             report(json!({"anonymousId": "agg-device"}), 10),

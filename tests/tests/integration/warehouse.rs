@@ -21,11 +21,6 @@ crate::on_both_stores!(
 
 const PQL: &str = "product_qualified_lead";
 
-async fn send(app: &TestApp, key: &str, batch: Vec<Value>) {
-    let r = app.post("/v1/batch", key, &json!({"batch": batch})).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-}
-
 fn days_ago(days: i64, minutes: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::days(days) + chrono::Duration::minutes(minutes))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -68,8 +63,7 @@ async fn load_story(app: &TestApp, tag: &str) -> Vec<String> {
         .collect();
     let anon = |n: &str| format!("anon-{n}-{tag}");
     let (ada, bea, cy, dee) = (&users[0], &users[1], &users[2], &users[3]);
-    send(
-        app,
+    app.send_batch(
         WEB_KEY,
         vec![
             page(&anon("ada"), "/", Some("google"), days_ago(10, 0)),
@@ -112,8 +106,7 @@ async fn load_story(app: &TestApp, tag: &str) -> Vec<String> {
         ],
     )
     .await;
-    send(
-        app,
+    app.send_batch(
         SERVER_KEY,
         vec![
             group(ada, &format!("ws-acme-{tag}"), 5, days_ago(9, 2)),
@@ -142,15 +135,13 @@ async fn load_story(app: &TestApp, tag: &str) -> Vec<String> {
     )
     .await;
     // Ada on a second device: an anonymous profile of its own, merged into hers on identify.
-    send(
-        app,
+    app.send_batch(
         WEB_KEY,
         vec![page(&anon("ada2"), "/docs", None, days_ago(3, 0))],
     )
     .await;
     app.wait_processed().await;
-    send(
-        app,
+    app.send_batch(
         WEB_KEY,
         vec![identify(
             &anon("ada2"),
@@ -160,8 +151,7 @@ async fn load_story(app: &TestApp, tag: &str) -> Vec<String> {
         )],
     )
     .await;
-    send(
-        app,
+    app.send_batch(
         SERVER_KEY,
         vec![
             track(
@@ -607,8 +597,7 @@ async fn an_interrupted_export_is_redone_once_and_a_new_plan_property_becomes_a_
             days_ago(1, 0),
         )
     };
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         (1..=6).map(|i| trial(&format!("u{i}"), i)).collect(),
     )
@@ -652,8 +641,7 @@ async fn an_interrupted_export_is_redone_once_and_a_new_plan_property_becomes_a_
     let mut restarted = with_warehouse.clone();
     restarted.plan_path = plan_with_coupon(dir.path());
     app = spawn_app_with(restarted, tmp).await;
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         vec![
             track(
@@ -726,8 +714,7 @@ async fn an_unwritable_folder_holds_the_export_back_without_quarantining_message
         isolate_span: 10,
     };
     let app = spawn_app_with(config, tmp).await;
-    send(
-        &app,
+    app.send_batch(
         SERVER_KEY,
         (1..=3)
             .map(|i| {
