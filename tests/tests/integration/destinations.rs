@@ -426,8 +426,8 @@ async fn a_picklist_error_is_dead_lettered_with_salesforce_s_message_and_replaye
                 .unwrap_or("")
                 .contains("PICKLIST_INVALID_VALUE")
     }));
-    // Not retried: a validation error is final.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Not retried: a validation error is final — its rows are dead (above), and workers claim only
+    // pending rows, so the one attempt made is the only one.
     let attempts = f
         .salesforce
         .with(|s| s.attempts[&("Account".to_owned(), "bigco".to_owned())]);

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 use touchpoint_core::Config;
 use touchpoint_tests::{
-    Db, SERVER_KEY, TestApp, WEB_KEY, fresh_database, repo_root, spawn_app_with, test_config,
+    Db, SERVER_KEY, TestApp, WEB_KEY, eventually, fresh_database, repo_root, spawn_app_with,
+    test_config,
 };
 
 crate::on_both_stores!(
@@ -729,8 +730,30 @@ async fn an_unwritable_folder_holds_the_export_back_without_quarantining_message
     )
     .await;
     app.wait_processed().await;
-    // Many retry rounds (each would have quarantined a message were the outage blamed on one).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Many retry rounds (each would have quarantined a message were the outage blamed on one): wait
+    // until the stage has retried at least six times (two full rounds of narrowing at 2 attempts).
+    let retries = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("touchpoint_stage_retries_total{stage=\"warehouse_parquet\"} ")
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    eventually(20, "the warehouse stage retried six times", async || {
+        let m = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        retries(&m) >= 6
+    })
+    .await;
     let quarantined = app
         .sql_number("SELECT COUNT(*) FROM quarantine WHERE stage = 'warehouse_parquet'")
         .await;
