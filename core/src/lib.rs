@@ -27,6 +27,7 @@ pub mod sources;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod stores;
 pub mod warehouse;
 pub mod webhooks;
 

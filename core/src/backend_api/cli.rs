@@ -32,7 +32,7 @@ pub enum TokensCommand {
 /// Runs a tokens subcommand on the configured database.
 pub async fn run(command: TokensCommand) -> anyhow::Result<ExitCode> {
     let config = Config::from_env().context("reading configuration")?;
-    let stores = crate::storage::connect(&config.database_url)
+    let stores = crate::stores::connect(&config.database_url)
         .await
         .with_context(|| {
             format!(

@@ -86,7 +86,7 @@ pub async fn run(command: DestinationsCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn open(config: &Config) -> anyhow::Result<Destinations> {
-    let stores = crate::storage::connect(&config.database_url)
+    let stores = crate::stores::connect(&config.database_url)
         .await
         .with_context(|| {
             format!(

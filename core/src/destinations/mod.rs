@@ -414,7 +414,7 @@ impl Destinations {
 /// Builds the enabled destinations and, when this process runs the pipeline, spawns the
 /// activation stage and one delivery worker per destination.
 pub fn start(
-    stores: &crate::storage::Stores,
+    stores: &crate::stores::Stores,
     config: &crate::config::Config,
     plan: Arc<crate::plan::PlanHandle>,
     runner: crate::pipeline::Runner,

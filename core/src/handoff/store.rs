@@ -684,7 +684,7 @@ mod tests {
     async fn a_person_handed_off_by_another_process_within_the_window_is_not_handed_off_again() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let stores = crate::storage::connect(&url).await.unwrap();
+        let stores = crate::stores::connect(&url).await.unwrap();
         let store = &stores.handoffs;
         let day = 86_400_000;
         // Two processes decided on the same person; the first commit wins.
@@ -716,7 +716,7 @@ mod tests {
     async fn a_pending_handoff_is_claimed_by_one_deliverer_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let stores = crate::storage::connect(&url).await.unwrap();
+        let stores = crate::stores::connect(&url).await.unwrap();
         let store = &stores.handoffs;
         let ids = store
             .commit(None, &[], &[handoff("p1", 1)], 1_000)

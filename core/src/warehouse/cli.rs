@@ -59,7 +59,7 @@ pub async fn sync(config: &Config) -> anyhow::Result<Vec<String>> {
         );
     }
     let plan = Arc::new(PlanHandle::load(&config.plan_path).context("loading the tracking plan")?);
-    let stores = crate::storage::connect(&config.database_url)
+    let stores = crate::stores::connect(&config.database_url)
         .await
         .context("opening the database")?;
     let mut out = Vec::new();
@@ -140,7 +140,7 @@ fn add(total: &mut StepReport, r: &StepReport) {
 
 /// Where the targets stand.
 pub async fn status(config: &Config) -> anyhow::Result<serde_json::Value> {
-    let stores = crate::storage::connect(&config.database_url)
+    let stores = crate::stores::connect(&config.database_url)
         .await
         .context("opening the database")?;
     let c = &config.warehouse;

@@ -156,7 +156,7 @@ async fn main() {
     };
     config.process = false;
     // Migrate, then load.
-    touchpoint_core::storage::connect(&url)
+    touchpoint_core::stores::connect(&url)
         .await
         .expect("migrate");
     let t = Instant::now();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use touchpoint_core::identity::{self, Graph};
 use touchpoint_core::plan::PlanHandle;
 use touchpoint_core::profiles::Processor;
-use touchpoint_core::storage::{self, NewMessage, Status};
+use touchpoint_core::storage::{NewMessage, Status};
 use touchpoint_tracking_plan::Message;
 
 /// The synthetic traffic: per person an anonymous page view, an identify stitching it, two tracks.
@@ -64,7 +64,9 @@ fn pure_resolver(n: usize) {
 }
 
 async fn pipeline(label: &str, url: &str, n: usize, batch: i64) {
-    let stores = storage::connect(url).await.expect("database");
+    let stores = touchpoint_core::stores::connect(url)
+        .await
+        .expect("database");
     let source = stores
         .events
         .upsert_source("bench", "wk_bench")

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use touchpoint_core::pipeline::{Batch, SystemClock};
 use touchpoint_core::plan::PlanHandle;
-use touchpoint_core::storage::{self, NewMessage, Status};
+use touchpoint_core::storage::{NewMessage, Status};
 use touchpoint_core::warehouse::files::plan_files;
 use touchpoint_core::warehouse::folder::Folder;
 use touchpoint_core::warehouse::postgres::{self, PostgresStage};
@@ -258,7 +258,7 @@ async fn main() {
 
     // (3) The whole Parquet stage on SQLite.
     let url = format!("sqlite://{}", tmp.path().join("core.db").display());
-    let stores = storage::connect(&url).await.unwrap();
+    let stores = touchpoint_core::stores::connect(&url).await.unwrap();
     let source = stores
         .events
         .upsert_source("web", "wk_bench")

@@ -613,7 +613,7 @@ async fn retention_purges_old_raw_data_but_never_what_a_stage_has_not_processed(
     assert_eq!(body["purged"]["messages"], 0, "{body}");
 
     // Moving the clock: 29 days later nothing goes; 31 days later the raw data does.
-    let stores = touchpoint_core::storage::connect(&app.database_url)
+    let stores = touchpoint_core::stores::connect(&app.database_url)
         .await
         .unwrap();
     let policy = Policy::new(30, true);
@@ -659,7 +659,7 @@ async fn retention_purges_old_raw_data_but_never_what_a_stage_has_not_processed(
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "retention is off by default");
-    let stores = touchpoint_core::storage::connect(&ingest_only.database_url)
+    let stores = touchpoint_core::stores::connect(&ingest_only.database_url)
         .await
         .unwrap();
     let purged = retention::run_once(

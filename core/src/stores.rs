@@ -1,0 +1,87 @@
+//! The composition root of the repositories: opens the database a URL names, runs its migrations,
+//! and builds every feature's repository over it. It lives outside `storage/`, which knows only the
+//! message log and the database plumbing, so that storage imports no feature module.
+
+use crate::storage::{EventStore, StorageError};
+use std::sync::Arc;
+
+/// The repositories over one database.
+#[derive(Clone)]
+pub struct Stores {
+    /// The message log and sources.
+    pub events: Arc<dyn EventStore>,
+    /// The admin console's read-only queries.
+    pub console: Arc<dyn crate::console::ConsoleStore>,
+    /// Profiles and the identity graph.
+    pub profiles: Arc<dyn crate::profiles::ProfileStore>,
+    /// Audiences.
+    pub audiences: Arc<dyn crate::audiences::AudienceStore>,
+    /// The destinations' outbox and delivery log.
+    pub destinations: Arc<dyn crate::destinations::DestinationStore>,
+    /// Erasure, regulations and retention.
+    pub privacy: Arc<dyn crate::privacy::PrivacyStore>,
+    /// Messages the pipeline stages set aside.
+    pub quarantine: Arc<dyn crate::pipeline::QuarantineStore>,
+    /// The CRM sync's watermarks, records and field states.
+    pub crm: Arc<dyn crate::crm::CrmStore>,
+    /// What the warehouse export reads and records.
+    pub warehouse: Arc<dyn crate::warehouse::WarehouseStore>,
+    /// API tokens and the backend API's reads.
+    pub api: Arc<dyn crate::backend_api::ApiStore>,
+    /// Lead scores and the handoff log.
+    pub handoffs: Arc<dyn crate::handoff::HandoffStore>,
+}
+
+/// Opens the database the URL names, runs its migrations, and returns its repositories.
+pub async fn connect(url: &str) -> Result<Stores, StorageError> {
+    if url.starts_with("sqlite:") {
+        let store = crate::storage::SqliteStore::connect(url).await?;
+        let console = crate::console::Pool::Sqlite(store.pool().clone());
+        let profiles = crate::profiles::SqliteProfiles::new(store.pool().clone());
+        let audiences = crate::audiences::SqliteAudiences::new(store.pool().clone());
+        let destinations = crate::destinations::SqliteDestinations::new(store.pool().clone());
+        let privacy = crate::privacy::SqlitePrivacy::new(store.pool().clone());
+        // Suppressions of versions before migration 0009 were plaintext; SQLite cannot hash in SQL.
+        crate::privacy::PrivacyStore::hash_plaintext_suppressions(&privacy).await?;
+        Ok(Stores {
+            console: Arc::new(crate::console::SqlConsole::new(console)),
+            quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
+            crm: Arc::new(crate::crm::SqliteCrm::new(store.pool().clone())),
+            handoffs: Arc::new(crate::handoff::SqliteHandoffs::new(store.pool().clone())),
+            warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
+                store.pool().clone(),
+            )),
+            api: Arc::new(crate::backend_api::SqliteApiStore::new(
+                store.pool().clone(),
+            )),
+            privacy: Arc::new(privacy),
+            destinations: Arc::new(destinations),
+            events: Arc::new(store),
+            profiles: Arc::new(profiles),
+            audiences: Arc::new(audiences),
+        })
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = crate::storage::PgStore::connect(url).await?;
+        let console = crate::console::Pool::Postgres(store.pool().clone());
+        let profiles = crate::profiles::PgProfiles::new(store.pool().clone());
+        let audiences = crate::audiences::PgAudiences::new(store.pool().clone());
+        let destinations = crate::destinations::PgDestinations::new(store.pool().clone());
+        Ok(Stores {
+            console: Arc::new(crate::console::SqlConsole::new(console)),
+            quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
+            crm: Arc::new(crate::crm::PgCrm::new(store.pool().clone())),
+            handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.pool().clone())),
+            warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
+                store.pool().clone(),
+            )),
+            api: Arc::new(crate::backend_api::PgApiStore::new(store.pool().clone())),
+            privacy: Arc::new(crate::privacy::PgPrivacy::new(store.pool().clone())),
+            destinations: Arc::new(destinations),
+            events: Arc::new(store),
+            profiles: Arc::new(profiles),
+            audiences: Arc::new(audiences),
+        })
+    } else {
+        Err(StorageError::UnsupportedUrl)
+    }
+}
