@@ -129,6 +129,30 @@ pub async fn spawn_app_with(config: Config, tmp: Option<tempfile::TempDir>) -> T
 }
 
 impl TestApp {
+    /// Waits (bounded) until the activation stage has caught up with the profiles stage and the
+    /// named destinations have nothing pending or in flight in their outboxes.
+    pub async fn wait_delivered(&self, destinations: &[&str]) {
+        eventually(20, "the activation stage catches up", async || {
+            let (_, p) = self.admin_get("/admin/pipeline").await;
+            p["destinationsCursor"].as_i64() >= p["profilesCursor"].as_i64()
+        })
+        .await;
+        eventually(20, "the destinations' outboxes drain", async || {
+            let (_, body) = self.admin_get("/admin/destinations").await;
+            body["destinations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| {
+                    d["name"]
+                        .as_str()
+                        .is_some_and(|n| destinations.contains(&n))
+                })
+                .all(|d| d["outbox"]["pending"] == 0 && d["outbox"]["delivering"] == 0)
+        })
+        .await;
+    }
+
     /// POSTs `batch` to `/v1/batch` with a write key and asserts it was accepted.
     pub async fn send_batch(&self, key: &str, batch: Vec<serde_json::Value>) {
         let r = self

@@ -86,21 +86,7 @@ async fn poll(app: &TestApp) -> (Value, Value) {
 /// have nothing pending or in flight.
 async fn delivered(app: &TestApp) {
     audiences_settled(app).await;
-    eventually(20, "the activation stage catches up", async || {
-        let (_, p) = app.admin_get("/admin/pipeline").await;
-        p["destinationsCursor"].as_i64() >= p["profilesCursor"].as_i64()
-    })
-    .await;
-    eventually(20, "the CRM outboxes drain", async || {
-        let (_, body) = app.admin_get("/admin/destinations").await;
-        body["destinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["name"] == "salesforce" || d["name"] == "hubspot")
-            .all(|d| d["outbox"]["pending"] == 0 && d["outbox"]["delivering"] == 0)
-    })
-    .await;
+    app.wait_delivered(&["salesforce", "hubspot"]).await;
 }
 
 /// Waits until the audience stage caught up with the profiles stage.

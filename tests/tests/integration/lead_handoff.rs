@@ -89,21 +89,7 @@ async fn settled(app: &TestApp) {
             && p["audiencesCursor"].as_i64() >= Some(head)
     })
     .await;
-    eventually(20, "the activation stage catches up", async || {
-        let (_, p) = app.admin_get("/admin/pipeline").await;
-        p["destinationsCursor"].as_i64() >= p["profilesCursor"].as_i64()
-    })
-    .await;
-    eventually(20, "the CRM outboxes drain", async || {
-        let (_, body) = app.admin_get("/admin/destinations").await;
-        body["destinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["name"] == "salesforce" || d["name"] == "hubspot")
-            .all(|d| d["outbox"]["pending"] == 0 && d["outbox"]["delivering"] == 0)
-    })
-    .await;
+    app.wait_delivered(&["salesforce", "hubspot"]).await;
 }
 
 fn iso(offset_secs: i64) -> String {
