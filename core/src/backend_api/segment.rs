@@ -108,6 +108,18 @@ pub struct SegmentCursor {
     pub limit: i64,
 }
 
+impl SegmentCursor {
+    /// The cursor of a page of the list at `uri`: another page follows exactly when `next` is set.
+    fn page(uri: &axum::http::Uri, next: String, limit: i64) -> SegmentCursor {
+        SegmentCursor {
+            url: uri.path().to_owned(),
+            has_more: !next.is_empty(),
+            next,
+            limit,
+        }
+    }
+}
+
 /// The path parameters of every Segment route.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -286,12 +298,7 @@ pub async fn traits(
     let next = rest.next().map(|(k, _)| k).unwrap_or_default();
     let body = TraitsResponse {
         traits: page,
-        cursor: SegmentCursor {
-            url: uri.path().to_owned(),
-            has_more: !next.is_empty(),
-            next,
-            limit,
-        },
+        cursor: SegmentCursor::page(&uri, next, limit),
     };
     Ok(cached(&headers, &body))
 }
@@ -474,12 +481,7 @@ pub async fn events(
         .collect();
     let body = SegmentEventsResponse {
         data,
-        cursor: SegmentCursor {
-            url: uri.path().to_owned(),
-            has_more: more,
-            next,
-            limit,
-        },
+        cursor: SegmentCursor::page(&uri, next, limit),
     };
     Ok(cached(&headers, &body))
 }
@@ -571,12 +573,7 @@ pub async fn external_ids(
         .unwrap_or_default();
     let body = ExternalIdsResponse {
         data,
-        cursor: SegmentCursor {
-            url: uri.path().to_owned(),
-            has_more: !next.is_empty(),
-            next,
-            limit,
-        },
+        cursor: SegmentCursor::page(&uri, next, limit),
     };
     Ok(cached(&headers, &body))
 }
@@ -784,12 +781,7 @@ pub async fn account_traits(
         &headers,
         &TraitsResponse {
             traits,
-            cursor: SegmentCursor {
-                url: uri.path().to_owned(),
-                has_more: !next.is_empty(),
-                next,
-                limit,
-            },
+            cursor: SegmentCursor::page(&uri, next, limit),
         },
     ))
 }

@@ -337,6 +337,40 @@ fn changed(
     }
 }
 
+/// Records a re-key when the record's key changed since it was last seen, and returns the traits
+/// (and their CRM fields) whose mapped inbound values changed.
+#[allow(clippy::too_many_arguments)]
+fn keyed_traits(
+    crm: Crm,
+    c: &Change,
+    key: &str,
+    before: Option<&RecordRow>,
+    known: &Known,
+    mappings: &Mappings,
+    plan: &TrackingPlan,
+    fields_now: &mut HashMap<(String, String, String), String>,
+    d: &mut Decision,
+) -> (Map<String, Value>, Vec<String>) {
+    if let Some(b) = before
+        && b.record_key != key
+    {
+        d.writes
+            .rekeys
+            .push((c.object.clone(), b.record_key.clone(), key.to_owned()));
+    }
+    let mut traits = Map::new();
+    let mut fields = Vec::new();
+    if let Some(object) = mappings.object(crm, &c.object) {
+        for f in object.inbound() {
+            if let Some(v) = changed(crm, c, key, f, known, plan, fields_now, d) {
+                traits.insert(f.trait_name.clone(), v);
+                fields.push(f.field.clone());
+            }
+        }
+    }
+    (traits, fields)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn person(
     crm: Crm,
@@ -389,23 +423,17 @@ fn person(
         key = Some(who.1.clone());
     }
     let key = digest(&key.unwrap_or_else(|| format!("id:{}", c.id)));
-    if let Some(b) = &before
-        && b.record_key != key
-    {
-        d.writes
-            .rekeys
-            .push((c.object.clone(), b.record_key.clone(), key.clone()));
-    }
-    let mut traits = Map::new();
-    let mut fields = Vec::new();
-    if let Some(object) = mappings.object(crm, &c.object) {
-        for f in object.inbound() {
-            if let Some(v) = changed(crm, c, &key, f, known, plan, fields_now, d) {
-                traits.insert(f.trait_name.clone(), v);
-                fields.push(f.field.clone());
-            }
-        }
-    }
+    let (mut traits, fields) = keyed_traits(
+        crm,
+        c,
+        &key,
+        before.as_ref(),
+        known,
+        mappings,
+        plan,
+        fields_now,
+        d,
+    );
     let mut ids = vec![(id_kind.clone(), c.id.clone())];
     if before.is_none() {
         traits.insert(id_kind.clone(), json!(c.id));
@@ -518,23 +546,17 @@ fn account(
         (link.group_id.clone(), format!("id:{}", c.id))
     };
     let key = digest(&key);
-    if let Some(b) = &before
-        && b.record_key != key
-    {
-        d.writes
-            .rekeys
-            .push((c.object.clone(), b.record_key.clone(), key.clone()));
-    }
-    let mut traits = Map::new();
-    let mut fields = Vec::new();
-    if let Some(object) = mappings.object(crm, &c.object) {
-        for f in object.inbound() {
-            if let Some(v) = changed(crm, c, &key, f, known, plan, fields_now, d) {
-                traits.insert(f.trait_name.clone(), v);
-                fields.push(f.field.clone());
-            }
-        }
-    }
+    let (mut traits, fields) = keyed_traits(
+        crm,
+        c,
+        &key,
+        before.as_ref(),
+        known,
+        mappings,
+        plan,
+        fields_now,
+        d,
+    );
     if kind == ObjectKind::Account && before.is_none() {
         traits.insert(id_kind(crm, &c.object), json!(c.id));
     }
