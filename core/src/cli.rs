@@ -136,84 +136,80 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Checks the plan at `file`; returns the report and whether it passed.
+/// One file's check results, written as `FILE:LINE: severity: message` lines and counted.
+#[derive(Default)]
+struct Report {
+    text: String,
+    errors: usize,
+    warnings: usize,
+}
+
+impl Report {
+    /// Adds the problems found in `file`: (line, is an error, message).
+    fn add<'a>(
+        &mut self,
+        file: &std::path::Path,
+        problems: impl IntoIterator<Item = (usize, bool, &'a str)>,
+    ) {
+        for (line, error, message) in problems {
+            let severity = if error {
+                self.errors += 1;
+                "error"
+            } else {
+                self.warnings += 1;
+                "warning"
+            };
+            self.text.push_str(&format!(
+                "{}:{line}: {severity}: {message}\n",
+                file.display()
+            ));
+        }
+    }
+}
+
+/// Checks the plan at `file`, and the audiences, CRM mappings and lead handoff files beside it;
+/// returns the report and whether it passed.
 pub fn plan_check(file: &std::path::Path, deny_warnings: bool) -> anyhow::Result<(String, bool)> {
     let src =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let diagnostics = touchpoint_tracking_plan::check(&src);
-    let mut report = String::new();
-    let (mut errors, mut warnings) = (0, 0);
-    for d in &diagnostics {
-        let severity = match d.severity {
-            Severity::Error => {
-                errors += 1;
-                "error"
-            }
-            _ => {
-                warnings += 1;
-                "warning"
-            }
-        };
-        report.push_str(&format!(
-            "{}:{}: {severity}: {}\n",
-            file.display(),
-            d.line,
-            d.message
-        ));
-    }
+    let mut report = Report::default();
+    report.add(
+        file,
+        touchpoint_tracking_plan::check(&src)
+            .iter()
+            .map(|d| (d.line, d.severity == Severity::Error, d.message.as_str())),
+    );
+    let plan = touchpoint_tracking_plan::parse(&src).ok();
     // Audience definitions kept beside the plan are part of the contract too.
     let audiences = file.with_file_name("AUDIENCES.md");
-    if let (Ok(text), Ok(plan)) = (
-        std::fs::read_to_string(&audiences),
-        touchpoint_tracking_plan::parse(&src),
-    ) {
-        let (defs, mut problems) = crate::audiences::definitions::parse_file(&text);
-        problems.extend(crate::audiences::definitions::validate(&defs, &plan, &[]));
-        for p in &problems {
-            let severity = if p.error {
-                errors += 1;
-                "error"
-            } else {
-                warnings += 1;
-                "warning"
-            };
-            report.push_str(&format!(
-                "{}:{}: {severity}: {}\n",
-                audiences.display(),
-                p.line,
-                p.message
-            ));
-        }
+    let audience_text = std::fs::read_to_string(&audiences).ok();
+    if let (Some(text), Some(plan)) = (&audience_text, &plan) {
+        let (defs, mut problems) = crate::audiences::definitions::parse_file(text);
+        problems.extend(crate::audiences::definitions::validate(&defs, plan, &[]));
+        report.add(
+            &audiences,
+            problems
+                .iter()
+                .map(|p| (p.line, p.error, p.message.as_str())),
+        );
     }
     // So are the CRM field mappings.
     let mappings = file.with_file_name("CRM_MAPPINGS.md");
-    if let (Ok(text), Ok(plan)) = (
-        std::fs::read_to_string(&mappings),
-        touchpoint_tracking_plan::parse(&src),
-    ) {
+    if let (Ok(text), Some(plan)) = (std::fs::read_to_string(&mappings), &plan) {
         let (m, mut problems) = crate::crm::mapping::parse(&text);
-        problems.extend(crate::crm::mapping::validate(&m, &plan));
+        problems.extend(crate::crm::mapping::validate(&m, plan));
         problems.sort_by_key(|p| p.line);
-        for p in &problems {
-            let severity = if p.error {
-                errors += 1;
-                "error"
-            } else {
-                warnings += 1;
-                "warning"
-            };
-            report.push_str(&format!(
-                "{}:{}: {severity}: {}\n",
-                mappings.display(),
-                p.line,
-                p.message
-            ));
-        }
+        report.add(
+            &mappings,
+            problems
+                .iter()
+                .map(|p| (p.line, p.error, p.message.as_str())),
+        );
     }
     // And the lead scoring model, handoff rules and rep roster.
     let handoff = file.with_file_name(crate::handoff::model::DEFAULT_FILE);
-    if let Ok(plan) = touchpoint_tracking_plan::parse(&src) {
-        let audience_ids: Vec<String> = std::fs::read_to_string(&audiences)
+    if let Some(plan) = &plan {
+        let audience_ids: Vec<String> = audience_text
             .map(|t| {
                 crate::audiences::definitions::parse_file(&t)
                     .0
@@ -222,29 +218,27 @@ pub fn plan_check(file: &std::path::Path, deny_warnings: bool) -> anyhow::Result
                     .collect()
             })
             .unwrap_or_default();
-        for p in crate::handoff::check_file(&handoff, &plan, &audience_ids).unwrap_or_default() {
-            let severity = if p.error {
-                errors += 1;
-                "error"
-            } else {
-                warnings += 1;
-                "warning"
-            };
-            report.push_str(&format!(
-                "{}:{}: {severity}: {}\n",
-                handoff.display(),
-                p.line,
-                p.message
-            ));
-        }
+        let problems =
+            crate::handoff::check_file(&handoff, plan, &audience_ids).unwrap_or_default();
+        report.add(
+            &handoff,
+            problems
+                .iter()
+                .map(|p| (p.line, p.error, p.message.as_str())),
+        );
     }
+    let Report {
+        mut text,
+        errors,
+        warnings,
+    } = report;
     let ok = errors == 0 && (!deny_warnings || warnings == 0);
-    report.push_str(&format!(
+    text.push_str(&format!(
         "{}: {errors} error(s), {warnings} warning(s){}\n",
         file.display(),
         if ok { "" } else { " — check failed" }
     ));
-    Ok((report, ok))
+    Ok((text, ok))
 }
 
 /// The process entry point shared by the `touchpoint` binary: logging, arguments, runtime.
