@@ -16,7 +16,8 @@ pub struct DeliveryConfig {
     pub max_attempts: i64,
     /// How often an idle worker looks for due rows (`TOUCHPOINT_DELIVERY_POLL_MS`, 500).
     pub poll: Duration,
-    /// How long a claim lasts before another worker may take the rows over (crash recovery), 300 s.
+    /// How long a claim lasts before another worker may take the rows over after a crash
+    /// (`TOUCHPOINT_DELIVERY_LEASE_SECS`, 300).
     pub lease: Duration,
     /// Run the activation stage and delivery workers in this process (follows `TOUCHPOINT_PROCESS`).
     pub run_workers: bool,
@@ -95,6 +96,7 @@ impl DestinationsConfig {
             retry_max: Duration::from_secs(num(get, "TOUCHPOINT_DELIVERY_RETRY_MAX_SECS", 3600)?),
             max_attempts: num(get, "TOUCHPOINT_DELIVERY_MAX_ATTEMPTS", 12)?.max(1) as i64,
             poll: Duration::from_millis(num(get, "TOUCHPOINT_DELIVERY_POLL_MS", 500)?.max(10)),
+            lease: Duration::from_secs(num(get, "TOUCHPOINT_DELIVERY_LEASE_SECS", 300)?.max(1)),
             ..DeliveryConfig::default()
         };
         if let Some(v) = var(get, "TOUCHPOINT_PROCESS") {

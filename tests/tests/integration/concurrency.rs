@@ -180,3 +180,182 @@ async fn a_processing_node_wakes_on_another_nodes_append_without_waiting_for_its
         let _ = s.start_kill();
     }
 }
+
+/// The load of the kill test: per person, five messages spread over both ingest nodes.
+fn person_messages(i: usize) -> Vec<serde_json::Value> {
+    let (anon, user) = (format!("kill-anon-{i}"), format!("kill-user-{i}"));
+    vec![
+        json!({"type": "page", "anonymousId": anon, "name": "Home", "messageId": format!("kill-{i}-0")}),
+        json!({"type": "identify", "anonymousId": anon, "userId": user, "messageId": format!("kill-{i}-1"),
+            "traits": {"email": format!("k{i}@kill.example")}}),
+        json!({"type": "track", "userId": user, "event": "workspace_created", "messageId": format!("kill-{i}-2"),
+            "properties": {"workspace_id": format!("w{i}")}}),
+        json!({"type": "track", "anonymousId": anon, "event": "report_generated", "messageId": format!("kill-{i}-3"),
+            "properties": {"row_count": 1}}),
+        json!({"type": "track", "userId": user, "event": "report_generated", "messageId": format!("kill-{i}-4"),
+            "properties": {"row_count": 1}}),
+    ]
+}
+
+/// Sends each person's messages in order, alternating between the ingest nodes; all people at once.
+async fn send_people(client: &reqwest::Client, ingest: &[String], people: std::ops::Range<usize>) {
+    let mut tasks = Vec::new();
+    for i in people {
+        let (client, ingest) = (client.clone(), ingest.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for (n, m) in person_messages(i).into_iter().enumerate() {
+                let base = &ingest[(i + n) % ingest.len()];
+                let r = client
+                    .post(format!("{base}/v1/batch"))
+                    .basic_auth(WEB_KEY, Some(""))
+                    .json(&json!({"batch": [m]}))
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid_run_loses_and_doubles_nothing()
+ {
+    let (db_url, _) = fresh_database(Db::Postgres).await;
+    let hook = touchpoint_tests::fakes::webhook::spawn().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let exe = env!("CARGO_BIN_EXE_tp-server");
+    let hook_url = format!("{}/hooks/kill", hook.url);
+    let mut ingest = Vec::new();
+    let mut processing = Vec::new();
+    for role in ["ingest", "ingest", "processing", "processing", "processing"] {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let child = if role == "ingest" {
+            start_server_process_with(exe, &db_url, port, &[("TOUCHPOINT_PROCESS", "false")])
+        } else {
+            // A short delivery lease, so rows the killed node had claimed are taken over quickly.
+            start_server_process_with(
+                exe,
+                &db_url,
+                port,
+                &[
+                    ("TOUCHPOINT_WEBHOOK_URL", hook_url.as_str()),
+                    (
+                        "TOUCHPOINT_WEBHOOK_SECRET",
+                        touchpoint_tests::fakes::webhook::SECRET,
+                    ),
+                    ("TOUCHPOINT_DELIVERY_LEASE_SECS", "2"),
+                    ("TOUCHPOINT_DELIVERY_POLL_MS", "100"),
+                ],
+            )
+        };
+        wait_ready(&client, &base).await;
+        if role == "ingest" {
+            ingest.push((child, base));
+        } else {
+            processing.push((child, base));
+        }
+    }
+    let ingest_bases: Vec<String> = ingest.iter().map(|(_, b)| b.clone()).collect();
+    let survivor = processing[1].1.clone();
+
+    // First half of the load; once processing is under way, kill -9 one processing node while the
+    // second half arrives.
+    const PEOPLE: usize = 60;
+    send_people(&client, &ingest_bases, 0..PEOPLE / 2).await;
+    touchpoint_tests::eventually(20, "processing is under way", async || {
+        let (c, b) = (&client, &survivor);
+        let v: serde_json::Value = match c
+            .get(format!("{b}/admin/pipeline"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        v["profiles"].as_i64().unwrap_or(0) >= 5
+    })
+    .await;
+    let (mut victim, _) = processing.remove(0);
+    victim.start_kill().expect("kill -9 the processing node");
+    let _ = victim.wait().await;
+    send_people(&client, &ingest_bases, PEOPLE / 2..PEOPLE).await;
+    wait_processed(&client, &survivor).await;
+
+    // No duplicate profiles, and every message counted once (the sums would double otherwise).
+    let get = async |path: String| -> serde_json::Value {
+        client
+            .get(format!("{survivor}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let pipeline = get("/admin/pipeline".into()).await;
+    assert_eq!(pipeline["profiles"], PEOPLE as i64, "{pipeline}");
+    for i in 0..PEOPLE {
+        let by_user = get(format!("/admin/profiles?kind=user_id&value=kill-user-{i}")).await;
+        let by_anon = get(format!(
+            "/admin/profiles?kind=anonymous_id&value=kill-anon-{i}"
+        ))
+        .await;
+        assert_eq!(by_user["id"], by_anon["id"], "person {i}");
+        assert_eq!(by_user["computed"]["messages_total"], 5, "{by_user}");
+        let reports = by_user["aggregates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["event"] == "report_generated" && a["property"] == "row_count")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(reports["count"], 2, "person {i}: {by_user}");
+        assert_eq!(reports["sum"], 2.0, "person {i}: {by_user}");
+    }
+
+    // Every message reaches the receiver under one stable event id. A call the killed node had in
+    // flight may be repeated after its lease ends (at-least-once, idempotent by id): at most one
+    // batch of them.
+    let sent: std::collections::BTreeSet<String> = (0..PEOPLE)
+        .flat_map(|i| (0..5).map(move |n| format!("kill-{i}-{n}")))
+        .collect();
+    touchpoint_tests::eventually(60, "every message was delivered", async || {
+        hook.with(|s| {
+            let delivered: std::collections::BTreeSet<String> = s
+                .events
+                .values()
+                .filter_map(|e| e["messageId"].as_str().map(str::to_owned))
+                .filter(|m| sent.contains(m))
+                .collect();
+            delivered.len() == sent.len()
+        })
+    })
+    .await;
+    hook.with(|s| {
+        let ours: Vec<&serde_json::Value> = s
+            .events
+            .values()
+            .filter(|e| e["messageId"].as_str().is_some_and(|m| sent.contains(m)))
+            .collect();
+        assert_eq!(ours.len(), sent.len(), "one event id per message");
+        let repeated = s.deliveries.values().filter(|n| **n > 1).count();
+        assert!(
+            repeated <= touchpoint_core::destinations::webhook::encoder::MAX_EVENTS,
+            "{repeated} events delivered more than once"
+        );
+        assert_eq!(s.bad_signatures, 0);
+    });
+    for (mut s, _) in ingest.into_iter().chain(processing) {
+        let _ = s.start_kill();
+    }
+}
