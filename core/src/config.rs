@@ -73,6 +73,9 @@ pub struct Config {
     /// (`TOUCHPOINT_STAGE_POLL_MS`, 250). Stages are woken by new data (in this process, and on
     /// PostgreSQL by other processes' appends through `LISTEN`); the poll only covers lost wake-ups.
     pub stage_poll: Duration,
+    /// On PostgreSQL with several processing nodes, how long a stage lease lasts without renewal
+    /// (`TOUCHPOINT_LEASE_SECS`, 5): a dead node's stages move to the others within about this.
+    pub lease_ttl: Duration,
     /// A reverse-ETL sync from a production read replica: `TOUCHPOINT_RETL_URL` (PostgreSQL),
     /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
     /// (`production`); rows are recorded under the `reverse-etl` source.
@@ -132,6 +135,7 @@ impl Default for Config {
             stage_retry: crate::pipeline::Policy::default(),
             stall_after: Duration::from_secs(30),
             stage_poll: Duration::from_millis(250),
+            lease_ttl: Duration::from_secs(5),
             reverse_etl: None,
             dev_sink: false,
             destinations: Default::default(),
@@ -228,6 +232,9 @@ impl Config {
         }
         if let Some(v) = get("TOUCHPOINT_STAGE_POLL_MS") {
             c.stage_poll = Duration::from_millis(number("TOUCHPOINT_STAGE_POLL_MS", &v)?.max(10));
+        }
+        if let Some(v) = get("TOUCHPOINT_LEASE_SECS") {
+            c.lease_ttl = Duration::from_secs(number("TOUCHPOINT_LEASE_SECS", &v)?.max(1));
         }
         c.dev_sink =
             get("TOUCHPOINT_DEV_SINK").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));

@@ -159,7 +159,20 @@ impl Application {
         let pipeline = Arc::new(Pipeline::default());
         let debugger = Debugger::default();
         let watch = debugger.clone();
+        // Several processing nodes on PostgreSQL: each stage runs on the node holding its lease,
+        // and stages wake on progress announced by the nodes that run the stages before them.
+        let leases = match (&stores.leases, config.process) {
+            (Some(store), true) => {
+                let leases = crate::pipeline::Leases::new(store.clone(), config.lease_ttl);
+                leases.start(clock.clone());
+                Some(leases)
+            }
+            _ => None,
+        };
+        let remote_progress = tokio::sync::watch::channel(0u64).0;
         let runner = Runner {
+            leases: leases.clone(),
+            remote_progress: leases.as_ref().map(|_| remote_progress.subscribe()),
             quarantine: stores.quarantine.clone(),
             policy: config.stage_retry,
             clock: clock.clone(),
@@ -223,7 +236,11 @@ impl Application {
             );
             if config.database_url.starts_with("postgres") {
                 // Other processes append too: their commits wake this one's stages.
-                crate::storage::listen_for_appends(&config.database_url, pipeline_wake.clone());
+                crate::storage::listen_for_appends(
+                    &config.database_url,
+                    pipeline_wake.clone(),
+                    remote_progress,
+                );
             }
         }
         let privacy = crate::privacy::Privacy::new(stores.privacy.clone(), &config, &destinations);
@@ -263,6 +280,7 @@ impl Application {
             sdk_dir: Arc::new(config.sdk_dir.clone()),
             public_url: config.public_url.as_deref().map(Arc::from),
             pipeline_wake,
+            leases,
             writer,
             sources: Arc::new(sources),
             plan,

@@ -55,6 +55,8 @@ pub struct AppState {
     pub destinations: Arc<crate::destinations::Destinations>,
     /// Every pipeline stage's health (metrics, readiness).
     pub pipeline: Arc<crate::pipeline::Pipeline>,
+    /// This node's stage leases (several processing nodes on PostgreSQL).
+    pub leases: Option<Arc<crate::pipeline::Leases>>,
     /// Messages the stages set aside.
     pub quarantine: Arc<dyn crate::pipeline::QuarantineStore>,
     /// The time, injected.

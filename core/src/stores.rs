@@ -30,6 +30,8 @@ pub struct Stores {
     pub api: Arc<dyn crate::backend_api::ApiStore>,
     /// Lead scores and the handoff log.
     pub handoffs: Arc<dyn crate::handoff::HandoffStore>,
+    /// Processing nodes' heartbeats and stage leases (PostgreSQL only).
+    pub leases: Option<Arc<dyn crate::pipeline::LeaseStore>>,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories.
@@ -48,6 +50,8 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
             quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
             crm: Arc::new(crate::crm::SqliteCrm::new(store.pool().clone())),
             handoffs: Arc::new(crate::handoff::SqliteHandoffs::new(store.pool().clone())),
+            // One process owns a SQLite file: its stages need no leases.
+            leases: None,
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.pool().clone(),
             )),
@@ -71,6 +75,9 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
             crm: Arc::new(crate::crm::PgCrm::new(store.pool().clone())),
             handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.pool().clone())),
+            leases: Some(Arc::new(crate::pipeline::PgLeases::new(
+                store.pool().clone(),
+            ))),
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.pool().clone(),
             )),

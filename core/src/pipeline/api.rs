@@ -14,6 +14,20 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/quarantine", get(list))
         .route("/admin/quarantine/{id}/replay", post(replay))
+        .route("/admin/pipeline/leases", get(leases))
+}
+
+/// Which processing node runs which stage (empty on SQLite, where one process runs them all).
+async fn leases(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    let Some(leases) = &state.leases else {
+        return Ok(Json(json!({"node": null, "leases": []})));
+    };
+    Ok(Json(json!({
+        "node": leases.node,
+        "held": state.pipeline.stages().iter().filter(|s| leases.holds(s.name)).map(|s| s.name).collect::<Vec<_>>(),
+        "liveNodes": leases.live_nodes(),
+        "leases": leases.all().await?,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

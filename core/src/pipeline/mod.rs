@@ -4,11 +4,13 @@
 
 pub mod api;
 pub mod guard;
+pub mod lease;
 pub mod quarantine;
 
 use crate::storage::StorageError;
 use futures_util::FutureExt;
 pub use guard::{Batch, Guard, Next, Policy};
+pub use lease::{LeaseStore, Leases, PgLeases};
 pub use quarantine::{Entry, NewEntry, PgQuarantine, QuarantineStore, SqliteQuarantine};
 use std::fmt::Write;
 use std::future::Future;
@@ -16,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// The time, injected: stages and health read it here, tests move it.
 pub trait Clock: Send + Sync + 'static {
@@ -234,6 +236,11 @@ pub struct Runner {
     pub poll: Duration,
     /// Told of every position set aside (the live debugger shows them).
     pub on_set_aside: Option<OnSetAside>,
+    /// Several processing nodes: a stage runs only on the node holding its lease.
+    pub leases: Option<Arc<Leases>>,
+    /// Stage progress on other nodes (PostgreSQL `LISTEN`): wakes this node's stages, whose
+    /// upstream may run elsewhere.
+    pub remote_progress: Option<watch::Receiver<u64>>,
 }
 
 impl Runner {
@@ -243,7 +250,21 @@ impl Runner {
         let health = self.pipeline.stage(stage.name());
         health.ok(self.clock.now_ms(), 0);
         let mut guard = Guard::new(self.policy);
+        let mut leases_changed = self.leases.as_ref().map(|l| {
+            l.register(stage.name());
+            l.subscribe()
+        });
+        let mut remote = self.remote_progress.clone();
         loop {
+            if let (Some(leases), Some(changed)) = (&self.leases, &mut leases_changed)
+                && !leases.holds(stage.name())
+            {
+                // Another node runs this stage; this one is idle, not stalled.
+                health.ok(self.clock.now_ms(), 0);
+                let _ = tokio::time::timeout(self.poll.max(leases.ttl / 3), self::changed(changed))
+                    .await;
+                continue;
+            }
             let batch = guard.batch();
             // A panic in a stage is a failure of the message being processed like any other: it
             // is retried, narrowed and quarantined, never allowed to end the stage's task.
@@ -260,13 +281,38 @@ impl Runner {
                     health.ok(self.clock.now_ms(), n);
                     if n > 0 {
                         downstream.notify_one();
+                        if let Some(leases) = &self.leases
+                            && leases.live_nodes() > 1
+                        {
+                            // The stages after this one may run on other nodes.
+                            leases.announce(stage.name());
+                        }
                         if batch == Batch::Full {
                             // Let a few more commits gather before the next write.
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                         continue;
                     }
-                    let _ = tokio::time::timeout(self.poll, wake.notified()).await;
+                    let remote_wake = async {
+                        match &mut remote {
+                            Some(r) => changed(r).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let leases_wake = async {
+                        match &mut leases_changed {
+                            Some(r) => changed(r).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let _ = tokio::time::timeout(self.poll, async {
+                        tokio::select! {
+                            _ = wake.notified() => {}
+                            _ = remote_wake => {}
+                            _ = leases_wake => {}
+                        }
+                    })
+                    .await;
                 }
                 Err(error) => {
                     health.failed(self.clock.now_ms(), &error);
@@ -331,6 +377,13 @@ pub fn fan_out(from: Arc<Notify>, to: Vec<Arc<Notify>>) -> tokio::task::JoinHand
             }
         }
     })
+}
+
+/// Waits for the next change of `r`; forever once its sender is gone.
+async fn changed(r: &mut watch::Receiver<u64>) {
+    if r.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The message of a panic payload.
@@ -534,6 +587,8 @@ mod tests {
             pipeline: Arc::new(Pipeline::default()),
             poll: Duration::from_millis(50),
             on_set_aside: None,
+            leases: None,
+            remote_progress: None,
         };
         let health = runner.pipeline.stage("fake");
         let task =

@@ -7,7 +7,7 @@ mod postgres;
 mod shared;
 mod sqlite;
 
-pub use postgres::{APPENDS_CHANNEL, PgStore, listen_for_appends};
+pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
 pub use sqlite::SqliteStore;
 
 use futures_util::future::BoxFuture;

@@ -12,16 +12,21 @@ use tokio::sync::Notify;
 /// instead of at their next poll.
 pub const APPENDS_CHANNEL: &str = "touchpoint_log_appended";
 
-/// Wakes `wake` whenever any process commits an append to the log of the database at `url`
-/// (`LISTEN`; sqlx reconnects a lost listener on its own, and the stages' poll covers the gap).
-pub fn listen_for_appends(url: &str, wake: Arc<Notify>) {
+/// The channel a stage notifies (payload: its name) when it made progress, so the stages after
+/// it that run on other processing nodes wake at once.
+pub const PROGRESS_CHANNEL: &str = "touchpoint_stage_progressed";
+
+/// Wakes `wake` whenever any process commits an append to the log of the database at `url`, and
+/// bumps `progress` whenever a stage on any node announces progress (`LISTEN`; the listener
+/// reconnects, and the stages' poll covers the gap).
+pub fn listen_for_appends(url: &str, wake: Arc<Notify>, progress: tokio::sync::watch::Sender<u64>) {
     let url = url.to_owned();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         loop {
             let listener = async {
                 let mut l = PgListener::connect(&url).await?;
-                l.listen(APPENDS_CHANNEL).await?;
+                l.listen_all([APPENDS_CHANNEL, PROGRESS_CHANNEL]).await?;
                 Ok::<_, sqlx::Error>(l)
             };
             match listener.await {
@@ -29,6 +34,9 @@ pub fn listen_for_appends(url: &str, wake: Arc<Notify>) {
                     backoff = Duration::from_millis(200);
                     loop {
                         match l.recv().await {
+                            Ok(n) if n.channel() == PROGRESS_CHANNEL => {
+                                progress.send_modify(|v| *v = v.wrapping_add(1));
+                            }
                             Ok(_) => wake.notify_one(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "append listener failed; reconnecting");

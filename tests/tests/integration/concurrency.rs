@@ -253,6 +253,7 @@ async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid
                     ),
                     ("TOUCHPOINT_DELIVERY_LEASE_SECS", "2"),
                     ("TOUCHPOINT_DELIVERY_POLL_MS", "100"),
+                    ("TOUCHPOINT_LEASE_SECS", "2"),
                 ],
             )
         };
@@ -284,7 +285,21 @@ async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid
         v["profiles"].as_i64().unwrap_or(0) >= 5
     })
     .await;
-    let (mut victim, _) = processing.remove(0);
+    // The stages are spread over the three processing nodes by their leases.
+    let leases = async |base: &str| -> serde_json::Value {
+        client
+            .get(format!("{base}/admin/pipeline/leases"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let (mut victim, victim_base) = processing.remove(0);
+    let victim_node = leases(&victim_base).await["node"].clone();
+    assert!(victim_node.is_string());
     victim.start_kill().expect("kill -9 the processing node");
     let _ = victim.wait().await;
     send_people(&client, &ingest_bases, PEOPLE / 2..PEOPLE).await;
@@ -322,6 +337,18 @@ async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid
         assert_eq!(reports["count"], 2, "person {i}: {by_user}");
         assert_eq!(reports["sum"], 2.0, "person {i}: {by_user}");
     }
+
+    // Within a few lease times every stage is held by a live node, none by the dead one.
+    touchpoint_tests::eventually(20, "the survivors hold every stage", async || {
+        let v = leases(&survivor).await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let rows = v["leases"].as_array().cloned().unwrap_or_default();
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|l| l["owner"] != victim_node && l["expiresAt"].as_i64().unwrap_or(0) > now)
+    })
+    .await;
 
     // Every message reaches the receiver under one stable event id. A call the killed node had in
     // flight may be repeated after its lease ends (at-least-once, idempotent by id): at most one
