@@ -183,7 +183,8 @@ impl Application {
         // The lead handoff stage reads after the profiles stage too.
         let handoff_wake = Arc::new(Notify::new());
         if config.process {
-            let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
+            let processor =
+                Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500);
             tokio::spawn(runner.clone().run(
                 processor,
                 pipeline_wake.clone(),
