@@ -137,7 +137,12 @@ impl Application {
         spawn_dedup_janitor(store.clone(), config.dedup_window);
         let plan = Arc::new(plan);
         let pipeline_wake = Arc::new(Notify::new());
-        let audience_stage = Arc::new(AudienceStage::new(stores.audiences.clone(), plan.clone()));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let audience_stage = Arc::new(AudienceStage::new(
+            stores.audiences.clone(),
+            plan.clone(),
+            clock.clone(),
+        ));
         let mut to_backfill = Vec::new();
         for d in &file_audiences {
             let changed = stores
@@ -155,7 +160,6 @@ impl Application {
                 to_backfill.push(d.id.clone());
             }
         }
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let pipeline = Arc::new(Pipeline::default());
         let debugger = Debugger::default();
         let watch = debugger.clone();
@@ -196,7 +200,8 @@ impl Application {
         // The lead handoff stage reads after the profiles stage too.
         let handoff_wake = Arc::new(Notify::new());
         if config.process {
-            let processor = Processor::new(stores.profiles.clone(), plan.clone(), 500);
+            let processor =
+                Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500);
             tokio::spawn(runner.clone().run(
                 processor,
                 pipeline_wake.clone(),

@@ -5,6 +5,7 @@
 
 use super::condition::{Comparison, Condition, Literal, Op, Performed};
 use std::collections::HashMap;
+use touchpoint_tracking_plan::TrackingPlan;
 
 /// One cell of a trait column.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,6 +69,34 @@ pub struct Counts {
     /// Per row, the time (ms) the count next drops because an event leaves the window (`i64::MAX`
     /// for none or for conditions without a window).
     pub expires: Vec<i64>,
+}
+
+impl Counts {
+    /// No events counted for `rows` rows, nothing expiring.
+    pub fn none(rows: usize) -> Counts {
+        Counts {
+            counts: vec![0; rows],
+            expires: vec![i64::MAX; rows],
+        }
+    }
+
+    /// Records a row's count as the database aggregated it: `count` events in the window, the
+    /// oldest at `oldest` (ms), which leaves a `window_ms` window at `oldest + window_ms`.
+    pub fn record_total(&mut self, row: usize, count: i64, oldest: i64, window_ms: Option<i64>) {
+        self.counts[row] = count.clamp(0, i64::from(u32::MAX)) as u32;
+        if let Some(w) = window_ms {
+            self.expires[row] = oldest.saturating_add(w);
+        }
+    }
+
+    /// Counts one more event at `at` (ms) for a row; the row's count next drops when its oldest
+    /// counted event leaves the `window_ms` window.
+    pub fn record_one(&mut self, row: usize, at: i64, window_ms: Option<i64>) {
+        self.counts[row] = self.counts[row].saturating_add(1);
+        if let Some(w) = window_ms {
+            self.expires[row] = self.expires[row].min(at.saturating_add(w));
+        }
+    }
 }
 
 /// Fixed-size bitset over rows.
@@ -340,6 +369,34 @@ pub fn value_matches(value: Option<&serde_json::Value>, t: &Comparison) -> bool 
     compare_cell(&col, col.cells[0], t)
 }
 
+/// Whether a stored message (its JSON body) passes an event condition's property filters; a body
+/// that does not parse passes none.
+pub fn event_matches(body: &str, filters: &[Comparison]) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    filters
+        .iter()
+        .all(|f| value_matches(v.get("properties").and_then(|p| p.get(&f.path)), f))
+}
+
+/// A stored trait value: its JSON, or the text itself when it is not JSON.
+pub fn stored_value(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+/// The position in the plan's journey stages of what a message (its kind and track event name)
+/// shows: a page is `page_viewed`, a screen `screen_viewed`. `None` for events of no stage.
+pub fn journey_rank(plan: &TrackingPlan, kind: &str, event: &str) -> Option<usize> {
+    let name = match kind {
+        "page" => "page_viewed",
+        "screen" => "screen_viewed",
+        _ => event,
+    };
+    plan.stage_of(name)
+        .and_then(|s| plan.stages().iter().position(|st| st.name == s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,5 +496,63 @@ mod tests {
         assert!(value_matches(Some(&json!(true)), &c));
         assert!(!value_matches(Some(&json!(false)), &c));
         assert!(!value_matches(None, &c));
+    }
+
+    #[test]
+    fn counts_from_the_database_expire_when_the_oldest_event_leaves_the_window() {
+        let mut c = Counts::none(2);
+        c.record_total(0, 3, 1_000, Some(500));
+        c.record_total(1, i64::MAX, 1_000, None);
+        assert_eq!(c.counts, vec![3, u32::MAX]);
+        assert_eq!(c.expires, vec![1_500, i64::MAX]);
+    }
+
+    #[test]
+    fn events_counted_one_by_one_expire_with_the_oldest() {
+        let mut c = Counts::none(1);
+        c.record_one(0, 2_000, Some(500));
+        c.record_one(0, 1_000, Some(500));
+        assert_eq!((c.counts[0], c.expires[0]), (2, 1_500));
+    }
+
+    #[test]
+    fn an_event_counts_only_when_every_filter_holds_on_its_properties() {
+        let c = Condition::parse(
+            "PERFORMED feature_toggled WHERE (feature_name = 'dark_mode' AND new_status = true)",
+        )
+        .unwrap();
+        let Condition::Performed(p) = &c else {
+            unreachable!()
+        };
+        let body =
+            |props: serde_json::Value| json!({"type": "track", "properties": props}).to_string();
+        assert!(event_matches(
+            &body(json!({"feature_name": "dark_mode", "new_status": true})),
+            &p.filters
+        ));
+        assert!(!event_matches(
+            &body(json!({"feature_name": "dark_mode", "new_status": false})),
+            &p.filters
+        ));
+        assert!(!event_matches("not json", &p.filters));
+        assert!(event_matches("{}", &[]));
+    }
+
+    #[test]
+    fn stored_traits_are_json_or_else_text() {
+        assert_eq!(stored_value("5".into()), json!(5));
+        assert_eq!(stored_value("\"pro\"".into()), json!("pro"));
+        assert_eq!(stored_value("pro".into()), json!("pro"));
+    }
+
+    #[test]
+    fn pages_and_screens_rank_as_their_viewed_events_in_the_journey() {
+        let plan =
+            touchpoint_tracking_plan::parse(include_str!("../../../TRACKING_PLAN.md")).unwrap();
+        let evaluation = plan.stages().iter().position(|s| s.name == "Evaluation");
+        let expansion = plan.stages().iter().position(|s| s.name == "Expansion");
+        assert_eq!(journey_rank(&plan, "page", ""), evaluation);
+        assert_eq!(journey_rank(&plan, "track", "teammate_invited"), expansion);
+        assert_eq!(journey_rank(&plan, "track", "no_such_event"), None);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod condition;
+pub mod decide;
 pub mod definitions;
 pub mod engine;
 pub mod stage;

@@ -1,16 +1,16 @@
 //! The audience stage: realtime incremental evaluation of the profiles each processed message
 //! touched, scheduled re-checks when a time window expires, backfill of new audiences with
-//! progress, and preview. All evaluation goes through the columnar engine.
+//! progress, and preview: the I/O shell around the pure decision in `decide.rs` (who enters, who
+//! exits, when to re-check). All evaluation goes through the columnar engine.
 
-use super::condition::{Condition, Performed};
+use super::condition::Condition;
+use super::decide::{decide, merged_away, needs_of};
 use super::definitions::{self, Definition};
-use super::engine::{self, Table};
-use super::store::{AudienceStore, AudienceTx, Change, Needs, Scope};
+use super::store::{AudienceStore, AudienceTx, Change, Scope};
 use crate::pipeline::{Batch, Clock, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,88 +45,6 @@ pub fn load_definitions(rows: &[super::store::AudienceRow]) -> Vec<Definition> {
     }
 }
 
-/// What the given definitions read.
-pub fn needs_of(defs: &[Definition], all_audiences: &[String]) -> Needs {
-    let mut needs = Needs {
-        audiences: all_audiences.to_vec(),
-        ..Needs::default()
-    };
-    let mut seen: HashMap<String, ()> = HashMap::new();
-    for d in defs {
-        d.condition.trait_paths(&mut needs.traits);
-        let mut ps: Vec<&Performed> = Vec::new();
-        d.condition.performed(&mut ps);
-        for p in ps {
-            if seen.insert(engine::counts_key(p), ()).is_none() {
-                needs.performed.push(p.clone());
-            }
-        }
-    }
-    needs.traits.sort();
-    needs.traits.dedup();
-    needs
-}
-
-/// Evaluates `defs` (dependency order) over the table; returns membership changes and re-check
-/// times, updating the table's membership columns as it goes so dependents see new memberships.
-pub fn evaluate(defs: &[Definition], table: &mut Table, track_due: bool) -> Vec<Change> {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut changes = Vec::new();
-    for d in defs {
-        let now_in = table.eval(&d.condition);
-        let was = table
-            .members
-            .get(&d.id)
-            .cloned()
-            .unwrap_or_else(|| engine::Bits::zeros(table.len()));
-        let mut performed = Vec::new();
-        d.condition.performed(&mut performed);
-        let mut paths = Vec::new();
-        d.condition.trait_paths(&mut paths);
-        // Computed traits that age by themselves are re-checked daily, like event windows.
-        let ages = paths.iter().any(|p| {
-            matches!(
-                p.as_str(),
-                "computed.active_days_30d" | "computed.last_seen"
-            )
-        });
-        let windowed = track_due && (ages || performed.iter().any(|p| p.within_days.is_some()));
-        for i in 0..table.len() {
-            let profile = &table.profiles[i];
-            match (was.get(i), now_in.get(i)) {
-                (false, true) => changes.push(Change::Enter {
-                    audience: d.id.clone(),
-                    profile: profile.clone(),
-                }),
-                (true, false) => changes.push(Change::Exit {
-                    audience: d.id.clone(),
-                    profile: profile.clone(),
-                }),
-                _ => {}
-            }
-            if windowed {
-                let mut at = table.next_expiry(&d.condition, i);
-                if ages {
-                    at = at.min(next_utc_midnight(now_ms));
-                }
-                changes.push(Change::Due {
-                    audience: d.id.clone(),
-                    profile: profile.clone(),
-                    at: (at != i64::MAX).then_some(at),
-                });
-            }
-        }
-        table.members.insert(d.id.clone(), now_in);
-    }
-    changes
-}
-
-/// The next 00:00 UTC after `now_ms`.
-fn next_utc_midnight(now_ms: i64) -> i64 {
-    const DAY: i64 = 86_400_000;
-    (now_ms.div_euclid(DAY) + 1) * DAY
-}
-
 /// Counts of the stage, for tests and the admin API.
 #[derive(Debug, Default, Serialize)]
 pub struct Backfill {
@@ -140,12 +58,17 @@ pub struct Backfill {
 pub struct AudienceStage {
     store: Arc<dyn AudienceStore>,
     plan: Arc<PlanHandle>,
+    clock: Arc<dyn Clock>,
 }
 
 impl AudienceStage {
-    /// A stage over `store`.
-    pub fn new(store: Arc<dyn AudienceStore>, plan: Arc<PlanHandle>) -> AudienceStage {
-        AudienceStage { store, plan }
+    /// A stage over `store`, reading the time from `clock`.
+    pub fn new(
+        store: Arc<dyn AudienceStore>,
+        plan: Arc<PlanHandle>,
+        clock: Arc<dyn Clock>,
+    ) -> AudienceStage {
+        AudienceStage { store, plan, clock }
     }
 
     async fn definitions(
@@ -174,13 +97,8 @@ impl AudienceStage {
         }
         let upto = tx.window_end(cursor, cap, limit).await?;
         let (defs, ids) = Self::definitions(&mut tx).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut changes: Vec<Change> = tx
-            .merged_losers(cursor, upto)
-            .await?
-            .into_iter()
-            .map(|profile| Change::ExitAll { profile })
-            .collect();
+        let now = self.clock.now_ms();
+        let mut changes: Vec<Change> = merged_away(tx.merged_losers(cursor, upto).await?);
         let affected = tx.affected(cursor, upto).await?;
         if !defs.is_empty() && !affected.is_empty() {
             let needs = needs_of(&defs, &ids);
@@ -188,7 +106,7 @@ impl AudienceStage {
             let mut table = tx
                 .load(Scope::Ids(affected), &needs, &plan.plan, now)
                 .await?;
-            changes.extend(evaluate(&defs, &mut table, true));
+            changes.extend(decide(&defs, &mut table, true, now));
         }
         drop(tx);
         let mut tx = self.store.begin().await?;
@@ -218,7 +136,7 @@ impl AudienceStage {
             let needs = needs_of(&defs, &ids);
             let plan = self.plan.current();
             let mut table = tx.load(Scope::Ids(due), &needs, &plan.plan, now).await?;
-            let changes = evaluate(&defs, &mut table, true);
+            let changes = decide(&defs, &mut table, true, now);
             tx.apply(&changes, now, 0, "window").await?;
         }
         tx.commit(None).await?;
@@ -239,7 +157,7 @@ impl AudienceStage {
             let mut table = tx
                 .load(Scope::Ids(affected), &needs, &plan.plan, now)
                 .await?;
-            let changes = evaluate(&defs, &mut table, true);
+            let changes = decide(&defs, &mut table, true, now);
             tx.apply(&changes, now, 0, "replay").await?;
         }
         tx.commit(None).await?;
@@ -262,7 +180,7 @@ impl AudienceStage {
                 return Ok(progress);
             };
             let page = tx.live_page(&after, 5000).await?;
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = self.clock.now_ms();
             let finished = page.len() < 5000;
             if let Some(last) = page.last() {
                 after = last.clone();
@@ -270,7 +188,7 @@ impl AudienceStage {
                 let needs = needs_of(std::slice::from_ref(&def), &ids);
                 let plan = self.plan.current();
                 let mut table = tx.load(Scope::Ids(page), &needs, &plan.plan, now).await?;
-                let changes = evaluate(std::slice::from_ref(&def), &mut table, true);
+                let changes = decide(std::slice::from_ref(&def), &mut table, true, now);
                 tx.apply(&changes, now, 0, "backfill").await?;
             }
             progress.total = progress.total.max(progress.done);
@@ -301,7 +219,7 @@ impl AudienceStage {
         };
         let needs = needs_of(std::slice::from_ref(&def), &ids);
         let plan = self.plan.current();
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.clock.now_ms();
         let table = tx.load(Scope::All, &needs, &plan.plan, now).await?;
         let bits = table.eval(condition);
         let members: Vec<String> = bits

@@ -1,8 +1,10 @@
 //! Audience repository: loading evaluation tables (typed columns and event counts) for a set of
-//! profiles or all of them, and writing membership changes. One SQL set (`$N` placeholders) for
-//! SQLite and PostgreSQL through `impl_audience_store!`.
+//! profiles or all of them, and writing the membership changes `decide.rs` chose. What a loaded
+//! row means (event filters, window expiry, journey ranks) is decided in `engine.rs`; this file
+//! only queries and writes. One SQL set (`$N` placeholders) for SQLite and PostgreSQL through
+//! `impl_audience_store!`.
 
-use super::condition::{Comparison, Performed};
+use super::condition::Performed;
 use super::engine::{self, Bits, Column, Counts, Table};
 use crate::storage::BeginWrite;
 use crate::storage::StorageError;
@@ -242,15 +244,6 @@ fn event_predicate(p: &Performed) -> (&'static str, Option<String>) {
     }
 }
 
-fn filters_hold(body: &str, filters: &[Comparison]) -> bool {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
-        return false;
-    };
-    filters
-        .iter()
-        .all(|f| engine::value_matches(v.get("properties").and_then(|p| p.get(&f.path)), f))
-}
-
 macro_rules! impl_audience_store {
     ($store:ident, $tx:ident, $db:ty, $pool:ty) => {
         /// Audience repository over this database.
@@ -441,8 +434,7 @@ macro_rules! impl_audience_store {
                         };
                         for (p, value) in rows {
                             if let Some(&i) = index.get(p.as_str()) {
-                                let v = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
-                                col.set(i, &v);
+                                col.set(i, &engine::stored_value(value));
                             }
                         }
                         table.columns.insert(path.clone(), col);
@@ -451,7 +443,7 @@ macro_rules! impl_audience_store {
                     for p in &needs.performed {
                         let since = p.within_days.map_or(i64::MIN, |d| now - i64::from(d) * 86_400_000);
                         let window_ms = p.within_days.map(|d| i64::from(d) * 86_400_000);
-                        let mut counts = Counts { counts: vec![0; n], expires: vec![i64::MAX; n] };
+                        let mut counts = Counts::none(n);
                         let (pred, event) = event_predicate(p);
                         let (pred, since_param) = if event.is_some() {
                             (pred.to_owned(), "$2")
@@ -483,10 +475,7 @@ macro_rules! impl_audience_store {
                                 }
                                 for (profile, count, oldest) in q.fetch_all(&mut *self.tx).await? {
                                     if let Some(&i) = index.get(profile.as_str()) {
-                                        counts.counts[i] = count.clamp(0, i64::from(u32::MAX)) as u32;
-                                        if let Some(w) = window_ms {
-                                            counts.expires[i] = oldest.saturating_add(w);
-                                        }
+                                        counts.record_total(i, count, oldest, window_ms);
                                     }
                                 }
                             } else {
@@ -505,12 +494,9 @@ macro_rules! impl_audience_store {
                                 }
                                 for (profile, at, body) in q.fetch_all(&mut *self.tx).await? {
                                     if let Some(&i) = index.get(profile.as_str())
-                                        && filters_hold(&body, &p.filters)
+                                        && engine::event_matches(&body, &p.filters)
                                     {
-                                        counts.counts[i] = counts.counts[i].saturating_add(1);
-                                        if let Some(w) = window_ms {
-                                            counts.expires[i] = counts.expires[i].min(at.saturating_add(w));
-                                        }
+                                        counts.record_one(i, at, window_ms);
                                     }
                                 }
                             }
@@ -786,14 +772,7 @@ macro_rules! impl_audience_store {
                     }
                     let mut best: HashMap<usize, usize> = HashMap::new();
                     for (p, kind, event) in q.fetch_all(&mut *tx.tx).await? {
-                        let name = match kind.as_str() {
-                            "page" => "page_viewed",
-                            "screen" => "screen_viewed",
-                            _ => event.as_str(),
-                        };
-                        let rank = plan
-                            .stage_of(name)
-                            .and_then(|s| plan.stages().iter().position(|st| st.name == s));
+                        let rank = engine::journey_rank(plan, &kind, &event);
                         if let (Some(&i), Some(r)) = (index.get(p.as_str()), rank) {
                             let e = best.entry(i).or_insert(r);
                             *e = (*e).max(r);

@@ -1,6 +1,7 @@
 //! Identity resolution: which profile a message belongs to, kept pure (no I/O) so it can be tested
 //! and benchmarked on its own. The processor (`crate::profiles::processor`) loads the relevant part
-//! of the graph from storage, calls [`Graph::resolve`] and persists what it decided.
+//! of the graph from storage, the profiles stage's decision (`crate::profiles::decide`) calls
+//! [`Graph::resolve`], and the processor persists what it decided.
 
 use serde::Serialize;
 use std::collections::HashMap;

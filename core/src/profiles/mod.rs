@@ -1,8 +1,10 @@
-//! Unified profiles: the processing pipeline (identity resolution after the durable log), the
-//! profile repository, computed traits, and the admin Profiles API.
+//! Unified profiles: the processing pipeline (identity resolution after the durable log: the pure
+//! decision in `decide`, its I/O shell in `processor`), the profile repository, computed traits,
+//! and the admin Profiles API.
 
 pub mod api;
 pub mod computed;
+pub mod decide;
 pub mod processor;
 pub mod store;
 

@@ -2,29 +2,19 @@
 //! resolves identities, and writes profiles, traits, accounts and merges in the same transaction as
 //! the cursor move, so a crash resumes exactly where it stopped and each message counts once.
 
-use super::store::{LogRow, Op, ProfileStore};
-use crate::identity::{self, Graph, Identifier};
-use crate::ingest::limits::is_safe_number;
-use crate::pipeline::{Batch, Stage};
+use super::decide::{self, Work};
+use super::store::{Op, ProfileStore};
+use crate::identity::{Graph, Identifier};
+use crate::pipeline::{Batch, Clock, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
-use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use touchpoint_tracking_plan::{Message, MessageType};
 
 const CURSOR: &str = "profiles";
 /// Graph cache bound; beyond it the cache restarts from storage.
 const MAX_CACHED_IDENTIFIERS: usize = 2_000_000;
-
-/// A log row with its parsed message, identifiers and extraction reports.
-type Work = (
-    LogRow,
-    Option<Message>,
-    Vec<Identifier>,
-    Vec<identity::Report>,
-);
 
 /// Progress the rest of the service can observe.
 #[derive(Debug, Default)]
@@ -37,6 +27,7 @@ pub struct Progress {
 pub struct Processor {
     store: Arc<dyn ProfileStore>,
     plan: Arc<PlanHandle>,
+    clock: Arc<dyn Clock>,
     graph: Graph,
     seen: Option<(i64, i64)>,
     batch: i64,
@@ -44,11 +35,18 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// A processor over `store`, processing up to `batch` messages per transaction.
-    pub fn new(store: Arc<dyn ProfileStore>, plan: Arc<PlanHandle>, batch: i64) -> Processor {
+    /// A processor over `store`, processing up to `batch` messages per transaction and stamping
+    /// what it writes with `clock`'s time.
+    pub fn new(
+        store: Arc<dyn ProfileStore>,
+        plan: Arc<PlanHandle>,
+        clock: Arc<dyn Clock>,
+        batch: i64,
+    ) -> Processor {
         Processor {
             store,
             plan,
+            clock,
             graph: Graph::new(),
             seen: None,
             batch,
@@ -110,28 +108,11 @@ impl Processor {
         let rules = plan.plan.identity();
 
         // Parse and extract identifiers for the whole batch, then load what the graph lacks.
-        let mut work: Vec<Work> = Vec::with_capacity(rows.len());
-        let mut wanted: Vec<Identifier> = Vec::new();
-        for row in rows {
-            // Blocked messages are never processed, but their identifiers are still checked against
-            // the suppressions: an erased person's later messages are dropped whatever the plan said.
-            let message = serde_json::from_str::<Message>(&row.body).ok();
-            let (ids, reports) = match &message {
-                Some(m) => identity::extract(m, rules),
-                None => (Vec::new(), Vec::new()),
-            };
-            for id in &ids {
-                if id.kind == "previous_id" {
-                    wanted.push(Identifier::new("user_id", &id.value));
-                    wanted.push(Identifier::new("anonymous_id", &id.value));
-                } else {
-                    wanted.push(id.clone());
-                }
-            }
-            work.push((row, message, ids, reports));
-        }
-        wanted.sort();
-        wanted.dedup();
+        let work: Vec<Work> = rows
+            .into_iter()
+            .map(|row| decide::read(row, rules))
+            .collect();
+        let wanted = decide::wanted(&work);
         let unknown: Vec<Identifier> = wanted
             .iter()
             .filter(|i| !self.graph.knows(i))
@@ -150,131 +131,21 @@ impl Processor {
         }
         let suppressed: HashSet<Identifier> = tx.suppressed(&wanted).await?.into_iter().collect();
 
-        let now = chrono::Utc::now().timestamp_millis();
         let consumed = work.len();
-        let mut ops = Vec::new();
-        for (row, message, mut ids, reports) in work {
-            let Some(message) = message else { continue };
-            let seq = row.seq;
-            let at = now;
-            self.graph.settle_previous_ids(&mut ids, rules);
-            if ids.iter().any(|i| suppressed.contains(i)) {
-                ops.push(Op::DropMessage { seq });
-                continue;
-            }
-            if row.status == "blocked" {
-                continue;
-            }
-            for r in &reports {
-                ops.push(Op::Report {
-                    seq,
-                    profile: None,
-                    kind: r.kind.into(),
-                    id: r.identifier.clone(),
-                    detail: r.detail.clone(),
-                    at,
-                });
-            }
-            if ids.is_empty() {
-                continue;
-            }
-            let res = self
-                .graph
-                .resolve(&ids, rules, || uuid::Uuid::new_v4().to_string());
-            if res.created {
-                ops.push(Op::CreateProfile {
-                    id: res.profile.clone(),
-                    at,
-                });
-            }
-            for m in &res.merges {
-                tracing::info!(winner = %m.winner, loser = %m.loser, seq, "profiles merged");
-                ops.push(Op::Merge {
-                    winner: m.winner.clone(),
-                    loser: m.loser.clone(),
-                    reason: m.reason.clone(),
-                    seq,
-                    at,
-                });
-            }
-            for id in &res.attached {
-                ops.push(Op::Attach {
-                    id: id.clone(),
-                    profile: res.profile.clone(),
-                    seq,
-                    at,
-                });
-            }
-            for r in &res.reports {
-                ops.push(Op::Report {
-                    seq,
-                    profile: Some(res.profile.clone()),
-                    kind: r.kind.into(),
-                    id: r.identifier.clone(),
-                    detail: r.detail.clone(),
-                    at,
-                });
-            }
-            ops.push(Op::Link {
-                seq,
-                profile: res.profile.clone(),
-                kind: message.kind.as_str().into(),
-                event: message.event.clone(),
-                event_time: row.event_time,
-            });
-            match message.kind {
-                MessageType::Identify => {
-                    let mut traits = encode(&message.traits);
-                    if let Some(ctx) = message.context.get("traits").and_then(Value::as_object) {
-                        // analytics.js repeats cached traits in context.traits; the call's own win.
-                        for (k, v) in encode(ctx) {
-                            if !traits.iter().any(|(key, _)| *key == k) {
-                                traits.push((k, v));
-                            }
-                        }
-                    }
-                    if !traits.is_empty() {
-                        ops.push(Op::SetTraits {
-                            profile: res.profile.clone(),
-                            traits,
-                            updated_at: row.event_time,
-                            seq,
-                        });
-                    }
-                }
-                MessageType::Track => {
-                    let values: Vec<(String, f64)> = message
-                        .properties
-                        .iter()
-                        .filter_map(|(k, v)| match v {
-                            // Beyond ±2^53 a sum loses meaning (and 1e308 + 1e308 overflows
-                            // PostgreSQL's double): such values were reported at intake.
-                            Value::Number(n) => n
-                                .as_f64()
-                                .filter(|f| is_safe_number(Some(*f)))
-                                .map(|f| (k.clone(), f)),
-                            _ => None,
-                        })
-                        .collect();
-                    if let (false, Some(event)) = (values.is_empty(), message.event.clone()) {
-                        ops.push(Op::Aggregate {
-                            profile: res.profile.clone(),
-                            event,
-                            values,
-                        });
-                    }
-                }
-                MessageType::Group => {
-                    if let Some(group_id) = message.group_id.clone() {
-                        ops.push(Op::SetAccount {
-                            profile: res.profile.clone(),
-                            group_id,
-                            traits: encode(&message.traits),
-                            updated_at: row.event_time,
-                        });
-                    }
-                }
-                _ => {}
+        let ops = decide::decide(
+            work,
+            &mut self.graph,
+            &suppressed,
+            rules,
+            self.clock.now_ms(),
+            || uuid::Uuid::new_v4().to_string(),
+        );
+        for op in &ops {
+            if let Op::Merge {
+                winner, loser, seq, ..
+            } = op
+            {
+                tracing::info!(winner = %winner, loser = %loser, seq, "profiles merged");
             }
         }
         drop(tx);
@@ -327,10 +198,4 @@ impl Stage for Processor {
         self.graph = Graph::new();
         self.seen = None;
     }
-}
-
-fn encode(map: &Map<String, Value>) -> Vec<(String, String)> {
-    map.iter()
-        .map(|(k, v)| (k.clone(), v.to_string()))
-        .collect()
 }

@@ -100,7 +100,12 @@ async fn pipeline(label: &str, url: &str, n: usize, batch: i64) {
     let plan = Arc::new(
         PlanHandle::load(&touchpoint_tests::repo_root().join("TRACKING_PLAN.md")).expect("plan"),
     );
-    let mut processor = Processor::new(stores.profiles.clone(), plan, batch);
+    let mut processor = Processor::new(
+        stores.profiles.clone(),
+        plan,
+        Arc::new(touchpoint_core::pipeline::SystemClock),
+        batch,
+    );
     let mut steps = Vec::new();
     let start = Instant::now();
     let mut done = 0;
