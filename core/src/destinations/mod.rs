@@ -456,9 +456,9 @@ pub fn start(
     Ok(d)
 }
 
-/// Appends the per-destination counters to a Prometheus exposition.
-pub fn render_metrics(d: &Destinations, out: &mut String) {
-    use std::fmt::Write;
+/// Records the per-destination counters into the current (per-scrape) recorder
+/// (`crate::exposition`).
+pub fn record_metrics(d: &Destinations) {
     type Read = fn(&Counters) -> &AtomicU64;
     let families: [(&str, &str, Read); 5] = [
         ("delivered", "Activations delivered.", |c| &c.delivered),
@@ -474,14 +474,11 @@ pub fn render_metrics(d: &Destinations, out: &mut String) {
         ),
     ];
     for (name, help, read) in families {
-        let _ = writeln!(out, "# HELP touchpoint_destination_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE touchpoint_destination_{name}_total counter");
+        let name = format!("touchpoint_destination_{name}_total");
+        metrics::describe_counter!(name.clone(), help);
         for (dest, c) in &d.counters {
-            let _ = writeln!(
-                out,
-                "touchpoint_destination_{name}_total{{destination=\"{dest}\"}} {}",
-                read(c).load(Ordering::Relaxed)
-            );
+            metrics::counter!(name.clone(), "destination" => *dest)
+                .absolute(read(c).load(Ordering::Relaxed));
         }
     }
 }
