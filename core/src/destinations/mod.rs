@@ -18,6 +18,7 @@ pub mod meta;
 pub mod ratelimit;
 pub mod resend;
 pub mod salesforce;
+pub mod settle;
 pub mod stage;
 pub mod store;
 pub mod visits;
@@ -483,17 +484,10 @@ pub fn record_metrics(d: &Destinations) {
     }
 }
 
-/// Exponential backoff with jitter for the `attempt`-th failure (1-based), at least `after`.
+/// Exponential backoff with random jitter for the `attempt`-th failure (1-based), at least `after`
+/// (`settle::backoff_delay`).
 pub fn backoff(delivery: &DeliveryConfig, attempt: i64, after: Option<Duration>) -> Duration {
-    let exp = attempt.clamp(1, 30) as u32 - 1;
-    let base = delivery
-        .retry_base
-        .saturating_mul(1u32 << exp.min(20))
-        .min(delivery.retry_max);
-    // Jitter: a random point in [base/2, base].
-    let r = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
-    let jittered = base.mul_f64(0.5 + r / 2.0);
-    jittered.max(after.unwrap_or_default())
+    settle::backoff_delay(delivery, attempt, after, settle::Jitter::random())
 }
 
 /// SHA-256 of a string, as lowercase hex (Meta's identifier hashing, GA4 client ids from user ids).
