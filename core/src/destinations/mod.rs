@@ -36,14 +36,95 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// What an activation carries: a message of one type, or an audience transition. Stored in outbox
+/// payloads and read from the log and the audience feed as its `snake_case` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    /// An `identify` message.
+    Identify,
+    /// A `track` message.
+    Track,
+    /// A `page` message.
+    Page,
+    /// A `screen` message.
+    Screen,
+    /// A `group` message.
+    Group,
+    /// An `alias` message.
+    Alias,
+    /// The profile entered an audience.
+    AudienceEntered,
+    /// The profile left an audience.
+    AudienceExited,
+}
+
+/// A stored kind no [`ActivationKind`] names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown activation kind {0:?} (expected identify, track, page, screen, group, alias, \
+     audience_entered or audience_exited)"
+)]
+pub struct UnknownKind(pub String);
+
+impl ActivationKind {
+    /// Every kind.
+    pub const ALL: [ActivationKind; 8] = [
+        ActivationKind::Identify,
+        ActivationKind::Track,
+        ActivationKind::Page,
+        ActivationKind::Screen,
+        ActivationKind::Group,
+        ActivationKind::Alias,
+        ActivationKind::AudienceEntered,
+        ActivationKind::AudienceExited,
+    ];
+
+    /// The stored name (`messages.kind`, `audience_events.kind`, outbox payloads).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationKind::Identify => "identify",
+            ActivationKind::Track => "track",
+            ActivationKind::Page => "page",
+            ActivationKind::Screen => "screen",
+            ActivationKind::Group => "group",
+            ActivationKind::Alias => "alias",
+            ActivationKind::AudienceEntered => "audience_entered",
+            ActivationKind::AudienceExited => "audience_exited",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Result<ActivationKind, UnknownKind> {
+        ActivationKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+
+    /// Whether this is an audience transition.
+    pub fn is_audience(self) -> bool {
+        matches!(
+            self,
+            ActivationKind::AudienceEntered | ActivationKind::AudienceExited
+        )
+    }
+}
+
+impl From<UnknownKind> for crate::storage::StorageError {
+    fn from(e: UnknownKind) -> crate::storage::StorageError {
+        crate::storage::StorageError::Corrupt(e.to_string())
+    }
+}
+
 /// What a destination is asked to deliver: one processed message or one audience transition, with
 /// the profile (and account) as they were when the activation stage saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activation {
     /// Idempotency key, unique per destination: `m:{seq}` for a message, `a:{id}` for an audience event.
     pub key: String,
-    /// `identify`, `track`, `page`, `screen`, `group`, `alias`, `audience_entered` or `audience_exited`.
-    pub kind: String,
+    /// A message's type or an audience transition.
+    pub kind: ActivationKind,
     /// The message's messageId (deduplication key for APIs that take one, e.g. Meta's event_id).
     #[serde(default)]
     pub message_id: Option<String>,
@@ -87,7 +168,7 @@ pub struct Activation {
 impl Activation {
     /// Whether this is an audience transition.
     pub fn is_audience(&self) -> bool {
-        self.kind.starts_with("audience_")
+        self.kind.is_audience()
     }
 
     /// The message's `properties` (empty when none).
@@ -519,10 +600,33 @@ mod tests {
     }
 
     #[test]
+    fn every_activation_kind_reads_back_from_its_stored_name() {
+        for k in ActivationKind::ALL {
+            assert_eq!(ActivationKind::parse(k.as_str()), Ok(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_kind_is_a_clear_error() {
+        let e = ActivationKind::parse("audience_joined").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown activation kind \"audience_joined\""),
+            "{e}"
+        );
+        let stored: crate::storage::StorageError = e.into();
+        assert!(
+            stored.to_string().starts_with("unexpected stored value:"),
+            "{stored}"
+        );
+    }
+
+    #[test]
     fn activations_round_trip_through_json() {
         let a = Activation {
             key: "m:1".into(),
-            kind: "track".into(),
+            kind: ActivationKind::Track,
             message_id: Some("m-1".into()),
             event: Some("workspace_created".into()),
             message: Some(serde_json::json!({"properties": {"workspace_id": "ws-1"}})),

@@ -9,7 +9,7 @@
 
 use super::consent::{self, ConsentConfig, Decision};
 use super::store::{AccountContext, DestinationStore, NewOutbox, ProfileContext, StageTx};
-use super::{AccountSnapshot, Activation, Counters, Destination, visits};
+use super::{AccountSnapshot, Activation, ActivationKind, Counters, Destination, visits};
 use crate::pipeline::{Batch, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
@@ -116,7 +116,7 @@ impl ActivationStage {
                 continue;
             };
             let profile = self.profile(&mut *tx, &mut ctx, &row.profile_id).await?;
-            let group = (row.kind == "group")
+            let group = (row.kind == ActivationKind::Group)
                 .then(|| message.get("groupId").and_then(value_str))
                 .flatten()
                 .or_else(|| profile.accounts.first().cloned());
@@ -127,7 +127,7 @@ impl ActivationStage {
             let ids = identities(&profile);
             let mut activation = Activation {
                 key: format!("m:{}", row.seq),
-                kind: row.kind.clone(),
+                kind: row.kind,
                 message_id: Some(row.message_id.clone()),
                 event: message.get("event").and_then(value_str),
                 anonymous_id: message
@@ -227,9 +227,9 @@ impl ActivationStage {
             let ids = identities(&profile);
             let activation = Activation {
                 key: format!("a:{}", e.id),
-                kind: e.kind.clone(),
+                kind: e.kind,
                 message_id: None,
-                event: Some(e.kind.clone()),
+                event: Some(e.kind.as_str().to_owned()),
                 message: None,
                 timestamp_ms: e.at,
                 profile_id: live.clone(),
@@ -256,11 +256,13 @@ impl ActivationStage {
 
     /// Whether a destination that uses visits (GA4 sessions) wants this page, screen or track.
     fn wants_visit(&self, activation: &Activation) -> bool {
-        matches!(activation.kind.as_str(), "page" | "screen" | "track")
-            && self
-                .destinations
-                .iter()
-                .any(|d| d.wants_visits() && d.accepts(activation))
+        matches!(
+            activation.kind,
+            ActivationKind::Page | ActivationKind::Screen | ActivationKind::Track
+        ) && self
+            .destinations
+            .iter()
+            .any(|d| d.wants_visits() && d.accepts(activation))
     }
 
     /// Rows for every destination that wants the activation and whose categories `consent` (the

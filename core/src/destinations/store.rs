@@ -3,6 +3,7 @@
 //! too); only the claim differs — PostgreSQL takes rows with `FOR UPDATE SKIP LOCKED` so several
 //! core processes never deliver the same row, SQLite (one process) relies on its single writer.
 
+use super::ActivationKind;
 use crate::storage::BeginWrite;
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
@@ -16,7 +17,7 @@ pub struct StageMessage {
     /// messageId.
     pub message_id: String,
     /// Message type.
-    pub kind: String,
+    pub kind: ActivationKind,
     /// Event time (ms).
     pub event_time: i64,
     /// The message JSON.
@@ -35,7 +36,7 @@ pub struct AudienceEvent {
     /// Profile.
     pub profile_id: String,
     /// `audience_entered` or `audience_exited`.
-    pub kind: String,
+    pub kind: ActivationKind,
     /// When (ms).
     pub at: i64,
 }
@@ -374,12 +375,13 @@ macro_rules! impl_destination_store {
                     .bind(limit)
                     .fetch_all(&mut *self.tx)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(seq, message_id, kind, event_time, body, profile_id)| StageMessage {
-                            seq, message_id, kind, event_time, body, profile_id,
+                    rows.into_iter()
+                        .map(|(seq, message_id, kind, event_time, body, profile_id)| {
+                            Ok(StageMessage {
+                                seq, message_id, kind: ActivationKind::parse(&kind)?, event_time, body, profile_id,
+                            })
                         })
-                        .collect())
+                        .collect()
                 })
             }
 
@@ -397,10 +399,11 @@ macro_rules! impl_destination_store {
                     .bind(limit)
                     .fetch_all(&mut *self.tx)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(id, audience, profile_id, kind, at)| AudienceEvent { id, audience, profile_id, kind, at })
-                        .collect())
+                    rows.into_iter()
+                        .map(|(id, audience, profile_id, kind, at)| {
+                            Ok(AudienceEvent { id, audience, profile_id, kind: ActivationKind::parse(&kind)?, at })
+                        })
+                        .collect()
                 })
             }
 

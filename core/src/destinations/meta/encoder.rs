@@ -3,7 +3,7 @@
 //! userId), `event_id` = messageId so Meta deduplicates against the browser pixel, at most 1,000
 //! events a call.
 
-use crate::destinations::{Activation, Encoded, Method, Request, sha256_hex};
+use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request, sha256_hex};
 use serde_json::{Map, Value, json};
 
 /// Events per call (Meta's limit).
@@ -11,7 +11,7 @@ pub const MAX_EVENTS: usize = 1000;
 
 /// Whether Meta wants this activation: pages and tracks it can match to a person.
 pub fn accepts(a: &Activation) -> bool {
-    matches!(a.kind.as_str(), "page" | "track")
+    matches!(a.kind, ActivationKind::Page | ActivationKind::Track)
         && (a.email.is_some()
             || a.phone.is_some()
             || a.user_id.is_some()
@@ -30,8 +30,8 @@ pub fn hash_phone(phone: &str) -> Option<String> {
 }
 
 fn event_name(a: &Activation) -> String {
-    match (a.kind.as_str(), a.event.as_deref()) {
-        ("page", _) => "PageView".into(),
+    match (a.kind, a.event.as_deref()) {
+        (ActivationKind::Page, _) => "PageView".into(),
         (_, Some("user_signed_up")) => "CompleteRegistration".into(),
         (_, Some("trial_started")) => "StartTrial".into(),
         (_, Some(e)) => e.to_owned(),
@@ -126,7 +126,7 @@ mod tests {
     fn identifiers_are_normalised_and_hashed_and_the_message_id_deduplicates() {
         let a = Activation {
             key: "m:1".into(),
-            kind: "track".into(),
+            kind: ActivationKind::Track,
             message_id: Some("msg-1".into()),
             event: Some("trial_started".into()),
             message: Some(json!({"properties": {"plan_tier": "pro"},
