@@ -516,6 +516,7 @@ pub fn start(
             pql,
             d.wake.clone(),
         )
+        .with_usage_signals(config.destinations.usage_signals.clone())
         .with_consent(d.consent.clone(), d.counters.clone());
         let stage = Arc::new(stage);
         d.stage = Some(stage.clone());

@@ -200,6 +200,7 @@ pub trait StageTx: Send {
         group_id: &'a str,
         since_7d: i64,
         pql_audience: &'a str,
+        usage_events: [&'a str; 3],
     ) -> BoxFuture<'a, Result<AccountContext, StorageError>>;
     /// The JSON of the profile's newest message (by event time, then log position) whose
     /// `context.consent.categoryPreferences` is present and not null; `None` if there is none.
@@ -457,6 +458,7 @@ macro_rules! impl_destination_store {
                 group_id: &'a str,
                 since_7d: i64,
                 pql_audience: &'a str,
+                usage_events: [&'a str; 3],
             ) -> BoxFuture<'a, Result<AccountContext, StorageError>> {
                 Box::pin(async move {
                     let traits: Vec<(String, String)> =
@@ -478,10 +480,13 @@ macro_rules! impl_destination_store {
                          JOIN profile_accounts pa ON pa.profile_id = pm.profile_id \
                          JOIN messages m ON m.seq = pm.seq \
                          WHERE pa.group_id = $1 AND pm.kind = 'track' \
-                         AND pm.event IN ('feature_toggled', 'integration_connected', 'teammate_invited') \
+                         AND pm.event IN ($2, $3, $4) \
                          ORDER BY pm.seq DESC LIMIT 500",
                     )
                     .bind(group_id)
+                    .bind(usage_events[0])
+                    .bind(usage_events[1])
+                    .bind(usage_events[2])
                     .fetch_all(&mut *self.tx)
                     .await?;
                     let kinds: Vec<(String, Option<String>)> = sqlx::query_as(
