@@ -12,6 +12,7 @@ pub mod debugger;
 pub mod destinations;
 pub mod dev_sink;
 pub mod domain;
+pub mod exposition;
 pub mod handoff;
 pub mod hardening;
 pub mod identity;

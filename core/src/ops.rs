@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 /// The ops routes.
@@ -51,7 +50,11 @@ type Family = (&'static str, &'static str, fn(&SourceCounters) -> u64);
 
 /// Renders every counter in the Prometheus text exposition format.
 pub fn render_metrics(state: &AppState) -> String {
-    let mut out = String::with_capacity(2048);
+    crate::exposition::render(|| record_metrics(state))
+}
+
+/// Records the ingest counters and every component's into the current (per-scrape) recorder.
+fn record_metrics(state: &AppState) {
     let sources = state.sources.all();
     let families: [Family; 7] = [
         ("received", "Messages received, valid or not.", |c| {
@@ -89,58 +92,43 @@ pub fn render_metrics(state: &AppState) -> String {
         ),
     ];
     for (name, help, read) in families {
-        let _ = writeln!(out, "# HELP touchpoint_messages_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE touchpoint_messages_{name}_total counter");
+        let name = format!("touchpoint_messages_{name}_total");
+        metrics::describe_counter!(name.clone(), help);
         for s in &sources {
-            let _ = writeln!(
-                out,
-                "touchpoint_messages_{name}_total{{source=\"{}\"}} {}",
-                s.name.replace(['"', '\\', '\n'], "_"),
-                read(&s.counters)
-            );
+            metrics::counter!(name.clone(), "source" => s.name.clone()).absolute(read(&s.counters));
         }
     }
     let stats = &state.writer.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    metric(
-        &mut out,
-        "touchpoint_commits_total",
-        "counter",
-        "Group commits made.",
-        load(&stats.commits),
-    );
-    metric(
-        &mut out,
-        "touchpoint_commit_rows_total",
-        "counter",
-        "Rows written by group commits.",
-        load(&stats.rows),
-    );
-    metric(
-        &mut out,
-        "touchpoint_commit_failures_total",
-        "counter",
-        "Group commits that failed.",
-        load(&stats.failures),
-    );
-    metric(
-        &mut out,
+    let counters = [
+        (
+            "touchpoint_commits_total",
+            "Group commits made.",
+            load(&stats.commits),
+        ),
+        (
+            "touchpoint_commit_rows_total",
+            "Rows written by group commits.",
+            load(&stats.rows),
+        ),
+        (
+            "touchpoint_commit_failures_total",
+            "Group commits that failed.",
+            load(&stats.failures),
+        ),
+    ];
+    for (name, help, value) in counters {
+        metrics::describe_counter!(name, help);
+        metrics::counter!(name).absolute(value);
+    }
+    metrics::describe_gauge!(
         "touchpoint_ingest_queue_depth",
-        "gauge",
-        "Messages waiting for a commit.",
-        state.writer.queue_depth() as u64,
+        "Messages waiting for a commit."
     );
-    crate::destinations::render_metrics(&state.destinations, &mut out);
-    state.pipeline.render_metrics(&mut out);
-    state.warehouse.render_metrics(&mut out);
-    out
-}
-
-/// Writes one unlabelled metric with its HELP and TYPE lines.
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "{name} {value}");
+    metrics::gauge!("touchpoint_ingest_queue_depth").set(state.writer.queue_depth() as f64);
+    crate::destinations::record_metrics(&state.destinations);
+    state.pipeline.record_metrics();
+    state.warehouse.record_metrics();
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

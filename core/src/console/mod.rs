@@ -11,6 +11,7 @@ pub mod store;
 
 pub use store::{ConsoleStore, Pool, SqlConsole};
 
+use crate::storage::Status;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,18 +105,18 @@ pub fn plan_health(
         e.total += r.count;
         total_per_day[i] += r.count;
         *totals.entry("messages").or_default() += r.count;
-        match r.status.as_str() {
-            "blocked" => {
+        match r.status {
+            Status::Blocked => {
                 e.blocked += r.count;
                 blocked_per_day[i] += r.count;
                 *totals.entry("blocked").or_default() += r.count;
             }
-            "flagged" => {
+            Status::Flagged => {
                 e.flagged += r.count;
                 flagged_per_day[i] += r.count;
                 *totals.entry("flagged").or_default() += r.count;
             }
-            _ => *totals.entry("accepted").or_default() += r.count,
+            Status::Accepted => *totals.entry("accepted").or_default() += r.count,
         }
     }
     #[derive(Default)]
@@ -141,10 +142,10 @@ pub fn plan_health(
         let list: Vec<Value> = serde_json::from_str(&r.violations).unwrap_or_default();
         let src = sources.entry(r.source.clone()).or_default();
         src.messages += r.count;
-        match r.status.as_str() {
-            "blocked" => src.blocked += r.count,
-            "flagged" => src.flagged += r.count,
-            _ => {}
+        match r.status {
+            Status::Blocked => src.blocked += r.count,
+            Status::Flagged => src.flagged += r.count,
+            Status::Accepted => {}
         }
         if let Some(e) = events.get_mut(&label) {
             e.violations += r.count;
@@ -165,7 +166,7 @@ pub fn plan_health(
             }
             if seen.insert(kind.clone()) {
                 k.messages += r.count;
-                if r.status == "blocked" {
+                if r.status == Status::Blocked {
                     k.blocked += r.count;
                 }
                 *k.events.entry(label.clone()).or_default() += r.count;
@@ -426,28 +427,28 @@ mod tests {
                 day: 100,
                 kind: "track".into(),
                 event: Some("trial_started".into()),
-                status: "accepted".into(),
+                status: Status::Accepted,
                 count: 5,
             },
             VolumeRow {
                 day: 101,
                 kind: "track".into(),
                 event: Some("trial_started".into()),
-                status: "blocked".into(),
+                status: Status::Blocked,
                 count: 2,
             },
             VolumeRow {
                 day: 101,
                 kind: "page".into(),
                 event: None,
-                status: "accepted".into(),
+                status: Status::Accepted,
                 count: 6,
             },
             VolumeRow {
                 day: 90,
                 kind: "track".into(),
                 event: Some("old".into()),
-                status: "accepted".into(),
+                status: Status::Accepted,
                 count: 1,
             },
         ];
@@ -458,7 +459,7 @@ mod tests {
                 source: "web".into(),
                 kind: "track".into(),
                 event: Some("trial_started".into()),
-                status: "blocked".into(),
+                status: Status::Blocked,
                 violations: two.into(),
                 count: 2,
             },
@@ -466,7 +467,7 @@ mod tests {
                 source: "server".into(),
                 kind: "track".into(),
                 event: Some("Signed Up".into()),
-                status: "blocked".into(),
+                status: Status::Blocked,
                 violations: r#"[{"kind":"unplanned_event","field":"event","message":"x"},{"kind":"bad_event_name","message":"y"}]"#.into(),
                 count: 1,
             },

@@ -5,7 +5,7 @@
 //! PostgreSQL keeps as JSONB, `$N` placeholders), sent through [`Pool`], the only place the two
 //! databases differ.
 
-use crate::storage::StorageError;
+use crate::storage::{Status, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
@@ -89,8 +89,8 @@ pub struct VolumeRow {
     pub kind: String,
     /// Track event name.
     pub event: Option<String>,
-    /// `accepted`, `flagged` or `blocked`.
-    pub status: String,
+    /// The plan verdict.
+    pub status: Status,
     /// Messages.
     pub count: i64,
 }
@@ -104,8 +104,8 @@ pub struct ViolationRow {
     pub kind: String,
     /// Track event name.
     pub event: Option<String>,
-    /// `accepted`, `flagged` or `blocked`.
-    pub status: String,
+    /// The plan verdict.
+    pub status: Status,
     /// The violations (JSON array text).
     pub violations: String,
     /// Messages.
@@ -574,16 +574,17 @@ impl ConsoleStore for SqlConsole {
                     &[Arg::Int(from)],
                 )
                 .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(day, kind, event, status, count)| VolumeRow {
-                    day,
-                    kind,
-                    event,
-                    status,
-                    count,
+            rows.into_iter()
+                .map(|(day, kind, event, status, count)| {
+                    Ok(VolumeRow {
+                        day,
+                        kind,
+                        event,
+                        status: Status::parse(&status)?,
+                        count,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 
@@ -598,19 +599,18 @@ impl ConsoleStore for SqlConsole {
                     &[Arg::Int(from)],
                 )
                 .await?;
-            Ok(rows
-                .into_iter()
-                .map(
-                    |(source, kind, event, status, violations, count)| ViolationRow {
+            rows.into_iter()
+                .map(|(source, kind, event, status, violations, count)| {
+                    Ok(ViolationRow {
                         source,
                         kind,
                         event,
-                        status,
+                        status: Status::parse(&status)?,
                         violations,
                         count,
-                    },
-                )
-                .collect())
+                    })
+                })
+                .collect()
         })
     }
 

@@ -435,9 +435,8 @@ pub(crate) fn account_for(crm: &CrmLoop, which: Crm, report: &Report) {
     }
 }
 
-/// Appends the inbound counters to a Prometheus exposition.
-pub fn render_metrics(crm: &CrmLoop, out: &mut String) {
-    use std::fmt::Write;
+/// Records the inbound counters into the current (per-scrape) recorder (`crate::exposition`).
+pub fn record_metrics(crm: &CrmLoop) {
     type Read = fn(&Counters) -> &AtomicU64;
     let families: [(&str, &str, Read); 6] = [
         (
@@ -464,15 +463,11 @@ pub fn render_metrics(crm: &CrmLoop, out: &mut String) {
         ("failures", "CRM sync steps that failed.", |c| &c.failures),
     ];
     for (name, help, read) in families {
-        let _ = writeln!(out, "# HELP touchpoint_crm_inbound_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE touchpoint_crm_inbound_{name}_total counter");
+        let name = format!("touchpoint_crm_inbound_{name}_total");
+        metrics::describe_counter!(name.clone(), help);
         for (c, counters) in &crm.counters {
-            let _ = writeln!(
-                out,
-                "touchpoint_crm_inbound_{name}_total{{crm=\"{}\"}} {}",
-                c.as_str(),
-                read(counters).load(Ordering::Relaxed)
-            );
+            metrics::counter!(name.clone(), "crm" => c.as_str())
+                .absolute(read(counters).load(Ordering::Relaxed));
         }
     }
 }
@@ -511,7 +506,5 @@ async fn metrics(_: Admin, State(state): State<AppState>) -> Result<String, Admi
         .crm
         .clone()
         .ok_or_else(|| AdminError::BadRequest("no CRM is configured for inbound sync".into()))?;
-    let mut out = String::new();
-    render_metrics(&crm, &mut out);
-    Ok(out)
+    Ok(crate::exposition::render(|| record_metrics(&crm)))
 }

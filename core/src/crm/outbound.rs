@@ -10,7 +10,7 @@
 
 use super::mapping::{self, Crm, ObjectMap};
 use super::store::{CrmStore, FieldRow, Writes, digest, inbound_times};
-use crate::destinations::Activation;
+use crate::destinations::{Activation, ActivationKind};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +58,11 @@ pub fn person_value(a: &Activation, name: &str) -> Option<Value> {
 
 /// When the activation's own message set `trait_name` (ms), else 0.
 pub fn field_time(a: &Activation, trait_name: &str, account: bool) -> i64 {
-    let wanted = if account { "group" } else { "identify" };
+    let wanted = if account {
+        ActivationKind::Group
+    } else {
+        ActivationKind::Identify
+    };
     if a.kind != wanted {
         return 0;
     }
@@ -247,7 +251,7 @@ mod tests {
         let m = mapping::Mappings::bundled();
         let companies = m.object(Crm::HubSpot, "companies").unwrap();
         let mut a = identify(json!({}));
-        a.kind = "group".into();
+        a.kind = ActivationKind::Group;
         a.message = Some(json!({"traits": {"employees": 40}}));
         a.account = Some(AccountSnapshot {
             group_id: "acme".into(),

@@ -36,6 +36,68 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// The tracking plan's event, property and trait names an account's usage signals are read from
+/// (the account snapshot sent with activations: key features, integrations, invites, seats).
+/// The defaults are the seed plan's names; each can be renamed with its variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageSignals {
+    /// A feature was turned on (`TOUCHPOINT_USAGE_FEATURE_EVENT`, `feature_toggled`).
+    pub feature_event: String,
+    /// Its property naming the feature (`TOUCHPOINT_USAGE_FEATURE_PROPERTY`, `feature_name`).
+    pub feature_property: String,
+    /// An integration was connected (`TOUCHPOINT_USAGE_INTEGRATION_EVENT`, `integration_connected`).
+    pub integration_event: String,
+    /// Its property naming the integration (`TOUCHPOINT_USAGE_INTEGRATION_PROPERTY`,
+    /// `integration_name`).
+    pub integration_property: String,
+    /// A teammate was invited (`TOUCHPOINT_USAGE_INVITE_EVENT`, `teammate_invited`).
+    pub invite_event: String,
+    /// The account trait holding the seat count (`TOUCHPOINT_USAGE_SEATS_TRAIT`,
+    /// `seats_provisioned`).
+    pub seats_trait: String,
+}
+
+impl Default for UsageSignals {
+    fn default() -> Self {
+        UsageSignals {
+            feature_event: "feature_toggled".into(),
+            feature_property: "feature_name".into(),
+            integration_event: "integration_connected".into(),
+            integration_property: "integration_name".into(),
+            invite_event: "teammate_invited".into(),
+            seats_trait: "seats_provisioned".into(),
+        }
+    }
+}
+
+impl UsageSignals {
+    /// Reads the names through `get`, each defaulting to the seed plan's.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> UsageSignals {
+        let d = UsageSignals::default();
+        let name = |var_name: &str, default: String| var(get, var_name).unwrap_or(default);
+        UsageSignals {
+            feature_event: name("TOUCHPOINT_USAGE_FEATURE_EVENT", d.feature_event),
+            feature_property: name("TOUCHPOINT_USAGE_FEATURE_PROPERTY", d.feature_property),
+            integration_event: name("TOUCHPOINT_USAGE_INTEGRATION_EVENT", d.integration_event),
+            integration_property: name(
+                "TOUCHPOINT_USAGE_INTEGRATION_PROPERTY",
+                d.integration_property,
+            ),
+            invite_event: name("TOUCHPOINT_USAGE_INVITE_EVENT", d.invite_event),
+            seats_trait: name("TOUCHPOINT_USAGE_SEATS_TRAIT", d.seats_trait),
+        }
+    }
+
+    /// The usage events, in the order the account query binds them.
+    pub fn events(&self) -> [&str; 3] {
+        [
+            &self.feature_event,
+            &self.integration_event,
+            &self.invite_event,
+        ]
+    }
+}
+
 /// Every destination's configuration.
 #[derive(Clone, Debug, Default)]
 pub struct DestinationsConfig {
@@ -53,6 +115,8 @@ pub struct DestinationsConfig {
     pub webhook: Option<webhook::config::WebhookConfig>,
     /// Shared delivery settings.
     pub delivery: DeliveryConfig,
+    /// The tracking plan's names the account snapshot reads its usage signals from.
+    pub usage_signals: UsageSignals,
     /// Each destination's consent categories and whether consent is required
     /// (`TOUCHPOINT_<NAME>_CONSENT_CATEGORIES`, `TOUCHPOINT_REQUIRE_CONSENT`; see `consent`).
     pub consent: consent::ConsentConfig,
@@ -110,6 +174,7 @@ impl DestinationsConfig {
             meta: meta::config::MetaConfig::from_lookup(get)?,
             webhook: webhook::config::WebhookConfig::from_lookup(get)?,
             delivery,
+            usage_signals: UsageSignals::from_lookup(get),
             consent: consent::ConsentConfig::from_lookup(get)?,
         })
     }
@@ -147,6 +212,24 @@ mod tests {
             some.resend.unwrap().audiences["product_qualified_lead"],
             "aud-1"
         );
+    }
+
+    #[test]
+    fn usage_signals_default_to_the_seed_plans_names_and_can_be_renamed() {
+        let seed = DestinationsConfig::from_lookup(&|_| None).unwrap();
+        assert_eq!(seed.usage_signals, UsageSignals::default());
+        assert_eq!(
+            seed.usage_signals.events(),
+            [
+                "feature_toggled",
+                "integration_connected",
+                "teammate_invited"
+            ]
+        );
+        let env =
+            |k: &str| (k == "TOUCHPOINT_USAGE_INVITE_EVENT").then(|| "Member Added".to_owned());
+        let renamed = DestinationsConfig::from_lookup(&env).unwrap();
+        assert_eq!(renamed.usage_signals.invite_event, "Member Added");
     }
 
     #[test]

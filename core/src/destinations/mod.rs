@@ -18,6 +18,7 @@ pub mod meta;
 pub mod ratelimit;
 pub mod resend;
 pub mod salesforce;
+pub mod settle;
 pub mod stage;
 pub mod store;
 pub mod visits;
@@ -35,14 +36,95 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// What an activation carries: a message of one type, or an audience transition. Stored in outbox
+/// payloads and read from the log and the audience feed as its `snake_case` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    /// An `identify` message.
+    Identify,
+    /// A `track` message.
+    Track,
+    /// A `page` message.
+    Page,
+    /// A `screen` message.
+    Screen,
+    /// A `group` message.
+    Group,
+    /// An `alias` message.
+    Alias,
+    /// The profile entered an audience.
+    AudienceEntered,
+    /// The profile left an audience.
+    AudienceExited,
+}
+
+/// A stored kind no [`ActivationKind`] names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown activation kind {0:?} (expected identify, track, page, screen, group, alias, \
+     audience_entered or audience_exited)"
+)]
+pub struct UnknownKind(pub String);
+
+impl ActivationKind {
+    /// Every kind.
+    pub const ALL: [ActivationKind; 8] = [
+        ActivationKind::Identify,
+        ActivationKind::Track,
+        ActivationKind::Page,
+        ActivationKind::Screen,
+        ActivationKind::Group,
+        ActivationKind::Alias,
+        ActivationKind::AudienceEntered,
+        ActivationKind::AudienceExited,
+    ];
+
+    /// The stored name (`messages.kind`, `audience_events.kind`, outbox payloads).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationKind::Identify => "identify",
+            ActivationKind::Track => "track",
+            ActivationKind::Page => "page",
+            ActivationKind::Screen => "screen",
+            ActivationKind::Group => "group",
+            ActivationKind::Alias => "alias",
+            ActivationKind::AudienceEntered => "audience_entered",
+            ActivationKind::AudienceExited => "audience_exited",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Result<ActivationKind, UnknownKind> {
+        ActivationKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+
+    /// Whether this is an audience transition.
+    pub fn is_audience(self) -> bool {
+        matches!(
+            self,
+            ActivationKind::AudienceEntered | ActivationKind::AudienceExited
+        )
+    }
+}
+
+impl From<UnknownKind> for crate::storage::StorageError {
+    fn from(e: UnknownKind) -> crate::storage::StorageError {
+        crate::storage::StorageError::Corrupt(e.to_string())
+    }
+}
+
 /// What a destination is asked to deliver: one processed message or one audience transition, with
 /// the profile (and account) as they were when the activation stage saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activation {
     /// Idempotency key, unique per destination: `m:{seq}` for a message, `a:{id}` for an audience event.
     pub key: String,
-    /// `identify`, `track`, `page`, `screen`, `group`, `alias`, `audience_entered` or `audience_exited`.
-    pub kind: String,
+    /// A message's type or an audience transition.
+    pub kind: ActivationKind,
     /// The message's messageId (deduplication key for APIs that take one, e.g. Meta's event_id).
     #[serde(default)]
     pub message_id: Option<String>,
@@ -86,7 +168,7 @@ pub struct Activation {
 impl Activation {
     /// Whether this is an audience transition.
     pub fn is_audience(&self) -> bool {
-        self.kind.starts_with("audience_")
+        self.kind.is_audience()
     }
 
     /// The message's `properties` (empty when none).
@@ -434,6 +516,7 @@ pub fn start(
             pql,
             d.wake.clone(),
         )
+        .with_usage_signals(config.destinations.usage_signals.clone())
         .with_consent(d.consent.clone(), d.counters.clone());
         let stage = Arc::new(stage);
         d.stage = Some(stage.clone());
@@ -456,9 +539,9 @@ pub fn start(
     Ok(d)
 }
 
-/// Appends the per-destination counters to a Prometheus exposition.
-pub fn render_metrics(d: &Destinations, out: &mut String) {
-    use std::fmt::Write;
+/// Records the per-destination counters into the current (per-scrape) recorder
+/// (`crate::exposition`).
+pub fn record_metrics(d: &Destinations) {
     type Read = fn(&Counters) -> &AtomicU64;
     let families: [(&str, &str, Read); 5] = [
         ("delivered", "Activations delivered.", |c| &c.delivered),
@@ -474,29 +557,19 @@ pub fn render_metrics(d: &Destinations, out: &mut String) {
         ),
     ];
     for (name, help, read) in families {
-        let _ = writeln!(out, "# HELP touchpoint_destination_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE touchpoint_destination_{name}_total counter");
+        let name = format!("touchpoint_destination_{name}_total");
+        metrics::describe_counter!(name.clone(), help);
         for (dest, c) in &d.counters {
-            let _ = writeln!(
-                out,
-                "touchpoint_destination_{name}_total{{destination=\"{dest}\"}} {}",
-                read(c).load(Ordering::Relaxed)
-            );
+            metrics::counter!(name.clone(), "destination" => *dest)
+                .absolute(read(c).load(Ordering::Relaxed));
         }
     }
 }
 
-/// Exponential backoff with jitter for the `attempt`-th failure (1-based), at least `after`.
+/// Exponential backoff with random jitter for the `attempt`-th failure (1-based), at least `after`
+/// (`settle::backoff_delay`).
 pub fn backoff(delivery: &DeliveryConfig, attempt: i64, after: Option<Duration>) -> Duration {
-    let exp = attempt.clamp(1, 30) as u32 - 1;
-    let base = delivery
-        .retry_base
-        .saturating_mul(1u32 << exp.min(20))
-        .min(delivery.retry_max);
-    // Jitter: a random point in [base/2, base].
-    let r = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
-    let jittered = base.mul_f64(0.5 + r / 2.0);
-    jittered.max(after.unwrap_or_default())
+    settle::backoff_delay(delivery, attempt, after, settle::Jitter::random())
 }
 
 /// SHA-256 of a string, as lowercase hex (Meta's identifier hashing, GA4 client ids from user ids).
@@ -528,10 +601,33 @@ mod tests {
     }
 
     #[test]
+    fn every_activation_kind_reads_back_from_its_stored_name() {
+        for k in ActivationKind::ALL {
+            assert_eq!(ActivationKind::parse(k.as_str()), Ok(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_kind_is_a_clear_error() {
+        let e = ActivationKind::parse("audience_joined").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown activation kind \"audience_joined\""),
+            "{e}"
+        );
+        let stored: crate::storage::StorageError = e.into();
+        assert!(
+            stored.to_string().starts_with("unexpected stored value:"),
+            "{stored}"
+        );
+    }
+
+    #[test]
     fn activations_round_trip_through_json() {
         let a = Activation {
             key: "m:1".into(),
-            kind: "track".into(),
+            kind: ActivationKind::Track,
             message_id: Some("m-1".into()),
             event: Some("workspace_created".into()),
             message: Some(serde_json::json!({"properties": {"workspace_id": "ws-1"}})),

@@ -7,9 +7,10 @@
 //! `context.consent`, or for audience transitions the profile's latest; a refused pair is counted
 //! (`touchpoint_destination_consent_skipped_total`) and logged, never enqueued.
 
+use super::config::UsageSignals;
 use super::consent::{self, ConsentConfig, Decision};
 use super::store::{AccountContext, DestinationStore, NewOutbox, ProfileContext, StageTx};
-use super::{AccountSnapshot, Activation, Counters, Destination, visits};
+use super::{AccountSnapshot, Activation, ActivationKind, Counters, Destination, visits};
 use crate::pipeline::{Batch, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
@@ -28,6 +29,7 @@ pub struct ActivationStage {
     destinations: Vec<Arc<dyn Destination>>,
     plan: Arc<PlanHandle>,
     pql_audience: String,
+    usage_signals: UsageSignals,
     batch: i64,
     workers: Arc<Notify>,
     consent: ConsentConfig,
@@ -48,11 +50,18 @@ impl ActivationStage {
             destinations,
             plan,
             pql_audience,
+            usage_signals: UsageSignals::default(),
             batch: 200,
             workers,
             consent: ConsentConfig::default(),
             counters: BTreeMap::new(),
         }
+    }
+
+    /// Reads account usage signals from these plan names (default: the seed plan's).
+    pub fn with_usage_signals(mut self, usage_signals: UsageSignals) -> Self {
+        self.usage_signals = usage_signals;
+        self
     }
 
     /// Enforces `consent` (each destination's categories), counting refusals in `counters`.
@@ -116,7 +125,7 @@ impl ActivationStage {
                 continue;
             };
             let profile = self.profile(&mut *tx, &mut ctx, &row.profile_id).await?;
-            let group = (row.kind == "group")
+            let group = (row.kind == ActivationKind::Group)
                 .then(|| message.get("groupId").and_then(value_str))
                 .flatten()
                 .or_else(|| profile.accounts.first().cloned());
@@ -127,7 +136,7 @@ impl ActivationStage {
             let ids = identities(&profile);
             let mut activation = Activation {
                 key: format!("m:{}", row.seq),
-                kind: row.kind.clone(),
+                kind: row.kind,
                 message_id: Some(row.message_id.clone()),
                 event: message.get("event").and_then(value_str),
                 anonymous_id: message
@@ -227,9 +236,9 @@ impl ActivationStage {
             let ids = identities(&profile);
             let activation = Activation {
                 key: format!("a:{}", e.id),
-                kind: e.kind.clone(),
+                kind: e.kind,
                 message_id: None,
-                event: Some(e.kind.clone()),
+                event: Some(e.kind.as_str().to_owned()),
                 message: None,
                 timestamp_ms: e.at,
                 profile_id: live.clone(),
@@ -256,11 +265,13 @@ impl ActivationStage {
 
     /// Whether a destination that uses visits (GA4 sessions) wants this page, screen or track.
     fn wants_visit(&self, activation: &Activation) -> bool {
-        matches!(activation.kind.as_str(), "page" | "screen" | "track")
-            && self
-                .destinations
-                .iter()
-                .any(|d| d.wants_visits() && d.accepts(activation))
+        matches!(
+            activation.kind,
+            ActivationKind::Page | ActivationKind::Screen | ActivationKind::Track
+        ) && self
+            .destinations
+            .iter()
+            .any(|d| d.wants_visits() && d.accepts(activation))
     }
 
     /// Rows for every destination that wants the activation and whose categories `consent` (the
@@ -357,10 +368,15 @@ impl ActivationStage {
             return Ok(a.clone());
         }
         let raw = tx
-            .account(group_id, now - 7 * DAY_MS, &self.pql_audience)
+            .account(
+                group_id,
+                now - 7 * DAY_MS,
+                &self.pql_audience,
+                self.usage_signals.events(),
+            )
             .await?;
         let plan = self.plan.current();
-        let snapshot = snapshot(group_id, &raw, now, |event| {
+        let snapshot = snapshot(group_id, &raw, now, &self.usage_signals, |event| {
             plan.plan
                 .stage_of(event)
                 .and_then(|s| plan.plan.stages().iter().position(|st| st.name == s))
@@ -408,11 +424,13 @@ fn identities(p: &ProfileContext) -> HashMap<String, String> {
     out
 }
 
-/// Derives an account's usage figures and PQL signals; `stage` ranks an event name's journey stage.
+/// Derives an account's usage figures and PQL signals from the events `names` configures; `stage`
+/// ranks an event name's journey stage.
 pub fn snapshot(
     group_id: &str,
     raw: &AccountContext,
     now: i64,
+    names: &UsageSignals,
     stage: impl Fn(&str) -> Option<(usize, String)>,
 ) -> AccountSnapshot {
     let traits = traits_map(&raw.traits);
@@ -424,22 +442,19 @@ pub fn snapshot(
             .ok()
             .and_then(|m| m.get("properties").cloned())
             .unwrap_or(Value::Null);
-        match event.as_str() {
-            "feature_toggled" => {
-                if let Some(f) = props.get("feature_name").and_then(value_str) {
-                    features.insert(f);
+        if *event == names.feature_event {
+            if let Some(f) = props.get(&names.feature_property).and_then(value_str) {
+                features.insert(f);
+            }
+        } else if *event == names.integration_event {
+            if let Some(i) = props.get(&names.integration_property).and_then(value_str) {
+                features.insert(format!("integration:{i}"));
+                if *at >= now - 30 * DAY_MS {
+                    integrations_30d.insert(i);
                 }
             }
-            "integration_connected" => {
-                if let Some(i) = props.get("integration_name").and_then(value_str) {
-                    features.insert(format!("integration:{i}"));
-                    if *at >= now - 30 * DAY_MS {
-                        integrations_30d.insert(i);
-                    }
-                }
-            }
-            "teammate_invited" => invites += 1,
-            _ => {}
+        } else if *event == names.invite_event {
+            invites += 1;
         }
     }
     let journey_stage = raw
@@ -453,12 +468,13 @@ pub fn snapshot(
         .max_by_key(|(rank, _)| *rank)
         .map(|(_, name)| name);
     let mut signals = Vec::new();
-    if let Some(seats) = traits.get("seats_provisioned") {
-        signals.push(format!("seats_provisioned = {seats}"));
+    if let Some(seats) = traits.get(&names.seats_trait) {
+        signals.push(format!("{} = {seats}", names.seats_trait));
     }
     if !integrations_30d.is_empty() {
         signals.push(format!(
-            "integration_connected in the last 30 days: {}",
+            "{} in the last 30 days: {}",
+            names.integration_event,
             integrations_30d.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
@@ -562,7 +578,7 @@ mod tests {
             ],
             pql_member: true,
         };
-        let s = snapshot("acme", &raw, now, |e| match e {
+        let s = snapshot("acme", &raw, now, &UsageSignals::default(), |e| match e {
             "page_viewed" => Some((0, "Evaluation".into())),
             "teammate_invited" => Some((3, "Expansion".into())),
             _ => None,

@@ -3,6 +3,7 @@
 //! too); only the claim differs — PostgreSQL takes rows with `FOR UPDATE SKIP LOCKED` so several
 //! core processes never deliver the same row, SQLite (one process) relies on its single writer.
 
+use super::ActivationKind;
 use crate::storage::BeginWrite;
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
@@ -16,7 +17,7 @@ pub struct StageMessage {
     /// messageId.
     pub message_id: String,
     /// Message type.
-    pub kind: String,
+    pub kind: ActivationKind,
     /// Event time (ms).
     pub event_time: i64,
     /// The message JSON.
@@ -35,7 +36,7 @@ pub struct AudienceEvent {
     /// Profile.
     pub profile_id: String,
     /// `audience_entered` or `audience_exited`.
-    pub kind: String,
+    pub kind: ActivationKind,
     /// When (ms).
     pub at: i64,
 }
@@ -199,6 +200,7 @@ pub trait StageTx: Send {
         group_id: &'a str,
         since_7d: i64,
         pql_audience: &'a str,
+        usage_events: [&'a str; 3],
     ) -> BoxFuture<'a, Result<AccountContext, StorageError>>;
     /// The JSON of the profile's newest message (by event time, then log position) whose
     /// `context.consent.categoryPreferences` is present and not null; `None` if there is none.
@@ -374,12 +376,13 @@ macro_rules! impl_destination_store {
                     .bind(limit)
                     .fetch_all(&mut *self.tx)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(seq, message_id, kind, event_time, body, profile_id)| StageMessage {
-                            seq, message_id, kind, event_time, body, profile_id,
+                    rows.into_iter()
+                        .map(|(seq, message_id, kind, event_time, body, profile_id)| {
+                            Ok(StageMessage {
+                                seq, message_id, kind: ActivationKind::parse(&kind)?, event_time, body, profile_id,
+                            })
                         })
-                        .collect())
+                        .collect()
                 })
             }
 
@@ -397,10 +400,11 @@ macro_rules! impl_destination_store {
                     .bind(limit)
                     .fetch_all(&mut *self.tx)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(id, audience, profile_id, kind, at)| AudienceEvent { id, audience, profile_id, kind, at })
-                        .collect())
+                    rows.into_iter()
+                        .map(|(id, audience, profile_id, kind, at)| {
+                            Ok(AudienceEvent { id, audience, profile_id, kind: ActivationKind::parse(&kind)?, at })
+                        })
+                        .collect()
                 })
             }
 
@@ -454,6 +458,7 @@ macro_rules! impl_destination_store {
                 group_id: &'a str,
                 since_7d: i64,
                 pql_audience: &'a str,
+                usage_events: [&'a str; 3],
             ) -> BoxFuture<'a, Result<AccountContext, StorageError>> {
                 Box::pin(async move {
                     let traits: Vec<(String, String)> =
@@ -475,10 +480,13 @@ macro_rules! impl_destination_store {
                          JOIN profile_accounts pa ON pa.profile_id = pm.profile_id \
                          JOIN messages m ON m.seq = pm.seq \
                          WHERE pa.group_id = $1 AND pm.kind = 'track' \
-                         AND pm.event IN ('feature_toggled', 'integration_connected', 'teammate_invited') \
+                         AND pm.event IN ($2, $3, $4) \
                          ORDER BY pm.seq DESC LIMIT 500",
                     )
                     .bind(group_id)
+                    .bind(usage_events[0])
+                    .bind(usage_events[1])
+                    .bind(usage_events[2])
                     .fetch_all(&mut *self.tx)
                     .await?;
                     let kinds: Vec<(String, Option<String>)> = sqlx::query_as(

@@ -1,11 +1,13 @@
 //! Delivery workers: one per enabled destination and process. Each claims due outbox rows (a lease:
 //! PostgreSQL `FOR UPDATE SKIP LOCKED`, so processes sharing the outbox never take the same row),
 //! encodes them into calls batched to the API's limits, makes the calls in order, and records every
-//! call in the delivery log and every row's outcome: delivered, retry later (exponential backoff with
-//! jitter, honouring Retry-After) or dead (validation errors, keeping the API's message).
+//! call in the delivery log and every row's outcome, decided by the pure `settle::settle`: delivered,
+//! retry later (exponential backoff with jitter, honouring Retry-After) or dead (validation errors,
+//! keeping the API's message; retryable failures after the last attempt).
 
+use super::settle::{Jitter, Verdict, settle};
 use super::store::{Claimed, LogEntry, RowOutcome};
-use super::{Activation, Counters, Destination, Destinations, RetryAction, backoff};
+use super::{Activation, Counters, Destination, Destinations, RetryAction};
 use crate::storage::StorageError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,31 +34,6 @@ pub fn spawn(destinations: &Arc<Destinations>) {
                 }
             }
         });
-    }
-}
-
-/// Worst-wins outcome of one activation across the calls that carried it.
-#[derive(Debug, Clone, PartialEq)]
-enum Verdict {
-    Delivered,
-    Retry(Option<Duration>, String),
-    Dead(String),
-}
-
-impl Verdict {
-    fn merge(&mut self, other: Verdict) {
-        let rank = |v: &Verdict| match v {
-            Verdict::Delivered => 0,
-            Verdict::Retry(..) => 1,
-            Verdict::Dead(_) => 2,
-        };
-        match (&mut *self, other) {
-            (Verdict::Retry(a, _), Verdict::Retry(b, reason)) => {
-                *self = Verdict::Retry((*a).max(b), reason);
-            }
-            (s, o) if rank(&o) > rank(s) => *s = o,
-            _ => {}
-        }
     }
 }
 
@@ -240,28 +217,12 @@ async fn deliver(
     for (i, row) in claimed.iter().enumerate() {
         // Rows no call carried had nothing to send for this destination: done.
         let verdict = verdicts.remove(&i).unwrap_or(Verdict::Delivered);
-        let outcome = match verdict {
-            Verdict::Delivered => {
-                delivered += 1;
-                RowOutcome::Delivered
-            }
-            Verdict::Retry(_, reason) if row.attempts >= d.delivery.max_attempts => {
-                dead += 1;
-                RowOutcome::Dead(format!("gave up after {} attempts: {reason}", row.attempts))
-            }
-            Verdict::Retry(after, reason) => {
-                retried += 1;
-                let wait = backoff(&d.delivery, row.attempts, after);
-                RowOutcome::Retry {
-                    next_at: now + wait.as_millis() as i64,
-                    error: reason,
-                }
-            }
-            Verdict::Dead(message) => {
-                dead += 1;
-                RowOutcome::Dead(message)
-            }
-        };
+        let outcome = settle(verdict, row.attempts, &d.delivery, now, Jitter::random());
+        match outcome {
+            RowOutcome::Delivered => delivered += 1,
+            RowOutcome::Retry { .. } => retried += 1,
+            RowOutcome::Dead(_) => dead += 1,
+        }
         outcomes.push((row.id, row.attempts, outcome));
     }
     Counters::add(&counters.delivered, delivered);
@@ -276,20 +237,4 @@ async fn deliver(
         "delivered"
     );
     (outcomes, log)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_worst_outcome_of_an_activation_wins() {
-        let mut v = Verdict::Delivered;
-        v.merge(Verdict::Retry(Some(Duration::from_secs(1)), "a".into()));
-        v.merge(Verdict::Retry(Some(Duration::from_secs(5)), "b".into()));
-        assert_eq!(v, Verdict::Retry(Some(Duration::from_secs(5)), "b".into()));
-        v.merge(Verdict::Dead("PICKLIST_INVALID_VALUE".into()));
-        v.merge(Verdict::Delivered);
-        assert_eq!(v, Verdict::Dead("PICKLIST_INVALID_VALUE".into()));
-    }
 }

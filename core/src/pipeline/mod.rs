@@ -12,7 +12,6 @@ use futures_util::FutureExt;
 pub use guard::{Batch, Guard, Next, Policy};
 pub use lease::{LeaseStore, Leases, PgLeases};
 pub use quarantine::{Entry, NewEntry, PgQuarantine, QuarantineStore, SqliteQuarantine};
-use std::fmt::Write;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -73,13 +72,8 @@ pub trait Stage: Send + 'static {
     fn after_set_aside(&mut self) {}
 }
 
-/// A metric family: name, type, help, and how to read it from a stage's health.
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&StageHealth) -> i64,
-);
+/// A counter family: name, help, and how to read it from a stage's health.
+type CounterFamily = (&'static str, &'static str, fn(&StageHealth) -> u64);
 
 /// Told of every position set aside.
 pub type OnSetAside = Arc<dyn Fn(&NewEntry) + Send + Sync>;
@@ -182,41 +176,37 @@ impl Pipeline {
             .collect()
     }
 
-    /// Renders the stages' counters in the Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
+    /// Records the stages' counters into the current (per-scrape) recorder (`crate::exposition`).
+    pub fn record_metrics(&self) {
         let stages = self.stages();
-        let families: [Family; 4] = [
+        let counters: [CounterFamily; 3] = [
             (
                 "touchpoint_stage_processed_total",
-                "counter",
                 "Positions a pipeline stage consumed.",
-                |s| s.processed.load(Ordering::Relaxed) as i64,
+                |s| s.processed.load(Ordering::Relaxed),
             ),
             (
                 "touchpoint_stage_retries_total",
-                "counter",
                 "Failed pipeline steps that were retried.",
-                |s| s.retries.load(Ordering::Relaxed) as i64,
+                |s| s.retries.load(Ordering::Relaxed),
             ),
             (
                 "touchpoint_stage_quarantined_total",
-                "counter",
                 "Messages a stage set aside after bounded retries (this process).",
-                |s| s.quarantined.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "touchpoint_stage_failing",
-                "gauge",
-                "1 while the stage's last step failed.",
-                |s| i64::from(s.failing_since_ms.load(Ordering::Relaxed) != 0),
+                |s| s.quarantined.load(Ordering::Relaxed),
             ),
         ];
-        for (name, kind, help, read) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (name, help, read) in counters {
+            metrics::describe_counter!(name, help);
             for s in &stages {
-                let _ = writeln!(out, "{name}{{stage=\"{}\"}} {}", s.name, read(s));
+                metrics::counter!(name, "stage" => s.name).absolute(read(s));
             }
+        }
+        let failing = "touchpoint_stage_failing";
+        metrics::describe_gauge!(failing, "1 while the stage's last step failed.");
+        for s in &stages {
+            let value = u8::from(s.failing_since_ms.load(Ordering::Relaxed) != 0);
+            metrics::gauge!(failing, "stage" => s.name).set(f64::from(value));
         }
     }
 }
@@ -442,8 +432,7 @@ mod tests {
         p.stage("audiences")
             .quarantined
             .fetch_add(2, Ordering::Relaxed);
-        let mut out = String::new();
-        p.render_metrics(&mut out);
+        let out = crate::exposition::render(|| p.record_metrics());
         assert!(out.contains("touchpoint_stage_quarantined_total{stage=\"audiences\"} 2"));
     }
 

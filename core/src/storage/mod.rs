@@ -33,6 +33,18 @@ impl Status {
             Status::Blocked => "blocked",
         }
     }
+
+    /// Reads the `status` column; an unknown value is [`StorageError::Corrupt`].
+    pub fn parse(stored: &str) -> Result<Status, StorageError> {
+        [Status::Accepted, Status::Flagged, Status::Blocked]
+            .into_iter()
+            .find(|s| s.as_str() == stored)
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "unknown message status {stored:?} (expected accepted, flagged or blocked)"
+                ))
+            })
+    }
 }
 
 /// A message ready to be appended to the log.
@@ -137,6 +149,9 @@ pub enum StorageError {
     /// A stored JSON column could not be read back.
     #[error("corrupt JSON column: {0}")]
     Json(#[from] serde_json::Error),
+    /// A stored value is not one the code knows (a kind or status column).
+    #[error("unexpected stored value: {0}")]
+    Corrupt(String),
     /// A pipeline stage's own output failed (a file it writes, another database it loads).
     #[error("{0}")]
     Stage(String),
@@ -321,5 +336,26 @@ impl BeginRead for sqlx::PgPool {
     async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_back_from_its_stored_name() {
+        for s in [Status::Accepted, Status::Flagged, Status::Blocked] {
+            assert_eq!(Status::parse(s.as_str()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_status_is_a_clear_error() {
+        let e = Status::parse("quarantined").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unexpected stored value: unknown message status \"quarantined\" (expected accepted, flagged or blocked)"
+        );
     }
 }

@@ -26,7 +26,6 @@ use crate::plan::PlanHandle;
 use crate::storage::StorageError;
 use crate::stores::Stores;
 use secrecy::{ExposeSecret, SecretString};
-use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -228,69 +227,68 @@ pub struct Warehouse {
     pub targets: Vec<Arc<TargetProgress>>,
 }
 
-/// A metric family: name, type, help, and how to read it from a target.
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&TargetProgress) -> i64,
-);
+/// A counter family: name, help, and how to read it from a target.
+type CounterFamily = (&'static str, &'static str, fn(&TargetProgress) -> u64);
+
+/// A gauge family: name, help, and how to read it from a target.
+type GaugeFamily = (&'static str, &'static str, fn(&TargetProgress) -> i64);
 
 impl Warehouse {
-    /// Renders the targets' progress in the Prometheus text format (nothing when none is enabled).
-    pub fn render_metrics(&self, out: &mut String) {
-        if self.targets.is_empty() {
-            return;
-        }
-        let families: [Family; 7] = [
+    /// Records the targets' progress into the current (per-scrape) recorder
+    /// (`crate::exposition`); nothing when no target is enabled.
+    pub fn record_metrics(&self) {
+        let gauges: [GaugeFamily; 3] = [
             (
                 "touchpoint_warehouse_cursor",
-                "gauge",
                 "Log position the warehouse target has exported up to.",
                 |t| t.cursor.load(Ordering::Relaxed),
             ),
             (
                 "touchpoint_warehouse_lag_messages",
-                "gauge",
                 "Log positions processed by the pipeline but not yet exported.",
                 |t| (t.processed.load(Ordering::Relaxed) - t.cursor.load(Ordering::Relaxed)).max(0),
             ),
             (
-                "touchpoint_warehouse_messages_total",
-                "counter",
-                "Log messages exported by this process.",
-                |t| t.messages.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "touchpoint_warehouse_rows_total",
-                "counter",
-                "Rows written (messages, identity changes, audience transitions) by this process.",
-                |t| t.rows.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "touchpoint_warehouse_files_total",
-                "counter",
-                "Parquet files committed by this process.",
-                |t| t.files.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "touchpoint_warehouse_bytes_total",
-                "counter",
-                "Bytes of Parquet committed by this process.",
-                |t| t.bytes.load(Ordering::Relaxed) as i64,
-            ),
-            (
                 "touchpoint_warehouse_last_commit_timestamp_seconds",
-                "gauge",
                 "When the target last committed (0: not in this process).",
                 |t| t.last_commit_ms.load(Ordering::Relaxed) / 1000,
             ),
         ];
-        for (name, kind, help, read) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+        let counters: [CounterFamily; 4] = [
+            (
+                "touchpoint_warehouse_messages_total",
+                "Log messages exported by this process.",
+                |t| t.messages.load(Ordering::Relaxed),
+            ),
+            (
+                "touchpoint_warehouse_rows_total",
+                "Rows written (messages, identity changes, audience transitions) by this process.",
+                |t| t.rows.load(Ordering::Relaxed),
+            ),
+            (
+                "touchpoint_warehouse_files_total",
+                "Parquet files committed by this process.",
+                |t| t.files.load(Ordering::Relaxed),
+            ),
+            (
+                "touchpoint_warehouse_bytes_total",
+                "Bytes of Parquet committed by this process.",
+                |t| t.bytes.load(Ordering::Relaxed),
+            ),
+        ];
+        if self.targets.is_empty() {
+            return;
+        }
+        for (name, help, read) in gauges {
+            metrics::describe_gauge!(name, help);
             for t in &self.targets {
-                let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", t.target, read(t));
+                metrics::gauge!(name, "target" => t.target).set(read(t) as f64);
+            }
+        }
+        for (name, help, read) in counters {
+            metrics::describe_counter!(name, help);
+            for t in &self.targets {
+                metrics::counter!(name, "target" => t.target).absolute(read(t));
             }
         }
     }
@@ -383,15 +381,13 @@ mod tests {
         t.processed.store(10, Ordering::Relaxed);
         t.cursor.store(4, Ordering::Relaxed);
         let w = Warehouse { targets: vec![t] };
-        let mut out = String::new();
-        w.render_metrics(&mut out);
+        let out = crate::exposition::render(|| w.record_metrics());
         assert!(
             out.contains("touchpoint_warehouse_cursor{target=\"parquet\"} 4"),
             "{out}"
         );
         assert!(out.contains("touchpoint_warehouse_lag_messages{target=\"parquet\"} 6"));
-        let mut none = String::new();
-        Warehouse::default().render_metrics(&mut none);
+        let none = crate::exposition::render(|| Warehouse::default().record_metrics());
         assert!(none.is_empty());
     }
 }

@@ -22,7 +22,7 @@
 
 use crate::destinations::consent::{self, Decision};
 use crate::destinations::visits::INACTIVITY_MS;
-use crate::destinations::{Activation, Encoded, Method, Request, sha256_hex};
+use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request, sha256_hex};
 use serde_json::{Map, Value, json};
 use touchpoint_tracking_plan::{ga4_event_problems, ga4_param_problems};
 
@@ -39,8 +39,10 @@ pub const BACKDATE_MARGIN_MS: i64 = 60 * 1000;
 
 /// Whether GA4 wants this activation.
 pub fn accepts(a: &Activation) -> bool {
-    matches!(a.kind.as_str(), "page" | "screen" | "track")
-        && (a.anonymous_id.is_some() || a.user_id.is_some())
+    matches!(
+        a.kind,
+        ActivationKind::Page | ActivationKind::Screen | ActivationKind::Track
+    ) && (a.anonymous_id.is_some() || a.user_id.is_some())
 }
 
 /// The GA4 client id: the anonymousId, else a stable hash of the userId.
@@ -68,8 +70,8 @@ fn scalar(v: &Value) -> Option<Value> {
 /// The GA4 event for an activation, or why GA4 would refuse it.
 pub fn event(a: &Activation) -> Result<Value, String> {
     let props = a.properties();
-    let (name, mut params) = match a.kind.as_str() {
-        "page" | "screen" => {
+    let (name, mut params) = match a.kind {
+        ActivationKind::Page | ActivationKind::Screen => {
             let mut p = Map::new();
             let page = |k: &str| {
                 props
@@ -94,7 +96,7 @@ pub fn event(a: &Activation) -> Result<Value, String> {
             if let Some(v) = page("referrer").filter(|r| !r.is_empty()) {
                 p.insert("page_referrer".into(), json!(v));
             }
-            let name = if a.kind == "screen" {
+            let name = if a.kind == ActivationKind::Screen {
                 "screen_view"
             } else {
                 "page_view"
@@ -310,7 +312,7 @@ mod tests {
     fn act(kind: &str, event: Option<&str>, props: Value, anon: Option<&str>) -> Activation {
         Activation {
             key: "m:1".into(),
-            kind: kind.into(),
+            kind: ActivationKind::parse(kind).unwrap(),
             message_id: None,
             event: event.map(Into::into),
             message: Some(json!({"properties": props, "name": "Pricing"})),

@@ -43,7 +43,7 @@ impl Ga4 {
             "events": [
                 {"name": "page_view", "params": {"page_location": "https://example.com/pricing",
                     "page_title": "Pricing", "session_id": 1_790_000_000, "engagement_time_msec": 1}},
-                {"name": "feature_toggled", "params": {"feature_name": "dark_mode", "new_status": "true",
+                {"name": "touchpoint_check", "params": {"check": "debug_endpoint",
                     "session_id": 1_790_000_000, "engagement_time_msec": 1}}
             ]
         })

@@ -7,7 +7,7 @@
 
 use crate::crm::mapping::{Crm, Mappings};
 use crate::crm::outbound::{self, FIELD_TIMES};
-use crate::destinations::{Activation, Encoded, Method, Request};
+use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request};
 use serde_json::{Map, Value, json};
 
 /// Inputs per batch call (HubSpot's limit).
@@ -23,9 +23,9 @@ pub fn accepts(a: &Activation) -> bool {
     if outbound::origin(a) == Some("hubspot") {
         return false;
     }
-    match a.kind.as_str() {
-        "identify" => a.email.is_some(),
-        "group" => a.account.is_some(),
+    match a.kind {
+        ActivationKind::Identify => a.email.is_some(),
+        ActivationKind::Group => a.account.is_some(),
         _ => false,
     }
 }
@@ -129,7 +129,7 @@ pub fn encode(m: &Mappings, company_id_property: &str, batch: &[Activation]) -> 
         if !accepts(a) {
             continue;
         }
-        if a.kind == "group"
+        if a.kind == ActivationKind::Group
             && let Some(input) = company(m, company_id_property, a)
         {
             upsert(&mut companies, input, i);
@@ -141,7 +141,7 @@ pub fn encode(m: &Mappings, company_id_property: &str, batch: &[Activation]) -> 
                 }
             }
         }
-        if a.kind == "identify"
+        if a.kind == ActivationKind::Identify
             && let Some(input) = contact(m, a)
         {
             upsert(&mut contacts, input, i);
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn group_calls_upsert_companies_by_the_group_id_property() {
         let mut g = identify(1);
-        g.kind = "group".into();
+        g.kind = ActivationKind::Group;
         g.account = serde_json::from_value(json!({
             "group_id": "acme", "traits": {"name": "Acme", "seats_provisioned": 5},
         }))

@@ -15,7 +15,7 @@
 //! for the uploaded ones only once all batches arrived.
 
 use super::config::MAX_USERS_PER_CALL;
-use crate::destinations::{Activation, Encoded, Method, Request, sha256_hex};
+use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request, sha256_hex};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -76,7 +76,7 @@ pub fn row_of_identities(identities: &[(String, String)]) -> Option<Row> {
 /// Whether an activation is a transition of a synced audience (a person Meta cannot match — no
 /// email, phone or userId — is skipped by [`encode`], with nothing to send).
 pub fn accepts(audiences: &BTreeMap<String, String>, a: &Activation) -> bool {
-    matches!(a.kind.as_str(), "audience_entered" | "audience_exited")
+    a.kind.is_audience()
         && a.audience
             .as_ref()
             .is_some_and(|x| audiences.contains_key(x))
@@ -155,7 +155,7 @@ pub fn encode(
     for ((meta_id, _), (i, all)) in ordered {
         let a = &batch[i];
         let Some(row) = row_of(a) else { continue };
-        let add = a.kind == "audience_entered";
+        let add = a.kind == ActivationKind::AudienceEntered;
         calls.entry((meta_id, add)).or_default().push((row, all));
     }
     let mut requests = Vec::new();
@@ -340,7 +340,7 @@ mod tests {
     fn transition(kind: &str, audience: &str, profile: &str, n: usize) -> Activation {
         Activation {
             key: format!("a:{n}"),
-            kind: kind.into(),
+            kind: ActivationKind::parse(kind).unwrap(),
             message_id: None,
             event: Some(kind.into()),
             message: None,

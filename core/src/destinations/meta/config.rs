@@ -31,7 +31,15 @@ pub struct MetaConfig {
     /// Users per Custom Audience call (`TOUCHPOINT_META_USERS_PER_CALL`, 10,000 — Meta's limit,
     /// which is also the most it can be set to).
     pub users_per_call: usize,
+    /// Tracking-plan event → Meta standard event name (`TOUCHPOINT_META_STANDARD_EVENTS`,
+    /// `user_signed_up=CompleteRegistration,trial_started=StartTrial`); other events keep their
+    /// name, pages are `PageView`.
+    pub standard_events: BTreeMap<String, String>,
 }
+
+/// The seed plan's events that have a Meta standard event.
+pub const DEFAULT_STANDARD_EVENTS: &str =
+    "user_signed_up=CompleteRegistration,trial_started=StartTrial";
 
 impl MetaConfig {
     /// Settings for a base URL and a pixel, without Custom Audiences (tests, CLI).
@@ -44,6 +52,7 @@ impl MetaConfig {
             test_event_code: None,
             custom_audiences: BTreeMap::new(),
             users_per_call: MAX_USERS_PER_CALL,
+            standard_events: parse_pairs(DEFAULT_STANDARD_EVENTS),
         }
     }
 
@@ -75,8 +84,21 @@ impl MetaConfig {
                 MAX_USERS_PER_CALL as u64,
             )?
             .clamp(1, MAX_USERS_PER_CALL as u64) as usize,
+            standard_events: parse_pairs(
+                &var(get, "TOUCHPOINT_META_STANDARD_EVENTS")
+                    .unwrap_or_else(|| DEFAULT_STANDARD_EVENTS.into()),
+            ),
         }))
     }
+}
+
+/// `ours=theirs,…` → the mapping (pairs without both sides are ignored).
+fn parse_pairs(v: &str) -> BTreeMap<String, String> {
+    v.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .collect()
 }
 
 /// `ours=2385…,other=2386…` → the mapping; Meta audience ids are numeric (they go in URL paths).
@@ -116,6 +138,27 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_seed_plans_events_map_to_meta_standard_events_unless_configured() {
+        let seed = MetaConfig::pixel("https://x", "1", "t").standard_events;
+        assert_eq!(seed["user_signed_up"], "CompleteRegistration");
+        assert_eq!(seed["trial_started"], "StartTrial");
+        let env = |k: &str| {
+            match k {
+                "TOUCHPOINT_META_PIXEL_ID" => Some("1"),
+                "TOUCHPOINT_META_ACCESS_TOKEN" => Some("t"),
+                "TOUCHPOINT_META_STANDARD_EVENTS" => Some("Order Completed=Purchase"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        let custom = MetaConfig::from_lookup(&env).unwrap().unwrap();
+        assert_eq!(
+            custom.standard_events,
+            [("Order Completed".to_owned(), "Purchase".to_owned())].into()
+        );
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! userId), `event_id` = messageId so Meta deduplicates against the browser pixel, at most 1,000
 //! events a call.
 
-use crate::destinations::{Activation, Encoded, Method, Request, sha256_hex};
+use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request, sha256_hex};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 /// Events per call (Meta's limit).
 pub const MAX_EVENTS: usize = 1000;
 
 /// Whether Meta wants this activation: pages and tracks it can match to a person.
 pub fn accepts(a: &Activation) -> bool {
-    matches!(a.kind.as_str(), "page" | "track")
+    matches!(a.kind, ActivationKind::Page | ActivationKind::Track)
         && (a.email.is_some()
             || a.phone.is_some()
             || a.user_id.is_some()
@@ -29,18 +30,16 @@ pub fn hash_phone(phone: &str) -> Option<String> {
     super::audience::normalise_phone(phone).map(|p| sha256_hex(&p))
 }
 
-fn event_name(a: &Activation) -> String {
-    match (a.kind.as_str(), a.event.as_deref()) {
-        ("page", _) => "PageView".into(),
-        (_, Some("user_signed_up")) => "CompleteRegistration".into(),
-        (_, Some("trial_started")) => "StartTrial".into(),
-        (_, Some(e)) => e.to_owned(),
+fn event_name(a: &Activation, standard: &BTreeMap<String, String>) -> String {
+    match (a.kind, a.event.as_deref()) {
+        (ActivationKind::Page, _) => "PageView".into(),
+        (_, Some(e)) => standard.get(e).cloned().unwrap_or_else(|| e.to_owned()),
         _ => "Event".into(),
     }
 }
 
 /// The CAPI event for an activation.
-pub fn event(a: &Activation) -> Value {
+pub fn event(a: &Activation, standard_events: &BTreeMap<String, String>) -> Value {
     let mut user = Map::new();
     if let Some(e) = &a.email {
         user.insert("em".into(), json!([hash_email(e)]));
@@ -63,7 +62,7 @@ pub fn event(a: &Activation) -> Value {
         .filter(|(_, v)| !v.is_null())
         .collect();
     let mut e = json!({
-        "event_name": event_name(a),
+        "event_name": event_name(a, standard_events),
         "event_time": a.timestamp_ms / 1000,
         "event_id": a.message_id.clone().unwrap_or_else(|| a.key.clone()),
         "action_source": "website",
@@ -87,13 +86,14 @@ pub fn encode(
     version: &str,
     pixel_id: &str,
     test_code: Option<&str>,
+    standard_events: &BTreeMap<String, String>,
     batch: &[Activation],
 ) -> Encoded {
     let chosen: Vec<(usize, Value)> = batch
         .iter()
         .enumerate()
         .filter(|(_, a)| accepts(a))
-        .map(|(i, a)| (i, event(a)))
+        .map(|(i, a)| (i, event(a, standard_events)))
         .collect();
     let requests = chosen
         .chunks(MAX_EVENTS)
@@ -126,7 +126,7 @@ mod tests {
     fn identifiers_are_normalised_and_hashed_and_the_message_id_deduplicates() {
         let a = Activation {
             key: "m:1".into(),
-            kind: "track".into(),
+            kind: ActivationKind::Track,
             message_id: Some("msg-1".into()),
             event: Some("trial_started".into()),
             message: Some(json!({"properties": {"plan_tier": "pro"},
@@ -146,7 +146,8 @@ mod tests {
             hash_email("  Ada@Example.COM "),
             "b5fc85e55755f9e0d030a10ab4429b6b2944855f9a0d60077fe832becbc41d72"
         );
-        let e = encode("v21.0", "123", None, &[a]);
+        let standard = [("trial_started".to_owned(), "StartTrial".to_owned())].into();
+        let e = encode("v21.0", "123", None, &standard, &[a]);
         assert_eq!(e.requests[0].path, "/v21.0/123/events");
         let ev = &e.requests[0].body.as_ref().unwrap()["data"][0];
         assert_eq!(ev["event_name"], "StartTrial");

@@ -21,6 +21,7 @@ pub struct Meta {
     test_code: Option<String>,
     audiences: BTreeMap<String, String>,
     users_per_call: usize,
+    standard_events: BTreeMap<String, String>,
     service: service::Service,
     /// Touchpoint audiences with a full sync under way.
     replacing: Mutex<BTreeSet<String>>,
@@ -35,6 +36,7 @@ impl Meta {
             test_code: config.test_event_code.clone(),
             audiences: config.custom_audiences.clone(),
             users_per_call: config.users_per_call,
+            standard_events: config.standard_events.clone(),
             service: service::Service::new(config, client),
             replacing: Mutex::new(BTreeSet::new()),
         }
@@ -110,7 +112,13 @@ impl Destination for Meta {
     fn encode(&self, batch: &[Activation]) -> Encoded {
         let mut out = audience::encode(&self.version, &self.audiences, self.users_per_call, batch);
         if let Some(pixel) = &self.pixel_id {
-            let events = encoder::encode(&self.version, pixel, self.test_code.as_deref(), batch);
+            let events = encoder::encode(
+                &self.version,
+                pixel,
+                self.test_code.as_deref(),
+                &self.standard_events,
+                batch,
+            );
             out.requests.extend(events.requests);
             out.rejected.extend(events.rejected);
         }

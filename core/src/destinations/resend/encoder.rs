@@ -2,7 +2,7 @@
 //! `audience_exited` → remove it. Resend has no batch endpoint: one call per transition.
 
 use crate::destinations::salesforce::encoder::segment;
-use crate::destinations::{Activation, Encoded, Method, Request};
+use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -28,7 +28,7 @@ pub fn encode(audiences: &BTreeMap<String, String>, batch: &[Activation]) -> Enc
         ) else {
             continue;
         };
-        let request = if a.kind == "audience_entered" {
+        let request = if a.kind == ActivationKind::AudienceEntered {
             let mut body = json!({"email": email, "unsubscribed": false});
             let first = a
                 .trait_str("first_name")
@@ -82,7 +82,7 @@ mod tests {
     fn transition(kind: &str, audience: &str) -> Activation {
         Activation {
             key: "a:1".into(),
-            kind: kind.into(),
+            kind: ActivationKind::parse(kind).unwrap(),
             message_id: None,
             event: None,
             message: None,

@@ -7,7 +7,7 @@
 
 use crate::crm::mapping::{Crm, Mappings, PersonObject};
 use crate::crm::outbound::{self, FIELD_TIMES};
-use crate::destinations::{Activation, Encoded, Method, Request};
+use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,9 +43,9 @@ pub fn accepts(a: &Activation) -> bool {
         return false;
     }
     let known = a.user_id.is_some() || a.account.is_some();
-    match a.kind.as_str() {
-        "identify" | "group" | "track" => known,
-        "audience_entered" | "audience_exited" => known,
+    match a.kind {
+        ActivationKind::Identify | ActivationKind::Group | ActivationKind::Track => known,
+        ActivationKind::AudienceEntered | ActivationKind::AudienceExited => known,
         _ => false,
     }
 }
@@ -311,8 +311,11 @@ pub fn encode(s: &Settings, batch: &[Activation]) -> Encoded {
             accounts.put(&key, f, &t, i);
         }
         let wants_person = matches!(
-            a.kind.as_str(),
-            "identify" | "group" | "audience_entered" | "audience_exited"
+            a.kind,
+            ActivationKind::Identify
+                | ActivationKind::Group
+                | ActivationKind::AudienceEntered
+                | ActivationKind::AudienceExited
         );
         let object = person_object(&s.mappings, a);
         if wants_person && let Some((key, f, t)) = person_fields(s, object, a) {
@@ -324,7 +327,7 @@ pub fn encode(s: &Settings, batch: &[Activation]) -> Encoded {
         if let Some((key, f)) = usage_fields(a) {
             usage.put(&key, f, &[], i);
         }
-        if a.kind == "audience_entered"
+        if a.kind == ActivationKind::AudienceEntered
             && a.audience.as_deref() == Some(s.pql_audience.as_str())
             && let Some(acc) = &a.account
         {

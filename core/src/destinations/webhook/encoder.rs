@@ -62,7 +62,7 @@ mod tests {
     fn events_carry_their_idempotency_key_and_batches_hold_100() {
         let a = Activation {
             key: "m:9".into(),
-            kind: "track".into(),
+            kind: crate::destinations::ActivationKind::Track,
             message_id: Some("msg-9".into()),
             event: Some("workspace_created".into()),
             message: Some(json!({"properties": {"workspace_id": "ws-1"}})),
