@@ -21,9 +21,10 @@ case "${1:-start}" in
       [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
       as_pg "$bin/initdb" -D "$dir" -U touchpoint --auth=trust -E UTF8 >/dev/null
     fi
-    # Tests want speed, not crash safety of the throwaway cluster: fsync off here only.
+    # Tests want speed, not crash safety of the throwaway cluster: fsync off here only (benchmarks that
+    # want the database to be the limit set TOUCHPOINT_TEST_PG_FSYNC=on, with their own port and dir).
     as_pg "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
-      -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300" start >/dev/null
+      -o "-h 127.0.0.1 -p $port -k $dir -c fsync=${TOUCHPOINT_TEST_PG_FSYNC:-off} -c max_connections=300" start >/dev/null
     echo "$url"
     ;;
   stop)

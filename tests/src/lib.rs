@@ -85,20 +85,23 @@ pub async fn fresh_database(db: Db) -> (String, Option<tempfile::TempDir>) {
             let admin_url = std::env::var("TOUCHPOINT_TEST_PG_URL").expect(
                 "TOUCHPOINT_TEST_PG_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
             );
-            let name = format!("tp_test_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
-                .await
-                .expect("connect to the test PostgreSQL server");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create test database");
-            let base = admin_url
-                .rsplit_once('/')
-                .map_or(admin_url.as_str(), |(b, _)| b);
-            (format!("{base}/{name}"), None)
+            (fresh_postgres_database(&admin_url).await, None)
         }
     }
+}
+
+/// Creates a fresh, empty database on the PostgreSQL server at `admin_url`; returns its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> String {
+    let name = format!("tp_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin_url)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    format!("{base}/{name}")
 }
 
 /// Spawns a server on a fresh database.
