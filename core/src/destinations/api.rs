@@ -103,6 +103,6 @@ async fn replay(
         .replay(&name, chrono::Utc::now().timestamp_millis())
         .await?;
     tracing::info!(destination = %name, replayed = n, "dead letters replayed");
-    d.wake.notify_waiters();
+    d.wake.notify_one();
     Ok(Json(json!({"name": name, "replayed": n})))
 }

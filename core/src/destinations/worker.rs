@@ -14,11 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Spawns a worker per enabled destination.
+/// Spawns a worker per enabled destination. Every wake-up of `Destinations::wake` reaches every
+/// worker (a `Notify` alone would wake only one of them, leaving the others to their poll).
 pub fn spawn(destinations: &Arc<Destinations>) {
-    for name in destinations.enabled.keys() {
+    let wakes: Vec<Arc<Notify>> = destinations
+        .enabled
+        .keys()
+        .map(|_| Arc::new(Notify::new()))
+        .collect();
+    crate::pipeline::fan_out(destinations.wake.clone(), wakes.clone());
+    for (name, wake) in destinations.enabled.keys().zip(wakes) {
         let d = destinations.clone();
-        let wake: Arc<Notify> = d.wake.clone();
         let name: &'static str = name;
         tokio::spawn(async move {
             loop {

@@ -85,7 +85,7 @@ pub fn decide(
             ops.push(Op::DropMessage { seq });
             continue;
         }
-        if row.status == "blocked" {
+        if row.status == crate::storage::Status::Blocked {
             continue;
         }
         for r in &reports {
@@ -234,7 +234,7 @@ mod tests {
         let m = Message::from_value(message, None).unwrap().message;
         LogRow {
             seq,
-            status: status.into(),
+            status: crate::storage::Status::parse(status).unwrap(),
             event_time: 1_000 + seq,
             body: serde_json::to_string(&m).unwrap(),
         }

@@ -12,8 +12,8 @@ use serde::Serialize;
 pub struct LogRow {
     /// Log position.
     pub seq: i64,
-    /// `accepted`, `flagged` or `blocked`.
-    pub status: String,
+    /// The plan's verdict at intake.
+    pub status: crate::storage::Status,
     /// Skew-corrected event time (ms).
     pub event_time: i64,
     /// The message JSON.
@@ -496,15 +496,16 @@ macro_rules! impl_profile_store {
                     .bind(limit)
                     .fetch_all(&mut *self.tx)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(seq, status, event_time, body)| LogRow {
-                            seq,
-                            status,
-                            event_time,
-                            body,
+                    rows.into_iter()
+                        .map(|(seq, status, event_time, body)| {
+                            Ok(LogRow {
+                                seq,
+                                status: crate::storage::Status::parse(&status)?,
+                                event_time,
+                                body,
+                            })
                         })
-                        .collect())
+                        .collect()
                 })
             }
 

@@ -24,6 +24,7 @@ crate::on_both_stores!(
     a_picklist_error_is_dead_lettered_with_salesforce_s_message_and_replayed_after_the_fix,
     ga4_gets_page_views_and_events_in_requests_of_at_most_25_and_never_invalid_names,
     hubspot_resend_meta_and_the_webhook_receive_well_formed_requests,
+    every_destination_worker_wakes_on_new_activations_without_waiting_for_its_poll,
 );
 
 /// Every fake API.
@@ -320,6 +321,32 @@ async fn entering_the_pql_audience_creates_one_task_describing_the_signals(db: D
         1
     );
     // PQL_Status__c follows real membership (see the seed-story test); this event was injected.
+}
+
+async fn every_destination_worker_wakes_on_new_activations_without_waiting_for_its_poll(db: Db) {
+    let f = all_fakes().await;
+    let (url, tmp) = fresh_database(db).await;
+    let mut c = config(url, &f);
+    // A ten-minute poll: only the wake-up from the activation stage can start these deliveries
+    // within the test, and it must reach every destination's worker, not just one of them.
+    c.destinations.delivery.poll = Duration::from_secs(600);
+    let app = spawn_app_with(c, tmp).await;
+    app.send_batch(
+        SERVER_KEY,
+        vec![json!({"type": "identify", "userId": "wake-1",
+            "traits": {"email": "wake@example.com", "name": "Wake Up"}})],
+    )
+    .await;
+    eventually(
+        20,
+        "Salesforce, HubSpot and the webhook all got the identify",
+        async || {
+            !f.salesforce.with(|s| s.objects("Contact")).is_empty()
+                && !f.hubspot.requests("/crm/v3/objects/contacts").is_empty()
+                && f.webhook.with(|s| !s.events.is_empty())
+        },
+    )
+    .await;
 }
 
 async fn an_outage_is_retried_until_every_message_arrives_exactly_once(db: Db) {
