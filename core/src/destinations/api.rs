@@ -98,10 +98,7 @@ async fn replay(
 ) -> Result<Json<Value>, AdminError> {
     let d = &state.destinations;
     known(d, &name)?;
-    let n = d
-        .store
-        .replay(&name, chrono::Utc::now().timestamp_millis())
-        .await?;
+    let n = d.store.replay(&name, d.clock.now_ms()).await?;
     tracing::info!(destination = %name, replayed = n, "dead letters replayed");
     d.wake.notify_one();
     Ok(Json(json!({"name": name, "replayed": n})))

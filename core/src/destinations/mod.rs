@@ -406,6 +406,8 @@ pub struct Destinations {
     pub stage: Option<Arc<stage::ActivationStage>>,
     /// The Meta destination, when enabled (its Custom Audience full sync has an admin route).
     pub meta: Option<Arc<meta::Meta>>,
+    /// The time: claims, leases, retry schedules and the delivery log read it here.
+    pub clock: Arc<dyn crate::pipeline::Clock>,
 }
 
 /// Every destination name Touchpoint knows, enabled or not.
@@ -478,6 +480,7 @@ impl Destinations {
             wake_audience_events: Arc::new(tokio::sync::Notify::new()),
             stage: None,
             meta,
+            clock: Arc::new(crate::pipeline::SystemClock),
         })
     }
 
@@ -503,6 +506,7 @@ pub fn start(
     crm: &crate::crm::Wiring,
 ) -> Result<Arc<Destinations>, http::BuildError> {
     let mut d = Destinations::build(stores.destinations.clone(), &config.destinations, crm)?;
+    d.clock = runner.clock.clone();
     let run = config.process && d.delivery.run_workers && !d.enabled.is_empty();
     if run {
         let pql = config.destinations.salesforce.as_ref().map_or_else(
@@ -517,6 +521,7 @@ pub fn start(
             d.wake.clone(),
         )
         .with_usage_signals(config.destinations.usage_signals.clone())
+        .with_clock(d.clock.clone())
         .with_consent(d.consent.clone(), d.counters.clone());
         let stage = Arc::new(stage);
         d.stage = Some(stage.clone());

@@ -34,6 +34,7 @@ pub struct ActivationStage {
     workers: Arc<Notify>,
     consent: ConsentConfig,
     counters: BTreeMap<&'static str, Arc<Counters>>,
+    clock: Arc<dyn crate::pipeline::Clock>,
 }
 
 impl ActivationStage {
@@ -55,7 +56,14 @@ impl ActivationStage {
             workers,
             consent: ConsentConfig::default(),
             counters: BTreeMap::new(),
+            clock: Arc::new(crate::pipeline::SystemClock),
         }
+    }
+
+    /// Reads the time from `clock` (activations are stamped with it).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::pipeline::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Reads account usage signals from these plan names (default: the seed plan's).
@@ -116,7 +124,7 @@ impl ActivationStage {
         } else {
             processed
         };
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.clock.now_ms();
         let mut ctx = Context::default();
         let mut out = Vec::new();
         let mut skipped = Vec::new();
@@ -218,7 +226,7 @@ impl ActivationStage {
             tx.commit(AUDIENCES.into(), cursor).await?;
             return Ok(0);
         };
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.clock.now_ms();
         let mut ctx = Context::default();
         let mut out = Vec::new();
         let mut skipped = Vec::new();

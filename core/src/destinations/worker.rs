@@ -49,7 +49,7 @@ pub async fn deliver_once(d: &Destinations, name: &'static str) -> Result<usize,
         return Ok(0);
     };
     let counters = d.counters.get(name).cloned().unwrap_or_default();
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = d.clock.now_ms();
     let lease = now + d.delivery.lease.as_millis() as i64;
     let claimed = d
         .store
@@ -59,7 +59,7 @@ pub async fn deliver_once(d: &Destinations, name: &'static str) -> Result<usize,
         return Ok(0);
     }
     let (outcomes, log) = deliver(dest.as_ref(), &claimed, d, &counters).await;
-    let done = chrono::Utc::now().timestamp_millis();
+    let done = d.clock.now_ms();
     d.store.finish(&outcomes, &log, done).await?;
     Ok(claimed.len())
 }
@@ -100,7 +100,7 @@ async fn deliver(
             duration_ms: 0,
             outcome: "dead".into(),
             error: Some(reason.clone()),
-            at: chrono::Utc::now().timestamp_millis(),
+            at: d.clock.now_ms(),
         });
     }
     let mut halted: Option<String> = None;
@@ -120,7 +120,7 @@ async fn deliver(
         let started = std::time::Instant::now();
         let sent = dest.send(request).await;
         let elapsed = started.elapsed();
-        let at = chrono::Utc::now().timestamp_millis();
+        let at = d.clock.now_ms();
         let item_rows = |items: &[usize]| -> Vec<usize> {
             let mut v: Vec<usize> = items
                 .iter()
@@ -217,7 +217,7 @@ async fn deliver(
             at,
         });
     }
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = d.clock.now_ms();
     let mut outcomes = Vec::with_capacity(claimed.len());
     let (mut delivered, mut retried, mut dead) = (0, 0, 0);
     for (i, row) in claimed.iter().enumerate() {
