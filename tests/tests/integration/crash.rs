@@ -46,7 +46,12 @@ async fn every_acknowledged_message_survives_a_kill_9_mid_load() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once the load is well under way (a count, not a time: a slow machine acks fewer per
+    // second).
+    touchpoint_tests::eventually(30, "a hundred messages acknowledged", async || {
+        acked.lock().unwrap().len() >= 100
+    })
+    .await;
     server.start_kill().expect("SIGKILL");
     let _ = server.wait().await;
     for w in workers {
