@@ -1,7 +1,7 @@
 //! Admin API of the destinations: status and counts, the delivery log with dead letters, replay.
 
 use super::Destinations;
-use super::store::{LogEntry, OutboxRow};
+use super::store::{LogEntry, OutboxRow, OutboxStatus};
 use crate::admin::{Admin, AdminError};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -84,8 +84,8 @@ async fn log(
     known(d, &name)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let log: Vec<LogEntry> = d.store.log(&name, limit).await?;
-    let dead: Vec<OutboxRow> = d.store.rows(&name, "dead", limit).await?;
-    let pending: Vec<OutboxRow> = d.store.rows(&name, "pending", limit).await?;
+    let dead: Vec<OutboxRow> = d.store.rows(&name, OutboxStatus::Dead, limit).await?;
+    let pending: Vec<OutboxRow> = d.store.rows(&name, OutboxStatus::Pending, limit).await?;
     Ok(Json(
         json!({"name": name, "log": log, "dead": dead, "pending": pending}),
     ))

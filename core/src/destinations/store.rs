@@ -145,6 +145,51 @@ pub struct LogEntry {
     pub at: i64,
 }
 
+/// Where an outbox row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// Claimed by a worker (until its lease ends).
+    Delivering,
+    /// Accepted by the API.
+    Delivered,
+    /// Refused, or out of attempts: waits for a replay.
+    Dead,
+}
+
+impl OutboxStatus {
+    const ALL: [OutboxStatus; 4] = [
+        OutboxStatus::Pending,
+        OutboxStatus::Delivering,
+        OutboxStatus::Delivered,
+        OutboxStatus::Dead,
+    ];
+
+    /// The value stored in `outbox.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivering => "delivering",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Dead => "dead",
+        }
+    }
+
+    /// Reads `outbox.status`; an unknown value is [`StorageError::Corrupt`].
+    pub fn parse(stored: &str) -> Result<OutboxStatus, StorageError> {
+        OutboxStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == stored)
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "unknown outbox status {stored:?} (expected pending, delivering, delivered or dead)"
+                ))
+            })
+    }
+}
+
 /// An outbox row as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -154,7 +199,7 @@ pub struct OutboxRow {
     /// Idempotency key.
     pub idempotency_key: String,
     /// Status.
-    pub status: String,
+    pub status: OutboxStatus,
     /// Attempts so far.
     pub attempts: i64,
     /// Next attempt (ms).
@@ -265,7 +310,7 @@ pub trait DestinationStore: Send + Sync + 'static {
     fn rows<'a>(
         &'a self,
         destination: &'a str,
-        status: &'a str,
+        status: OutboxStatus,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StorageError>>;
     /// Makes a destination's dead letters due again (attempts reset); returns how many.
@@ -629,9 +674,9 @@ macro_rules! impl_destination_store {
                     let (mut tx, _gate) = self.pool.begin_write().await?;
                     for (id, attempts, outcome) in outcomes {
                         let (status, next_at, error) = match outcome {
-                            RowOutcome::Delivered => ("delivered", now, None),
-                            RowOutcome::Retry { next_at, error } => ("pending", *next_at, Some(error.as_str())),
-                            RowOutcome::Dead(e) => ("dead", now, Some(e.as_str())),
+                            RowOutcome::Delivered => (OutboxStatus::Delivered.as_str(), now, None),
+                            RowOutcome::Retry { next_at, error } => (OutboxStatus::Pending.as_str(), *next_at, Some(error.as_str())),
+                            RowOutcome::Dead(e) => (OutboxStatus::Dead.as_str(), now, Some(e.as_str())),
                         };
                         sqlx::query(
                             "UPDATE outbox SET status = $1, next_attempt_at = $2, \
@@ -714,7 +759,7 @@ macro_rules! impl_destination_store {
             fn rows<'a>(
                 &'a self,
                 destination: &'a str,
-                status: &'a str,
+                status: OutboxStatus,
                 limit: i64,
             ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StorageError>> {
                 Box::pin(async move {
@@ -724,22 +769,23 @@ macro_rules! impl_destination_store {
                          FROM outbox WHERE destination = $1 AND status = $2 ORDER BY id DESC LIMIT $3",
                     )
                     .bind(destination)
-                    .bind(status)
+                    .bind(status.as_str())
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(id, idempotency_key, status, attempts, next_attempt_at, last_error, payload)| OutboxRow {
-                            id,
-                            idempotency_key,
-                            status,
-                            attempts,
-                            next_attempt_at,
-                            last_error,
-                            payload: json_or_null(&payload),
+                    rows.into_iter()
+                        .map(|(id, idempotency_key, status, attempts, next_attempt_at, last_error, payload)| {
+                            Ok(OutboxRow {
+                                id,
+                                idempotency_key,
+                                status: OutboxStatus::parse(&status)?,
+                                attempts,
+                                next_attempt_at,
+                                last_error,
+                                payload: json_or_null(&payload),
+                            })
                         })
-                        .collect())
+                        .collect()
                 })
             }
 
@@ -820,3 +866,21 @@ impl_destination_store!(
     CLAIM_PG,
     LATEST_CONSENT_PG
 );
+
+#[cfg(test)]
+mod tests {
+    use super::OutboxStatus;
+
+    #[test]
+    fn every_outbox_status_reads_back_from_its_stored_name() {
+        for s in OutboxStatus::ALL {
+            assert_eq!(OutboxStatus::parse(s.as_str()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_outbox_status_is_a_clear_error() {
+        let e = OutboxStatus::parse("sent").unwrap_err().to_string();
+        assert!(e.contains("unknown outbox status \"sent\""), "{e}");
+    }
+}
