@@ -839,11 +839,17 @@ pub fn start(
     if tick.is_zero() {
         return;
     }
+    let leases = state.leases.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
+            // With several processing nodes the tick runs where the handoff stage runs, so one
+            // node makes every handoff decision (round robin included).
+            if leases.as_ref().is_some_and(|l| !l.holds(CURSOR)) {
+                continue;
+            }
             match handoff.tick().await {
                 Ok(r) => tracing::debug!(?r, "handoff tick done"),
                 Err(e) => tracing::warn!(error = %e, "handoff tick failed; retrying next time"),
