@@ -212,7 +212,11 @@ impl Application {
                 audience_wake.clone(),
                 audiences_done.clone(),
             ));
-            tokio::spawn(audience_stage.clone().run_scheduler(clock.clone()));
+            tokio::spawn(
+                audience_stage
+                    .clone()
+                    .run_scheduler(clock.clone(), leases.clone()),
+            );
         }
         let crm_wiring = crate::crm::Wiring {
             mappings: Arc::new(

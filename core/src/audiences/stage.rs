@@ -232,12 +232,20 @@ impl AudienceStage {
     }
 
     /// Re-checks time windows every second until the process ends (the realtime part runs under
-    /// the pipeline runner, see [`Realtime`]).
-    pub async fn run_scheduler(self: Arc<Self>, clock: Arc<dyn Clock>) {
+    /// the pipeline runner, see [`Realtime`]); with several processing nodes, only on the node
+    /// that runs the audience stage.
+    pub async fn run_scheduler(
+        self: Arc<Self>,
+        clock: Arc<dyn Clock>,
+        leases: Option<Arc<crate::pipeline::Leases>>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if leases.as_ref().is_some_and(|l| !l.holds(CURSOR)) {
+                continue;
+            }
             if let Err(e) = self.recheck_due(clock.now_ms()).await {
                 tracing::warn!(error = %e, "audience window re-check failed");
             }

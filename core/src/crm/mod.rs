@@ -295,8 +295,14 @@ pub fn start(state: &AppState) {
         let period = crm.config.poll_interval;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Registered now, so the lease is held by the first poll.
+        crate::pipeline::Leases::runs_here(state.leases.as_ref(), "crm-poll");
         loop {
             tick.tick().await;
+            // With several processing nodes, one polls.
+            if !crate::pipeline::Leases::runs_here(state.leases.as_ref(), "crm-poll") {
+                continue;
+            }
             for c in [Crm::Salesforce, Crm::HubSpot] {
                 match poll(&state, &crm, c).await {
                     Ok(Some(report)) => tracing::debug!(crm = c.as_str(), ?report, "CRM poll done"),

@@ -175,6 +175,19 @@ impl Leases {
         lock(&self.held).contains(stage)
     }
 
+    /// Whether a periodic job named `job` (one that must run on one node only, like a CRM poll)
+    /// should run on this node now: always without leases (one process); with leases, only on
+    /// the node holding the job's lease (the job is registered like a stage on first call).
+    pub fn runs_here(leases: Option<&Arc<Leases>>, job: &str) -> bool {
+        match leases {
+            None => true,
+            Some(l) => {
+                l.register(job);
+                l.holds(job)
+            }
+        }
+    }
+
     /// How many processing nodes were live at the last heartbeat (this one included).
     pub fn live_nodes(&self) -> usize {
         *lock(&self.live)
