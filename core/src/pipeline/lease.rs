@@ -150,8 +150,13 @@ pub struct Leases {
 impl Leases {
     /// Leases for a new node id over `store`.
     pub fn new(store: Arc<dyn LeaseStore>, ttl: Duration) -> Arc<Leases> {
+        Leases::for_node(uuid::Uuid::new_v4().to_string(), store, ttl)
+    }
+
+    /// Leases for the node `node`.
+    pub fn for_node(node: String, store: Arc<dyn LeaseStore>, ttl: Duration) -> Arc<Leases> {
         Arc::new(Leases {
-            node: uuid::Uuid::new_v4().to_string(),
+            node,
             ttl,
             store,
             stages: Mutex::default(),
@@ -475,6 +480,111 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The lease store in memory, with the PostgreSQL adapter's rules.
+    #[derive(Default)]
+    struct Memory {
+        nodes: Mutex<BTreeMap<String, (Vec<String>, i64)>>,
+        leases: Mutex<BTreeMap<String, (String, i64)>>,
+    }
+
+    impl LeaseStore for Memory {
+        fn heartbeat<'a>(
+            &'a self,
+            node: &'a str,
+            stages: &'a [String],
+            now: i64,
+            live_since: i64,
+            _: i64,
+        ) -> BoxFuture<'a, Result<Vec<Node>, StorageError>> {
+            Box::pin(async move {
+                let mut nodes = lock(&self.nodes);
+                nodes.insert(node.to_owned(), (stages.to_vec(), now));
+                Ok(nodes
+                    .iter()
+                    .filter(|(_, (_, at))| *at >= live_since)
+                    .map(|(id, (stages, _))| Node {
+                        id: id.clone(),
+                        stages: stages.iter().cloned().collect(),
+                    })
+                    .collect())
+            })
+        }
+        fn claim<'a>(
+            &'a self,
+            stage: &'a str,
+            node: &'a str,
+            now: i64,
+            until: i64,
+        ) -> BoxFuture<'a, Result<bool, StorageError>> {
+            Box::pin(async move {
+                let mut leases = lock(&self.leases);
+                let free = leases
+                    .get(stage)
+                    .is_none_or(|(owner, expires)| owner == node || *expires < now);
+                if free {
+                    leases.insert(stage.to_owned(), (node.to_owned(), until));
+                }
+                Ok(free)
+            })
+        }
+        fn release<'a>(
+            &'a self,
+            stage: &'a str,
+            node: &'a str,
+        ) -> BoxFuture<'a, Result<(), StorageError>> {
+            Box::pin(async move {
+                if let Some((owner, expires)) = lock(&self.leases).get_mut(stage)
+                    && owner == node
+                {
+                    *expires = 0;
+                }
+                Ok(())
+            })
+        }
+        fn leases(&self) -> BoxFuture<'_, Result<Vec<LeaseRow>, StorageError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn announce(&self, _: &'static str) {}
+    }
+
+    fn held(l: &Leases) -> BTreeSet<String> {
+        STAGES
+            .iter()
+            .filter(|s| l.holds(s))
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_joining_node_gets_its_share_and_a_dead_nodes_stages_move_after_one_lease_time() {
+        let store = Arc::new(Memory::default());
+        let ttl = Duration::from_secs(5);
+        let (a, b) = (
+            Leases::for_node("a".into(), store.clone(), ttl),
+            Leases::for_node("b".into(), store.clone(), ttl),
+        );
+        for s in STAGES {
+            a.register(s);
+            b.register(s);
+        }
+        a.tick(0).await.unwrap();
+        assert_eq!(held(&a), set(&STAGES), "a lone node runs everything");
+        // b joins: it cannot take a stage a still holds; a gives up b's share on its next tick,
+        // and b takes it on its own next tick.
+        b.tick(100).await.unwrap();
+        assert!(held(&b).is_empty());
+        a.tick(200).await.unwrap();
+        b.tick(300).await.unwrap();
+        assert!(!held(&b).is_empty(), "b got its share");
+        assert!(held(&a).is_disjoint(&held(&b)));
+        assert_eq!(&held(&a) | &held(&b), set(&STAGES));
+        // a dies (no more ticks): once its heartbeat and leases are a lease time old, b has all.
+        b.tick(2_000).await.unwrap();
+        assert_ne!(held(&b), set(&STAGES), "a is still live at 2 s");
+        b.tick(200 + 5_001).await.unwrap();
+        assert_eq!(held(&b), set(&STAGES));
     }
 
     proptest! {
