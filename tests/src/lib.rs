@@ -323,6 +323,67 @@ impl TestApp {
     }
 }
 
+/// `GET base+path` with the admin token, as JSON; `Null` when the server does not answer (it may
+/// be starting, or killed on purpose) or answers something else than JSON.
+pub async fn admin_json(client: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
+    match client
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// Sends each person's messages (`messages(i)` for person `i`) one request each, in order,
+/// alternating between `bases`; all people at once. Every request must be acknowledged.
+pub async fn send_spread(
+    client: &reqwest::Client,
+    bases: &[String],
+    people: std::ops::Range<usize>,
+    messages: fn(usize) -> Vec<serde_json::Value>,
+) {
+    let mut tasks = Vec::new();
+    for i in people {
+        let (client, bases) = (client.clone(), bases.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for (n, m) in messages(i).into_iter().enumerate() {
+                let base = &bases[(i + n) % bases.len()];
+                let r = client
+                    .post(format!("{base}/v1/batch"))
+                    .basic_auth(WEB_KEY, Some(""))
+                    .json(&serde_json::json!({"batch": [m]}))
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// The benchmarks' synthetic traffic: per person (`i / 4`) an anonymous page view, an identify
+/// stitching it, and two tracks.
+pub fn synthetic_message(i: usize) -> serde_json::Value {
+    let person = i / 4;
+    let anon = format!("anon-{person}");
+    let user = format!("user-{person}");
+    match i % 4 {
+        0 => serde_json::json!({"type": "page", "anonymousId": anon, "name": "Home"}),
+        1 => serde_json::json!({"type": "identify", "anonymousId": anon, "userId": user,
+                    "traits": {"email": format!("p{person}@bench.example"), "plan_tier": "pro"}}),
+        2 => serde_json::json!({"type": "track", "userId": user, "event": "workspace_created",
+                    "properties": {"workspace_id": format!("w{person}")}}),
+        _ => serde_json::json!({"type": "track", "anonymousId": anon, "event": "feature_toggled",
+                    "properties": {"feature_name": "x", "new_status": true}}),
+    }
+}
+
 /// Waits (at most 20 s) until the server at `base` has processed its whole log.
 pub async fn wait_processed(client: &reqwest::Client, base: &str) {
     for _ in 0..400 {

@@ -3,30 +3,14 @@
 //! when `TOUCHPOINT_BENCH_PG_URL` is set, PostgreSQL. Run: `scripts/bench-identity.sh`.
 #![allow(clippy::print_stdout)]
 
-use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use touchpoint_core::identity::{self, Graph};
 use touchpoint_core::plan::PlanHandle;
 use touchpoint_core::profiles::Processor;
 use touchpoint_core::storage::{NewMessage, Status};
+use touchpoint_tests::synthetic_message;
 use touchpoint_tracking_plan::Message;
-
-/// The synthetic traffic: per person an anonymous page view, an identify stitching it, two tracks.
-fn message(i: usize) -> serde_json::Value {
-    let person = i / 4;
-    let anon = format!("anon-{person}");
-    let user = format!("user-{person}");
-    match i % 4 {
-        0 => json!({"type": "page", "anonymousId": anon, "name": "Home"}),
-        1 => json!({"type": "identify", "anonymousId": anon, "userId": user,
-                    "traits": {"email": format!("p{person}@bench.example"), "plan_tier": "pro"}}),
-        2 => json!({"type": "track", "userId": user, "event": "workspace_created",
-                    "properties": {"workspace_id": format!("w{person}")}}),
-        _ => json!({"type": "track", "anonymousId": anon, "event": "feature_toggled",
-                    "properties": {"feature_name": "x", "new_status": true}}),
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
@@ -37,7 +21,11 @@ fn pure_resolver(n: usize) {
         .expect("plan parses");
     let rules = plan.identity();
     let messages: Vec<Message> = (0..n)
-        .map(|i| Message::from_value(message(i), None).unwrap().message)
+        .map(|i| {
+            Message::from_value(synthetic_message(i), None)
+                .unwrap()
+                .message
+        })
         .collect();
     let mut graph = Graph::new();
     let mut next = 0u64;
@@ -78,7 +66,9 @@ async fn pipeline(label: &str, url: &str, n: usize, batch: i64) {
         let rows: Vec<NewMessage> = chunk
             .iter()
             .map(|&i| {
-                let m = Message::from_value(message(i), None).unwrap().message;
+                let m = Message::from_value(synthetic_message(i), None)
+                    .unwrap()
+                    .message;
                 NewMessage {
                     source_id: source.id,
                     message_id: format!("bench-{i}"),

@@ -10,40 +10,14 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use touchpoint_tests::{
-    ADMIN_TOKEN, WEB_KEY, free_port, fresh_postgres_database, start_server_process_with, wait_ready,
+    WEB_KEY, admin_json, free_port, fresh_postgres_database, start_server_process_with,
+    synthetic_message, wait_ready,
 };
-
-/// Per person: an anonymous page view, an identify stitching it, two tracks.
-fn message(i: usize) -> serde_json::Value {
-    let person = i / 4;
-    let (anon, user) = (format!("anon-{person}"), format!("user-{person}"));
-    match i % 4 {
-        0 => json!({"type": "page", "anonymousId": anon, "name": "Home"}),
-        1 => json!({"type": "identify", "anonymousId": anon, "userId": user,
-                    "traits": {"email": format!("p{person}@bench.example"), "plan_tier": "pro"}}),
-        2 => json!({"type": "track", "userId": user, "event": "workspace_created",
-                    "properties": {"workspace_id": format!("w{person}")}}),
-        _ => json!({"type": "track", "anonymousId": anon, "event": "report_generated",
-                    "properties": {"row_count": 3}}),
-    }
-}
 
 fn server_exe() -> PathBuf {
     std::env::current_exe()
         .expect("own path")
         .with_file_name("tp-server")
-}
-
-async fn pipeline(client: &reqwest::Client, base: &str) -> serde_json::Value {
-    match client
-        .get(format!("{base}/admin/pipeline"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-    {
-        Ok(r) => r.json().await.unwrap_or_default(),
-        Err(_) => serde_json::Value::Null,
-    }
 }
 
 /// Fills a fresh database with `n` messages, then times `nodes` processing nodes draining it.
@@ -80,15 +54,7 @@ async fn run(
     for _ in 0..300 {
         let mut settled = true;
         for b in &bases {
-            let v: serde_json::Value = match client
-                .get(format!("{b}/admin/pipeline/leases"))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-            {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
-            };
+            let v = admin_json(client, b, "/admin/pipeline/leases").await;
             settled &= v["liveNodes"].as_u64() == Some(nodes as u64);
         }
         if settled {
@@ -97,7 +63,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let all: Vec<serde_json::Value> = (0..n).map(message).collect();
+    let all: Vec<serde_json::Value> = (0..n).map(synthetic_message).collect();
     let started = Instant::now();
     for chunk in all.chunks(250) {
         let r = client
@@ -114,7 +80,7 @@ async fn run(
     let deadline = started + Duration::from_secs(600);
     let mut profiles = 0;
     while Instant::now() < deadline {
-        let v = pipeline(client, &bases[0]).await;
+        let v = admin_json(client, &bases[0], "/admin/pipeline").await;
         let head = v["logHead"].as_i64().unwrap_or(i64::MAX);
         if v["profilesCursor"].as_i64() >= Some(head) && v["audiencesCursor"].as_i64() >= Some(head)
         {

@@ -3,9 +3,21 @@
 use serde_json::json;
 use std::time::Duration;
 use touchpoint_tests::{
-    ADMIN_TOKEN, Db, WEB_KEY, free_port, fresh_database, start_server_process,
-    start_server_process_with, wait_processed, wait_ready,
+    ADMIN_TOKEN, Db, WEB_KEY, admin_json, free_port, fresh_database, send_spread,
+    start_server_process, start_server_process_with, wait_processed, wait_ready,
 };
+
+/// The race test's load: per person, four messages.
+fn race_messages(i: usize) -> Vec<serde_json::Value> {
+    let anon = format!("race-anon-{i}");
+    let user = format!("race-user-{i}");
+    vec![
+        json!({"type": "page", "anonymousId": anon, "name": "Home"}),
+        json!({"type": "identify", "anonymousId": anon, "userId": user, "traits": {"email": format!("p{i}@race.example")}}),
+        json!({"type": "track", "userId": user, "event": "workspace_created", "properties": {"workspace_id": format!("w{i}")}}),
+        json!({"type": "track", "anonymousId": anon, "event": "feature_toggled", "properties": {"feature_name": "x", "new_status": true}}),
+    ]
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_core_processes_on_one_postgres_never_create_duplicate_profiles() {
@@ -31,69 +43,28 @@ async fn two_core_processes_on_one_postgres_never_create_duplicate_profiles() {
 
     // Each person's messages are spread over both processes, all people at once.
     const PEOPLE: usize = 40;
-    let mut tasks = Vec::new();
-    for i in 0..PEOPLE {
-        let (client, bases) = (client.clone(), bases.clone());
-        tasks.push(tokio::spawn(async move {
-            let anon = format!("race-anon-{i}");
-            let user = format!("race-user-{i}");
-            let messages = [
-                json!({"type": "page", "anonymousId": anon, "name": "Home"}),
-                json!({"type": "identify", "anonymousId": anon, "userId": user, "traits": {"email": format!("p{i}@race.example")}}),
-                json!({"type": "track", "userId": user, "event": "workspace_created", "properties": {"workspace_id": format!("w{i}")}}),
-                json!({"type": "track", "anonymousId": anon, "event": "feature_toggled", "properties": {"feature_name": "x", "new_status": true}}),
-            ];
-            for (n, m) in messages.iter().enumerate() {
-                let base = &bases[(i + n) % bases.len()];
-                let r = client
-                    .post(format!("{base}/v1/batch"))
-                    .basic_auth(WEB_KEY, Some(""))
-                    .json(&json!({"batch": [m]}))
-                    .send()
-                    .await
-                    .expect("send");
-                assert_eq!(r.status(), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    send_spread(&client, &bases, 0..PEOPLE, race_messages).await;
     for base in &bases {
         wait_processed(&client, base).await;
     }
 
-    let pipeline: serde_json::Value = client
-        .get(format!("{}/admin/pipeline", bases[0]))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pipeline = admin_json(&client, &bases[0], "/admin/pipeline").await;
     assert_eq!(
         pipeline["profiles"], PEOPLE as i64,
         "one profile per person: {pipeline}"
     );
     for i in 0..PEOPLE {
-        let get = |kind: &'static str, value: String| {
-            let (client, base) = (client.clone(), bases[i % 2].clone());
-            async move {
-                let v: serde_json::Value = client
-                    .get(format!("{base}/admin/profiles?kind={kind}&value={value}"))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                v
-            }
+        let base = &bases[i % 2];
+        let profile = async |kind: &str, value: String| {
+            admin_json(
+                &client,
+                base,
+                &format!("/admin/profiles?kind={kind}&value={value}"),
+            )
+            .await
         };
-        let by_user = get("user_id", format!("race-user-{i}")).await;
-        let by_anon = get("anonymous_id", format!("race-anon-{i}")).await;
+        let by_user = profile("user_id", format!("race-user-{i}")).await;
+        let by_anon = profile("anonymous_id", format!("race-anon-{i}")).await;
         assert_eq!(by_user["id"], by_anon["id"]);
         assert_eq!(by_user["computed"]["messages_total"], 4, "{by_user}");
     }
@@ -197,30 +168,6 @@ fn person_messages(i: usize) -> Vec<serde_json::Value> {
     ]
 }
 
-/// Sends each person's messages in order, alternating between the ingest nodes; all people at once.
-async fn send_people(client: &reqwest::Client, ingest: &[String], people: std::ops::Range<usize>) {
-    let mut tasks = Vec::new();
-    for i in people {
-        let (client, ingest) = (client.clone(), ingest.to_vec());
-        tasks.push(tokio::spawn(async move {
-            for (n, m) in person_messages(i).into_iter().enumerate() {
-                let base = &ingest[(i + n) % ingest.len()];
-                let r = client
-                    .post(format!("{base}/v1/batch"))
-                    .basic_auth(WEB_KEY, Some(""))
-                    .json(&json!({"batch": [m]}))
-                    .send()
-                    .await
-                    .expect("send");
-                assert_eq!(r.status(), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid_run_loses_and_doubles_nothing()
  {
@@ -270,53 +217,24 @@ async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid
     // First half of the load; once processing is under way, kill -9 one processing node while the
     // second half arrives.
     const PEOPLE: usize = 60;
-    send_people(&client, &ingest_bases, 0..PEOPLE / 2).await;
+    send_spread(&client, &ingest_bases, 0..PEOPLE / 2, person_messages).await;
     touchpoint_tests::eventually(20, "processing is under way", async || {
-        let (c, b) = (&client, &survivor);
-        let v: serde_json::Value = match c
-            .get(format!("{b}/admin/pipeline"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => return false,
-        };
+        let v = admin_json(&client, &survivor, "/admin/pipeline").await;
         v["profiles"].as_i64().unwrap_or(0) >= 5
     })
     .await;
     // The stages are spread over the three processing nodes by their leases.
-    let leases = async |base: &str| -> serde_json::Value {
-        client
-            .get(format!("{base}/admin/pipeline/leases"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    };
+    let leases = async |base: &str| admin_json(&client, base, "/admin/pipeline/leases").await;
     let (mut victim, victim_base) = processing.remove(0);
     let victim_node = leases(&victim_base).await["node"].clone();
     assert!(victim_node.is_string());
     victim.start_kill().expect("kill -9 the processing node");
     let _ = victim.wait().await;
-    send_people(&client, &ingest_bases, PEOPLE / 2..PEOPLE).await;
+    send_spread(&client, &ingest_bases, PEOPLE / 2..PEOPLE, person_messages).await;
     wait_processed(&client, &survivor).await;
 
     // No duplicate profiles, and every message counted once (the sums would double otherwise).
-    let get = async |path: String| -> serde_json::Value {
-        client
-            .get(format!("{survivor}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    };
+    let get = async |path: String| admin_json(&client, &survivor, &path).await;
     let pipeline = get("/admin/pipeline".into()).await;
     assert_eq!(pipeline["profiles"], PEOPLE as i64, "{pipeline}");
     for i in 0..PEOPLE {
