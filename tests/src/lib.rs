@@ -273,6 +273,13 @@ impl TestApp {
         (status, r.text().await.unwrap_or_default())
     }
 
+    /// The `/metrics` text (Prometheus exposition).
+    pub async fn metrics(&self) -> String {
+        let (status, text) = self.get_text("/metrics").await;
+        assert_eq!(status, 200, "/metrics answered {status}: {text}");
+        text
+    }
+
     /// A connection pool to the app's database, whichever it is.
     async fn pool(&self) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();

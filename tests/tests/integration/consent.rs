@@ -138,17 +138,6 @@ async fn consent_skipped(app: &TestApp, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// Inserts an audience transition straight into the feed (as the audience engine would).
 async fn audience_event(app: &TestApp, audience: &str, profile: &str, kind: &str) {
     let sql = "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) \
@@ -233,7 +222,7 @@ async fn a_message_refusing_advertising_reaches_every_destination_except_the_adv
     assert_eq!(consent_skipped(&app, "webhook").await, 0);
     let meta = status(&app, "meta").await;
     assert_eq!(meta["consentCategories"], json!(["Advertising"]));
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert!(
         text.contains("touchpoint_destination_consent_skipped_total{destination=\"meta\"} 1"),
         "{text}"

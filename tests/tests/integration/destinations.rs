@@ -398,15 +398,7 @@ async fn an_outage_is_retried_until_every_message_arrives_exactly_once(db: Db) {
         );
         assert_eq!(s.bad_signatures, 0);
     });
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("touchpoint_destination_retried_total{destination=\"salesforce\"}"));
     assert!(
         metrics.contains("touchpoint_destination_delivered_total{destination=\"webhook\"} 40"),

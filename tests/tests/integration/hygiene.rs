@@ -95,15 +95,7 @@ async fn a_write_key_over_its_rate_limit_is_answered_429_with_retry_after(db: Db
         assert!(app.stored(id).await.is_empty(), "{id} refused, not stored");
     }
     assert_eq!(app.stored(&other).await.len(), 1);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("touchpoint_messages_rate_limited_total{source=\"web\"} 4"),
         "{metrics}"

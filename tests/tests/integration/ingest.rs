@@ -197,7 +197,7 @@ async fn malformed_input_is_answered_400_with_the_reason_and_kept_as_rejected(db
     assert_eq!(r["rejected"][0]["index"], 0);
     assert_eq!(app.stored(&good).await.len(), 1);
 
-    let (_, metrics) = metrics_text(&app).await;
+    let (_, metrics) = app.get_text("/metrics").await;
     assert!(metric(&metrics, "touchpoint_messages_rejected_total", "web") >= 3.0);
 }
 
@@ -287,16 +287,6 @@ async fn a_signed_edge_batch_is_accepted_and_a_forged_one_refused(db: Db) {
     );
 }
 
-async fn metrics_text(app: &touchpoint_tests::TestApp) -> (u16, String) {
-    let r = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 fn metric(text: &str, name: &str, source: &str) -> f64 {
     let prefix = format!("{name}{{source=\"{source}\"}} ");
     text.lines()
@@ -313,7 +303,7 @@ async fn metrics_count_received_accepted_rejected_and_deduplicated(db: Db) {
     app.post("/v1/track", SERVER_KEY, &msg).await;
     app.post("/v1/track", SERVER_KEY, &json!({"event": "x"}))
         .await;
-    let (status, text) = metrics_text(&app).await;
+    let (status, text) = app.get_text("/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(
         metric(&text, "touchpoint_messages_received_total", "server"),

@@ -547,15 +547,7 @@ async fn the_seed_story_reads_the_same_in_duckdb_in_the_postgres_warehouse_and_i
     );
 
     // Progress in /metrics.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for needle in [
         "touchpoint_warehouse_lag_messages{target=\"parquet\"} 0",
         "touchpoint_warehouse_lag_messages{target=\"postgres\"} 0",
@@ -742,15 +734,7 @@ async fn an_unwritable_folder_holds_the_export_back_without_quarantining_message
             .unwrap_or(0)
     };
     eventually(20, "the warehouse stage retried six times", async || {
-        let m = app
-            .client
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = app.metrics().await;
         retries(&m) >= 6
     })
     .await;
@@ -763,15 +747,7 @@ async fn an_unwritable_folder_holds_the_export_back_without_quarantining_message
             .await,
         0
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("touchpoint_stage_failing{stage=\"warehouse_parquet\"} 1"),
         "{metrics}"
