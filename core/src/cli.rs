@@ -19,8 +19,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs the core service (configuration from the environment; see README).
-    Serve,
+    /// Runs the core service. Every setting is a flag and an environment variable (listed below);
+    /// destinations, the CRM loop, webhooks, the warehouse and lead handoff read their own
+    /// variables (see README).
+    Serve(Box<crate::config::Settings>),
     /// Tracking-plan tools.
     Plan {
         #[command(subcommand)]
@@ -113,8 +115,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Warehouse { command } => crate::warehouse::cli::run(command).await,
         Command::Tokens { command } => crate::backend_api::cli::run(command).await,
         Command::Openapi => Ok(crate::backend_api::cli::print_openapi()),
-        Command::Serve => {
-            let config = Config::from_env().context("reading configuration")?;
+        Command::Serve(settings) => {
+            let config = Config::from_settings(*settings, |k| std::env::var(k).ok())
+                .context("reading configuration")?;
             Application::build(config).await?.run().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -254,7 +257,16 @@ pub fn main() -> ExitCode {
     } else {
         builder.init();
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match crate::config::setting_error(&e) {
+            Some(setting) => {
+                eprintln!("error: {setting}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
 //! Typed configuration, read once from the environment at start-up.
 
 use secrecy::SecretString;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -152,7 +153,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {reason}")]
 pub struct ConfigError {
-    var: &'static str,
+    var: Cow<'static, str>,
     reason: String,
 }
 
@@ -160,150 +161,308 @@ impl ConfigError {
     /// A problem with the variable `var`.
     pub(crate) fn new(var: &'static str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
-            var,
+            var: Cow::Borrowed(var),
             reason: reason.into(),
         }
     }
 }
 
+/// The service's own settings: each is a `touchpoint serve` flag and an environment variable, so
+/// `touchpoint serve --help` lists every variable with its default. clap parses and checks them;
+/// [`Config::from_settings`] adds the rules that span several values. The destinations, CRM,
+/// webhook, warehouse and handoff variables are read by their modules (see [`Config`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TOUCHPOINT_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Database URL: `sqlite://path` or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/touchpoint.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// The tracking plan file.
+    #[arg(long, env = "TOUCHPOINT_PLAN", default_value = "TRACKING_PLAN.md")]
+    plan: PathBuf,
+    /// Audience definitions kept in git (a missing file means none).
+    #[arg(long, env = "TOUCHPOINT_AUDIENCES", default_value = "AUDIENCES.md")]
+    audiences: PathBuf,
+    /// Directory of the built browser SDK served at `/sdk/*`.
+    #[arg(
+        long,
+        env = "TOUCHPOINT_SDK_DIR",
+        default_value = "collector-wasm/dist"
+    )]
+    sdk_dir: PathBuf,
+    /// The URL clients reach this server at (default: from the request's headers).
+    #[arg(long, env = "TOUCHPOINT_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Sources to create at start, as `name=writeKey` pairs separated by commas.
+    #[arg(
+        long,
+        env = "TOUCHPOINT_SOURCES",
+        default_value = "web=wk_demo_web,server=wk_demo_server",
+        value_parser = parse_sources
+    )]
+    sources: Sources,
+    /// Admin bearer token (the default is refused off loopback; at least 16 characters).
+    #[arg(
+        long,
+        env = "TOUCHPOINT_ADMIN_TOKEN",
+        default_value = "dev-admin-token-local",
+        hide_default_value = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    admin_token: SecretString,
+    /// Shared secret of HMAC-signed batches from the edge worker (unset: edge endpoint off).
+    #[arg(long, env = "TOUCHPOINT_EDGE_SECRET", hide_env_values = true, value_parser = secret)]
+    edge_secret: Option<SecretString>,
+    /// Largest clock difference accepted for a signed edge batch, in seconds.
+    #[arg(long, env = "TOUCHPOINT_EDGE_REPLAY_SECS", default_value_t = 300)]
+    edge_replay_secs: u64,
+    /// Messages per second each write key may send on average (0: no limit).
+    #[arg(
+        long,
+        env = "TOUCHPOINT_RATE_LIMIT_PER_SECOND",
+        default_value_t = 10_000
+    )]
+    rate_limit_per_second: u32,
+    /// Messages a write key may send at once on top of its rate (0: twice the rate).
+    #[arg(long, env = "TOUCHPOINT_RATE_LIMIT_BURST", default_value_t = 20_000)]
+    rate_limit_burst: u32,
+    /// Requests per second each API token may make on average (0: no limit).
+    #[arg(
+        long,
+        env = "TOUCHPOINT_API_RATE_LIMIT_PER_SECOND",
+        default_value_t = 100
+    )]
+    api_rate_limit_per_second: u32,
+    /// Requests an API token may make at once on top of its rate (0: twice the rate).
+    #[arg(long, env = "TOUCHPOINT_API_RATE_LIMIT_BURST", default_value_t = 200)]
+    api_rate_limit_burst: u32,
+    /// Longest a request may take, body upload included, in seconds.
+    #[arg(long, env = "TOUCHPOINT_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_secs: u64,
+    /// Messages the group-commit queue holds before requests get 503.
+    #[arg(long, env = "TOUCHPOINT_QUEUE", default_value_t = 50_000)]
+    queue: usize,
+    /// Most messages written in one commit.
+    #[arg(long, env = "TOUCHPOINT_MAX_COMMIT", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_commit: u64,
+    /// Run the processing pipeline in this process (false for ingest-only replicas).
+    #[arg(long, env = "TOUCHPOINT_PROCESS", default_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    process: bool,
+    /// Seconds a stage may fail without advancing before `/readyz` reports it.
+    #[arg(long, env = "TOUCHPOINT_STALL_AFTER_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    stall_after_secs: u64,
+    /// Longest a stage waits for a wake-up before looking again, in ms (covers lost wake-ups).
+    #[arg(long, env = "TOUCHPOINT_STAGE_POLL_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    stage_poll_ms: u64,
+    /// Seconds a stage lease lasts without renewal (PostgreSQL, several processing nodes).
+    #[arg(long, env = "TOUCHPOINT_LEASE_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    lease_secs: u64,
+    /// Mount the development webhook receiver at `/dev/webhook-sink`.
+    #[arg(long, env = "TOUCHPOINT_DEV_SINK", default_value = "false", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    dev_sink: bool,
+    /// Reverse ETL: a PostgreSQL read replica to sync from (needs `TOUCHPOINT_RETL_QUERY`).
+    #[arg(long, env = "TOUCHPOINT_RETL_URL", hide_env_values = true, value_parser = secret)]
+    retl_url: Option<SecretString>,
+    /// Reverse ETL: the query whose rows become identify messages.
+    #[arg(long, env = "TOUCHPOINT_RETL_QUERY")]
+    retl_query: Option<String>,
+    /// Reverse ETL: seconds between syncs.
+    #[arg(long, env = "TOUCHPOINT_RETL_INTERVAL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    retl_interval_secs: u64,
+    /// Reverse ETL: the sync's name.
+    #[arg(long, env = "TOUCHPOINT_RETL_NAME", default_value = "production")]
+    retl_name: String,
+    /// Days raw data is kept (0: forever).
+    #[arg(long, env = "TOUCHPOINT_RETENTION_DAYS", default_value_t = 0)]
+    retention_days: u32,
+}
+
+/// `name=writeKey` pairs, one value for clap.
+#[derive(Debug, Clone)]
+struct Sources(Vec<(String, String)>);
+
+fn secret(v: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(v.to_owned()))
+}
+
+/// Settings read from the environment alone.
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct EnvOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
 impl Config {
     /// Reads the configuration from the environment, falling back to the defaults.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        use clap::Parser;
+        let settings = EnvOnly::try_parse_from(std::iter::empty::<String>())
+            .map_err(|e| clap_error(&e))?
+            .settings;
+        Self::from_settings(settings, |k| std::env::var(k).ok())
     }
 
-    /// Reads the configuration through `get`, so tests need not touch the process environment.
+    /// Reads the configuration through `get`, so tests need not touch the process environment:
+    /// each variable `get` knows becomes its flag, parsed by clap as `touchpoint serve` would.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
-        if let Some(v) = get("TOUCHPOINT_BIND") {
-            c.bind = v.parse().map_err(|e| ConfigError {
-                var: "TOUCHPOINT_BIND",
-                reason: format!("{e}"),
-            })?;
-        }
-        if let Some(v) = get("DATABASE_URL") {
-            c.database_url = v;
-        }
-        if let Some(v) = get("TOUCHPOINT_PLAN") {
-            c.plan_path = v.into();
-        }
-        if let Some(v) = get("TOUCHPOINT_AUDIENCES") {
-            c.audiences_path = v.into();
-        }
-        if let Some(v) = get("TOUCHPOINT_SOURCES") {
-            c.sources = parse_sources(&v)?;
-        }
-        if let Some(v) = get("TOUCHPOINT_ADMIN_TOKEN") {
-            c.admin_token = SecretString::from(v);
-        }
-        c.edge_secret = get("TOUCHPOINT_EDGE_SECRET")
-            .filter(|s| !s.is_empty())
-            .map(SecretString::from);
-        if let Some(v) = get("TOUCHPOINT_EDGE_REPLAY_SECS") {
-            c.edge_replay_window = Duration::from_secs(number("TOUCHPOINT_EDGE_REPLAY_SECS", &v)?);
-        }
-        if let Some(v) = get("TOUCHPOINT_RATE_LIMIT_PER_SECOND") {
-            c.rate_limit_per_second = small_number("TOUCHPOINT_RATE_LIMIT_PER_SECOND", &v)?;
-        }
-        if let Some(v) = get("TOUCHPOINT_RATE_LIMIT_BURST") {
-            c.rate_limit_burst = small_number("TOUCHPOINT_RATE_LIMIT_BURST", &v)?;
-        }
-        if let Some(v) = get("TOUCHPOINT_API_RATE_LIMIT_PER_SECOND") {
-            c.api_rate_limit_per_second = small_number("TOUCHPOINT_API_RATE_LIMIT_PER_SECOND", &v)?;
-        }
-        if let Some(v) = get("TOUCHPOINT_API_RATE_LIMIT_BURST") {
-            c.api_rate_limit_burst = small_number("TOUCHPOINT_API_RATE_LIMIT_BURST", &v)?;
-        }
-        if let Some(v) = get("TOUCHPOINT_REQUEST_TIMEOUT_SECS") {
-            c.request_timeout =
-                Duration::from_secs(number("TOUCHPOINT_REQUEST_TIMEOUT_SECS", &v)?.max(1));
-        }
-        if let Some(v) = get("TOUCHPOINT_QUEUE") {
-            c.queue_capacity = number("TOUCHPOINT_QUEUE", &v)? as usize;
-        }
-        if let Some(v) = get("TOUCHPOINT_MAX_COMMIT") {
-            c.max_commit = number("TOUCHPOINT_MAX_COMMIT", &v)?.max(1) as usize;
-        }
-        if let Some(v) = get("TOUCHPOINT_PROCESS") {
-            c.process = !matches!(v.trim(), "0" | "false" | "no" | "off");
-        }
-        if let Some(v) = get("TOUCHPOINT_STALL_AFTER_SECS") {
-            c.stall_after = Duration::from_secs(number("TOUCHPOINT_STALL_AFTER_SECS", &v)?.max(1));
-        }
-        if let Some(v) = get("TOUCHPOINT_STAGE_POLL_MS") {
-            c.stage_poll = Duration::from_millis(number("TOUCHPOINT_STAGE_POLL_MS", &v)?.max(10));
-        }
-        if let Some(v) = get("TOUCHPOINT_LEASE_SECS") {
-            c.lease_ttl = Duration::from_secs(number("TOUCHPOINT_LEASE_SECS", &v)?.max(1));
-        }
-        c.dev_sink =
-            get("TOUCHPOINT_DEV_SINK").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-        if let Some(url) = get("TOUCHPOINT_RETL_URL").filter(|u| !u.is_empty()) {
-            let query = get("TOUCHPOINT_RETL_QUERY").ok_or(ConfigError {
-                var: "TOUCHPOINT_RETL_QUERY",
-                reason: "required when TOUCHPOINT_RETL_URL is set".into(),
-            })?;
-            let interval = match get("TOUCHPOINT_RETL_INTERVAL_SECS") {
-                Some(v) => number("TOUCHPOINT_RETL_INTERVAL_SECS", &v)?.max(1),
-                None => 60,
-            };
-            c.reverse_etl = Some(crate::reverse_etl::SyncConfig {
-                name: get("TOUCHPOINT_RETL_NAME").unwrap_or_else(|| "production".into()),
-                url: SecretString::from(url),
-                query,
-                interval: Duration::from_secs(interval),
-                source: "reverse-etl".into(),
-            });
-        }
-        if let Some(v) = get("TOUCHPOINT_SDK_DIR") {
-            c.sdk_dir = v.into();
-        }
-        if let Some(v) = get("TOUCHPOINT_PUBLIC_URL").filter(|v| !v.trim().is_empty()) {
-            if crate::ingest::compat::PublicBase::parse_url(&v).is_none() {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = EnvOnly::command();
+        let args: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| {
+                let var = a.get_env()?.to_str()?;
+                let long = a.get_long()?;
+                get(var).map(|v| format!("--{long}={v}"))
+            })
+            .collect();
+        let matches = command
+            .mut_args(|a| a.env(None))
+            .try_get_matches_from(args)
+            .map_err(|e| clap_error(&e))?;
+        let settings = EnvOnly::from_arg_matches(&matches)
+            .map_err(|e| clap_error(&e))?
+            .settings;
+        Self::from_settings(settings, get)
+    }
+
+    /// The configuration from parsed `settings`, reading the modules' own variables through `get`.
+    pub fn from_settings(
+        s: Settings,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        use secrecy::ExposeSecret;
+        let unset_if_empty = |v: Option<SecretString>| v.filter(|v| !v.expose_secret().is_empty());
+        let public_url = match s.public_url.filter(|v| !v.trim().is_empty()) {
+            Some(v) if crate::ingest::compat::PublicBase::parse_url(&v).is_none() => {
                 return Err(ConfigError::new(
                     "TOUCHPOINT_PUBLIC_URL",
                     "expected http(s)://host[:port][/path], without credentials, query or fragment",
                 ));
             }
-            c.public_url = Some(v.trim().to_owned());
-        }
-        c.destinations = crate::destinations::DestinationsConfig::from_lookup(&get)?;
-        c.crm = crate::crm::CrmConfig::from_lookup(&get)?;
-        c.webhooks = crate::webhooks::WebhooksConfig::from_lookup(&get)?;
-        c.warehouse = crate::warehouse::WarehouseConfig::from_lookup(&get)?;
-        c.handoff = crate::handoff::HandoffConfig::from_lookup(&get)?;
-        if let Some(v) = get("TOUCHPOINT_RETENTION_DAYS").filter(|v| !v.trim().is_empty()) {
-            c.retention_days = small_number("TOUCHPOINT_RETENTION_DAYS", &v)?;
-        }
-        Ok(c)
+            v => v.map(|v| v.trim().to_owned()),
+        };
+        let reverse_etl = match unset_if_empty(s.retl_url) {
+            None => None,
+            Some(url) => Some(crate::reverse_etl::SyncConfig {
+                name: s.retl_name,
+                url,
+                query: s.retl_query.ok_or_else(|| {
+                    ConfigError::new(
+                        "TOUCHPOINT_RETL_QUERY",
+                        "required when TOUCHPOINT_RETL_URL is set",
+                    )
+                })?,
+                interval: Duration::from_secs(s.retl_interval_secs),
+                source: "reverse-etl".into(),
+            }),
+        };
+        Ok(Config {
+            bind: s.bind,
+            database_url: s.database_url,
+            plan_path: s.plan,
+            audiences_path: s.audiences,
+            sdk_dir: s.sdk_dir,
+            public_url,
+            sources: s.sources.0,
+            admin_token: s.admin_token,
+            edge_secret: unset_if_empty(s.edge_secret),
+            edge_replay_window: Duration::from_secs(s.edge_replay_secs),
+            rate_limit_per_second: s.rate_limit_per_second,
+            rate_limit_burst: s.rate_limit_burst,
+            api_rate_limit_per_second: s.api_rate_limit_per_second,
+            api_rate_limit_burst: s.api_rate_limit_burst,
+            request_timeout: Duration::from_secs(s.request_timeout_secs),
+            queue_capacity: s.queue,
+            max_commit: usize::try_from(s.max_commit).unwrap_or(usize::MAX),
+            process: s.process,
+            stall_after: Duration::from_secs(s.stall_after_secs),
+            stage_poll: Duration::from_millis(s.stage_poll_ms),
+            lease_ttl: Duration::from_secs(s.lease_secs),
+            reverse_etl,
+            dev_sink: s.dev_sink,
+            retention_days: s.retention_days,
+            destinations: crate::destinations::DestinationsConfig::from_lookup(&get)?,
+            crm: crate::crm::CrmConfig::from_lookup(&get)?,
+            webhooks: crate::webhooks::WebhooksConfig::from_lookup(&get)?,
+            warehouse: crate::warehouse::WarehouseConfig::from_lookup(&get)?,
+            handoff: crate::handoff::HandoffConfig::from_lookup(&get)?,
+            ..Config::default()
+        })
+    }
+}
+
+/// A bad setting on the command line or in the environment, named by its variable (clap's own
+/// message names only the flag); `None` when the error is not about a setting.
+pub(crate) fn setting_error(e: &clap::Error) -> Option<ConfigError> {
+    let e = clap_error(e);
+    (e.var != "configuration").then_some(e)
+}
+
+/// A clap error as a [`ConfigError`] naming the environment variable of the flag it is about.
+fn clap_error(e: &clap::Error) -> ConfigError {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let var = EnvOnly::command()
+        .get_arguments()
+        .find(|a| {
+            a.get_long()
+                .is_some_and(|l| flag.split([' ', '=']).next() == Some(&format!("--{l}")))
+        })
+        .and_then(|a| a.get_env()?.to_str().map(str::to_owned));
+    let detail = e.to_string();
+    let detail = detail
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    ConfigError {
+        var: var.map_or(Cow::Borrowed("configuration"), Cow::Owned),
+        reason: detail,
     }
 }
 
 pub(crate) fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
-    v.trim().parse().map_err(|_| ConfigError {
-        var,
-        reason: format!("expected a whole number, got {v:?}"),
-    })
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(var, format!("expected a whole number, got {v:?}")))
 }
 
-fn small_number(var: &'static str, v: &str) -> Result<u32, ConfigError> {
-    u32::try_from(number(var, v)?).map_err(|_| ConfigError {
-        var,
-        reason: format!("{v} is too large (at most {})", u32::MAX),
-    })
-}
-
-fn parse_sources(v: &str) -> Result<Vec<(String, String)>, ConfigError> {
+fn parse_sources(v: &str) -> Result<Sources, ConfigError> {
     v.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|pair| {
-            let (name, key) = pair.split_once('=').ok_or_else(|| ConfigError {
-                var: "TOUCHPOINT_SOURCES",
-                reason: format!("expected name=writeKey, got {pair:?}"),
+            let (name, key) = pair.split_once('=').ok_or_else(|| {
+                ConfigError::new(
+                    "TOUCHPOINT_SOURCES",
+                    format!("expected name=writeKey, got {pair:?}"),
+                )
             })?;
             Ok((name.trim().to_owned(), key.trim().to_owned()))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Sources)
 }
 
 #[cfg(test)]
@@ -341,13 +500,101 @@ mod tests {
             (k == "TOUCHPOINT_RATE_LIMIT_PER_SECOND").then(|| "99999999999".to_owned())
         })
         .unwrap_err();
-        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(
+            err.to_string().contains("is not in 0..=4294967295"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn with_no_variables_set_the_settings_are_the_documented_defaults() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        let d = Config::default();
+        assert_eq!(c.bind, d.bind);
+        assert_eq!(c.database_url, d.database_url);
+        assert_eq!(c.sources, d.sources);
+        assert_eq!(c.rate_limit_per_second, d.rate_limit_per_second);
+        assert_eq!(c.request_timeout, d.request_timeout);
+        assert_eq!(c.max_commit, d.max_commit);
+        assert_eq!(c.stage_poll, d.stage_poll);
+        assert_eq!(c.lease_ttl, d.lease_ttl);
+        assert!(c.process && !c.dev_sink);
+        assert!(c.edge_secret.is_none() && c.public_url.is_none() && c.reverse_etl.is_none());
+    }
+
+    #[test]
+    fn every_setting_is_a_flag_with_an_environment_variable_and_a_help_text() {
+        use clap::CommandFactory;
+        let command = EnvOnly::command();
+        let settings: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_id() != "help")
+            .collect();
+        assert!(settings.len() >= 25, "{}", settings.len());
+        for a in settings {
+            assert!(a.get_long().is_some(), "{} has no flag", a.get_id());
+            assert!(a.get_env().is_some(), "{} has no variable", a.get_id());
+            assert!(a.get_help().is_some(), "{} has no help", a.get_id());
+        }
+    }
+
+    #[test]
+    fn secret_settings_never_show_their_value_in_help() {
+        use clap::CommandFactory;
+        let command = EnvOnly::command();
+        for id in ["admin_token", "edge_secret", "retl_url", "database_url"] {
+            let a = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert!(a.is_hide_env_values_set(), "{id}");
+        }
+    }
+
+    #[test]
+    fn switches_read_the_usual_spellings_and_refuse_others_by_name() {
+        let off = Config::from_lookup(|k| (k == "TOUCHPOINT_PROCESS").then(|| "off".to_owned()));
+        assert!(!off.unwrap().process);
+        let on = Config::from_lookup(|k| (k == "TOUCHPOINT_DEV_SINK").then(|| "yes".to_owned()));
+        assert!(on.unwrap().dev_sink);
+        let err = Config::from_lookup(|k| (k == "TOUCHPOINT_PROCESS").then(|| "maybe".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("TOUCHPOINT_PROCESS:"), "{err}");
+    }
+
+    #[test]
+    fn a_poll_below_ten_milliseconds_is_refused_rather_than_silently_raised() {
+        let err =
+            Config::from_lookup(|k| (k == "TOUCHPOINT_STAGE_POLL_MS").then(|| "5".to_owned()))
+                .unwrap_err();
+        assert!(
+            err.to_string().starts_with("TOUCHPOINT_STAGE_POLL_MS:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_optional_secrets_and_urls_mean_unset() {
+        let c = Config::from_lookup(|k| {
+            matches!(
+                k,
+                "TOUCHPOINT_EDGE_SECRET" | "TOUCHPOINT_PUBLIC_URL" | "TOUCHPOINT_RETL_URL"
+            )
+            .then(String::new)
+        })
+        .unwrap();
+        assert!(c.edge_secret.is_none() && c.public_url.is_none() && c.reverse_etl.is_none());
+        let err = Config::from_lookup(|k| {
+            (k == "TOUCHPOINT_RETL_URL").then(|| "postgres://replica/db".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("TOUCHPOINT_RETL_QUERY:"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_malformed_number_names_the_variable() {
         let err = Config::from_lookup(|k| (k == "TOUCHPOINT_QUEUE").then(|| "lots".to_owned()))
             .unwrap_err();
-        assert!(err.to_string().contains("TOUCHPOINT_QUEUE"));
+        assert!(err.to_string().starts_with("TOUCHPOINT_QUEUE:"), "{err}");
     }
 }

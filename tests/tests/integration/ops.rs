@@ -68,3 +68,20 @@ async fn the_default_admin_token_is_refused_off_loopback() {
     let err = Application::build(config).await.err().expect("refused");
     assert!(err.to_string().contains("TOUCHPOINT_ADMIN_TOKEN"), "{err}");
 }
+
+#[tokio::test]
+async fn a_bad_setting_stops_the_server_before_it_listens_and_names_the_variable() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tp-server"))
+        .arg("serve")
+        .env("TOUCHPOINT_BIND", "127.0.0.1:0")
+        .env("TOUCHPOINT_QUEUE", "lots")
+        .output()
+        .await
+        .expect("run the server");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: TOUCHPOINT_QUEUE: invalid value 'lots'"),
+        "{stderr}"
+    );
+}
