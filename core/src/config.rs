@@ -106,6 +106,9 @@ pub struct Config {
     /// `LEAD_HANDOFF.md`), the tick (`TOUCHPOINT_HANDOFF_TICK_SECS`) and the clock it reads; see
     /// `handoff::HandoffConfig`.
     pub handoff: crate::handoff::HandoffConfig,
+    /// The time every stage reads: audience windows and their re-checks, what the profiles stage
+    /// stamps, delivery backoff, leases (the system clock; tests inject a manual one).
+    pub clock: crate::pipeline::ClockRef,
 }
 
 impl Default for Config {
@@ -145,6 +148,7 @@ impl Default for Config {
             webhooks: Default::default(),
             warehouse: Default::default(),
             handoff: Default::default(),
+            clock: Default::default(),
         }
     }
 }

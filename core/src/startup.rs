@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::debugger::Debugger;
 use crate::domain::WriteKey;
 use crate::ingest::writer::Writer;
-use crate::pipeline::{Clock, Pipeline, Runner, SystemClock};
+use crate::pipeline::{Clock, Pipeline, Runner};
 use crate::plan::PlanHandle;
 use crate::profiles::Processor;
 use crate::reverse_etl::{self, ReverseEtl};
@@ -137,7 +137,7 @@ impl Application {
         spawn_dedup_janitor(store.clone(), config.dedup_window);
         let plan = Arc::new(plan);
         let pipeline_wake = Arc::new(Notify::new());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock: Arc<dyn Clock> = config.clock.0.clone();
         let audience_stage = Arc::new(AudienceStage::new(
             stores.audiences.clone(),
             plan.clone(),

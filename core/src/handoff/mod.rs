@@ -21,29 +21,12 @@ pub use stage::Handoff;
 pub use store::{HandoffStore, PgHandoffs, SqliteHandoffs};
 
 use crate::config::ConfigError;
-use crate::pipeline::{Clock, SystemClock};
+use crate::pipeline::ClockRef;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The internal source the score is recorded under (created at start with a key nobody is given).
 pub const SOURCE: &str = "lead-scoring";
-
-/// A clock in the configuration (printable, defaulting to the system clock).
-#[derive(Clone)]
-pub struct ClockRef(pub Arc<dyn Clock>);
-
-impl std::fmt::Debug for ClockRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Clock({})", self.0.now_ms())
-    }
-}
-
-impl Default for ClockRef {
-    fn default() -> Self {
-        ClockRef(Arc::new(SystemClock))
-    }
-}
 
 /// Lead scoring and handoff settings.
 #[derive(Clone, Debug)]
@@ -54,8 +37,11 @@ pub struct HandoffConfig {
     /// How often time-based rules (time in nurture), pending deliveries and reminders are checked
     /// (`TOUCHPOINT_HANDOFF_TICK_SECS`, default 60; 0 checks only on `POST /admin/handoffs/tick`).
     pub tick: Duration,
-    /// The clock the handoff rules read (the system clock; tests inject a manual one).
-    pub clock: ClockRef,
+    /// A clock for the handoff rules alone (`None`: the service's clock, [`Config::clock`]);
+    /// tests move it to reach time-based rules without moving delivery backoff.
+    ///
+    /// [`Config::clock`]: crate::config::Config::clock
+    pub clock: Option<ClockRef>,
 }
 
 impl Default for HandoffConfig {
@@ -63,7 +49,7 @@ impl Default for HandoffConfig {
         HandoffConfig {
             path: PathBuf::from(model::DEFAULT_FILE),
             tick: Duration::from_secs(60),
-            clock: ClockRef::default(),
+            clock: None,
         }
     }
 }

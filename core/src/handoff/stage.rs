@@ -96,7 +96,13 @@ impl Handoff {
         Ok(Handoff {
             model: Arc::new(model),
             store,
-            clock: config.handoff.clock.0.clone(),
+            clock: config
+                .handoff
+                .clock
+                .as_ref()
+                .unwrap_or(&config.clock)
+                .0
+                .clone(),
             salesforce: config
                 .destinations
                 .salesforce

@@ -35,6 +35,22 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock in the configuration: printable, the system clock by default.
+#[derive(Clone)]
+pub struct ClockRef(pub Arc<dyn Clock>);
+
+impl std::fmt::Debug for ClockRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.0.now_ms())
+    }
+}
+
+impl Default for ClockRef {
+    fn default() -> Self {
+        ClockRef(Arc::new(SystemClock))
+    }
+}
+
 /// A clock tests set by hand.
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicI64);

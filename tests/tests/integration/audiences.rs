@@ -2,8 +2,13 @@
 //! the admin API and the entered/exited feed.
 
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
-use touchpoint_tests::{ADMIN_TOKEN, Db, SERVER_KEY, TestApp, WEB_KEY, spawn_app};
+use touchpoint_core::pipeline::{ClockRef, ManualClock};
+use touchpoint_tests::{
+    ADMIN_TOKEN, Db, SERVER_KEY, TestApp, WEB_KEY, eventually, fresh_database, spawn_app,
+    spawn_app_with, test_config,
+};
 
 crate::on_both_stores!(
     the_pql_is_entered_when_seats_exceed_three_and_an_integration_is_connected,
@@ -270,11 +275,17 @@ async fn bad_conditions_are_refused_with_the_position(db: Db) {
 }
 
 async fn a_membership_ends_on_schedule_when_its_time_window_expires(db: Db) {
-    let app = spawn_app(db).await;
-    // The integration was connected 30 days ago minus 3 seconds: it leaves the window in 3 s.
-    let almost_expired = (chrono::Utc::now() - chrono::Duration::days(30)
-        + chrono::Duration::seconds(3))
-    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // The service reads a clock the test moves, so the window ends when the test says, not after
+    // a wait on the wall clock.
+    let now = chrono::Utc::now();
+    let clock = Arc::new(ManualClock::at(now.timestamp_millis()));
+    let (url, tmp) = fresh_database(db).await;
+    let mut config = test_config(url);
+    config.clock = ClockRef(clock.clone());
+    let app = spawn_app_with(config, tmp).await;
+    // The integration was connected 30 days ago minus an hour: it leaves the window in an hour.
+    let almost_expired = (now - chrono::Duration::days(30) + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     app.send_batch(SERVER_KEY, vec![
         json!({"type": "group", "userId": "win-1", "groupId": "g-win", "traits": {"seats_provisioned": 8}}),
         json!({"type": "track", "userId": "win-1", "event": "integration_connected",
@@ -289,20 +300,20 @@ async fn a_membership_ends_on_schedule_when_its_time_window_expires(db: Db) {
         members(&app, "product_qualified_lead").await,
         vec![id.clone()]
     );
-    // No new message arrives: only the scheduler can notice (bounded wait).
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Some(e) = events_for(&app, &id)
+    // Two hours pass. No new message arrives: only the window scheduler can notice.
+    clock.advance(Duration::from_secs(2 * 3600));
+    eventually(30, "the scheduler ends the membership", async || {
+        events_for(&app, &id)
             .await
-            .into_iter()
-            .find(|e| e["kind"] == "audience_exited" && e["audience"] == "product_qualified_lead")
-        {
-            exited = Some(e);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let exited = exited.expect("exited when the 30-day window passed");
+            .iter()
+            .any(|e| e["kind"] == "audience_exited" && e["audience"] == "product_qualified_lead")
+    })
+    .await;
+    let exited = events_for(&app, &id)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "audience_exited")
+        .unwrap();
     assert_eq!(exited["reason"], "window");
     assert!(members(&app, "product_qualified_lead").await.is_empty());
 }

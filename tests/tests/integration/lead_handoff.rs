@@ -13,7 +13,7 @@ use touchpoint_core::destinations::config::DeliveryConfig;
 use touchpoint_core::destinations::hubspot::config::HubSpotConfig;
 use touchpoint_core::destinations::resend::config::ResendConfig;
 use touchpoint_core::destinations::salesforce::config::SalesforceConfig;
-use touchpoint_core::handoff::ClockRef;
+use touchpoint_core::pipeline::ClockRef;
 use touchpoint_core::pipeline::{Clock, ManualClock};
 use touchpoint_tests::fakes::{self, Fake};
 use touchpoint_tests::{
@@ -73,7 +73,7 @@ async fn spawn(db: Db, w: &World, clock: Arc<ManualClock>) -> TestApp {
     c.handoff.path = touchpoint_tests::repo_root().join("LEAD_HANDOFF.md");
     // Time-based rules run when the test asks (POST /admin/handoffs/tick), on the test's clock.
     c.handoff.tick = Duration::ZERO;
-    c.handoff.clock = ClockRef(clock);
+    c.handoff.clock = Some(ClockRef(clock));
     spawn_app_with(c, tmp).await
 }
 
