@@ -53,9 +53,9 @@ async function shot(file) {
 const text = (sel) => page.locator(sel).innerText();
 const basic = 'Basic ' + Buffer.from(WRITE_KEY + ':').toString('base64');
 
-/** Sends `batches` batches of page views, one every 400 ms (live traffic for the throughput charts). */
-async function traffic(batches) {
-  for (let i = 0; i < batches; i++) {
+/** Sends up to `batches` batches of page views, one every 400 ms, until `enough()` (live traffic for the throughput charts). */
+async function traffic(batches, enough = () => false) {
+  for (let i = 0; i < batches && !enough(); i++) {
     const batch = Array.from({ length: 30 }, (_, k) => ({ type: 'page', anonymousId: `visitor-${i}-${k % 7}`, name: 'pricing',
       properties: { path: '/pricing', title: 'Pricing' } }));
     const r = await fetch(CORE + '/v1/batch', { method: 'POST', headers: { 'content-type': 'application/json', authorization: basic }, body: JSON.stringify({ batch }) });
@@ -196,11 +196,12 @@ try {
   await open('/pipeline', 'pipeline');
   await page.waitForSelector('#stages tr[data-stage="profiles"]', WAIT);
   await page.waitForSelector('#rate-chart canvas', WAIT);
-  const sending = traffic(15);
+  let moved = false;
+  const sending = traffic(15, () => moved);
   await page.waitForFunction(() => [...document.querySelectorAll('#stages tr[data-stage="profiles"] td')].some((td) => /^[1-9][0-9.]*\/s$/.test(td.textContent)),
     null, WAIT).catch(() => fail('the throughput column never moved'));
+  moved = true;
   await sending;
-  await page.waitForTimeout(2500);
   await page.waitForSelector('#deliveries .dest-chart[data-destination="webhook"] canvas', WAIT);
   await page.waitForFunction(() => document.getElementById('quarantine').textContent.includes('poisoned identity'), null, WAIT);
   await check('pipeline');

@@ -117,8 +117,8 @@ try {
   check(detailText.includes(IMG) && detailText.includes(SCRIPT), "the detail shows the hostile payload as text");
   check(/status: (blocked|flagged|rejected)/.test(detailText), "the detail shows the non-accepted status");
   check((await page.locator("#findings li").count()) > 0, "the detail lists the plan's findings");
-  // Give any injected handler (a failing <img> load, an inline script) time to run before judging.
-  await page.waitForTimeout(500);
+  // No <img> and no <script> element means no injected handler can ever run: the structure is the
+  // proof, so there is nothing to wait for.
   const injected = await page.evaluate(() => ({
     img: document.querySelectorAll("#events img, #detail img").length,
     script: document.querySelectorAll("#events script, #detail script").length,

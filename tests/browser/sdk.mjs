@@ -38,6 +38,19 @@ async function stored() {
     .sort((a, b) => a.seq - b.seq);
 }
 
+// Waits until every request the page issued before this call has been seen by the log: the page
+// fetches a marker URL, and requests reach the log in the order the page makes them. This proves a
+// request was NOT made without sleeping on the wall clock.
+async function barrier(t) {
+  const marker = `${BASE}/healthz?barrier=${randomUUID()}`;
+  const seen = new Promise((resolve) => {
+    const on = (r) => { if (r.url() === marker) { t.page.off("request", on); resolve(); } };
+    t.page.on("request", on);
+  });
+  await t.page.evaluate((u) => fetch(u).catch(() => {}), marker);
+  await Promise.race([seen, sleep(WAIT_MS).then(() => { throw new Error("the barrier request was never seen"); })]);
+}
+
 // Polls the stored messages until `pred(list)` holds (bounded); returns the last list.
 async function waitStored(filter, pred, ms = WAIT_MS) {
   const end = Date.now() + ms;
@@ -64,6 +77,9 @@ async function fresh(browser, name) {
   });
   page.on("request", (r) => {
     if (r.url().includes("/v1/batch")) log.batches.push({ type: r.resourceType(), body: r.postData() || "" });
+  });
+  page.on("response", (r) => {
+    if (r.url().includes("/v1/batch") && r.status() === 200) log.accepted = (log.accepted || 0) + 1;
   });
   const done = async () => {
     check(log.errors.length === 0, `${name}: no page errors (${log.errors.join(" | ")})`);
@@ -149,7 +165,7 @@ try {
     const anon = await ready(t.page);
     const feature = `beacon_${randomUUID().slice(0, 8)}`;
     await t.page.evaluate((f) => touchpoint.track("feature_toggled", { feature_name: f, new_status: false }), feature);
-    await sleep(300);
+    await barrier(t);
     const sentBefore = t.log.batches.filter((b) => b.body.includes(feature)).length;
     check(sentBefore === 0, "with a 60 s flush interval nothing was sent while the page stayed");
     await t.page.goto(`${BASE}/healthz`);
@@ -180,8 +196,12 @@ try {
       touchpoint.track("feature_toggled", { feature_name: "retry_b", new_status: true });
     });
     const list = await waitStored((m) => m.anonymousId === anon, (l) => l.length >= 2);
-    await sleep(1500); // any duplicate send would land by now
+    // Once the persisted queue is empty nothing is left to send; the barrier then makes sure every
+    // send made before that is in the log, so a duplicate send would be counted below.
+    await t.page.waitForFunction(() => ["[]", null].includes(localStorage.getItem("tp_queue")), null, { timeout: WAIT_MS });
+    await barrier(t);
     const again = (await stored()).filter((m) => m.anonymousId === anon);
+    check(t.log.accepted === 1, `exactly one send was accepted, so none was repeated (${t.log.accepted})`);
     check(failed === 2, `the first two sends got 503 (${failed})`);
     check(t.log.batches.length >= 3, `the SDK retried (${t.log.batches.length} requests)`);
     check(list.length === 2 && again.length === 2, `both messages stored exactly once (${again.length})`);
@@ -202,8 +222,11 @@ try {
     const t = await fresh(browser, "consent");
     await t.page.goto(demo("consent=wait&flushInterval=100"));
     const anon = await ready(t.page);
-    await t.page.evaluate(() => touchpoint.track("feature_toggled", { feature_name: "consent_wait", new_status: true }));
-    await sleep(1200);
+    await t.page.evaluate(() => {
+      touchpoint.track("feature_toggled", { feature_name: "consent_wait", new_status: true });
+      touchpoint.flush();
+    });
+    await barrier(t);
     const keys = await t.page.evaluate(() => Object.keys(localStorage));
     const cookies = await t.context.cookies();
     check(t.log.batches.length === 0, `nothing sent before consent (${t.log.batches.length})`);
@@ -228,7 +251,8 @@ try {
       touchpoint.track("report_generated", { report_type: "small", row_count: 2 });
     });
     const list = await waitStored((m) => m.anonymousId === anon, (l) => l.length >= 1);
-    await sleep(500);
+    // The warning was printed inside the evaluate that tracked the message, and Chromium reports
+    // console calls before the evaluate's result, so it is in the log already.
     check(t.log.warnings.some((w) => w.includes("32 KB")), `a console warning names the 32 KB limit (${t.log.warnings})`);
     check(list.length === 1 && list[0].properties?.report_type === "small", "only the small message was stored");
     check(t.log.batches.every((b) => b.body.length < 32 * 1024), "the oversized message was never sent");
