@@ -38,26 +38,24 @@ pub struct Stores {
 pub async fn connect(url: &str) -> Result<Stores, StorageError> {
     if url.starts_with("sqlite:") {
         let store = crate::storage::SqliteStore::connect(url).await?;
-        let console = crate::console::Pool::Sqlite(store.pool().clone());
-        let profiles = crate::profiles::SqliteProfiles::new(store.pool().clone());
-        let audiences = crate::audiences::SqliteAudiences::new(store.pool().clone());
-        let destinations = crate::destinations::SqliteDestinations::new(store.pool().clone());
-        let privacy = crate::privacy::SqlitePrivacy::new(store.pool().clone());
+        let console = crate::console::Pool::Sqlite(store.db().pool().clone());
+        let profiles = crate::profiles::SqliteProfiles::new(store.db().clone());
+        let audiences = crate::audiences::SqliteAudiences::new(store.db().clone());
+        let destinations = crate::destinations::SqliteDestinations::new(store.db().clone());
+        let privacy = crate::privacy::SqlitePrivacy::new(store.db().clone());
         // Suppressions of versions before migration 0009 were plaintext; SQLite cannot hash in SQL.
         crate::privacy::PrivacyStore::hash_plaintext_suppressions(&privacy).await?;
         Ok(Stores {
             console: Arc::new(crate::console::SqlConsole::new(console)),
-            quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.pool().clone())),
-            crm: Arc::new(crate::crm::SqliteCrm::new(store.pool().clone())),
-            handoffs: Arc::new(crate::handoff::SqliteHandoffs::new(store.pool().clone())),
+            quarantine: Arc::new(crate::pipeline::SqliteQuarantine::new(store.db().clone())),
+            crm: Arc::new(crate::crm::SqliteCrm::new(store.db().clone())),
+            handoffs: Arc::new(crate::handoff::SqliteHandoffs::new(store.db().clone())),
             // One process owns a SQLite file: its stages need no leases.
             leases: None,
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
-                store.pool().clone(),
+                store.db().clone(),
             )),
-            api: Arc::new(crate::backend_api::SqliteApiStore::new(
-                store.pool().clone(),
-            )),
+            api: Arc::new(crate::backend_api::SqliteApiStore::new(store.db().clone())),
             privacy: Arc::new(privacy),
             destinations: Arc::new(destinations),
             events: Arc::new(store),
@@ -66,23 +64,23 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = crate::storage::PgStore::connect(url).await?;
-        let console = crate::console::Pool::Postgres(store.pool().clone());
-        let profiles = crate::profiles::PgProfiles::new(store.pool().clone());
-        let audiences = crate::audiences::PgAudiences::new(store.pool().clone());
-        let destinations = crate::destinations::PgDestinations::new(store.pool().clone());
+        let console = crate::console::Pool::Postgres(store.db().pool().clone());
+        let profiles = crate::profiles::PgProfiles::new(store.db().clone());
+        let audiences = crate::audiences::PgAudiences::new(store.db().clone());
+        let destinations = crate::destinations::PgDestinations::new(store.db().clone());
         Ok(Stores {
             console: Arc::new(crate::console::SqlConsole::new(console)),
-            quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.pool().clone())),
-            crm: Arc::new(crate::crm::PgCrm::new(store.pool().clone())),
-            handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.pool().clone())),
+            quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.db().clone())),
+            crm: Arc::new(crate::crm::PgCrm::new(store.db().clone())),
+            handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.db().clone())),
             leases: Some(Arc::new(crate::pipeline::PgLeases::new(
-                store.pool().clone(),
+                store.db().pool().clone(),
             ))),
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
-                store.pool().clone(),
+                store.db().clone(),
             )),
-            api: Arc::new(crate::backend_api::PgApiStore::new(store.pool().clone())),
-            privacy: Arc::new(crate::privacy::PgPrivacy::new(store.pool().clone())),
+            api: Arc::new(crate::backend_api::PgApiStore::new(store.db().clone())),
+            privacy: Arc::new(crate::privacy::PgPrivacy::new(store.db().clone())),
             destinations: Arc::new(destinations),
             events: Arc::new(store),
             profiles: Arc::new(profiles),

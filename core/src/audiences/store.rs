@@ -897,7 +897,7 @@ macro_rules! impl_audience_store {
 
             fn list(&self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>> {
                 Box::pin(async move {
-                    let mut conn = self.pool.acquire().await?;
+                    let mut conn = self.pool.pool().acquire().await?;
                     list_rows(&mut conn).await
                 })
             }
@@ -967,12 +967,17 @@ mod sqlite_impl {
         SqliteAudiences,
         SqliteAudienceTx,
         sqlx::Sqlite,
-        sqlx::SqlitePool
+        crate::storage::Db<sqlx::Sqlite>
     );
 }
 mod pg_impl {
     use super::*;
-    impl_audience_store!(PgAudiences, PgAudienceTx, sqlx::Postgres, sqlx::PgPool);
+    impl_audience_store!(
+        PgAudiences,
+        PgAudienceTx,
+        sqlx::Postgres,
+        crate::storage::Db<sqlx::Postgres>
+    );
 }
 pub use pg_impl::PgAudiences;
 pub use sqlite_impl::SqliteAudiences;

@@ -594,5 +594,13 @@ macro_rules! impl_api_store {
     };
 }
 
-impl_api_store!(SqliteApiStore, sqlx::Sqlite, sqlx::SqlitePool);
-impl_api_store!(PgApiStore, sqlx::Postgres, sqlx::PgPool);
+impl_api_store!(
+    SqliteApiStore,
+    sqlx::Sqlite,
+    crate::storage::Db<sqlx::Sqlite>
+);
+impl_api_store!(
+    PgApiStore,
+    sqlx::Postgres,
+    crate::storage::Db<sqlx::Postgres>
+);

@@ -4,9 +4,10 @@
 //! through the file's write gate like every other writer.
 
 use super::mapping::Crm;
+use crate::storage::Db;
 use crate::storage::{BeginWrite, StorageError};
 use futures_util::future::BoxFuture;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use std::collections::HashMap;
 
 /// How keys and values are kept: a SHA-256 digest (128 bits, hex). The sync only ever compares
@@ -117,12 +118,12 @@ pub trait CrmStore: Send + Sync + 'static {
 /// [`CrmStore`] over a migrated SQLite or PostgreSQL pool.
 #[derive(Clone, Debug)]
 pub struct SqlCrm<DB: Database> {
-    pool: Pool<DB>,
+    pool: Db<DB>,
 }
 
 impl<DB: Database> SqlCrm<DB> {
     /// Wraps a migrated pool.
-    pub fn new(pool: Pool<DB>) -> Self {
+    pub fn new(pool: Db<DB>) -> Self {
         SqlCrm { pool }
     }
 }
@@ -184,8 +185,8 @@ const MEMBER: &str = "SELECT p.kind, p.value FROM profile_accounts pa \
 impl<DB> CrmStore for SqlCrm<DB>
 where
     DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    Db<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c Db<DB>: Executor<'c, Database = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,

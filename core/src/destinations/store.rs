@@ -854,7 +854,7 @@ impl_destination_store!(
     SqliteDestinations,
     SqliteStageTx,
     sqlx::Sqlite,
-    sqlx::SqlitePool,
+    crate::storage::Db<sqlx::Sqlite>,
     CLAIM_SQLITE,
     LATEST_CONSENT_SQLITE
 );
@@ -862,7 +862,7 @@ impl_destination_store!(
     PgDestinations,
     PgStageTx,
     sqlx::Postgres,
-    sqlx::PgPool,
+    crate::storage::Db<sqlx::Postgres>,
     CLAIM_PG,
     LATEST_CONSENT_PG
 );

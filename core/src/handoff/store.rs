@@ -4,11 +4,12 @@
 
 use super::decide::Load;
 use super::score::{Event, Facts};
+use crate::storage::Db;
 use crate::storage::{BeginWrite, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// The stage's cursor in `pipeline_cursors`.
 pub const CURSOR: &str = "handoff";
@@ -195,12 +196,12 @@ pub trait HandoffStore: Send + Sync + 'static {
 /// [`HandoffStore`] over a migrated SQLite or PostgreSQL pool.
 #[derive(Clone, Debug)]
 pub struct SqlHandoffs<DB: Database> {
-    pool: Pool<DB>,
+    pool: Db<DB>,
 }
 
 impl<DB: Database> SqlHandoffs<DB> {
     /// Wraps a migrated pool.
-    pub fn new(pool: Pool<DB>) -> Self {
+    pub fn new(pool: Db<DB>) -> Self {
         SqlHandoffs { pool }
     }
 }
@@ -309,8 +310,8 @@ fn object(rows: Vec<(String, String)>) -> Map<String, Value> {
 impl<DB> HandoffStore for SqlHandoffs<DB>
 where
     DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    Db<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c Db<DB>: Executor<'c, Database = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,

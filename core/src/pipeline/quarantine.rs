@@ -240,8 +240,8 @@ macro_rules! impl_quarantine_store {
     };
 }
 
-impl_quarantine_store!(SqliteQuarantine, sqlx::SqlitePool);
-impl_quarantine_store!(PgQuarantine, sqlx::PgPool);
+impl_quarantine_store!(SqliteQuarantine, crate::storage::Db<sqlx::Sqlite>);
+impl_quarantine_store!(PgQuarantine, crate::storage::Db<sqlx::Postgres>);
 
 #[cfg(test)]
 mod tests {

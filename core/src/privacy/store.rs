@@ -970,8 +970,18 @@ macro_rules! impl_privacy_store {
     };
 }
 
-impl_privacy_store!(SqlitePrivacy, sqlx::Sqlite, sqlx::SqlitePool, SQLITE);
-impl_privacy_store!(PgPrivacy, sqlx::Postgres, sqlx::PgPool, POSTGRES);
+impl_privacy_store!(
+    SqlitePrivacy,
+    sqlx::Sqlite,
+    crate::storage::Db<sqlx::Sqlite>,
+    SQLITE
+);
+impl_privacy_store!(
+    PgPrivacy,
+    sqlx::Postgres,
+    crate::storage::Db<sqlx::Postgres>,
+    POSTGRES
+);
 
 #[cfg(test)]
 mod tests {

@@ -983,12 +983,17 @@ mod sqlite_impl {
         SqliteProfiles,
         SqliteProfileTx,
         sqlx::Sqlite,
-        sqlx::SqlitePool
+        crate::storage::Db<sqlx::Sqlite>
     );
 }
 mod pg_impl {
     use super::*;
-    impl_profile_store!(PgProfiles, PgProfileTx, sqlx::Postgres, sqlx::PgPool);
+    impl_profile_store!(
+        PgProfiles,
+        PgProfileTx,
+        sqlx::Postgres,
+        crate::storage::Db<sqlx::Postgres>
+    );
 }
 pub use pg_impl::{PgProfileTx, PgProfiles};
 pub use sqlite_impl::{SqliteProfileTx, SqliteProfiles};

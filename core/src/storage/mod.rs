@@ -240,31 +240,101 @@ struct SqliteGate {
     ingest_waiting: std::sync::atomic::AtomicUsize,
 }
 
-fn sqlite_gate(pool: &sqlx::SqlitePool) -> Arc<SqliteGate> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static GATES: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<SqliteGate>>>> = OnceLock::new();
-    let key = pool.connect_options().get_filename().to_owned();
-    GATES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(key)
-        .or_default()
-        .clone()
+/// One database: its connection pool and, on SQLite, the file's write gate. Every repository over
+/// the database holds a clone of this one object, so they all queue on the same gate; nothing keeps
+/// gates in a process-wide map. Queries run on it like on a pool (`.fetch_all(&self.pool)`).
+pub struct Db<D: sqlx::Database> {
+    pool: sqlx::Pool<D>,
+    gate: Arc<SqliteGate>,
 }
 
-/// Begins the ingest writer's transaction on SQLite, ahead of waiting pipeline stages.
-pub(crate) async fn begin_ingest_write(
-    pool: &sqlx::SqlitePool,
-) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
-    use std::sync::atomic::Ordering;
-    let gate = sqlite_gate(pool);
-    gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
-    let guard = gate.lock.clone().lock_owned().await;
-    gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
-    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    Ok((tx, Some(guard)))
+impl<D: sqlx::Database> Clone for Db<D> {
+    fn clone(&self) -> Self {
+        Db {
+            pool: self.pool.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl<D: sqlx::Database> std::fmt::Debug for Db<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("pool", &self.pool).finish()
+    }
+}
+
+impl<D: sqlx::Database> Db<D> {
+    /// The database behind `pool`, with a write gate of its own.
+    pub fn new(pool: sqlx::Pool<D>) -> Db<D> {
+        Db {
+            pool,
+            gate: Arc::default(),
+        }
+    }
+
+    /// The connection pool (migrations, a module's own tables).
+    pub fn pool(&self) -> &sqlx::Pool<D> {
+        &self.pool
+    }
+}
+
+impl<'p, D: sqlx::Database> sqlx::Executor<'p> for &'_ Db<D>
+where
+    for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,
+{
+    type Database = D;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures_util::stream::BoxStream<
+        'e,
+        Result<sqlx::Either<D::QueryResult, D::Row>, sqlx::Error>,
+    >
+    where
+        E: 'q + sqlx::Execute<'q, D>,
+    {
+        (&self.pool).fetch_many(query)
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<D::Row>, sqlx::Error>>
+    where
+        E: 'q + sqlx::Execute<'q, D>,
+    {
+        (&self.pool).fetch_optional(query)
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [D::TypeInfo],
+    ) -> BoxFuture<'e, Result<D::Statement<'q>, sqlx::Error>> {
+        (&self.pool).prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<D>, sqlx::Error>> {
+        (&self.pool).describe(sql)
+    }
+}
+
+impl Db<sqlx::Sqlite> {
+    /// Begins the ingest writer's transaction, ahead of waiting pipeline stages.
+    pub(crate) async fn begin_ingest_write(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
+        use std::sync::atomic::Ordering;
+        self.gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = self.gate.lock.clone().lock_owned().await;
+        self.gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((tx, Some(guard)))
+    }
 }
 
 /// Starts a transaction that will write. On SQLite it waits for the file's in-process write gate,
@@ -282,32 +352,31 @@ pub(crate) trait BeginWrite {
     > + Send;
 }
 
-impl BeginWrite for sqlx::SqlitePool {
+impl BeginWrite for Db<sqlx::Sqlite> {
     type Db = sqlx::Sqlite;
     async fn begin_write(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
         use std::sync::atomic::Ordering;
-        let gate = sqlite_gate(self);
         // Let a waiting ingest commit go first, for at most 100 ms.
         for _ in 0..100 {
-            if gate.ingest_waiting.load(Ordering::Acquire) == 0 {
+            if self.gate.ingest_waiting.load(Ordering::Acquire) == 0 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        let guard = gate.lock.clone().lock_owned().await;
-        let tx = self.begin_with("BEGIN IMMEDIATE").await?;
+        let guard = self.gate.lock.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok((tx, Some(guard)))
     }
 }
 
-impl BeginWrite for sqlx::PgPool {
+impl BeginWrite for Db<sqlx::Postgres> {
     type Db = sqlx::Postgres;
     async fn begin_write(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Gate), sqlx::Error> {
-        Ok((self.begin().await?, None))
+        Ok((self.pool.begin().await?, None))
     }
 }
 
@@ -324,17 +393,18 @@ pub(crate) trait BeginRead {
     + Send;
 }
 
-impl BeginRead for sqlx::SqlitePool {
+impl BeginRead for Db<sqlx::Sqlite> {
     type Db = sqlx::Sqlite;
     async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.begin().await
+        self.pool.begin().await
     }
 }
 
-impl BeginRead for sqlx::PgPool {
+impl BeginRead for Db<sqlx::Postgres> {
     type Db = sqlx::Postgres;
     async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
     }
 }
@@ -342,6 +412,25 @@ impl BeginRead for sqlx::PgPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_repository_over_one_database_queues_on_its_one_write_gate() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let db = Db::new(pool.clone());
+        let repository = db.clone();
+        let (tx, gate) = db.begin_write().await.unwrap();
+        assert!(gate.is_some());
+        assert!(
+            repository.gate.lock.try_lock().is_err(),
+            "a clone waits for the writer"
+        );
+        assert!(
+            Db::new(pool).gate.lock.try_lock().is_ok(),
+            "another database has a gate of its own"
+        );
+        drop((tx, gate));
+        assert!(repository.gate.lock.try_lock().is_ok());
+    }
 
     #[test]
     fn every_status_reads_back_from_its_stored_name() {

@@ -2,7 +2,7 @@
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use sqlx::Row;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +56,7 @@ pub fn listen_for_appends(url: &str, wake: Arc<Notify>, progress: tokio::sync::w
 /// The production store; several core processes may share one database.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pool: super::Db<sqlx::Postgres>,
 }
 
 impl PgStore {
@@ -64,11 +64,13 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StorageError> {
         let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool: super::Db::new(pool),
+        })
     }
 
-    /// The connection pool, for the modules that add their own tables.
-    pub fn pool(&self) -> &PgPool {
+    /// The database, for the repositories of the feature modules.
+    pub fn db(&self) -> &super::Db<sqlx::Postgres> {
         &self.pool
     }
 }
@@ -80,7 +82,7 @@ impl PgStore {
         messages: &[NewMessage],
         rejected: &[NewRejected],
     ) -> Result<Vec<InsertOutcome>, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let (mut tx, _gate) = super::BeginWrite::begin_write(&self.pool).await?;
         // Serialise appends across core processes so log positions commit in order and the
         // pipeline, which reads `seq > cursor`, can never skip a late-committing row.
         sqlx::query("SELECT pg_advisory_xact_lock(7243001)")

@@ -1,9 +1,7 @@
 //! SQLite adapter: one file in WAL mode with `synchronous = FULL`, so a commit is durable when it returns.
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +9,7 @@ use std::time::Duration;
 /// The embedded default store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pool: super::Db<sqlx::Sqlite>,
 }
 
 impl SqliteStore {
@@ -33,11 +31,13 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool: super::Db::new(pool),
+        })
     }
 
-    /// The connection pool, for the modules that add their own tables.
-    pub fn pool(&self) -> &SqlitePool {
+    /// The database, for the repositories of the feature modules: they share its write gate.
+    pub fn db(&self) -> &super::Db<sqlx::Sqlite> {
         &self.pool
     }
 }
@@ -49,7 +49,7 @@ impl SqliteStore {
         messages: &[NewMessage],
         rejected: &[NewRejected],
     ) -> Result<Vec<InsertOutcome>, StorageError> {
-        let (mut tx, _gate) = super::begin_ingest_write(&self.pool).await?;
+        let (mut tx, _gate) = self.pool.begin_ingest_write().await?;
         let mut out = vec![InsertOutcome::Duplicate; messages.len()];
         // Multi-row inserts: one statement (one trip through sqlx's SQLite worker) per 100 rows.
         for (chunk_no, chunk) in messages.chunks(100).enumerate() {

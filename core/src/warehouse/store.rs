@@ -6,9 +6,10 @@
 //! (`$N` placeholders, `CAST(body AS TEXT)`), and the code is generic over the sqlx database.
 
 use super::records::{AudienceRow, GraphRow, IdentityRow, LogRow};
+use crate::storage::Db;
 use crate::storage::{BeginWrite, StorageError};
 use futures_util::future::BoxFuture;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use std::collections::{BTreeSet, HashMap};
 
 /// Identifiers attached and profiles re-pointed by a range of log positions.
@@ -131,12 +132,12 @@ pub trait WarehouseStore: Send + Sync + 'static {
 
 /// The store over a migrated SQLite or PostgreSQL pool.
 pub(crate) struct SqlWarehouse<DB: Database> {
-    pool: Pool<DB>,
+    pool: Db<DB>,
 }
 
 impl<DB: Database> SqlWarehouse<DB> {
     /// Wraps a migrated pool.
-    pub(crate) fn new(pool: Pool<DB>) -> Self {
+    pub(crate) fn new(pool: Db<DB>) -> Self {
         SqlWarehouse { pool }
     }
 }
@@ -180,7 +181,7 @@ fn message(id: Option<String>, kind: Option<String>) -> Option<(String, String)>
 impl<DB> WarehouseStore for SqlWarehouse<DB>
 where
     DB: Database,
-    Pool<DB>: BeginWrite<Db = DB>,
+    Db<DB>: BeginWrite<Db = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
