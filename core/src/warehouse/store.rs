@@ -6,6 +6,7 @@
 //! (`$N` placeholders, `CAST(body AS TEXT)`), and the code is generic over the sqlx database.
 
 use super::records::{AudienceRow, GraphRow, IdentityRow, LogRow};
+use crate::identity::ProfileId;
 use crate::storage::{BeginWrite, StorageError};
 use futures_util::future::BoxFuture;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -141,9 +142,9 @@ impl<DB: Database> SqlWarehouse<DB> {
     }
 }
 
-type LogTuple = (i64, String, String, i64, i64, Option<String>, String);
+type LogTuple = (i64, String, String, i64, i64, Option<ProfileId>, String);
 type IdentityTuple = (
-    String,
+    ProfileId,
     String,
     String,
     i64,
@@ -152,9 +153,9 @@ type IdentityTuple = (
     Option<String>,
 );
 type MergeTuple = (
-    String,
-    String,
-    String,
+    ProfileId,
+    ProfileId,
+    ProfileId,
     String,
     i64,
     i64,
@@ -165,7 +166,7 @@ type AudienceTuple = (
     i64,
     String,
     Option<String>,
-    String,
+    ProfileId,
     Option<String>,
     String,
     i64,
@@ -312,10 +313,10 @@ where
             .await?;
             let mut graph = Vec::new();
             let mut done = BTreeSet::new();
-            let mut clusters: HashMap<String, Vec<String>> = HashMap::new();
+            let mut clusters: HashMap<ProfileId, Vec<ProfileId>> = HashMap::new();
             for (loser, canonical, winner, reason, seq, at, id, kind) in merges {
                 if !clusters.contains_key(&canonical) {
-                    let members: Vec<String> = sqlx::query_scalar(
+                    let members: Vec<ProfileId> = sqlx::query_scalar(
                         "SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id",
                     )
                     .bind(canonical.clone())
