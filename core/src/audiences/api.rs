@@ -3,6 +3,7 @@
 use super::condition::Condition;
 use super::definitions::{self, Definition};
 use crate::admin::{Admin, AdminError};
+use crate::identity::ProfileId;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -123,7 +124,7 @@ pub fn spawn_backfill(state: &AppState, id: String) {
 }
 
 /// A profile as `{id, email, name}`.
-fn person(id: &str, contact: Option<&crate::console::store::Contact>) -> Value {
+fn person(id: &ProfileId, contact: Option<&crate::console::store::Contact>) -> Value {
     json!({"id": id, "email": contact.and_then(|c| c.email.as_deref()),
            "name": contact.and_then(|c| c.name.as_deref())})
 }
@@ -187,7 +188,7 @@ async fn members(
         .audiences
         .members(&id, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
-    let ids: Vec<String> = rows.iter().map(|m| m.profile_id.clone()).collect();
+    let ids: Vec<ProfileId> = rows.iter().map(|m| m.profile_id.clone()).collect();
     let contacts = crate::console::api::contact_map(&state, ids).await?;
     let members: Vec<Value> = rows
         .iter()

@@ -7,6 +7,7 @@ use super::condition::Performed;
 use super::definitions::Definition;
 use super::engine::{self, Bits, Table};
 use super::store::{Change, Needs};
+use crate::identity::ProfileId;
 use std::collections::HashSet;
 
 /// What evaluating `defs` reads: their trait paths and event conditions, and the membership of
@@ -34,7 +35,7 @@ pub fn needs_of(defs: &[Definition], all_audiences: &[String]) -> Needs {
 
 /// Profiles merged into another leave every audience (without an exit event: the person did not
 /// leave, and the profile they merged into is evaluated on its own).
-pub fn merged_away(losers: Vec<String>) -> Vec<Change> {
+pub fn merged_away(losers: Vec<ProfileId>) -> Vec<Change> {
     losers
         .into_iter()
         .map(|profile| Change::ExitAll { profile })
@@ -129,7 +130,7 @@ mod tests {
     fn table(plans: &[Option<&str>], members: &[usize]) -> Table {
         let n = plans.len();
         let mut t = Table {
-            profiles: (0..n).map(|i| format!("p{i}")).collect(),
+            profiles: (0..n).map(|i| ProfileId::from(format!("p{i}"))).collect(),
             ..Table::default()
         };
         let mut col = Column::missing(n);
@@ -188,7 +189,7 @@ mod tests {
         assert!(
             changes
                 .iter()
-                .all(|c| matches!(c, Change::Enter { profile, .. } if profile == "p0"))
+                .all(|c| matches!(c, Change::Enter { profile, .. } if profile.as_str() == "p0"))
         );
         let mut empty = Table::default();
         assert!(decide(&[def("pro", "plan = 'pro'")], &mut empty, true, NOW).is_empty());

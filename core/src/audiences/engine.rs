@@ -196,7 +196,7 @@ impl Bits {
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     /// Profile ids, one per row.
-    pub profiles: Vec<String>,
+    pub profiles: Vec<crate::identity::ProfileId>,
     /// Trait path → column.
     pub columns: HashMap<String, Column>,
     /// Canonical text of an event condition → counts.
@@ -404,7 +404,9 @@ mod tests {
 
     fn table() -> Table {
         let mut t = Table {
-            profiles: (0..4).map(|i| format!("p{i}")).collect(),
+            profiles: (0..4)
+                .map(|i| crate::identity::ProfileId::from(format!("p{i}")))
+                .collect(),
             ..Table::default()
         };
         let mut seats = Column::missing(4);

@@ -7,6 +7,7 @@ use super::condition::Condition;
 use super::decide::{decide, merged_away, needs_of};
 use super::definitions::{self, Definition};
 use super::store::{AudienceStore, AudienceTx, Change, Scope};
+use crate::identity::ProfileId;
 use crate::pipeline::{Batch, Clock, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
@@ -167,7 +168,7 @@ impl AudienceStage {
     /// Evaluates one audience over every live profile, in pages, recording progress.
     pub async fn backfill(&self, id: &str) -> Result<Backfill, StorageError> {
         let mut progress = Backfill::default();
-        let mut after = String::new();
+        let mut after: Option<ProfileId> = None;
         loop {
             let mut tx = self.store.begin().await?;
             tx.lock(CURSOR).await?;
@@ -179,11 +180,11 @@ impl AudienceStage {
                 tx.commit(None).await?;
                 return Ok(progress);
             };
-            let page = tx.live_page(&after, 5000).await?;
+            let page = tx.live_page(after.as_ref(), 5000).await?;
             let now = self.clock.now_ms();
             let finished = page.len() < 5000;
             if let Some(last) = page.last() {
-                after = last.clone();
+                after = Some(last.clone());
                 progress.done += page.len() as i64;
                 let needs = needs_of(std::slice::from_ref(&def), &ids);
                 let plan = self.plan.current();
@@ -207,7 +208,7 @@ impl AudienceStage {
         &self,
         condition: &Condition,
         sample: usize,
-    ) -> Result<(usize, Vec<String>, usize), StorageError> {
+    ) -> Result<(usize, Vec<ProfileId>, usize), StorageError> {
         let mut tx = self.store.begin_read().await?;
         let (_, ids) = Self::definitions(&mut tx).await?;
         let def = Definition {
@@ -222,7 +223,7 @@ impl AudienceStage {
         let now = self.clock.now_ms();
         let table = tx.load(Scope::All, &needs, &plan.plan, now).await?;
         let bits = table.eval(condition);
-        let members: Vec<String> = bits
+        let members: Vec<ProfileId> = bits
             .ones_iter()
             .take(sample)
             .map(|i| table.profiles[i].clone())

@@ -6,6 +6,7 @@
 
 use super::condition::Performed;
 use super::engine::{self, Bits, Column, Counts, Table};
+use crate::identity::ProfileId;
 use crate::storage::BeginWrite;
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
@@ -19,7 +20,7 @@ pub enum Scope {
     /// Every live profile.
     All,
     /// These profiles (those that still exist).
-    Ids(Vec<String>),
+    Ids(Vec<ProfileId>),
 }
 
 /// What the evaluated conditions read.
@@ -41,26 +42,26 @@ pub enum Change {
         /// Audience id.
         audience: String,
         /// Profile.
-        profile: String,
+        profile: ProfileId,
     },
     /// The profile left it.
     Exit {
         /// Audience id.
         audience: String,
         /// Profile.
-        profile: String,
+        profile: ProfileId,
     },
     /// The profile left every audience (merged away).
     ExitAll {
         /// Profile.
-        profile: String,
+        profile: ProfileId,
     },
     /// When to re-check the profile for the audience (`None` clears).
     Due {
         /// Audience id.
         audience: String,
         /// Profile.
-        profile: String,
+        profile: ProfileId,
         /// When (ms).
         at: Option<i64>,
     },
@@ -93,7 +94,7 @@ pub struct Membership {
     /// Audience id.
     pub audience: String,
     /// Profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// Entered (ms).
     pub entered_at: i64,
     /// Left (ms), if it did.
@@ -108,7 +109,7 @@ pub struct AudienceEvent {
     /// Audience id.
     pub audience: String,
     /// Profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// `audience_entered` or `audience_exited`.
     pub kind: String,
     /// When (ms).
@@ -137,19 +138,19 @@ pub trait AudienceTx: Send {
         &mut self,
         after: i64,
         upto: i64,
-    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+    ) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>>;
     /// Profiles merged away in `(after, upto]`.
     fn merged_losers(
         &mut self,
         after: i64,
         upto: i64,
-    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
-    /// Live profiles with id > `after`, in id order.
+    ) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>>;
+    /// Live profiles with id > `after` (`None`: from the first), in id order.
     fn live_page<'a>(
         &'a mut self,
-        after: &'a str,
+        after: Option<&'a ProfileId>,
         limit: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, StorageError>>;
+    ) -> BoxFuture<'a, Result<Vec<ProfileId>, StorageError>>;
     /// Number of live profiles.
     fn live_count(&mut self) -> BoxFuture<'_, Result<i64, StorageError>>;
     /// Profiles with a re-check due at or before `now`; their due rows are removed.
@@ -157,7 +158,7 @@ pub trait AudienceTx: Send {
         &mut self,
         now: i64,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+    ) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>>;
     /// Loads an evaluation table.
     fn load<'a>(
         &'a mut self,
@@ -217,7 +218,7 @@ pub trait AudienceStore: Send + Sync + 'static {
     /// Membership history of a profile.
     fn memberships<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<Membership>, StorageError>>;
     /// The entered/exited feed after `after`.
     fn events(
@@ -303,7 +304,7 @@ macro_rules! impl_audience_store {
                 })
             }
 
-            fn affected(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+            fn affected(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar(
                         "SELECT DISTINCT profile_id FROM profile_messages WHERE seq > $1 AND seq <= $2",
@@ -315,7 +316,7 @@ macro_rules! impl_audience_store {
                 })
             }
 
-            fn merged_losers(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+            fn merged_losers(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar(
                         "SELECT DISTINCT loser FROM merges WHERE seq > $1 AND seq <= $2",
@@ -327,12 +328,13 @@ macro_rules! impl_audience_store {
                 })
             }
 
-            fn live_page<'a>(&'a mut self, after: &'a str, limit: i64) -> BoxFuture<'a, Result<Vec<String>, StorageError>> {
+            fn live_page<'a>(&'a mut self, after: Option<&'a ProfileId>, limit: i64) -> BoxFuture<'a, Result<Vec<ProfileId>, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar(
                         "SELECT id FROM profiles WHERE merged_into IS NULL AND id > $1 ORDER BY id LIMIT $2",
                     )
-                    .bind(after)
+                    // Every id sorts after the empty string.
+                    .bind(after.map_or("", ProfileId::as_str))
                     .bind(limit)
                     .fetch_all(&mut *self.tx)
                     .await?)
@@ -347,9 +349,9 @@ macro_rules! impl_audience_store {
                 })
             }
 
-            fn take_due(&mut self, now: i64, limit: i64) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+            fn take_due(&mut self, now: i64, limit: i64) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
                 Box::pin(async move {
-                    let profiles: Vec<String> = sqlx::query_scalar(
+                    let profiles: Vec<ProfileId> = sqlx::query_scalar(
                         "SELECT DISTINCT profile_id FROM (SELECT profile_id FROM audience_checks \
                          WHERE due_at <= $1 ORDER BY due_at LIMIT $2) d",
                     )
@@ -376,7 +378,7 @@ macro_rules! impl_audience_store {
                 now: i64,
             ) -> BoxFuture<'a, Result<Table, StorageError>> {
                 Box::pin(async move {
-                    let profiles: Vec<String> = match &scope {
+                    let profiles: Vec<ProfileId> = match &scope {
                         Scope::All => sqlx::query_scalar(
                             "SELECT id FROM profiles WHERE merged_into IS NULL ORDER BY id",
                         )
@@ -389,7 +391,7 @@ macro_rules! impl_audience_store {
                                     "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
                                     placeholders(1, chunk.len())
                                 );
-                                let mut q = sqlx::query_scalar::<_, String>(&sql);
+                                let mut q = sqlx::query_scalar::<_, ProfileId>(&sql);
                                 for id in chunk {
                                     q = q.bind(id);
                                 }
@@ -402,8 +404,8 @@ macro_rules! impl_audience_store {
                         Scope::All => Scope::All,
                         Scope::Ids(_) => Scope::Ids(profiles.clone()),
                     };
-                    let index: HashMap<&str, usize> =
-                        profiles.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
+                    let index: HashMap<&ProfileId, usize> =
+                        profiles.iter().enumerate().map(|(i, p)| (p, i)).collect();
                     let n = profiles.len();
                     let mut table = Table {
                         profiles: profiles.clone(),
@@ -415,7 +417,7 @@ macro_rules! impl_audience_store {
                     // Traits.
                     for path in &needs.traits {
                         let mut col = Column::missing(n);
-                        let rows: Vec<(String, String)> = match path.split_once('.') {
+                        let rows: Vec<(ProfileId, String)> = match path.split_once('.') {
                             Some(("computed", name)) => {
                                 computed_column(self, name, &scope, plan, now, &index, &mut col).await?;
                                 table.columns.insert(path.clone(), col);
@@ -433,7 +435,7 @@ macro_rules! impl_audience_store {
                             }
                         };
                         for (p, value) in rows {
-                            if let Some(&i) = index.get(p.as_str()) {
+                            if let Some(&i) = index.get(&p) {
                                 col.set(i, &engine::stored_value(value));
                             }
                         }
@@ -454,7 +456,7 @@ macro_rules! impl_audience_store {
                         let scope_sql = |k: usize| {
                             format!(" AND pm.profile_id IN ({})", placeholders(first_scope_param, k))
                         };
-                        let chunks: Vec<Option<&[String]>> = match &scope {
+                        let chunks: Vec<Option<&[ProfileId]>> = match &scope {
                             Scope::All => vec![None],
                             Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
                         };
@@ -465,7 +467,7 @@ macro_rules! impl_audience_store {
                                     "SELECT pm.profile_id, COUNT(*), MIN(pm.event_time) FROM profile_messages pm \
                                      WHERE {pred} AND pm.event_time >= {since_param}{in_scope} GROUP BY pm.profile_id"
                                 );
-                                let mut q = sqlx::query_as::<_, (String, i64, i64)>(&sql);
+                                let mut q = sqlx::query_as::<_, (ProfileId, i64, i64)>(&sql);
                                 if let Some(e) = &event {
                                     q = q.bind(e);
                                 }
@@ -474,7 +476,7 @@ macro_rules! impl_audience_store {
                                     q = q.bind(id);
                                 }
                                 for (profile, count, oldest) in q.fetch_all(&mut *self.tx).await? {
-                                    if let Some(&i) = index.get(profile.as_str()) {
+                                    if let Some(&i) = index.get(&profile) {
                                         counts.record_total(i, count, oldest, window_ms);
                                     }
                                 }
@@ -484,7 +486,7 @@ macro_rules! impl_audience_store {
                                      JOIN messages m ON m.seq = pm.seq \
                                      WHERE {pred} AND pm.event_time >= {since_param}{in_scope}"
                                 );
-                                let mut q = sqlx::query_as::<_, (String, i64, String)>(&sql);
+                                let mut q = sqlx::query_as::<_, (ProfileId, i64, String)>(&sql);
                                 if let Some(e) = &event {
                                     q = q.bind(e);
                                 }
@@ -493,7 +495,7 @@ macro_rules! impl_audience_store {
                                     q = q.bind(id);
                                 }
                                 for (profile, at, body) in q.fetch_all(&mut *self.tx).await? {
-                                    if let Some(&i) = index.get(profile.as_str())
+                                    if let Some(&i) = index.get(&profile)
                                         && engine::event_matches(&body, &p.filters)
                                     {
                                         counts.record_one(i, at, window_ms);
@@ -516,7 +518,7 @@ macro_rules! impl_audience_store {
                             .await?;
                         let mut bits = Bits::zeros(n);
                         for (p, _) in rows {
-                            if let Some(&i) = index.get(p.as_str()) {
+                            if let Some(&i) = index.get(&p) {
                                 bits.set(i, true);
                             }
                         }
@@ -625,8 +627,8 @@ macro_rules! impl_audience_store {
                         }
                     }
                     // Re-check times in multi-row statements: a window touches many profiles.
-                    let mut clear: HashMap<&str, Vec<&str>> = HashMap::new();
-                    let mut set: Vec<(&str, &str, i64)> = Vec::new();
+                    let mut clear: HashMap<&str, Vec<&ProfileId>> = HashMap::new();
+                    let mut set: Vec<(&str, &ProfileId, i64)> = Vec::new();
                     for c in changes {
                         match c {
                             Change::Due { audience, profile, at: None } => {
@@ -713,14 +715,14 @@ macro_rules! impl_audience_store {
                 key: &str,
                 scope: &Scope,
                 order: &str,
-            ) -> Result<Vec<(String, String)>, StorageError> {
+            ) -> Result<Vec<(ProfileId, String)>, StorageError> {
                 let column = if join.ends_with('.') { "profile_id" } else { " profile_id" };
                 let mut out = Vec::new();
                 match scope {
                     Scope::All => {
                         let sql = format!("{base} {order}");
                         out.extend(
-                            sqlx::query_as::<_, (String, String)>(&sql)
+                            sqlx::query_as::<_, (ProfileId, String)>(&sql)
                                 .bind(key)
                                 .fetch_all(&mut *self.tx)
                                 .await?,
@@ -732,7 +734,7 @@ macro_rules! impl_audience_store {
                                 "{base} {join}{column} IN ({}) {order}",
                                 placeholders(2, chunk.len())
                             );
-                            let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(key);
+                            let mut q = sqlx::query_as::<_, (ProfileId, String)>(&sql).bind(key);
                             for id in chunk {
                                 q = q.bind(id);
                             }
@@ -750,10 +752,10 @@ macro_rules! impl_audience_store {
             scope: &Scope,
             plan: &TrackingPlan,
             now: i64,
-            index: &HashMap<&str, usize>,
+            index: &HashMap<&ProfileId, usize>,
             col: &mut Column,
         ) -> Result<(), StorageError> {
-            let chunks: Vec<Option<&[String]>> = match scope {
+            let chunks: Vec<Option<&[ProfileId]>> = match scope {
                 Scope::All => vec![None],
                 Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
             };
@@ -766,14 +768,14 @@ macro_rules! impl_audience_store {
                         "SELECT DISTINCT profile_id, kind, COALESCE(event, '') FROM profile_messages \
                          WHERE $1 = $1{in_scope}"
                     );
-                    let mut q = sqlx::query_as::<_, (String, String, String)>(&sql).bind(0_i64);
+                    let mut q = sqlx::query_as::<_, (ProfileId, String, String)>(&sql).bind(0_i64);
                     for id in chunk.unwrap_or(&[]) {
                         q = q.bind(id);
                     }
                     let mut best: HashMap<usize, usize> = HashMap::new();
                     for (p, kind, event) in q.fetch_all(&mut *tx.tx).await? {
                         let rank = engine::journey_rank(plan, &kind, &event);
-                        if let (Some(&i), Some(r)) = (index.get(p.as_str()), rank) {
+                        if let (Some(&i), Some(r)) = (index.get(&p), rank) {
                             let e = best.entry(i).or_insert(r);
                             *e = (*e).max(r);
                         }
@@ -793,12 +795,12 @@ macro_rules! impl_audience_store {
                 let sql = format!(
                     "SELECT profile_id, {expr} FROM profile_messages WHERE $1 = $1{in_scope} GROUP BY profile_id"
                 );
-                let mut q = sqlx::query_as::<_, (String, i64)>(&sql).bind(now - 30 * 86_400_000);
+                let mut q = sqlx::query_as::<_, (ProfileId, i64)>(&sql).bind(now - 30 * 86_400_000);
                 for id in chunk.unwrap_or(&[]) {
                     q = q.bind(id);
                 }
                 for (p, v) in q.fetch_all(&mut *tx.tx).await? {
-                    if let Some(&i) = index.get(p.as_str()) {
+                    if let Some(&i) = index.get(&p) {
                         col.set(i, &serde_json::json!(v));
                     }
                 }
@@ -809,7 +811,7 @@ macro_rules! impl_audience_store {
         async fn event(
             tx: &mut sqlx::Transaction<'static, $db>,
             audience: &str,
-            profile: &str,
+            profile: &ProfileId,
             kind: &str,
             now: i64,
             seq: i64,
@@ -904,7 +906,7 @@ macro_rules! impl_audience_store {
 
             fn members<'a>(&'a self, id: &'a str, limit: i64) -> BoxFuture<'a, Result<(Vec<Membership>, i64), StorageError>> {
                 Box::pin(async move {
-                    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    let rows: Vec<(String, ProfileId, i64)> = sqlx::query_as(
                         "SELECT audience, profile_id, entered_at FROM audience_members WHERE audience = $1 \
                          ORDER BY entered_at DESC, profile_id LIMIT $2",
                     )
@@ -925,9 +927,9 @@ macro_rules! impl_audience_store {
                 })
             }
 
-            fn memberships<'a>(&'a self, profile: &'a str) -> BoxFuture<'a, Result<Vec<Membership>, StorageError>> {
+            fn memberships<'a>(&'a self, profile: &'a ProfileId) -> BoxFuture<'a, Result<Vec<Membership>, StorageError>> {
                 Box::pin(async move {
-                    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+                    let rows: Vec<(String, ProfileId, i64, Option<i64>)> = sqlx::query_as(
                         "SELECT audience, profile_id, entered_at, exited_at FROM audience_history \
                          WHERE profile_id = $1 ORDER BY id",
                     )
@@ -943,7 +945,7 @@ macro_rules! impl_audience_store {
 
             fn events(&self, after: i64, limit: i64) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>> {
                 Box::pin(async move {
-                    let rows: Vec<(i64, String, String, String, i64, i64, String)> = sqlx::query_as(
+                    let rows: Vec<(i64, String, ProfileId, String, i64, i64, String)> = sqlx::query_as(
                         "SELECT id, audience, profile_id, kind, at, seq, reason FROM audience_events \
                          WHERE id > $1 ORDER BY id LIMIT $2",
                     )

@@ -16,7 +16,7 @@ pub use store::{ApiStore, PgApiStore, SqliteApiStore};
 pub use tokens::Scope;
 
 use crate::admin::AdminError;
-use crate::identity::Identifier;
+use crate::identity::{Identifier, ProfileId};
 use crate::ingest::rate::{RateLimits, retry_after_secs};
 use crate::state::AppState;
 use crate::storage::StorageError;
@@ -200,7 +200,7 @@ pub fn parse_external_id(text: &str) -> Result<Identifier, ApiError> {
 }
 
 /// The live profile an identifier belongs to (following merges), if any.
-pub async fn resolve(state: &AppState, id: &Identifier) -> Result<Option<String>, ApiError> {
+pub async fn resolve(state: &AppState, id: &Identifier) -> Result<Option<ProfileId>, ApiError> {
     let Some(mut current) = state.profiles.lookup(id).await? else {
         return Ok(None);
     };
@@ -216,7 +216,7 @@ pub async fn resolve(state: &AppState, id: &Identifier) -> Result<Option<String>
 }
 
 /// The profile an external id names, or 404.
-pub async fn profile_of(state: &AppState, external_id: &str) -> Result<String, ApiError> {
+pub async fn profile_of(state: &AppState, external_id: &str) -> Result<ProfileId, ApiError> {
     let id = parse_external_id(external_id)?;
     resolve(state, &id)
         .await?

@@ -3,6 +3,7 @@
 //! One set of SQL (`$N` placeholders work on SQLite and PostgreSQL) instantiated per pool type.
 
 use super::tokens::Scope;
+use crate::identity::ProfileId;
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
 
@@ -121,7 +122,7 @@ pub struct Metadata {
 }
 
 /// An identifier of a profile: (profile, kind, value).
-pub type ProfileIdentity = (String, String, String);
+pub type ProfileIdentity = (ProfileId, String, String);
 
 /// An account trait: (key, value, updated_at).
 pub type AccountTrait = (String, serde_json::Value, i64);
@@ -158,51 +159,56 @@ pub trait ApiStore: Send + Sync + 'static {
     /// A page of a profile's messages.
     fn events<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
         query: &'a EventQuery,
     ) -> BoxFuture<'a, Result<Vec<EventRow>, StorageError>>;
     /// A profile's traits with their sources, by name.
     fn sourced_traits<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<SourcedTrait>, StorageError>>;
     /// A profile's identifiers by kind and value.
     fn external_ids<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<ExternalIdRow>, StorageError>>;
     /// A profile's first and last message.
-    fn metadata<'a>(&'a self, profile: &'a str) -> BoxFuture<'a, Result<Metadata, StorageError>>;
-    /// Current members of an audience with profile id > `after`, by profile id: (id, entered_at).
+    fn metadata<'a>(
+        &'a self,
+        profile: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>>;
+    /// Current members of an audience with profile id > `after` (`None`: from the first), by
+    /// profile id: (id, entered_at).
     fn members_page<'a>(
         &'a self,
         audience: &'a str,
-        after: &'a str,
+        after: Option<&'a ProfileId>,
         limit: i64,
-    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>>;
+    ) -> BoxFuture<'a, Result<Vec<(ProfileId, i64)>, StorageError>>;
     /// When the profile entered the audience, if it is a member now.
     fn membership<'a>(
         &'a self,
         audience: &'a str,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<i64>, StorageError>>;
     /// Identifiers of these profiles: (profile, kind, value), by profile, kind and value.
     fn identities_of<'a>(
         &'a self,
-        profiles: &'a [String],
+        profiles: &'a [ProfileId],
     ) -> BoxFuture<'a, Result<Vec<ProfileIdentity>, StorageError>>;
     /// An account's traits: (key, value, updated_at), by key.
     fn account_traits<'a>(
         &'a self,
         group_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<AccountTrait>, StorageError>>;
-    /// Profiles of an account with id > `after`, by id, and the account's member count.
+    /// Profiles of an account with id > `after` (`None`: from the first), by id, and the
+    /// account's member count.
     fn account_members<'a>(
         &'a self,
         group_id: &'a str,
-        after: &'a str,
+        after: Option<&'a ProfileId>,
         limit: i64,
-    ) -> BoxFuture<'a, Result<(Vec<String>, i64), StorageError>>;
+    ) -> BoxFuture<'a, Result<(Vec<ProfileId>, i64), StorageError>>;
 }
 
 /// A message's event name for filters: the track event, or `Page Viewed` / `Screen Viewed`.
@@ -337,7 +343,7 @@ macro_rules! impl_api_store {
 
             fn events<'a>(
                 &'a self,
-                profile: &'a str,
+                profile: &'a ProfileId,
                 q: &'a EventQuery,
             ) -> BoxFuture<'a, Result<Vec<EventRow>, StorageError>> {
                 Box::pin(async move {
@@ -408,7 +414,7 @@ macro_rules! impl_api_store {
 
             fn sourced_traits<'a>(
                 &'a self,
-                profile: &'a str,
+                profile: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Vec<SourcedTrait>, StorageError>> {
                 Box::pin(async move {
                     let rows: Vec<(String, String, i64, Option<String>)> = sqlx::query_as(
@@ -434,7 +440,7 @@ macro_rules! impl_api_store {
 
             fn external_ids<'a>(
                 &'a self,
-                profile: &'a str,
+                profile: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Vec<ExternalIdRow>, StorageError>> {
                 Box::pin(async move {
                     let rows: Vec<(String, String, i64, Option<String>, Option<String>)> =
@@ -462,7 +468,7 @@ macro_rules! impl_api_store {
 
             fn metadata<'a>(
                 &'a self,
-                profile: &'a str,
+                profile: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
                 Box::pin(async move {
                     let (first, last, latest): (Option<i64>, Option<i64>, Option<i64>) =
@@ -495,16 +501,17 @@ macro_rules! impl_api_store {
             fn members_page<'a>(
                 &'a self,
                 audience: &'a str,
-                after: &'a str,
+                after: Option<&'a ProfileId>,
                 limit: i64,
-            ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>> {
+            ) -> BoxFuture<'a, Result<Vec<(ProfileId, i64)>, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_as(
                         "SELECT profile_id, entered_at FROM audience_members \
                          WHERE audience = $1 AND profile_id > $2 ORDER BY profile_id LIMIT $3",
                     )
                     .bind(audience)
-                    .bind(after)
+                    // Every id sorts after the empty string.
+                    .bind(after.map_or("", ProfileId::as_str))
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?)
@@ -514,7 +521,7 @@ macro_rules! impl_api_store {
             fn membership<'a>(
                 &'a self,
                 audience: &'a str,
-                profile: &'a str,
+                profile: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Option<i64>, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar(
@@ -529,7 +536,7 @@ macro_rules! impl_api_store {
 
             fn identities_of<'a>(
                 &'a self,
-                profiles: &'a [String],
+                profiles: &'a [ProfileId],
             ) -> BoxFuture<'a, Result<Vec<ProfileIdentity>, StorageError>> {
                 Box::pin(async move {
                     if profiles.is_empty() {
@@ -568,16 +575,17 @@ macro_rules! impl_api_store {
             fn account_members<'a>(
                 &'a self,
                 group_id: &'a str,
-                after: &'a str,
+                after: Option<&'a ProfileId>,
                 limit: i64,
-            ) -> BoxFuture<'a, Result<(Vec<String>, i64), StorageError>> {
+            ) -> BoxFuture<'a, Result<(Vec<ProfileId>, i64), StorageError>> {
                 Box::pin(async move {
-                    let page: Vec<String> = sqlx::query_scalar(
+                    let page: Vec<ProfileId> = sqlx::query_scalar(
                         "SELECT profile_id FROM profile_accounts WHERE group_id = $1 AND profile_id > $2 \
                          ORDER BY profile_id LIMIT $3",
                     )
                     .bind(group_id)
-                    .bind(after)
+                    // Every id sorts after the empty string.
+                    .bind(after.map_or("", ProfileId::as_str))
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;

@@ -6,6 +6,7 @@
 use super::auth::{AudiencesRead, ProfilesRead, Scoped};
 use super::store::EventQuery;
 use super::{ApiError, ErrorBody, cached, cursor, list_param, profile_of, time_param};
+use crate::identity::ProfileId;
 use crate::profiles::computed;
 use crate::state::AppState;
 use axum::Router;
@@ -65,7 +66,8 @@ pub struct AccountRef {
 #[serde(rename_all = "camelCase")]
 pub struct ProfileView {
     /// Profile id (stable until the profile is merged into another).
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: ProfileId,
     /// Created (ms since the Unix epoch).
     pub created_at: i64,
     /// Traits from identify calls, last write wins by event time.
@@ -115,7 +117,7 @@ pub async fn profile(
 }
 
 /// Reads a live profile as [`ProfileView`].
-pub async fn profile_view(state: &AppState, id: &str) -> Result<ProfileView, ApiError> {
+pub async fn profile_view(state: &AppState, id: &ProfileId) -> Result<ProfileView, ApiError> {
     let store = &state.profiles;
     let (_, created_at, _) = store
         .profile(id)
@@ -159,7 +161,7 @@ pub async fn profile_view(state: &AppState, id: &str) -> Result<ProfileView, Api
         .map(|m| m.audience)
         .collect();
     Ok(ProfileView {
-        id: id.to_owned(),
+        id: id.clone(),
         created_at,
         traits,
         computed,
@@ -217,7 +219,8 @@ pub struct EventView {
 #[serde(rename_all = "camelCase")]
 pub struct EventsPage {
     /// The profile.
-    pub profile_id: String,
+    #[schema(value_type = String)]
+    pub profile_id: ProfileId,
     /// The events of this page.
     pub items: Vec<EventView>,
     /// Cursor of the next page; null on the last page.
@@ -314,7 +317,8 @@ pub struct ProfileAudience {
 #[serde(rename_all = "camelCase")]
 pub struct ProfileAudiences {
     /// The profile.
-    pub profile_id: String,
+    #[schema(value_type = String)]
+    pub profile_id: ProfileId,
     /// Its audiences now.
     pub audiences: Vec<ProfileAudience>,
 }
@@ -468,12 +472,13 @@ impl PageParams {
         self.limit.unwrap_or(100).clamp(1, 1000)
     }
 
-    /// The profile id to resume after ("" for the first page).
-    fn after(&self) -> Result<String, ApiError> {
+    /// The profile id to resume after (`None` for the first page).
+    fn after(&self) -> Result<Option<ProfileId>, ApiError> {
         match self.cursor.as_deref().filter(|c| !c.is_empty()) {
-            None => Ok(String::new()),
+            None => Ok(None),
             Some(c) => cursor::decode(c, 1)
                 .and_then(|mut p| p.pop())
+                .map(|p| Some(ProfileId::from(p)))
                 .ok_or_else(bad_cursor),
         }
     }
@@ -494,7 +499,8 @@ pub struct ExternalId {
 #[serde(rename_all = "camelCase")]
 pub struct MemberView {
     /// The profile.
-    pub profile_id: String,
+    #[schema(value_type = String)]
+    pub profile_id: ProfileId,
     /// When it entered (ms since the Unix epoch).
     pub entered_at: i64,
     /// Its identifiers.
@@ -518,9 +524,9 @@ pub struct MembersPage {
 
 async fn external_ids_of(
     state: &AppState,
-    profiles: &[String],
-) -> Result<BTreeMap<String, Vec<ExternalId>>, ApiError> {
-    let mut by_profile: BTreeMap<String, Vec<ExternalId>> = BTreeMap::new();
+    profiles: &[ProfileId],
+) -> Result<BTreeMap<ProfileId, Vec<ExternalId>>, ApiError> {
+    let mut by_profile: BTreeMap<ProfileId, Vec<ExternalId>> = BTreeMap::new();
     for (profile, kind, id) in state.api.store.identities_of(profiles).await? {
         by_profile
             .entry(profile)
@@ -555,14 +561,14 @@ pub async fn members(
     let mut rows = state
         .api
         .store
-        .members_page(&id, &p.after()?, limit + 1)
+        .members_page(&id, p.after()?.as_ref(), limit + 1)
         .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next = more
-        .then(|| rows.last().map(|(p, _)| cursor::encode(&[p])))
+        .then(|| rows.last().map(|(p, _)| cursor::encode(&[p.as_str()])))
         .flatten();
-    let ids: Vec<String> = rows.iter().map(|(p, _)| p.clone()).collect();
+    let ids: Vec<ProfileId> = rows.iter().map(|(p, _)| p.clone()).collect();
     let mut external = external_ids_of(&state, &ids).await?;
     let (_, count) = state.audiences.members(&id, 0).await?;
     let items = rows
@@ -593,7 +599,8 @@ pub struct MembershipView {
     /// Whether the identifier's profile is a member now.
     pub member: bool,
     /// The profile, when the identifier is known.
-    pub profile_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub profile_id: Option<ProfileId>,
     /// When it entered (ms since the Unix epoch), when it is a member.
     pub entered_at: Option<i64>,
 }
@@ -686,7 +693,7 @@ pub async fn account(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let traits = state.api.store.account_traits(&group_id).await?;
-    let (_, members) = state.api.store.account_members(&group_id, "", 0).await?;
+    let (_, members) = state.api.store.account_members(&group_id, None, 0).await?;
     if traits.is_empty() && members == 0 {
         return Err(ApiError::NotFound("account"));
     }
@@ -706,7 +713,8 @@ pub async fn account(
 #[serde(rename_all = "camelCase")]
 pub struct AccountMember {
     /// The profile.
-    pub profile_id: String,
+    #[schema(value_type = String)]
+    pub profile_id: ProfileId,
     /// Its identifiers.
     pub external_ids: Vec<ExternalId>,
 }
@@ -749,7 +757,7 @@ pub async fn account_members(
     let (mut rows, count) = state
         .api
         .store
-        .account_members(&group_id, &p.after()?, limit + 1)
+        .account_members(&group_id, p.after()?.as_ref(), limit + 1)
         .await?;
     if count == 0 && state.api.store.account_traits(&group_id).await?.is_empty() {
         return Err(ApiError::NotFound("account"));
@@ -757,7 +765,7 @@ pub async fn account_members(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next = more
-        .then(|| rows.last().map(|p| cursor::encode(&[p])))
+        .then(|| rows.last().map(|p| cursor::encode(&[p.as_str()])))
         .flatten();
     let mut external = external_ids_of(&state, &rows).await?;
     let items = rows

@@ -7,6 +7,7 @@ use super::{
 };
 use crate::admin::{Admin, AdminError};
 use crate::destinations::Activation;
+use crate::identity::ProfileId;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -170,7 +171,7 @@ async fn audience_feed(
     known_audience(&state, &id).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let rows = state.console.feed(&id, q.after, q.before, limit).await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.profile_id.clone()).collect();
+    let ids: Vec<ProfileId> = rows.iter().map(|r| r.profile_id.clone()).collect();
     let contacts = contact_map(&state, ids).await?;
     let events: Vec<Value> = rows
         .iter()
@@ -190,8 +191,8 @@ async fn audience_feed(
 /// Email and name of these profiles, by id.
 pub async fn contact_map(
     state: &AppState,
-    mut ids: Vec<String>,
-) -> Result<BTreeMap<String, super::store::Contact>, AdminError> {
+    mut ids: Vec<ProfileId>,
+) -> Result<BTreeMap<ProfileId, super::store::Contact>, AdminError> {
     ids.sort();
     ids.dedup();
     Ok(state
@@ -259,7 +260,7 @@ async fn audience_destinations(
 async fn profile_graph(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ProfileId>,
 ) -> Result<Json<Value>, AdminError> {
     let id = crate::profiles::api::live_id(&state, &id).await?;
     let identities = state.profiles.identities(&id).await?;
@@ -291,7 +292,7 @@ async fn profile_graph(
         .iter()
         .map(|i| (i.kind.clone(), i.value.clone(), i.added_at, i.seq))
         .collect();
-    let ms: Vec<(String, String, String, i64, i64)> = merges
+    let ms: Vec<(ProfileId, ProfileId, String, i64, i64)> = merges
         .iter()
         .map(|m| {
             (

@@ -11,6 +11,7 @@ pub mod store;
 
 pub use store::{ConsoleStore, Pool, SqlConsole};
 
+use crate::identity::ProfileId;
 use crate::storage::Status;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -297,7 +298,7 @@ pub struct GraphMessage {
 /// identifiers as `(kind, value)` (normalised as resolution does).
 pub fn identity_graph(
     identities: &[(String, String, i64, i64)],
-    merges: &[(String, String, String, i64, i64)],
+    merges: &[(ProfileId, ProfileId, String, i64, i64)],
     messages: &[LinkMessage],
     carried: impl Fn(&Value) -> Vec<(String, String)>,
 ) -> (Vec<GraphIdentifier>, Vec<GraphMessage>) {
@@ -517,8 +518,8 @@ mod tests {
             ("anonymous_id".to_owned(), "a-2".to_owned(), 30, 3),
         ];
         let merges = vec![(
-            "p-1".to_owned(),
-            "p-2".to_owned(),
+            ProfileId::from("p-1"),
+            ProfileId::from("p-2"),
             "anonymous_id a-2 seen with user_id u-1".to_owned(),
             3,
             30,

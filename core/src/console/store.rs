@@ -5,6 +5,7 @@
 //! PostgreSQL keeps as JSONB, `$N` placeholders), sent through [`Pool`], the only place the two
 //! databases differ.
 
+use crate::identity::ProfileId;
 use crate::storage::{Status, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -14,10 +15,10 @@ use sqlx::{FromRow, PgPool, SqlitePool};
 use std::collections::BTreeMap;
 
 /// Email and name of a profile, for showing people instead of ids.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Contact {
     /// The profile.
-    pub id: String,
+    pub id: ProfileId,
     /// The `email` trait, else the profile's email identifier.
     pub email: Option<String>,
     /// The `name` trait, else `first_name last_name`.
@@ -41,7 +42,7 @@ pub struct FeedRow {
     /// Feed position.
     pub id: i64,
     /// Profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// `audience_entered` or `audience_exited`.
     pub kind: String,
     /// When (ms).
@@ -156,7 +157,7 @@ pub trait ConsoleStore: Send + Sync + 'static {
     /// Email and name of each of these profiles (missing profiles are left out).
     fn contacts<'a>(
         &'a self,
-        ids: &'a [String],
+        ids: &'a [ProfileId],
     ) -> BoxFuture<'a, Result<Vec<Contact>, StorageError>>;
     /// When the audience's first member entered (ms), if anyone ever did.
     fn first_entry<'a>(
@@ -294,11 +295,11 @@ const MAX_LOOKUP: usize = 500;
 
 /// Picks email and name out of trait rows (key, JSON text) and email identifiers.
 pub fn contacts_from(
-    ids: &[String],
-    traits: &[(String, String, String)],
-    emails: &[(String, String)],
+    ids: &[ProfileId],
+    traits: &[(ProfileId, String, String)],
+    emails: &[(ProfileId, String)],
 ) -> Vec<Contact> {
-    let mut by_id: BTreeMap<&str, BTreeMap<&str, String>> = BTreeMap::new();
+    let mut by_id: BTreeMap<&ProfileId, BTreeMap<&str, String>> = BTreeMap::new();
     for (profile, key, value) in traits {
         let text = match serde_json::from_str::<serde_json::Value>(value) {
             Ok(serde_json::Value::String(s)) => s,
@@ -307,15 +308,12 @@ pub fn contacts_from(
         };
         let text = text.trim().to_owned();
         if !text.is_empty() {
-            by_id
-                .entry(profile.as_str())
-                .or_default()
-                .insert(key.as_str(), text);
+            by_id.entry(profile).or_default().insert(key.as_str(), text);
         }
     }
     ids.iter()
         .map(|id| {
-            let t = by_id.get(id.as_str());
+            let t = by_id.get(id);
             let get = |k: &str| t.and_then(|t| t.get(k)).cloned();
             let name = get("name").or_else(|| {
                 let parts: Vec<String> = [get("first_name"), get("last_name")]
@@ -338,16 +336,16 @@ pub fn contacts_from(
 impl ConsoleStore for SqlConsole {
     fn contacts<'a>(
         &'a self,
-        ids: &'a [String],
+        ids: &'a [ProfileId],
     ) -> BoxFuture<'a, Result<Vec<Contact>, StorageError>> {
         Box::pin(async move {
             let ids = &ids[..ids.len().min(MAX_LOOKUP)];
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let args: Vec<Arg> = ids.iter().map(|i| Arg::Text(i.clone())).collect();
+            let args: Vec<Arg> = ids.iter().map(|i| Arg::Text(i.to_string())).collect();
             let list = placeholders(1, ids.len());
-            let traits: Vec<(String, String, String)> = self
+            let traits: Vec<(ProfileId, String, String)> = self
                 .fetch(
                     &format!(
                         "SELECT profile_id, key, value FROM profile_traits WHERE profile_id IN ({list}) \
@@ -356,7 +354,7 @@ impl ConsoleStore for SqlConsole {
                     &args,
                 )
                 .await?;
-            let emails: Vec<(String, String)> = self
+            let emails: Vec<(ProfileId, String)> = self
                 .fetch(
                     &format!(
                         "SELECT profile_id, value FROM identities WHERE profile_id IN ({list}) \
@@ -365,13 +363,13 @@ impl ConsoleStore for SqlConsole {
                     &args,
                 )
                 .await?;
-            let live: Vec<(String,)> = self
+            let live: Vec<(ProfileId,)> = self
                 .fetch(
                     &format!("SELECT id FROM profiles WHERE id IN ({list})"),
                     &args,
                 )
                 .await?;
-            let live: Vec<String> = ids
+            let live: Vec<ProfileId> = ids
                 .iter()
                 .filter(|id| live.iter().any(|(l,)| l == *id))
                 .cloned()
@@ -459,7 +457,7 @@ impl ConsoleStore for SqlConsole {
                     before.unwrap_or(i64::MAX),
                 ),
             };
-            let rows: Vec<(i64, String, String, i64, String)> = self
+            let rows: Vec<(i64, ProfileId, String, i64, String)> = self
                 .fetch(
                     sql,
                     &[
@@ -733,7 +731,7 @@ mod tests {
 
     #[test]
     fn contacts_prefer_traits_then_email_identities_and_skip_blank_values() {
-        let ids = vec!["p1".to_owned(), "p2".to_owned(), "p3".to_owned()];
+        let ids: Vec<ProfileId> = vec!["p1".into(), "p2".into(), "p3".into()];
         let traits = vec![
             ("p1".into(), "email".into(), "\"ada@acme.example\"".into()),
             ("p1".into(), "name".into(), "\"Ada Lovelace\"".into()),

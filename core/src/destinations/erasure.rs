@@ -4,18 +4,18 @@
 //! privacy worker (`crate::privacy::worker`) retries and records the outcome per destination.
 
 use super::{RetryAction, Sent};
-use crate::identity::Identifier;
+use crate::identity::{Identifier, ProfileId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The identifiers of an erased person, as destinations know them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subject {
     /// The regulation (erasure request) id.
     pub regulation: String,
     /// The erased profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// userIds.
     #[serde(default)]
     pub user_ids: Vec<String>,
@@ -36,11 +36,15 @@ pub struct Subject {
 
 impl Subject {
     /// Sorts a profile's identifiers by kind.
-    pub fn new(regulation: &str, profile_id: &str, identifiers: &[Identifier]) -> Subject {
+    pub fn new(regulation: &str, profile_id: &ProfileId, identifiers: &[Identifier]) -> Subject {
         let mut s = Subject {
             regulation: regulation.to_owned(),
-            profile_id: profile_id.to_owned(),
-            ..Subject::default()
+            profile_id: profile_id.clone(),
+            user_ids: Vec::new(),
+            emails: Vec::new(),
+            phones: Vec::new(),
+            anonymous_ids: Vec::new(),
+            external: Vec::new(),
         };
         for id in identifiers {
             let list = match id.kind.as_str() {
@@ -161,7 +165,7 @@ mod tests {
     fn a_subject_sorts_identifiers_by_kind_and_keeps_custom_ones() {
         let s = Subject::new(
             "r-1",
-            "p-1",
+            &ProfileId::from("p-1"),
             &[
                 Identifier::new("email", "ada@example.com"),
                 Identifier::new("user_id", "u-1"),

@@ -28,6 +28,7 @@ pub mod worker;
 pub use config::{DeliveryConfig, DestinationsConfig};
 pub use store::{DestinationStore, PgDestinations, SqliteDestinations};
 
+use crate::identity::ProfileId;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -137,7 +138,7 @@ pub struct Activation {
     /// Event time (ms since the epoch).
     pub timestamp_ms: i64,
     /// The (live) profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// The profile's userId.
     #[serde(default)]
     pub user_id: Option<String>,

@@ -11,6 +11,7 @@ use super::config::UsageSignals;
 use super::consent::{self, ConsentConfig, Decision};
 use super::store::{AccountContext, DestinationStore, NewOutbox, ProfileContext, StageTx};
 use super::{AccountSnapshot, Activation, ActivationKind, Counters, Destination, visits};
+use crate::identity::ProfileId;
 use crate::pipeline::{Batch, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
@@ -336,7 +337,7 @@ impl ActivationStage {
         &self,
         tx: &mut dyn StageTx,
         ctx: &mut Context,
-        id: &str,
+        id: &ProfileId,
     ) -> Result<Option<Value>, StorageError> {
         if let Some(c) = ctx.consents.get(id) {
             return Ok(c.clone());
@@ -347,7 +348,7 @@ impl ActivationStage {
             .and_then(|body| serde_json::from_str::<Value>(&body).ok())
             .and_then(|m| consent::of_message(&m).cloned())
             .filter(|c| consent::is_collected(Some(c)));
-        ctx.consents.insert(id.to_owned(), c.clone());
+        ctx.consents.insert(id.clone(), c.clone());
         Ok(c)
     }
 
@@ -355,13 +356,13 @@ impl ActivationStage {
         &self,
         tx: &mut dyn StageTx,
         ctx: &mut Context,
-        id: &str,
+        id: &ProfileId,
     ) -> Result<ProfileContext, StorageError> {
         if let Some(p) = ctx.profiles.get(id) {
             return Ok(p.clone());
         }
         let p = tx.profile(id).await?;
-        ctx.profiles.insert(id.to_owned(), p.clone());
+        ctx.profiles.insert(id.clone(), p.clone());
         Ok(p)
     }
 
@@ -398,10 +399,10 @@ impl ActivationStage {
 /// Per-batch caches (a batch often carries many messages of one profile or account).
 #[derive(Default)]
 struct Context {
-    profiles: HashMap<String, ProfileContext>,
+    profiles: HashMap<ProfileId, ProfileContext>,
     accounts: HashMap<String, AccountSnapshot>,
     /// Latest consent by profile (audience activations).
-    consents: HashMap<String, Option<Value>>,
+    consents: HashMap<ProfileId, Option<Value>>,
 }
 
 fn value_str(v: &Value) -> Option<String> {

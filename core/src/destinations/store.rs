@@ -4,6 +4,7 @@
 //! core processes never deliver the same row, SQLite (one process) relies on its single writer.
 
 use super::ActivationKind;
+use crate::identity::ProfileId;
 use crate::storage::BeginWrite;
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
@@ -23,7 +24,7 @@ pub struct StageMessage {
     /// The message JSON.
     pub body: String,
     /// The (live) profile it belongs to.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
 }
 
 /// An `audience_events` row.
@@ -34,7 +35,7 @@ pub struct AudienceEvent {
     /// Audience id.
     pub audience: String,
     /// Profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// `audience_entered` or `audience_exited`.
     pub kind: ActivationKind,
     /// When (ms).
@@ -71,10 +72,10 @@ pub struct AccountContext {
 pub type StatusCount = (String, String, i64);
 
 /// A member of an audience as a full sync sends it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AudienceMember {
     /// The profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// Identities as (kind, value), newest first.
     pub identities: Vec<(String, String)>,
     /// The JSON of the profile's newest message that collected consent, if any.
@@ -91,7 +92,7 @@ pub struct NewOutbox {
     /// The activation JSON.
     pub payload: String,
     /// The profile it is about (erasing the profile cancels the row while undelivered).
-    pub profile_id: String,
+    pub profile_id: ProfileId,
 }
 
 /// A claimed outbox row.
@@ -232,12 +233,12 @@ pub trait StageTx: Send {
     /// The live profile a (possibly merged) profile id ended in.
     fn live_profile<'a>(
         &'a mut self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Option<ProfileId>, StorageError>>;
     /// Traits, identities and accounts of a profile.
     fn profile<'a>(
         &'a mut self,
-        id: &'a str,
+        id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<ProfileContext, StorageError>>;
     /// Usage figures of an account since `since_7d` (ms).
     fn account<'a>(
@@ -251,13 +252,13 @@ pub trait StageTx: Send {
     /// `context.consent.categoryPreferences` is present and not null; `None` if there is none.
     fn latest_consent<'a>(
         &'a mut self,
-        profile_id: &'a str,
+        profile_id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
     /// Event times (ms) of the profile's page, screen and track messages before (`event_time`,
     /// `seq`) and not before `since`, newest first, at most `limit` (what a visit is derived from).
     fn activity_before<'a>(
         &'a mut self,
-        profile_id: &'a str,
+        profile_id: &'a ProfileId,
         event_time: i64,
         seq: i64,
         since: i64,
@@ -321,12 +322,13 @@ pub trait DestinationStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, StorageError>>;
     /// How many profiles are members of an audience now.
     fn audience_size<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
-    /// Members of an audience with a profile id after `after`, in profile id order, at most
-    /// `limit`, with their identities and latest consent (a full sync pages through them).
+    /// Members of an audience with a profile id after `after` (`None`: from the first), in
+    /// profile id order, at most `limit`, with their identities and latest consent (a full sync
+    /// pages through them).
     fn audience_members<'a>(
         &'a self,
         audience: &'a str,
-        after: &'a str,
+        after: Option<&'a ProfileId>,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<AudienceMember>, StorageError>>;
 }
@@ -411,7 +413,7 @@ macro_rules! impl_destination_store {
                 limit: i64,
             ) -> BoxFuture<'_, Result<Vec<StageMessage>, StorageError>> {
                 Box::pin(async move {
-                    let rows: Vec<(i64, String, String, i64, String, String)> = sqlx::query_as(
+                    let rows: Vec<(i64, String, String, i64, String, ProfileId)> = sqlx::query_as(
                         "SELECT m.seq, m.message_id, m.kind, m.event_time, CAST(m.body AS TEXT), pm.profile_id \
                          FROM messages m JOIN profile_messages pm ON pm.seq = m.seq \
                          WHERE m.seq > $1 AND m.seq <= $2 AND m.status <> 'blocked' ORDER BY m.seq LIMIT $3",
@@ -437,7 +439,7 @@ macro_rules! impl_destination_store {
                 limit: i64,
             ) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>> {
                 Box::pin(async move {
-                    let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
+                    let rows: Vec<(i64, String, ProfileId, String, i64)> = sqlx::query_as(
                         "SELECT id, audience, profile_id, kind, at FROM audience_events \
                          WHERE id > $1 ORDER BY id LIMIT $2",
                     )
@@ -455,12 +457,12 @@ macro_rules! impl_destination_store {
 
             fn live_profile<'a>(
                 &'a mut self,
-                id: &'a str,
-            ) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+                id: &'a ProfileId,
+            ) -> BoxFuture<'a, Result<Option<ProfileId>, StorageError>> {
                 Box::pin(async move {
-                    let mut current = id.to_owned();
+                    let mut current = id.clone();
                     for _ in 0..64 {
-                        let row: Option<(String, Option<String>)> =
+                        let row: Option<(ProfileId, Option<ProfileId>)> =
                             sqlx::query_as("SELECT id, merged_into FROM profiles WHERE id = $1")
                                 .bind(&current)
                                 .fetch_optional(&mut *self.tx)
@@ -475,7 +477,7 @@ macro_rules! impl_destination_store {
                 })
             }
 
-            fn profile<'a>(&'a mut self, id: &'a str) -> BoxFuture<'a, Result<ProfileContext, StorageError>> {
+            fn profile<'a>(&'a mut self, id: &'a ProfileId) -> BoxFuture<'a, Result<ProfileContext, StorageError>> {
                 Box::pin(async move {
                     let traits: Vec<(String, String)> =
                         sqlx::query_as("SELECT key, value FROM profile_traits WHERE profile_id = $1 ORDER BY key")
@@ -556,7 +558,7 @@ macro_rules! impl_destination_store {
 
             fn latest_consent<'a>(
                 &'a mut self,
-                profile_id: &'a str,
+                profile_id: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar($latest_consent)
@@ -568,7 +570,7 @@ macro_rules! impl_destination_store {
 
             fn activity_before<'a>(
                 &'a mut self,
-                profile_id: &'a str,
+                profile_id: &'a ProfileId,
                 event_time: i64,
                 seq: i64,
                 since: i64,
@@ -815,16 +817,17 @@ macro_rules! impl_destination_store {
             fn audience_members<'a>(
                 &'a self,
                 audience: &'a str,
-                after: &'a str,
+                after: Option<&'a ProfileId>,
                 limit: i64,
             ) -> BoxFuture<'a, Result<Vec<AudienceMember>, StorageError>> {
                 Box::pin(async move {
-                    let ids: Vec<String> = sqlx::query_scalar(
+                    let ids: Vec<ProfileId> = sqlx::query_scalar(
                         "SELECT profile_id FROM audience_members WHERE audience = $1 AND profile_id > $2 \
                          ORDER BY profile_id LIMIT $3",
                     )
                     .bind(audience)
-                    .bind(after)
+                    // Every id sorts after the empty string.
+                    .bind(after.map_or("", ProfileId::as_str))
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;

@@ -3,6 +3,7 @@
 //! now) and its console page (`/handoffs`).
 
 use crate::admin::{Admin, AdminError};
+use crate::identity::ProfileId;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
@@ -40,7 +41,7 @@ async fn script() -> Response {
 #[derive(Deserialize)]
 struct ListQuery {
     state: Option<String>,
-    profile: Option<String>,
+    profile: Option<ProfileId>,
     limit: Option<i64>,
 }
 
@@ -64,7 +65,7 @@ async fn list(
         .store
         .list(
             q.state.as_deref(),
-            q.profile.as_deref(),
+            q.profile.as_ref(),
             q.limit.unwrap_or(100).clamp(1, 1000),
         )
         .await?;
@@ -98,7 +99,7 @@ async fn tick(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, Ad
 async fn score(
     _: Admin,
     State(state): State<AppState>,
-    Path(profile): Path<String>,
+    Path(profile): Path<ProfileId>,
 ) -> Result<Json<Value>, AdminError> {
     let Some(h) = &state.handoff else {
         return Err(AdminError::NotFound);

@@ -5,6 +5,7 @@
 
 use super::model::{Model, Rule, Trigger};
 use super::score::{DAY_MS, Event, Facts, Score};
+use crate::identity::ProfileId;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -186,7 +187,7 @@ pub struct Brief {
     /// Its priority.
     pub priority: String,
     /// The Touchpoint profile id.
-    pub profile: String,
+    pub profile: ProfileId,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -208,7 +209,7 @@ pub fn describe(e: &Event) -> String {
 }
 
 /// Builds the brief of a handoff.
-pub fn brief(profile: &str, facts: &Facts, score: &Score, rule: &Rule) -> Brief {
+pub fn brief(profile: &ProfileId, facts: &Facts, score: &Score, rule: &Rule) -> Brief {
     let t = |k: &str| facts.traits.get(k).and_then(text);
     let a = |k: &str| facts.account.get(k).and_then(text);
     let name = t("name").or_else(|| match (t("first_name"), t("last_name")) {
@@ -240,7 +241,7 @@ pub fn brief(profile: &str, facts: &Facts, score: &Score, rule: &Rule) -> Brief 
     Brief {
         who: name
             .or_else(|| t("email"))
-            .unwrap_or_else(|| profile.to_owned()),
+            .unwrap_or_else(|| profile.to_string()),
         summary,
         engagement: events
             .iter()
@@ -255,7 +256,7 @@ pub fn brief(profile: &str, facts: &Facts, score: &Score, rule: &Rule) -> Brief 
         score: score.total,
         rule: rule.id.clone(),
         priority: rule.priority.as_str().to_owned(),
-        profile: profile.to_owned(),
+        profile: profile.clone(),
     }
 }
 
@@ -545,7 +546,7 @@ mod tests {
         );
         f.events = vec![track("teammate_invited"), track("demo_requested")];
         let s = score(&m, &f, NOW);
-        let b = brief("p-1", &f, &s, &m.rules[1]);
+        let b = brief(&ProfileId::from("p-1"), &f, &s, &m.rules[1]);
         assert_eq!(b.who, "Ada Lovelace");
         let body = b.body();
         for needle in [

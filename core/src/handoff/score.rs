@@ -53,8 +53,9 @@ impl Facts {
     pub fn holds(&self, c: &Condition) -> bool {
         let mut paths = Vec::new();
         c.trait_paths(&mut paths);
+        // One row; the evaluation never looks at its id.
         let mut table = Table {
-            profiles: vec![String::new()],
+            profiles: vec![crate::identity::ProfileId::new("")],
             ..Table::default()
         };
         for path in paths {

@@ -11,6 +11,7 @@ use crate::crm::{hubspot, salesforce};
 use crate::destinations::Method;
 use crate::destinations::resend::config::ResendConfig;
 use crate::destinations::salesforce::encoder::segment;
+use crate::identity::ProfileId;
 use crate::ingest::{self, prepare::Origin};
 use crate::pipeline::{Batch, Clock, Stage};
 use crate::state::AppState;
@@ -132,7 +133,7 @@ impl Handoff {
     #[allow(clippy::too_many_arguments)]
     async fn consider(
         &self,
-        profile: &str,
+        profile: &ProfileId,
         facts: &Facts,
         s: &score::Score,
         new_events: &[Event],
@@ -155,7 +156,7 @@ impl Handoff {
             Ok(None) => return Ok(()),
             Err(skip) => {
                 tracing::debug!(
-                    profile,
+                    profile = %profile,
                     ?skip,
                     "handoff rule applies but the person is excluded"
                 );
@@ -167,9 +168,9 @@ impl Handoff {
             Ok(a) => {
                 load.record(&a);
                 let brief = decide::brief(profile, facts, s, rule);
-                tracing::info!(profile, rule = %rule.id, rep = %a.rep, team = %a.team, score = s.total, "lead handed off");
+                tracing::info!(profile = %profile, rule = %rule.id, rep = %a.rep, team = %a.team, score = s.total, "lead handed off");
                 out.push(NewHandoff {
-                    profile_id: profile.to_owned(),
+                    profile_id: profile.clone(),
                     rule: rule.id.clone(),
                     kind: rule.trigger.kind().to_owned(),
                     priority: rule.priority.as_str().to_owned(),
@@ -182,7 +183,7 @@ impl Handoff {
                 });
             }
             Err(e) => {
-                tracing::warn!(profile, rule = %rule.id, error = %e, "lead not handed off: nobody to assign");
+                tracing::warn!(profile = %profile, rule = %rule.id, error = %e, "lead not handed off: nobody to assign");
                 skipped.push(json!({"profile": profile, "skip": {"reason": "no_rep", "detail": e.to_string()}}));
             }
         }
@@ -203,7 +204,7 @@ impl Handoff {
         let rows = self.store.window(cursor, upto).await?;
         // The scores this stage recorded come back through the log: they change nothing it reads.
         let own = state.sources.by_name(super::SOURCE).map(|s| s.id);
-        let mut touched: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        let mut touched: BTreeMap<ProfileId, Vec<Event>> = BTreeMap::new();
         for r in rows
             .into_iter()
             .filter(|r| own.is_none() || r.source != own)

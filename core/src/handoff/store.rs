@@ -4,6 +4,7 @@
 
 use super::decide::Load;
 use super::score::{Event, Facts};
+use crate::identity::ProfileId;
 use crate::storage::Db;
 use crate::storage::{BeginWrite, StorageError};
 use futures_util::future::BoxFuture;
@@ -20,7 +21,7 @@ pub struct WindowRow {
     /// Log position.
     pub seq: i64,
     /// The (live) profile it belongs to.
-    pub profile: String,
+    pub profile: ProfileId,
     /// The source it came from (`None` once retention purged the message).
     pub source: Option<i64>,
     /// The event.
@@ -34,7 +35,7 @@ pub struct HandoffRow {
     /// Id.
     pub id: i64,
     /// The profile handed off.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// The rule that fired.
     pub rule: String,
     /// `score`, `behaviour` or `nurture`.
@@ -69,7 +70,7 @@ pub struct HandoffRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewHandoff {
     /// The profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// The rule.
     pub rule: String,
     /// Its kind.
@@ -96,7 +97,7 @@ pub struct NewHandoff {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreRow {
     /// The profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// The total.
     pub score: i64,
     /// The breakdown (JSON text).
@@ -131,13 +132,13 @@ pub trait HandoffStore: Send + Sync + 'static {
     /// A person's traits, their account's traits, and their events since `since` (latest 1000).
     fn facts<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
         since: i64,
     ) -> BoxFuture<'a, Result<Facts, StorageError>>;
     /// The audiences a person is in, with when they entered.
     fn memberships<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>>;
     /// Members of an audience who entered before `before` (at most `limit`, oldest first).
     fn members_since<'a>(
@@ -145,23 +146,23 @@ pub trait HandoffStore: Send + Sync + 'static {
         audience: &'a str,
         before: i64,
         limit: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, StorageError>>;
+    ) -> BoxFuture<'a, Result<Vec<ProfileId>, StorageError>>;
     /// When a person was last handed off.
     fn last_handoff<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<i64>, StorageError>>;
     /// Open handoffs per rep and the last rep of each team.
     fn load(&self) -> BoxFuture<'_, Result<Load, StorageError>>;
     /// The score last emitted for a person: (total, breakdown JSON text).
     fn score<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<(i64, String)>, StorageError>>;
     /// The `user_id` (preferred) or an `anonymous_id` of a live profile.
     fn who<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<(String, String)>, StorageError>>;
     /// Records scores and handoffs and, with `cursor = Some((from, to))`, moves the cursor in the
     /// same transaction; `None` when the cursor was no longer at `from` (nothing written).
@@ -183,7 +184,7 @@ pub trait HandoffStore: Send + Sync + 'static {
     fn list<'a>(
         &'a self,
         state: Option<&'a str>,
-        profile: Option<&'a str>,
+        profile: Option<&'a ProfileId>,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<HandoffRow>, StorageError>>;
     /// Saves a handoff's progress.
@@ -213,7 +214,7 @@ pub type PgHandoffs = SqlHandoffs<sqlx::Postgres>;
 
 type RowTuple = (
     i64,
-    String,
+    ProfileId,
     String,
     String,
     String,
@@ -232,7 +233,7 @@ type RowTuple = (
 
 type WindowTuple = (
     i64,
-    String,
+    ProfileId,
     String,
     Option<String>,
     i64,
@@ -361,7 +362,7 @@ where
 
     fn facts<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
         since: i64,
     ) -> BoxFuture<'a, Result<Facts, StorageError>> {
         Box::pin(async move {
@@ -403,7 +404,7 @@ where
 
     fn memberships<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>> {
         Box::pin(async move {
             Ok(sqlx::query_as::<DB, (String, i64)>(
@@ -420,9 +421,9 @@ where
         audience: &'a str,
         before: i64,
         limit: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, StorageError>> {
+    ) -> BoxFuture<'a, Result<Vec<ProfileId>, StorageError>> {
         Box::pin(async move {
-            let rows: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(
+            let rows: Vec<(ProfileId,)> = sqlx::query_as::<DB, (ProfileId,)>(
                 "SELECT profile_id FROM audience_members WHERE audience = $1 AND entered_at <= $2 \
                  ORDER BY entered_at, profile_id LIMIT $3",
             )
@@ -437,7 +438,7 @@ where
 
     fn last_handoff<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<i64>, StorageError>> {
         Box::pin(async move {
             let r: Option<(Option<i64>,)> = sqlx::query_as::<DB, (Option<i64>,)>(
@@ -476,7 +477,7 @@ where
 
     fn score<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<(i64, String)>, StorageError>> {
         Box::pin(async move {
             Ok(sqlx::query_as::<DB, (i64, String)>(
@@ -490,7 +491,7 @@ where
 
     fn who<'a>(
         &'a self,
-        profile: &'a str,
+        profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<(String, String)>, StorageError>> {
         Box::pin(async move {
             Ok(sqlx::query_as::<DB, (String, String)>(
@@ -605,7 +606,7 @@ where
     fn list<'a>(
         &'a self,
         state: Option<&'a str>,
-        profile: Option<&'a str>,
+        profile: Option<&'a ProfileId>,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<HandoffRow>, StorageError>> {
         Box::pin(async move {
@@ -615,7 +616,7 @@ where
             );
             let rows = sqlx::query_as::<DB, RowTuple>(&sql)
                 .bind(state.unwrap_or(""))
-                .bind(profile.unwrap_or(""))
+                .bind(profile.map_or("", ProfileId::as_str))
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
@@ -710,7 +711,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(later.map(|ids| ids.len()), Some(1));
-        assert_eq!(store.list(None, Some("p1"), 10).await.unwrap().len(), 2);
+        assert_eq!(
+            store
+                .list(None, Some(&"p1".into()), 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[tokio::test]

@@ -20,8 +20,84 @@ pub fn limit_of(rules: &IdentityRules, kind: &str) -> u32 {
     rules.limit(kind).unwrap_or(DEFAULT_LIMIT_PER_KIND)
 }
 
-/// A profile's id (a UUID string).
-pub type ProfileId = String;
+/// A profile's id: a UUID (v4, hyphenated lower-case text) the profiles stage mints when a message
+/// reaches no existing profile ([`ProfileId::generate`]). Ids are never reused or rewritten: when a
+/// merge folds a profile into another, the loser's id keeps existing (its `profiles` row points at
+/// the winner through `merged_into`) and keeps resolving to the winner, so an id handed out earlier
+/// stays valid.
+///
+/// A distinct type so a profile id cannot be mixed up with a user id, an identifier value or an
+/// account (group) id. It is text on every edge: JSON carries it as a bare string
+/// (`serde(transparent)`), SQL stores it as `TEXT` (`sqlx(transparent)`), and URL paths carry it
+/// as is. Values read from outside (paths, query strings, stored rows) are taken as they are: an id
+/// that names no profile simply finds nothing.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    sqlx::Type,
+)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct ProfileId(String);
+
+impl ProfileId {
+    /// Wraps an id read from outside (a URL path, a stored row, a request body).
+    pub fn new(id: impl Into<String>) -> ProfileId {
+        ProfileId(id.into())
+    }
+
+    /// Mints the id of a new profile: a random UUID v4.
+    pub fn generate() -> ProfileId {
+        ProfileId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ProfileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for ProfileId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ProfileId {
+    fn from(id: String) -> ProfileId {
+        ProfileId(id)
+    }
+}
+
+impl From<&str> for ProfileId {
+    fn from(id: &str) -> ProfileId {
+        ProfileId(id.to_owned())
+    }
+}
+
+impl From<ProfileId> for String {
+    fn from(id: ProfileId) -> String {
+        id.0
+    }
+}
 
 /// One identifier: a kind (`user_id`, `email`, `phone`, `anonymous_id` or a custom external id type)
 /// and its normalised value.
@@ -67,7 +143,7 @@ pub struct Merge {
 }
 
 /// What resolution decided for one message.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution {
     /// The profile the message belongs to.
     pub profile: ProfileId,
@@ -201,15 +277,15 @@ impl Graph {
     }
 
     /// Records a stored fact: `id` belongs to `profile`.
-    pub fn insert(&mut self, id: Identifier, profile: &str) {
+    pub fn insert(&mut self, id: Identifier, profile: &ProfileId) {
         if self.owner.contains_key(&id) {
             return;
         }
         self.members
-            .entry(profile.to_owned())
+            .entry(profile.clone())
             .or_default()
             .push(id.clone());
-        self.owner.insert(id, profile.to_owned());
+        self.owner.insert(id, profile.clone());
     }
 
     /// The profile owning `id`, if known.
@@ -223,17 +299,17 @@ impl Graph {
     }
 
     /// Whether `profile`'s identities are loaded.
-    pub fn has_profile(&self, profile: &str) -> bool {
+    pub fn has_profile(&self, profile: &ProfileId) -> bool {
         self.members.contains_key(profile)
     }
 
     /// Identifiers of a profile.
-    pub fn identities(&self, profile: &str) -> &[Identifier] {
+    pub fn identities(&self, profile: &ProfileId) -> &[Identifier] {
         self.members.get(profile).map_or(&[], Vec::as_slice)
     }
 
     /// Forgets a profile and its identifiers (after deletion).
-    pub fn forget(&mut self, profile: &str) {
+    pub fn forget(&mut self, profile: &ProfileId) {
         if let Some(ids) = self.members.remove(profile) {
             for id in ids {
                 self.owner.remove(&id);
@@ -271,7 +347,7 @@ impl Graph {
         self.owner.is_empty()
     }
 
-    fn count_kind(&self, profile: &str, kind: &str) -> usize {
+    fn count_kind(&self, profile: &ProfileId, kind: &str) -> usize {
         self.identities(profile)
             .iter()
             .filter(|i| i.kind == kind)
@@ -279,7 +355,7 @@ impl Graph {
     }
 
     /// How many identifier kinds `profile` holds.
-    fn kinds(&self, profile: &str) -> usize {
+    fn kinds(&self, profile: &ProfileId) -> usize {
         let mut kinds: Vec<&str> = self
             .identities(profile)
             .iter()
@@ -294,8 +370,8 @@ impl Graph {
     /// `pending` are the message's identifiers nobody owns yet, which will join the result.
     fn can_merge(
         &self,
-        a: &str,
-        b: &str,
+        a: &ProfileId,
+        b: &ProfileId,
         pending: &[&Identifier],
         rules: &IdentityRules,
     ) -> Result<(), String> {
@@ -342,7 +418,6 @@ impl Graph {
         rules: &IdentityRules,
         new_profile: impl FnOnce() -> ProfileId,
     ) -> Resolution {
-        let mut res = Resolution::default();
         // Profiles touched by this message, best identifier first.
         let mut candidates: Vec<(ProfileId, &Identifier)> = Vec::new();
         for id in ids {
@@ -355,7 +430,7 @@ impl Graph {
         // A profile can take the message only if every not-yet-owned identifier that outranks the
         // one pointing at it fits within the limits (a new user_id never joins another user's profile).
         let rank = |kind: &str| rules.rank(kind).unwrap_or(usize::MAX);
-        let fits = |graph: &Graph, p: &str, via: &Identifier| {
+        let fits = |graph: &Graph, p: &ProfileId, via: &Identifier| {
             ids.iter()
                 .filter(|u| !graph.owner.contains_key(*u) && rank(&u.kind) < rank(&via.kind))
                 .all(|u| graph.count_kind(p, &u.kind) < limit_of(rules, &u.kind) as usize)
@@ -370,9 +445,15 @@ impl Graph {
             None => {
                 let p = new_profile();
                 self.members.insert(p.clone(), Vec::new());
-                res.created = true;
                 p
             }
+        };
+        let mut res = Resolution {
+            profile: target.clone(),
+            created: chosen.is_none(),
+            attached: Vec::new(),
+            merges: Vec::new(),
+            reports: Vec::new(),
         };
         // Fold the other profiles in, unless that would break a limit (merge protection).
         let mut refused: Vec<ProfileId> = Vec::new();
@@ -451,7 +532,6 @@ impl Graph {
                 .push(id.clone());
             res.attached.push(id.clone());
         }
-        res.profile = target;
         res
     }
 }
@@ -476,7 +556,7 @@ mod tests {
         let mut n = 0;
         move || {
             n += 1;
-            format!("p{n}")
+            ProfileId::from(format!("p{n}"))
         }
     }
 
@@ -663,6 +743,22 @@ mod tests {
         let res = g.resolve(&al, &r, &mut next);
         assert_eq!(res.profile, pu);
         assert_eq!(res.merges[0].loser, pa);
+    }
+
+    #[test]
+    fn a_profile_id_serialises_as_a_bare_string() {
+        let id = ProfileId::from("0b6f1c2e-5d4a-4f7e-9c1b-2a3d4e5f6a7b");
+        assert_eq!(
+            serde_json::to_value(&id).unwrap(),
+            json!("0b6f1c2e-5d4a-4f7e-9c1b-2a3d4e5f6a7b")
+        );
+        assert_eq!(
+            serde_json::to_value(json!({"profile_id": id.clone()})).unwrap(),
+            json!({"profile_id": "0b6f1c2e-5d4a-4f7e-9c1b-2a3d4e5f6a7b"})
+        );
+        let back: ProfileId = serde_json::from_value(json!(id.as_str())).unwrap();
+        assert_eq!(back, id);
+        assert_eq!(id.to_string(), id.as_str());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod worker;
 
 pub use store::{PgPrivacy, PrivacyStore, SqlitePrivacy};
 
-use crate::identity::Identifier;
+use crate::identity::{Identifier, ProfileId};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -249,7 +249,7 @@ pub struct MessageRow {
     /// Its violations JSON.
     pub violations: String,
     /// The profile whose timeline it is on (`None`: blocked, dropped or not processed yet).
-    pub profile_id: Option<String>,
+    pub profile_id: Option<ProfileId>,
 }
 
 /// What happens to such a message.
@@ -276,7 +276,7 @@ pub enum MessageFate {
 /// or on nobody's and its own userId / anonymousId is one of theirs (or it has neither).
 pub fn message_fate(
     row: &MessageRow,
-    erased_profiles: &[String],
+    erased_profiles: &[ProfileId],
     own: &[Identifier],
     scrubber: &Scrubber,
 ) -> MessageFate {
@@ -385,7 +385,7 @@ mod tests {
             Identifier::new("user_id", "u1"),
             Identifier::new("email", "ada@example.com"),
         ];
-        let erased = vec!["p-ada".to_owned()];
+        let erased = vec![ProfileId::from("p-ada")];
         let s = Scrubber::new(own.iter().map(|i| i.value.as_str()));
         let row = |user: Option<&str>, profile: Option<&str>, body: Value| MessageRow {
             seq: 1,
@@ -393,7 +393,7 @@ mod tests {
             anonymous_id: None,
             body: body.to_string(),
             violations: "[]".into(),
-            profile_id: profile.map(str::to_owned),
+            profile_id: profile.map(ProfileId::from),
         };
         let on_timeline = row(Some("u1"), Some("p-ada"), json!({}));
         assert_eq!(

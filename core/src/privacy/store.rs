@@ -6,7 +6,7 @@
 
 use super::{MessageFate, MessageRow, Scrubber, identifier_hash, message_fate};
 use crate::destinations::erasure::Subject;
-use crate::identity::Identifier;
+use crate::identity::{Identifier, ProfileId};
 use crate::storage::{BeginWrite, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -24,7 +24,7 @@ const PURGE_ROUNDS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct EraseRequest<'a> {
     /// The live profile to erase.
-    pub profile_id: &'a str,
+    pub profile_id: &'a ProfileId,
     /// The id of the regulation to record.
     pub regulation: &'a str,
     /// Destinations the request is forwarded to (the enabled ones).
@@ -60,7 +60,7 @@ pub struct Regulation {
     /// `erase`.
     pub kind: String,
     /// The erased profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// `running`, `succeeded` or `failed`.
     pub status: String,
     /// When it was requested (ms).
@@ -206,7 +206,7 @@ pub fn settle(statuses: &[String]) -> Option<&'static str> {
 }
 
 /// A `regulations` row: id, kind, profile, status, requested, finished, hashes.
-type RegulationRow = (String, String, String, String, i64, Option<i64>, String);
+type RegulationRow = (String, String, ProfileId, String, i64, Option<i64>, String);
 
 /// Per-database SQL.
 struct Dialect {
@@ -291,7 +291,7 @@ macro_rules! impl_privacy_store {
                 )
                 .execute(&mut **tx)
                 .await?;
-                let live: Option<String> =
+                let live: Option<ProfileId> =
                     sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
                         .bind(r.profile_id)
                         .fetch_optional(&mut **tx)
@@ -299,9 +299,9 @@ macro_rules! impl_privacy_store {
                 if live.is_none() {
                     return Ok(None);
                 }
-                let mut erased: Vec<String> = vec![r.profile_id.to_owned()];
+                let mut erased: Vec<ProfileId> = vec![r.profile_id.clone()];
                 erased.extend(
-                    sqlx::query_scalar::<_, String>("SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id")
+                    sqlx::query_scalar::<_, ProfileId>("SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id")
                         .bind(r.profile_id)
                         .fetch_all(&mut **tx)
                         .await?,
@@ -393,7 +393,7 @@ macro_rules! impl_privacy_store {
             async fn scrub_messages(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 d: &Dialect,
-                erased: &[String],
+                erased: &[ProfileId],
                 own: &[Identifier],
                 scrubber: &Scrubber,
                 patterns: &[String],
@@ -422,7 +422,7 @@ macro_rules! impl_privacy_store {
                         patterns,
                     );
                     q.push(format!(")) ORDER BY m.seq LIMIT {PAGE}"));
-                    let rows: Vec<(i64, Option<String>, Option<String>, String, String, Option<String>)> =
+                    let rows: Vec<(i64, Option<String>, Option<String>, String, String, Option<ProfileId>)> =
                         q.build_query_as().fetch_all(&mut **tx).await?;
                     let Some(last) = rows.last().map(|r| r.0) else { break };
                     let full = rows.len() as i64 == PAGE;
@@ -465,7 +465,7 @@ macro_rules! impl_privacy_store {
             /// Everything else that can name the person without being keyed by their profile.
             async fn scrub_rows(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                erased: &[String],
+                erased: &[ProfileId],
                 own: &[Identifier],
                 scrubber: &Scrubber,
                 patterns: &[String],
@@ -565,7 +565,7 @@ macro_rules! impl_privacy_store {
                     for (id, payload, last_error) in &rows {
                         let owner = serde_json::from_str::<serde_json::Value>(payload)
                             .ok()
-                            .and_then(|v| v.get("profile_id").and_then(|p| p.as_str()).map(str::to_owned));
+                            .and_then(|v| v.get("profile_id").and_then(|p| p.as_str()).map(ProfileId::from));
                         if owner.is_some_and(|o| erased.contains(&o)) {
                             out.deleted += sqlx::query("DELETE FROM outbox WHERE id = $1")
                                 .bind(id)

@@ -3,7 +3,7 @@
 
 use super::computed;
 use crate::admin::{Admin, AdminError};
-use crate::identity::{Identifier, normalise_email, normalise_phone};
+use crate::identity::{Identifier, ProfileId, normalise_email, normalise_phone};
 use crate::privacy::store::EraseRequest;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -70,8 +70,8 @@ async fn lookup(
 }
 
 /// The live profile an id names, following merges.
-pub(crate) async fn live_id(state: &AppState, id: &str) -> Result<String, AdminError> {
-    let mut current = id.to_owned();
+pub(crate) async fn live_id(state: &AppState, id: &ProfileId) -> Result<ProfileId, AdminError> {
+    let mut current = id.clone();
     // Follow merges (bounded: a chain can never be longer than the number of merges).
     for _ in 0..64 {
         match state.profiles.profile(&current).await? {
@@ -83,7 +83,7 @@ pub(crate) async fn live_id(state: &AppState, id: &str) -> Result<String, AdminE
     Err(AdminError::NotFound)
 }
 
-async fn render(state: &AppState, requested: &str) -> Result<Value, AdminError> {
+async fn render(state: &AppState, requested: &ProfileId) -> Result<Value, AdminError> {
     let id = live_id(state, requested).await?;
     let store = &state.profiles;
     let now = chrono::Utc::now().timestamp_millis();
@@ -125,7 +125,7 @@ async fn render(state: &AppState, requested: &str) -> Result<Value, AdminError> 
 async fn profile(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ProfileId>,
 ) -> Result<Json<Value>, AdminError> {
     render(&state, &id).await.map(Json)
 }
@@ -139,7 +139,7 @@ struct Page {
 async fn timeline(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ProfileId>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, AdminError> {
     let id = live_id(&state, &id).await?;
@@ -165,7 +165,7 @@ fn parse_cursor(s: &str) -> Option<(i64, i64)> {
 async fn merges(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ProfileId>,
 ) -> Result<Json<Value>, AdminError> {
     let id = live_id(&state, &id).await?;
     Ok(Json(json!(state.profiles.merges(&id).await?)))
@@ -176,7 +176,7 @@ async fn merges(
 async fn delete(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ProfileId>,
 ) -> Result<(StatusCode, Json<Value>), AdminError> {
     let id = live_id(&state, &id).await?;
     let regulation = uuid::Uuid::new_v4().to_string();

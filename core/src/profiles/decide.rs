@@ -244,7 +244,7 @@ mod tests {
         let mut n = 0;
         move || {
             n += 1;
-            format!("p{n}")
+            ProfileId::from(format!("p{n}"))
         }
     }
 
@@ -298,7 +298,7 @@ mod tests {
             .filter(|op| matches!(op, Op::CreateProfile { .. }))
             .collect();
         assert_eq!(created.len(), 1);
-        assert!(matches!(created[0], Op::CreateProfile { id, at: NOW } if id == "p1"));
+        assert!(matches!(created[0], Op::CreateProfile { id, at: NOW } if id.as_str() == "p1"));
         let mut ids = attached(&ops);
         ids.sort();
         assert_eq!(
@@ -309,7 +309,7 @@ mod tests {
             ]
         );
         assert!(ops.iter().any(|op| matches!(op,
-            Op::Link { seq: 1, profile, kind, event_time: 1_001, .. } if profile == "p1" && kind == "identify")));
+            Op::Link { seq: 1, profile, kind, event_time: 1_001, .. } if profile.as_str() == "p1" && kind == "identify")));
         assert_eq!(
             g.owner(&Identifier::new("user_id", "u-1")),
             Some(&"p1".into())
@@ -332,7 +332,7 @@ mod tests {
             .count();
         assert_eq!(creates, 1);
         assert!(!ops.iter().any(|op| matches!(op, Op::Merge { .. })));
-        assert!(attached(&ops).iter().all(|(_, p)| p == "p1"));
+        assert!(attached(&ops).iter().all(|(_, p)| p.as_str() == "p1"));
     }
 
     #[test]
@@ -442,7 +442,7 @@ mod tests {
         assert_eq!(traits["plan"], "\"pro\"");
         assert_eq!(traits["company"], "\"Acme\"");
         assert!(ops.iter().any(|op| matches!(op,
-            Op::SetTraits { updated_at: 1_001, seq: 1, profile, .. } if profile == "p1")));
+            Op::SetTraits { updated_at: 1_001, seq: 1, profile, .. } if profile.as_str() == "p1")));
     }
 
     /// JSON carries no NaN or infinity; numbers beyond ±2^53 are what the guard meets in practice.
@@ -491,14 +491,14 @@ mod tests {
         );
         assert!(ops.iter().any(|op| matches!(op,
             Op::SetAccount { profile, group_id, traits, updated_at: 1_001 }
-                if profile == "p1" && group_id == "acme"
+                if profile.as_str() == "p1" && group_id == "acme"
                     && traits == &vec![("industry".to_string(), "\"retail\"".to_string())])));
     }
 
     #[test]
     fn an_alias_finds_the_previous_id_among_known_user_ids() {
         let mut g = Graph::new();
-        g.insert(Identifier::new("user_id", "old"), "p0");
+        g.insert(Identifier::new("user_id", "old"), &ProfileId::from("p0"));
         let ops = run(
             &mut g,
             vec![json!({"type": "alias", "userId": "new", "previousId": "old"})],
@@ -509,7 +509,7 @@ mod tests {
         );
         assert!(
             ops.iter()
-                .any(|op| matches!(op, Op::Link { profile, .. } if profile == "p0"))
+                .any(|op| matches!(op, Op::Link { profile, .. } if profile.as_str() == "p0"))
         );
     }
 

@@ -4,7 +4,7 @@
 
 use super::decide::{self, Work};
 use super::store::{Op, ProfileStore};
-use crate::identity::{Graph, Identifier};
+use crate::identity::{Graph, Identifier, ProfileId};
 use crate::pipeline::{Batch, Clock, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
@@ -119,7 +119,7 @@ impl Processor {
             .cloned()
             .collect();
         let owners = tx.owners(&unknown).await?;
-        let mut profiles: Vec<String> = owners
+        let mut profiles: Vec<ProfileId> = owners
             .iter()
             .map(|(_, p)| p.clone())
             .filter(|p| !self.graph.has_profile(p))
@@ -138,7 +138,7 @@ impl Processor {
             &suppressed,
             rules,
             self.clock.now_ms(),
-            || uuid::Uuid::new_v4().to_string(),
+            ProfileId::generate,
         );
         for op in &ops {
             if let Op::Merge {

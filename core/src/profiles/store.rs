@@ -121,7 +121,7 @@ pub enum Op {
 }
 
 /// A profile's id, creation time (ms) and the profile it was merged into, if any.
-pub type ProfileHeader = (String, i64, Option<String>);
+pub type ProfileHeader = (ProfileId, i64, Option<ProfileId>);
 
 /// An account: its groupId and traits.
 pub type Account = (String, Vec<TraitRow>);
@@ -171,9 +171,9 @@ pub struct IdentityRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeRow {
     /// Remaining profile.
-    pub winner: String,
+    pub winner: ProfileId,
     /// Folded profile.
-    pub loser: String,
+    pub loser: ProfileId,
     /// Why.
     pub reason: String,
     /// The message that caused it.
@@ -284,45 +284,57 @@ pub trait ProfileStore: Send + Sync + 'static {
     /// A profile's (id, created_at, merged_into), if it exists.
     fn profile<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<ProfileHeader>, StorageError>>;
     /// Identities of a profile.
     fn identities<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<IdentityRow>, StorageError>>;
     /// Traits of a profile.
-    fn traits<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>>;
+    fn traits<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>>;
     /// Accounts (groupId → traits) of a profile.
-    fn accounts<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<Account>, StorageError>>;
+    fn accounts<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<Account>, StorageError>>;
     /// Newest-first timeline page: entries strictly before `before` = (event_time, seq).
     fn timeline<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a ProfileId,
         before: Option<(i64, i64)>,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<TimelineRow>, StorageError>>;
     /// Message counts by type and event, windows ending at `now` (ms).
     fn event_stats<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a ProfileId,
         now: i64,
     ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>>;
     /// Property aggregates: (event, property, count, sum, min, max).
     fn aggregates<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<AggregateRow>, StorageError>>;
     /// Distinct UTC days with activity since `since` (ms).
     fn active_days<'a>(
         &'a self,
-        id: &'a str,
+        id: &'a ProfileId,
         since: i64,
     ) -> BoxFuture<'a, Result<i64, StorageError>>;
     /// Merges the profile took part in.
-    fn merges<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>>;
+    fn merges<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>>;
     /// Resolution reports of the profile.
-    fn reports<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>>;
+    fn reports<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>>;
     /// The processing cursor (seq) of a stage.
     fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
     /// Number of live profiles.
@@ -376,7 +388,7 @@ macro_rules! impl_profile_store {
             ops: &[Op],
         ) -> Result<(), StorageError> {
             const ROWS: usize = 100;
-            let profiles: Vec<(&String, &i64)> = ops
+            let profiles: Vec<(&ProfileId, &i64)> = ops
                 .iter()
                 .filter_map(|op| match op {
                     Op::CreateProfile { id, at } => Some((id, at)),
@@ -390,7 +402,7 @@ macro_rules! impl_profile_store {
                 });
                 q.build().execute(&mut **tx).await?;
             }
-            let attach: Vec<(&Identifier, &String, &i64, &i64)> = ops
+            let attach: Vec<(&Identifier, &ProfileId, &i64, &i64)> = ops
                 .iter()
                 .filter_map(|op| match op {
                     Op::Attach { id, profile, seq, at } => Some((id, profile, seq, at)),
@@ -410,7 +422,7 @@ macro_rules! impl_profile_store {
                 });
                 q.build().execute(&mut **tx).await?;
             }
-            let links: Vec<(&i64, &String, &String, &Option<String>, &i64)> = ops
+            let links: Vec<(&i64, &ProfileId, &String, &Option<String>, &i64)> = ops
                 .iter()
                 .filter_map(|op| match op {
                     Op::Link { seq, profile, kind, event, event_time } => {
@@ -524,7 +536,7 @@ macro_rules! impl_profile_store {
                             row.push_bind(&id.kind).push_bind(&id.value);
                         });
                         q.push(")");
-                        let rows: Vec<(String, String, String)> =
+                        let rows: Vec<(String, String, ProfileId)> =
                             q.build_query_as().fetch_all(&mut *self.tx).await?;
                         out.extend(
                             rows.into_iter()
@@ -550,7 +562,7 @@ macro_rules! impl_profile_store {
                             list.push_bind(p);
                         }
                         q.push(")");
-                        let rows: Vec<(String, String, String)> =
+                        let rows: Vec<(String, String, ProfileId)> =
                             q.build_query_as().fetch_all(&mut *self.tx).await?;
                         out.extend(
                             rows.into_iter()
@@ -761,7 +773,7 @@ macro_rules! impl_profile_store {
 
             fn profile<'a>(
                 &'a self,
-                id: &'a str,
+                id: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Option<ProfileHeader>, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_as("SELECT id, created_at, merged_into FROM profiles WHERE id = $1")
@@ -773,7 +785,7 @@ macro_rules! impl_profile_store {
 
             fn identities<'a>(
                 &'a self,
-                id: &'a str,
+                id: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Vec<IdentityRow>, StorageError>> {
                 Box::pin(async move {
                     let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
@@ -790,7 +802,7 @@ macro_rules! impl_profile_store {
                 })
             }
 
-            fn traits<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>> {
+            fn traits<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>> {
                 Box::pin(async move {
                     let rows: Vec<(String, String, i64)> = sqlx::query_as(
                         "SELECT key, value, updated_at FROM profile_traits WHERE profile_id = $1 ORDER BY key",
@@ -807,7 +819,7 @@ macro_rules! impl_profile_store {
 
             fn accounts<'a>(
                 &'a self,
-                id: &'a str,
+                id: &'a ProfileId,
             ) -> BoxFuture<'a, Result<Vec<Account>, StorageError>> {
                 Box::pin(async move {
                     let groups: Vec<String> = sqlx::query_scalar(
@@ -836,7 +848,7 @@ macro_rules! impl_profile_store {
 
             fn timeline<'a>(
                 &'a self,
-                id: &'a str,
+                id: &'a ProfileId,
                 before: Option<(i64, i64)>,
                 limit: i64,
             ) -> BoxFuture<'a, Result<Vec<TimelineRow>, StorageError>> {
@@ -863,7 +875,7 @@ macro_rules! impl_profile_store {
 
             fn event_stats<'a>(
                 &'a self,
-                id: &'a str,
+                id: &'a ProfileId,
                 now: i64,
             ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>> {
                 Box::pin(async move {
@@ -888,7 +900,7 @@ macro_rules! impl_profile_store {
                 })
             }
 
-            fn aggregates<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<AggregateRow>, StorageError>> {
+            fn aggregates<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<AggregateRow>, StorageError>> {
                 Box::pin(async move {
                     let rows: Vec<(String, String, i64, f64, f64, f64)> = sqlx::query_as(
                         "SELECT event, property, n, total, min_value, max_value FROM profile_aggregates \
@@ -904,7 +916,7 @@ macro_rules! impl_profile_store {
                 })
             }
 
-            fn active_days<'a>(&'a self, id: &'a str, since: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
+            fn active_days<'a>(&'a self, id: &'a ProfileId, since: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
                 Box::pin(async move {
                     Ok(sqlx::query_scalar(
                         "SELECT COUNT(DISTINCT event_time / 86400000) FROM profile_messages \
@@ -917,9 +929,9 @@ macro_rules! impl_profile_store {
                 })
             }
 
-            fn merges<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>> {
+            fn merges<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>> {
                 Box::pin(async move {
-                    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+                    let rows: Vec<(ProfileId, ProfileId, String, i64, i64)> = sqlx::query_as(
                         "SELECT winner, loser, reason, seq, at FROM merges \
                          WHERE winner = $1 OR loser = $1 ORDER BY id",
                     )
@@ -933,7 +945,7 @@ macro_rules! impl_profile_store {
                 })
             }
 
-            fn reports<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>> {
+            fn reports<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>> {
                 Box::pin(async move {
                     let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
                         "SELECT seq, kind, id_kind, id_value, detail FROM identity_reports \

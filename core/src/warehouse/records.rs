@@ -3,6 +3,7 @@
 //! the tracking plan deciding each property's column type. Both targets (Parquet files and the
 //! PostgreSQL warehouse) write these rows; nothing here does I/O.
 
+use crate::identity::ProfileId;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use touchpoint_tracking_plan::{Message, MessageType, PropertySpec, PropertyType, TrackingPlan};
@@ -249,7 +250,7 @@ pub struct LogRow {
     /// Receive time (ms).
     pub received_at: i64,
     /// The profile it belongs to (current, after merges), if any.
-    pub profile_id: Option<String>,
+    pub profile_id: Option<ProfileId>,
     /// The stored message.
     pub body: String,
 }
@@ -258,7 +259,7 @@ pub struct LogRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRow {
     /// Its profile now.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// `user_id`, `anonymous_id`, `email`, …
     pub kind: String,
     /// The (normalised) value.
@@ -275,11 +276,11 @@ pub struct IdentityRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphRow {
     /// The profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// The profile it now resolves to.
-    pub canonical_profile_id: String,
+    pub canonical_profile_id: ProfileId,
     /// The merge's winner.
-    pub merged_into: String,
+    pub merged_into: ProfileId,
     /// Why the profiles merged.
     pub reason: String,
     /// The log message that caused the merge.
@@ -300,7 +301,7 @@ pub struct AudienceRow {
     /// Its human name, if the audience still exists.
     pub name: Option<String>,
     /// The profile.
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// The profile's user id, if it has one.
     pub user_id: Option<String>,
     /// `audience_entered` or `audience_exited`.
@@ -603,7 +604,7 @@ pub fn message_record(
             "touchpoint_profile_id",
             Kind::Text,
             Rank::Standard(3),
-            text(row.profile_id.as_deref()),
+            text(row.profile_id.as_ref().map(ProfileId::as_str)),
         ),
         Col::new(
             "anonymous_id",
@@ -762,7 +763,7 @@ pub fn identity_record(row: &IdentityRow, loaded_at: i64) -> Record {
             "profile_id",
             Kind::Text,
             Rank::Standard(0),
-            Cell::Text(row.profile_id.clone()),
+            Cell::Text(row.profile_id.to_string()),
         ),
         Col::new(
             "external_id_type",
@@ -823,19 +824,19 @@ pub fn graph_record(row: &GraphRow, loaded_at: i64) -> Record {
             "profile_id",
             Kind::Text,
             Rank::Standard(0),
-            Cell::Text(row.profile_id.clone()),
+            Cell::Text(row.profile_id.to_string()),
         ),
         Col::new(
             "canonical_profile_id",
             Kind::Text,
             Rank::Standard(1),
-            Cell::Text(row.canonical_profile_id.clone()),
+            Cell::Text(row.canonical_profile_id.to_string()),
         ),
         Col::new(
             "merged_into",
             Kind::Text,
             Rank::Standard(2),
-            Cell::Text(row.merged_into.clone()),
+            Cell::Text(row.merged_into.to_string()),
         ),
         Col::new(
             "reason",
@@ -907,7 +908,7 @@ pub fn audience_record(row: &AudienceRow, loaded_at: i64) -> Record {
             "touchpoint_profile_id",
             Kind::Text,
             Rank::Standard(3),
-            Cell::Text(row.profile_id.clone()),
+            Cell::Text(row.profile_id.to_string()),
         ),
         Col::new(
             "user_id",

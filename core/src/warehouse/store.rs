@@ -6,6 +6,7 @@
 //! (`$N` placeholders, `CAST(body AS TEXT)`), and the code is generic over the sqlx database.
 
 use super::records::{AudienceRow, GraphRow, IdentityRow, LogRow};
+use crate::identity::ProfileId;
 use crate::storage::Db;
 use crate::storage::{BeginWrite, StorageError};
 use futures_util::future::BoxFuture;
@@ -142,9 +143,9 @@ impl<DB: Database> SqlWarehouse<DB> {
     }
 }
 
-type LogTuple = (i64, String, String, i64, i64, Option<String>, String);
+type LogTuple = (i64, String, String, i64, i64, Option<ProfileId>, String);
 type IdentityTuple = (
-    String,
+    ProfileId,
     String,
     String,
     i64,
@@ -153,9 +154,9 @@ type IdentityTuple = (
     Option<String>,
 );
 type MergeTuple = (
-    String,
-    String,
-    String,
+    ProfileId,
+    ProfileId,
+    ProfileId,
     String,
     i64,
     i64,
@@ -166,7 +167,7 @@ type AudienceTuple = (
     i64,
     String,
     Option<String>,
-    String,
+    ProfileId,
     Option<String>,
     String,
     i64,
@@ -313,10 +314,10 @@ where
             .await?;
             let mut graph = Vec::new();
             let mut done = BTreeSet::new();
-            let mut clusters: HashMap<String, Vec<String>> = HashMap::new();
+            let mut clusters: HashMap<ProfileId, Vec<ProfileId>> = HashMap::new();
             for (loser, canonical, winner, reason, seq, at, id, kind) in merges {
                 if !clusters.contains_key(&canonical) {
-                    let members: Vec<String> = sqlx::query_scalar(
+                    let members: Vec<ProfileId> = sqlx::query_scalar(
                         "SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id",
                     )
                     .bind(canonical.clone())

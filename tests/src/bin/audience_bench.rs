@@ -43,7 +43,9 @@ fn main() {
     };
     let tiers = ["free", "pro", "business", "enterprise"];
     let mut table = Table {
-        profiles: (0..n).map(|i| format!("p{i}")).collect(),
+        profiles: (0..n)
+            .map(|i| touchpoint_core::identity::ProfileId::from(format!("p{i}")))
+            .collect(),
         ..Table::default()
     };
     let mut seats = Column::missing(n);

@@ -36,7 +36,7 @@ fn pure_resolver(n: usize) {
         let (ids, _) = identity::extract(m, rules);
         let res = graph.resolve(&ids, rules, || {
             next += 1;
-            format!("p{next}")
+            identity::ProfileId::from(format!("p{next}"))
         });
         std::hint::black_box(res);
         lat.push(t.elapsed());

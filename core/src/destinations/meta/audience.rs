@@ -16,6 +16,7 @@
 
 use super::config::MAX_USERS_PER_CALL;
 use crate::destinations::{Activation, ActivationKind, Encoded, Method, Request, sha256_hex};
+use crate::identity::ProfileId;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -134,7 +135,7 @@ pub fn encode(
 ) -> Encoded {
     let per_call = users_per_call.clamp(1, MAX_USERS_PER_CALL);
     // (Meta audience, profile) → (the last transition, every transition it supersedes).
-    let mut last: BTreeMap<(&str, &str), (usize, Vec<usize>)> = BTreeMap::new();
+    let mut last: BTreeMap<(&str, &ProfileId), (usize, Vec<usize>)> = BTreeMap::new();
     for (i, a) in batch.iter().enumerate() {
         if !accepts(audiences, a) {
             continue;
@@ -143,7 +144,7 @@ pub fn encode(
             continue;
         };
         let entry = last
-            .entry((meta_id.as_str(), a.profile_id.as_str()))
+            .entry((meta_id.as_str(), &a.profile_id))
             .or_insert((i, Vec::new()));
         entry.0 = i;
         entry.1.push(i);
@@ -521,12 +522,10 @@ mod tests {
     #[test]
     fn an_erased_person_is_removed_by_each_of_their_identifiers() {
         let subject = crate::destinations::erasure::Subject {
-            regulation: "reg-1".into(),
-            profile_id: "p".into(),
             user_ids: vec!["u-1".into()],
             emails: vec!["a@example.com".into(), "b@example.com".into()],
             phones: vec!["+44 20 7946 0958".into()],
-            ..Default::default()
+            ..crate::destinations::erasure::Subject::new("reg-1", &"p".into(), &[])
         };
         let rows = erasure_rows(&subject);
         assert_eq!(rows.len(), 4);

@@ -12,6 +12,7 @@ use super::audience::{self, Row};
 use crate::admin::{Admin, AdminError};
 use crate::destinations::store::LogEntry;
 use crate::destinations::{Destinations, RetryAction, backoff, consent};
+use crate::identity::ProfileId;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -105,16 +106,16 @@ pub async fn run(
     let categories = d.consent.categories_of("meta");
     let mut report = Report::default();
     let mut rows: Vec<Row> = Vec::new();
-    let mut after = String::new();
+    let mut after: Option<ProfileId> = None;
     loop {
         let page = d
             .store
-            .audience_members(audience, &after, PAGE)
+            .audience_members(audience, after.as_ref(), PAGE)
             .await
             .map_err(|e| e.to_string())?;
         let exhausted = (page.len() as i64) < PAGE;
         if let Some(m) = page.last() {
-            after = m.profile_id.clone();
+            after = Some(m.profile_id.clone());
         }
         for m in page {
             let message = m

@@ -268,7 +268,7 @@ pub fn task_body(a: &Activation, account_ref: &str) -> Option<Value> {
         .email
         .clone()
         .or_else(|| a.user_id.clone())
-        .unwrap_or_else(|| a.profile_id.clone());
+        .unwrap_or_else(|| a.profile_id.to_string());
     let mut description = format!(
         "{who} ({name}) entered the product-qualified lead audience.\n\nSignals that qualified it:\n"
     );

@@ -107,7 +107,7 @@ mod tests {
     fn a_delete_event_names_every_identifier_and_a_stable_id() {
         let subject = Subject::new(
             "r-1",
-            "p-1",
+            &"p-1".into(),
             &[
                 crate::identity::Identifier::new("email", "ada@example.com"),
                 crate::identity::Identifier::new("user_id", "u-1"),
