@@ -1,10 +1,13 @@
-//! The settle step of delivery (pure): what becomes of one outbox row after its delivery attempt —
-//! delivered, due again after a backoff (at least as long as a rate-limited API asked), or dead
-//! (the API refused it, or a retryable failure used the last attempt). `worker.rs` reads the rows,
-//! calls the destination, and stores what [`settle`] decides.
+//! The decisions of delivery (pure): what one call's answer means for the outbox rows it carried
+//! ([`judge`], folded per row by [`Verdicts`]), and what becomes of one row after its attempt
+//! ([`settle`]) — delivered, due again after a backoff (at least as long as a rate-limited API
+//! asked), or dead (the API refused it, or a retryable failure used the last attempt). `worker.rs`
+//! claims the rows, makes the calls, and stores what these decide.
 
+use super::RetryAction;
 use super::config::DeliveryConfig;
 use super::store::RowOutcome;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Worst-wins outcome of one activation across the calls that carried it.
@@ -34,6 +37,107 @@ impl Verdict {
             (s, o) if rank(&o) > rank(s) => *s = o,
             _ => {}
         }
+    }
+}
+
+/// Each claimed row's verdict so far (rows by their position in the claim), folded over every call
+/// that carried it.
+#[derive(Debug, Default)]
+pub struct Verdicts(BTreeMap<usize, Verdict>);
+
+impl Verdicts {
+    /// Folds `verdict` into row `row`'s (see [`Verdict::merge`]).
+    pub fn add(&mut self, row: usize, verdict: Verdict) {
+        self.0
+            .entry(row)
+            .or_insert(Verdict::Delivered)
+            .merge(verdict);
+    }
+
+    /// Row `row`'s verdict; a row no call carried had nothing to send, so it is delivered.
+    pub fn take(&mut self, row: usize) -> Verdict {
+        self.0.remove(&row).unwrap_or(Verdict::Delivered)
+    }
+}
+
+/// What one call's answer means, for its delivery-log line and for the calls after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    /// `success`, `retry`, `dead` or `partial`.
+    pub outcome: &'static str,
+    /// The failure, as logged.
+    pub error: Option<String>,
+    /// Set when the whole call must be retried: the later calls of the batch are not sent (they
+    /// may depend on this one, e.g. Contacts on their Account) and wait for the retry too.
+    pub halts: Option<String>,
+}
+
+/// Folds the answer to one call into the verdicts of the rows it carried. `carried` are the claimed
+/// rows of the call; `rows_of` maps item indices of the request to claimed rows (for answers that
+/// name single items).
+pub fn judge(
+    action: &RetryAction,
+    carried: &[usize],
+    rows_of: impl Fn(&[usize]) -> Vec<usize>,
+    verdicts: &mut Verdicts,
+) -> Judged {
+    let judged = |outcome, error: Option<String>| Judged {
+        outcome,
+        error,
+        halts: None,
+    };
+    match action {
+        RetryAction::Success => {
+            for &i in carried {
+                verdicts.add(i, Verdict::Delivered);
+            }
+            judged("success", None)
+        }
+        RetryAction::Retry { after, reason } => {
+            for &i in carried {
+                verdicts.add(i, Verdict::Retry(*after, reason.clone()));
+            }
+            Judged {
+                halts: Some(reason.clone()),
+                ..judged("retry", Some(reason.clone()))
+            }
+        }
+        RetryAction::DontRetry(message) => {
+            for &i in carried {
+                verdicts.add(i, Verdict::Dead(message.clone()));
+            }
+            judged("dead", Some(message.clone()))
+        }
+        RetryAction::RetryPart {
+            retry,
+            dead,
+            reason,
+        } => {
+            for &i in carried {
+                verdicts.add(i, Verdict::Delivered);
+            }
+            for i in rows_of(retry) {
+                verdicts.add(i, Verdict::Retry(None, reason.clone()));
+            }
+            let mut messages = Vec::new();
+            for (item, message) in dead {
+                messages.push(message.clone());
+                for i in rows_of(&[*item]) {
+                    verdicts.add(i, Verdict::Dead(message.clone()));
+                }
+            }
+            if !retry.is_empty() {
+                messages.push(reason.clone());
+            }
+            judged("partial", Some(messages.join("; ")))
+        }
+    }
+}
+
+/// The rows of a call that was not sent because an earlier call of the batch must be retried.
+pub fn not_sent(carried: &[usize], reason: &str, verdicts: &mut Verdicts) {
+    for &i in carried {
+        verdicts.add(i, Verdict::Retry(None, format!("not sent: {reason}")));
     }
 }
 
@@ -124,6 +228,75 @@ mod tests {
         v.merge(Verdict::Dead("PICKLIST_INVALID_VALUE".into()));
         v.merge(Verdict::Delivered);
         assert_eq!(v, Verdict::Dead("PICKLIST_INVALID_VALUE".into()));
+    }
+
+    /// Items map to claimed rows one to one, shifted by 10.
+    fn rows(items: &[usize]) -> Vec<usize> {
+        items.iter().map(|i| i + 10).collect()
+    }
+
+    #[test]
+    fn a_successful_call_delivers_every_row_it_carried_and_a_row_no_call_carried() {
+        let mut v = Verdicts::default();
+        let j = judge(&RetryAction::Success, &[10, 11], rows, &mut v);
+        assert_eq!((j.outcome, j.error, j.halts), ("success", None, None));
+        assert_eq!(v.take(10), Verdict::Delivered);
+        assert_eq!(v.take(12), Verdict::Delivered);
+    }
+
+    #[test]
+    fn a_whole_call_to_retry_halts_the_calls_after_it_which_are_retried_unsent() {
+        let mut v = Verdicts::default();
+        let retry = RetryAction::Retry {
+            after: Some(Duration::from_secs(30)),
+            reason: "429 Too Many Requests".into(),
+        };
+        let j = judge(&retry, &[10], rows, &mut v);
+        assert_eq!(j.outcome, "retry");
+        assert_eq!(j.halts.as_deref(), Some("429 Too Many Requests"));
+        not_sent(&[11], "429 Too Many Requests", &mut v);
+        assert_eq!(
+            v.take(10),
+            Verdict::Retry(
+                Some(Duration::from_secs(30)),
+                "429 Too Many Requests".into()
+            )
+        );
+        assert_eq!(
+            v.take(11),
+            Verdict::Retry(None, "not sent: 429 Too Many Requests".into())
+        );
+    }
+
+    #[test]
+    fn a_partial_answer_retries_and_kills_only_the_items_it_names() {
+        let mut v = Verdicts::default();
+        let part = RetryAction::RetryPart {
+            retry: vec![1],
+            dead: vec![(2, "INVALID_EMAIL_ADDRESS".into())],
+            reason: "UNABLE_TO_LOCK_ROW".into(),
+        };
+        let j = judge(&part, &[10, 11, 12], rows, &mut v);
+        assert_eq!(j.outcome, "partial");
+        assert_eq!(
+            j.error.as_deref(),
+            Some("INVALID_EMAIL_ADDRESS; UNABLE_TO_LOCK_ROW")
+        );
+        assert_eq!(j.halts, None, "the other items landed; later calls go on");
+        assert_eq!(v.take(10), Verdict::Delivered);
+        assert_eq!(
+            v.take(11),
+            Verdict::Retry(None, "UNABLE_TO_LOCK_ROW".into())
+        );
+        assert_eq!(v.take(12), Verdict::Dead("INVALID_EMAIL_ADDRESS".into()));
+    }
+
+    #[test]
+    fn a_row_carried_by_two_calls_keeps_the_worst_answer() {
+        let mut v = Verdicts::default();
+        judge(&RetryAction::DontRetry("bad".into()), &[10], rows, &mut v);
+        judge(&RetryAction::Success, &[10], rows, &mut v);
+        assert_eq!(v.take(10), Verdict::Dead("bad".into()));
     }
 
     #[test]

@@ -5,11 +5,10 @@
 //! retry later (exponential backoff with jitter, honouring Retry-After) or dead (validation errors,
 //! keeping the API's message; retryable failures after the last attempt).
 
-use super::settle::{Jitter, Verdict, settle};
+use super::settle::{Jitter, Verdict, Verdicts, judge, not_sent, settle};
 use super::store::{Claimed, LogEntry, RowOutcome};
-use super::{Activation, Counters, Destination, Destinations, RetryAction};
+use super::{Activation, Counters, Destination, Destinations, Request};
 use crate::storage::StorageError;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -64,6 +63,8 @@ pub async fn deliver_once(d: &Destinations, name: &'static str) -> Result<usize,
     Ok(claimed.len())
 }
 
+/// Makes the calls for the claimed rows in order and decides each row's outcome (the decisions are
+/// `settle::judge` and `settle::settle`; this shell sends, times and logs).
 async fn deliver(
     dest: &dyn Destination,
     claimed: &[Claimed],
@@ -71,27 +72,11 @@ async fn deliver(
     counters: &Counters,
 ) -> (Vec<(i64, i64, RowOutcome)>, Vec<LogEntry>) {
     let name = dest.name();
-    let mut verdicts: BTreeMap<usize, Verdict> = BTreeMap::new();
-    let mut batch: Vec<Activation> = Vec::with_capacity(claimed.len());
-    let mut index: Vec<usize> = Vec::with_capacity(claimed.len()); // batch position → claimed position
-    for (i, row) in claimed.iter().enumerate() {
-        match serde_json::from_str::<Activation>(&row.payload) {
-            Ok(a) => {
-                batch.push(a);
-                index.push(i);
-            }
-            Err(e) => {
-                verdicts.insert(i, Verdict::Dead(format!("unreadable outbox payload: {e}")));
-            }
-        }
-    }
+    let (batch, index, mut verdicts) = read_payloads(claimed);
     let encoded = dest.encode(&batch);
     let mut log = Vec::new();
     for (b, reason) in &encoded.rejected {
-        verdicts
-            .entry(index[*b])
-            .or_insert(Verdict::Delivered)
-            .merge(Verdict::Dead(reason.clone()));
+        verdicts.add(index[*b], Verdict::Dead(reason.clone()));
         log.push(LogEntry {
             destination: name.into(),
             outbox_ids: vec![claimed[index[*b]].id],
@@ -107,98 +92,24 @@ async fn deliver(
     for request in &encoded.requests {
         let carried: Vec<usize> = request.activations().iter().map(|b| index[*b]).collect();
         if let Some(reason) = &halted {
-            // An earlier call failed as a whole; later calls may depend on it (Contacts on their
-            // Account), so they wait for the retry.
-            for i in carried {
-                verdicts
-                    .entry(i)
-                    .or_insert(Verdict::Delivered)
-                    .merge(Verdict::Retry(None, format!("not sent: {reason}")));
-            }
+            not_sent(&carried, reason, &mut verdicts);
             continue;
         }
         let started = std::time::Instant::now();
         let sent = dest.send(request).await;
         let elapsed = started.elapsed();
-        let at = d.clock.now_ms();
-        let item_rows = |items: &[usize]| -> Vec<usize> {
-            let mut v: Vec<usize> = items
-                .iter()
-                .filter_map(|it| request.covers.get(*it))
-                .flatten()
-                .map(|b| index[*b])
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        let (outcome, error) = match &sent.action {
-            RetryAction::Success => {
-                for i in &carried {
-                    verdicts.entry(*i).or_insert(Verdict::Delivered);
-                }
-                ("success", None)
-            }
-            RetryAction::Retry { after, reason } => {
-                Counters::add(&counters.failed, 1);
-                for i in &carried {
-                    verdicts
-                        .entry(*i)
-                        .or_insert(Verdict::Delivered)
-                        .merge(Verdict::Retry(*after, reason.clone()));
-                }
-                halted = Some(reason.clone());
-                ("retry", Some(reason.clone()))
-            }
-            RetryAction::DontRetry(message) => {
-                Counters::add(&counters.failed, 1);
-                for i in &carried {
-                    verdicts
-                        .entry(*i)
-                        .or_insert(Verdict::Delivered)
-                        .merge(Verdict::Dead(message.clone()));
-                }
-                ("dead", Some(message.clone()))
-            }
-            RetryAction::RetryPart {
-                retry,
-                dead,
-                reason,
-            } => {
-                Counters::add(&counters.failed, 1);
-                for i in &carried {
-                    verdicts.entry(*i).or_insert(Verdict::Delivered);
-                }
-                for i in item_rows(retry) {
-                    verdicts
-                        .entry(i)
-                        .or_insert(Verdict::Delivered)
-                        .merge(Verdict::Retry(None, reason.clone()));
-                }
-                let mut messages = Vec::new();
-                for (item, message) in dead {
-                    messages.push(message.clone());
-                    for i in item_rows(&[*item]) {
-                        verdicts
-                            .entry(i)
-                            .or_insert(Verdict::Delivered)
-                            .merge(Verdict::Dead(message.clone()));
-                    }
-                }
-                if !retry.is_empty() {
-                    messages.push(reason.clone());
-                }
-                ("partial", Some(messages.join("; ")))
-            }
-        };
-        if let Some(e) = &error {
+        let judged = judge(
+            &sent.action,
+            &carried,
+            |items| rows_of(request, &index, items),
+            &mut verdicts,
+        );
+        if let Some(e) = &judged.error {
+            Counters::add(&counters.failed, 1);
             tracing::warn!(destination = name, request = %request.label, status = ?sent.status, error = %e, "delivery call failed");
         }
-        let mut ids: Vec<i64> = request
-            .activations()
-            .iter()
-            .map(|b| claimed[index[*b]].id)
-            .collect();
+        halted = judged.halts;
+        let mut ids: Vec<i64> = carried.iter().map(|i| claimed[*i].id).collect();
         ids.sort_unstable();
         log.push(LogEntry {
             destination: name.into(),
@@ -212,18 +123,22 @@ async fn deliver(
             ),
             status_code: sent.status.map(i64::from),
             duration_ms: elapsed.as_millis() as i64,
-            outcome: outcome.into(),
-            error,
-            at,
+            outcome: judged.outcome.into(),
+            error: judged.error,
+            at: d.clock.now_ms(),
         });
     }
     let now = d.clock.now_ms();
     let mut outcomes = Vec::with_capacity(claimed.len());
     let (mut delivered, mut retried, mut dead) = (0, 0, 0);
     for (i, row) in claimed.iter().enumerate() {
-        // Rows no call carried had nothing to send for this destination: done.
-        let verdict = verdicts.remove(&i).unwrap_or(Verdict::Delivered);
-        let outcome = settle(verdict, row.attempts, &d.delivery, now, Jitter::random());
+        let outcome = settle(
+            verdicts.take(i),
+            row.attempts,
+            &d.delivery,
+            now,
+            Jitter::random(),
+        );
         match outcome {
             RowOutcome::Delivered => delivered += 1,
             RowOutcome::Retry { .. } => retried += 1,
@@ -243,4 +158,35 @@ async fn deliver(
         "delivered"
     );
     (outcomes, log)
+}
+
+/// Reads the claimed rows' activations; an unreadable payload is dead at once. Returns the
+/// activations to encode, the claimed row of each, and the verdicts so far.
+fn read_payloads(claimed: &[Claimed]) -> (Vec<Activation>, Vec<usize>, Verdicts) {
+    let mut verdicts = Verdicts::default();
+    let mut batch = Vec::with_capacity(claimed.len());
+    let mut index = Vec::with_capacity(claimed.len()); // batch position → claimed position
+    for (i, row) in claimed.iter().enumerate() {
+        match serde_json::from_str::<Activation>(&row.payload) {
+            Ok(a) => {
+                batch.push(a);
+                index.push(i);
+            }
+            Err(e) => verdicts.add(i, Verdict::Dead(format!("unreadable outbox payload: {e}"))),
+        }
+    }
+    (batch, index, verdicts)
+}
+
+/// The claimed rows behind some items of `request`.
+fn rows_of(request: &Request, index: &[usize], items: &[usize]) -> Vec<usize> {
+    let mut v: Vec<usize> = items
+        .iter()
+        .filter_map(|it| request.covers.get(*it))
+        .flatten()
+        .map(|b| index[*b])
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
