@@ -650,13 +650,17 @@ macro_rules! impl_destination_store {
                 limit: i64,
             ) -> BoxFuture<'a, Result<Vec<Claimed>, StorageError>> {
                 Box::pin(async move {
+                    // A claim writes: on SQLite it must queue on the write gate like every writer,
+                    // or it meets SQLite's busy handler (sleeps of up to 100 ms) behind the stages.
+                    let (mut tx, _gate) = self.pool.begin_write().await?;
                     let rows: Vec<(i64, String, String, i64)> = sqlx::query_as($claim)
                         .bind(destination)
                         .bind(now)
                         .bind(lease_until)
                         .bind(limit)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *tx)
                         .await?;
+                    tx.commit().await?;
                     let mut out: Vec<Claimed> = rows
                         .into_iter()
                         .map(|(id, key, payload, attempts)| Claimed { id, key, payload, attempts })
