@@ -1,7 +1,7 @@
 //! The outbox repository: the activation stage's transaction, claiming due rows, recording outcomes
 //! and the delivery log, replay. One SQL set for both databases (`$N` placeholders work on SQLite
 //! too) in one implementation generic over the database; what differs is the database's
-//! [`DestinationSql`] dialect: the claim — PostgreSQL takes rows with `FOR UPDATE SKIP LOCKED` so
+//! `DestinationSql` dialect: the claim — PostgreSQL takes rows with `FOR UPDATE SKIP LOCKED` so
 //! several core processes never deliver the same row, SQLite (one process) relies on its single
 //! writer — and the JSON path test of `latest_consent`.
 

@@ -2,7 +2,7 @@
 //! person), regulations and their per-destination status, retention purges, and hashing the
 //! plaintext suppressions of earlier versions. One SQL set for both databases (`$N` placeholders
 //! work on SQLite too) in one implementation generic over the database; what differs (JSONB casts,
-//! claiming with `SKIP LOCKED`, the catalogue) is the database's [`PrivacySql`] dialect.
+//! claiming with `SKIP LOCKED`, the catalogue) is the database's `PrivacySql` dialect.
 
 use super::{MessageFate, MessageRow, Scrubber, identifier_hash, message_fate};
 use crate::destinations::erasure::Subject;
