@@ -1,11 +1,14 @@
 //! The backend API's repository: API tokens (hashed) and the paged reads the read API needs beyond
 //! the profile and audience repositories (filtered event pages, member pages, accounts, metadata).
-//! One set of SQL (`$N` placeholders work on SQLite and PostgreSQL) instantiated per pool type.
+//! One implementation generic over the database (`$N` placeholders work on SQLite and PostgreSQL;
+//! nothing here differs between them); SQLite writes go through the file's write gate.
 
 use super::tokens::Scope;
 use crate::identity::ProfileId;
-use crate::storage::StorageError;
+use crate::storage::{BeginWrite, Db, StorageError};
 use futures_util::future::BoxFuture;
+use sqlx::any::AnyQueryResult;
+use sqlx::{Arguments, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// A token as stored (never the token itself: only its hash is kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +141,9 @@ type EventTuple = (
     String,
 );
 
+/// An identifier row as read: kind, value, added_at, messageId, source.
+type ExternalIdTuple = (String, String, i64, Option<String>, Option<String>);
+
 /// Tokens and the read API's queries.
 pub trait ApiStore: Send + Sync + 'static {
     /// Stores a new token.
@@ -236,379 +242,437 @@ fn json_or_string(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
-macro_rules! impl_api_store {
-    ($store:ident, $db:ty, $pool:ty) => {
-        /// The backend API's repository over this database.
-        #[derive(Clone, Debug)]
-        pub struct $store {
-            pool: $pool,
+/// A statement assembled at run time with its bound values: the text `sqlx::QueryBuilder` would
+/// build (each bind formatted by the database's own arguments, `?` on SQLite and `$N` on
+/// PostgreSQL), but the arguments are handed over by value. Generic code cannot run a
+/// `QueryBuilder`: running it borrows the builder for the lifetime of its own arguments, and the
+/// borrow checker then cannot prove that dropping the builder is sound for an unknown database.
+struct Statement<'a, DB: Database> {
+    sql: String,
+    args: DB::Arguments<'a>,
+}
+
+impl<'a, DB: Database> Statement<'a, DB> {
+    /// Starts a statement with a SQL fragment.
+    fn new(init: impl Into<String>) -> Self {
+        Statement {
+            sql: init.into(),
+            args: Default::default(),
         }
+    }
 
-        impl $store {
-            /// Wraps a migrated pool.
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
+    /// Appends SQL text.
+    fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        write!(self.sql, "{sql}").expect("error formatting `sql`");
+        self
+    }
+
+    /// Binds a value and appends its placeholder.
+    fn push_bind<T: 'a + Encode<'a, DB> + Type<DB>>(&mut self, value: T) -> &mut Self {
+        self.args.add(value).expect("Failed to add argument");
+        self.args
+            .format_placeholder(&mut self.sql)
+            .expect("error in format_placeholder");
+        self
+    }
+
+    /// Binds values and appends their placeholders, separated by `, `.
+    fn push_bind_list<T: 'a + Encode<'a, DB> + Type<DB>>(
+        &mut self,
+        values: impl IntoIterator<Item = T>,
+    ) -> &mut Self {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
             }
+            self.push_bind(value);
         }
+        self
+    }
 
-        impl ApiStore for $store {
-            fn create_token<'a>(
-                &'a self,
-                t: &'a NewToken<'a>,
-            ) -> BoxFuture<'a, Result<TokenRow, StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) =
-                        crate::storage::BeginWrite::begin_write(&self.pool).await?;
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO api_tokens (name, scopes, token_hash, prefix, created_at) \
-                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    )
-                    .bind(t.name)
-                    .bind(Scope::join(t.scopes))
-                    .bind(t.hash)
-                    .bind(t.prefix)
-                    .bind(t.at)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(TokenRow {
-                        id,
-                        name: t.name.to_owned(),
-                        scopes: t.scopes.to_vec(),
-                        prefix: t.prefix.to_owned(),
-                        created_at: t.at,
-                        last_used_at: None,
-                        revoked_at: None,
-                    })
-                })
-            }
+    /// The SQL text and its arguments, for `sqlx::query_as_with` and friends.
+    fn into_parts(self) -> (String, DB::Arguments<'a>) {
+        (self.sql, self.args)
+    }
+}
 
-            fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<TokenTuple> =
-                        sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} ORDER BY id DESC"))
-                            .fetch_all(&self.pool)
-                            .await?;
-                    Ok(rows.into_iter().map(token_row).collect())
-                })
-            }
+/// [`ApiStore`] over a migrated SQLite or PostgreSQL pool.
+#[derive(Clone, Debug)]
+pub struct SqlApiStore<DB: Database> {
+    pool: Db<DB>,
+}
 
-            fn token_by_hash<'a>(
-                &'a self,
-                hash: &'a str,
-            ) -> BoxFuture<'a, Result<Option<TokenRow>, StorageError>> {
-                Box::pin(async move {
-                    let row: Option<TokenTuple> =
-                        sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} WHERE token_hash = $1"))
-                            .bind(hash)
-                            .fetch_optional(&self.pool)
-                            .await?;
-                    Ok(row.map(token_row))
-                })
-            }
+impl<DB: Database> SqlApiStore<DB> {
+    /// Wraps a migrated pool.
+    pub fn new(pool: Db<DB>) -> Self {
+        SqlApiStore { pool }
+    }
+}
 
-            fn revoke_token(&self, id: i64, at: i64) -> BoxFuture<'_, Result<bool, StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) =
-                        crate::storage::BeginWrite::begin_write(&self.pool).await?;
-                    let n = sqlx::query(
-                        "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                    )
-                    .bind(id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    tx.commit().await?;
-                    Ok(n == 1)
-                })
-            }
+/// SQLite's backend API store.
+pub type SqliteApiStore = SqlApiStore<sqlx::Sqlite>;
+/// PostgreSQL's backend API store.
+pub type PgApiStore = SqlApiStore<sqlx::Postgres>;
 
-            fn touch_token(&self, id: i64, at: i64) -> BoxFuture<'_, Result<(), StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) =
-                        crate::storage::BeginWrite::begin_write(&self.pool).await?;
-                    sqlx::query(
-                        "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 \
-                         AND (last_used_at IS NULL OR last_used_at < $2)",
-                    )
-                    .bind(id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(())
-                })
-            }
+impl<DB> ApiStore for SqlApiStore<DB>
+where
+    DB: Database,
+    Db<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c Db<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+    AnyQueryResult: From<DB::QueryResult>,
+{
+    fn create_token<'a>(
+        &'a self,
+        t: &'a NewToken<'a>,
+    ) -> BoxFuture<'a, Result<TokenRow, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO api_tokens (name, scopes, token_hash, prefix, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(t.name)
+            .bind(Scope::join(t.scopes))
+            .bind(t.hash)
+            .bind(t.prefix)
+            .bind(t.at)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(TokenRow {
+                id,
+                name: t.name.to_owned(),
+                scopes: t.scopes.to_vec(),
+                prefix: t.prefix.to_owned(),
+                created_at: t.at,
+                last_used_at: None,
+                revoked_at: None,
+            })
+        })
+    }
 
-            fn events<'a>(
-                &'a self,
-                profile: &'a ProfileId,
-                q: &'a EventQuery,
-            ) -> BoxFuture<'a, Result<Vec<EventRow>, StorageError>> {
-                Box::pin(async move {
-                    let mut b = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT pm.seq, pm.event_time, pm.kind, pm.event, m.message_id, s.name, \
-                         CAST(m.body AS TEXT) FROM profile_messages pm \
-                         JOIN messages m ON m.seq = pm.seq \
-                         LEFT JOIN sources s ON s.id = m.source_id WHERE pm.profile_id = ",
-                    );
-                    b.push_bind(profile);
-                    if let Some(start) = q.start {
-                        b.push(" AND pm.event_time >= ").push_bind(start);
-                    }
-                    if let Some(end) = q.end {
-                        b.push(" AND pm.event_time < ").push_bind(end);
-                    }
-                    if !q.events.is_empty() {
-                        b.push(format!(" AND {EVENT_NAME} IN ("));
-                        let mut list = b.separated(", ");
-                        for e in &q.events {
-                            list.push_bind(e);
-                        }
-                        b.push(")");
-                    }
-                    if !q.exclude.is_empty() {
-                        b.push(format!(" AND ({EVENT_NAME} IS NULL OR {EVENT_NAME} NOT IN ("));
-                        let mut list = b.separated(", ");
-                        for e in &q.exclude {
-                            list.push_bind(e);
-                        }
-                        b.push("))");
-                    }
-                    if !q.kinds.is_empty() {
-                        b.push(" AND pm.kind IN (");
-                        let mut list = b.separated(", ");
-                        for k in &q.kinds {
-                            list.push_bind(k);
-                        }
-                        b.push(")");
-                    }
-                    let (cmp, order) = if q.ascending { (">", "ASC") } else { ("<", "DESC") };
-                    if let Some((t, s)) = q.after {
-                        b.push(format!(" AND (pm.event_time {cmp} "))
-                            .push_bind(t)
-                            .push(" OR (pm.event_time = ")
-                            .push_bind(t)
-                            .push(format!(" AND pm.seq {cmp} "))
-                            .push_bind(s)
-                            .push("))");
-                    }
-                    b.push(format!(" ORDER BY pm.event_time {order}, pm.seq {order} LIMIT "))
-                        .push_bind(q.limit);
-                    let rows: Vec<EventTuple> = b.build_query_as().fetch_all(&self.pool).await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(seq, event_time, kind, event, message_id, source, body)| EventRow {
-                            seq,
-                            event_time,
-                            kind,
-                            event,
-                            message_id,
-                            source,
-                            body: json_or_string(body),
-                        })
-                        .collect())
-                })
-            }
-
-            fn sourced_traits<'a>(
-                &'a self,
-                profile: &'a ProfileId,
-            ) -> BoxFuture<'a, Result<Vec<SourcedTrait>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, String, i64, Option<String>)> = sqlx::query_as(
-                        "SELECT t.key, t.value, t.updated_at, s.name FROM profile_traits t \
-                         LEFT JOIN messages m ON m.seq = t.seq \
-                         LEFT JOIN sources s ON s.id = m.source_id \
-                         WHERE t.profile_id = $1 ORDER BY t.key",
-                    )
-                    .bind(profile)
+    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<TokenTuple> =
+                sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} ORDER BY id DESC"))
                     .fetch_all(&self.pool)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(key, value, updated_at, source)| SourcedTrait {
-                            key,
-                            value: json_or_string(value),
-                            updated_at,
-                            source,
-                        })
-                        .collect())
-                })
-            }
+            Ok(rows.into_iter().map(token_row).collect())
+        })
+    }
 
-            fn external_ids<'a>(
-                &'a self,
-                profile: &'a ProfileId,
-            ) -> BoxFuture<'a, Result<Vec<ExternalIdRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, String, i64, Option<String>, Option<String>)> =
-                        sqlx::query_as(
-                            "SELECT i.kind, i.value, i.added_at, m.message_id, s.name \
-                             FROM identities i LEFT JOIN messages m ON m.seq = i.seq \
-                             LEFT JOIN sources s ON s.id = m.source_id \
-                             WHERE i.profile_id = $1 ORDER BY i.kind, i.value",
-                        )
-                        .bind(profile)
-                        .fetch_all(&self.pool)
-                        .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(kind, value, added_at, message_id, source)| ExternalIdRow {
-                            kind,
-                            value,
-                            added_at,
-                            message_id,
-                            source,
-                        })
-                        .collect())
-                })
-            }
-
-            fn metadata<'a>(
-                &'a self,
-                profile: &'a ProfileId,
-            ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
-                Box::pin(async move {
-                    let (first, last, latest): (Option<i64>, Option<i64>, Option<i64>) =
-                        sqlx::query_as(
-                            "SELECT MIN(seq), MAX(seq), MAX(event_time) FROM profile_messages \
-                             WHERE profile_id = $1",
-                        )
-                        .bind(profile)
-                        .fetch_one(&self.pool)
-                        .await?;
-                    let mut out = Metadata {
-                        last_event_time: latest,
-                        ..Metadata::default()
-                    };
-                    for (seq, slot) in [(first, &mut out.first), (last, &mut out.last)] {
-                        if let Some(seq) = seq {
-                            *slot = sqlx::query_as(
-                                "SELECT m.message_id, s.name FROM messages m \
-                                 LEFT JOIN sources s ON s.id = m.source_id WHERE m.seq = $1",
-                            )
-                            .bind(seq)
-                            .fetch_optional(&self.pool)
-                            .await?;
-                        }
-                    }
-                    Ok(out)
-                })
-            }
-
-            fn members_page<'a>(
-                &'a self,
-                audience: &'a str,
-                after: Option<&'a ProfileId>,
-                limit: i64,
-            ) -> BoxFuture<'a, Result<Vec<(ProfileId, i64)>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_as(
-                        "SELECT profile_id, entered_at FROM audience_members \
-                         WHERE audience = $1 AND profile_id > $2 ORDER BY profile_id LIMIT $3",
-                    )
-                    .bind(audience)
-                    // Every id sorts after the empty string.
-                    .bind(after.map_or("", ProfileId::as_str))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?)
-                })
-            }
-
-            fn membership<'a>(
-                &'a self,
-                audience: &'a str,
-                profile: &'a ProfileId,
-            ) -> BoxFuture<'a, Result<Option<i64>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "SELECT entered_at FROM audience_members WHERE audience = $1 AND profile_id = $2",
-                    )
-                    .bind(audience)
-                    .bind(profile)
+    fn token_by_hash<'a>(
+        &'a self,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TokenRow>, StorageError>> {
+        Box::pin(async move {
+            let row: Option<TokenTuple> =
+                sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} WHERE token_hash = $1"))
+                    .bind(hash)
                     .fetch_optional(&self.pool)
-                    .await?)
-                })
-            }
-
-            fn identities_of<'a>(
-                &'a self,
-                profiles: &'a [ProfileId],
-            ) -> BoxFuture<'a, Result<Vec<ProfileIdentity>, StorageError>> {
-                Box::pin(async move {
-                    if profiles.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let mut b = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT profile_id, kind, value FROM identities WHERE profile_id IN (",
-                    );
-                    let mut list = b.separated(", ");
-                    for p in profiles {
-                        list.push_bind(p);
-                    }
-                    b.push(") ORDER BY profile_id, kind, value");
-                    Ok(b.build_query_as().fetch_all(&self.pool).await?)
-                })
-            }
-
-            fn account_traits<'a>(
-                &'a self,
-                group_id: &'a str,
-            ) -> BoxFuture<'a, Result<Vec<AccountTrait>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                        "SELECT key, value, updated_at FROM account_traits WHERE group_id = $1 ORDER BY key",
-                    )
-                    .bind(group_id)
-                    .fetch_all(&self.pool)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(k, v, t)| (k, json_or_string(v), t))
-                        .collect())
-                })
-            }
+            Ok(row.map(token_row))
+        })
+    }
 
-            fn account_members<'a>(
-                &'a self,
-                group_id: &'a str,
-                after: Option<&'a ProfileId>,
-                limit: i64,
-            ) -> BoxFuture<'a, Result<(Vec<ProfileId>, i64), StorageError>> {
-                Box::pin(async move {
-                    let page: Vec<ProfileId> = sqlx::query_scalar(
-                        "SELECT profile_id FROM profile_accounts WHERE group_id = $1 AND profile_id > $2 \
-                         ORDER BY profile_id LIMIT $3",
+    fn revoke_token(&self, id: i64, at: i64) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(AnyQueryResult::from(n).rows_affected() == 1)
+        })
+    }
+
+    fn touch_token(&self, id: i64, at: i64) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 \
+                 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn events<'a>(
+        &'a self,
+        profile: &'a ProfileId,
+        q: &'a EventQuery,
+    ) -> BoxFuture<'a, Result<Vec<EventRow>, StorageError>> {
+        Box::pin(async move {
+            let mut b = Statement::<DB>::new(
+                "SELECT pm.seq, pm.event_time, pm.kind, pm.event, m.message_id, s.name, \
+                 CAST(m.body AS TEXT) FROM profile_messages pm \
+                 JOIN messages m ON m.seq = pm.seq \
+                 LEFT JOIN sources s ON s.id = m.source_id WHERE pm.profile_id = ",
+            );
+            b.push_bind(profile);
+            if let Some(start) = q.start {
+                b.push(" AND pm.event_time >= ").push_bind(start);
+            }
+            if let Some(end) = q.end {
+                b.push(" AND pm.event_time < ").push_bind(end);
+            }
+            if !q.events.is_empty() {
+                b.push(format!(" AND {EVENT_NAME} IN ("))
+                    .push_bind_list(&q.events)
+                    .push(")");
+            }
+            if !q.exclude.is_empty() {
+                b.push(format!(
+                    " AND ({EVENT_NAME} IS NULL OR {EVENT_NAME} NOT IN ("
+                ))
+                .push_bind_list(&q.exclude)
+                .push("))");
+            }
+            if !q.kinds.is_empty() {
+                b.push(" AND pm.kind IN (")
+                    .push_bind_list(&q.kinds)
+                    .push(")");
+            }
+            let (cmp, order) = if q.ascending {
+                (">", "ASC")
+            } else {
+                ("<", "DESC")
+            };
+            if let Some((t, s)) = q.after {
+                b.push(format!(" AND (pm.event_time {cmp} "))
+                    .push_bind(t)
+                    .push(" OR (pm.event_time = ")
+                    .push_bind(t)
+                    .push(format!(" AND pm.seq {cmp} "))
+                    .push_bind(s)
+                    .push("))");
+            }
+            b.push(format!(
+                " ORDER BY pm.event_time {order}, pm.seq {order} LIMIT "
+            ))
+            .push_bind(q.limit);
+            let (sql, args) = b.into_parts();
+            let rows: Vec<EventTuple> = sqlx::query_as_with(&sql, args)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(seq, event_time, kind, event, message_id, source, body)| EventRow {
+                        seq,
+                        event_time,
+                        kind,
+                        event,
+                        message_id,
+                        source,
+                        body: json_or_string(body),
+                    },
+                )
+                .collect())
+        })
+    }
+
+    fn sourced_traits<'a>(
+        &'a self,
+        profile: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<SourcedTrait>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64, Option<String>)> = sqlx::query_as(
+                "SELECT t.key, t.value, t.updated_at, s.name FROM profile_traits t \
+                 LEFT JOIN messages m ON m.seq = t.seq \
+                 LEFT JOIN sources s ON s.id = m.source_id \
+                 WHERE t.profile_id = $1 ORDER BY t.key",
+            )
+            .bind(profile)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(key, value, updated_at, source)| SourcedTrait {
+                    key,
+                    value: json_or_string(value),
+                    updated_at,
+                    source,
+                })
+                .collect())
+        })
+    }
+
+    fn external_ids<'a>(
+        &'a self,
+        profile: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<ExternalIdRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<ExternalIdTuple> = sqlx::query_as(
+                "SELECT i.kind, i.value, i.added_at, m.message_id, s.name \
+                     FROM identities i LEFT JOIN messages m ON m.seq = i.seq \
+                     LEFT JOIN sources s ON s.id = m.source_id \
+                     WHERE i.profile_id = $1 ORDER BY i.kind, i.value",
+            )
+            .bind(profile)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(kind, value, added_at, message_id, source)| ExternalIdRow {
+                        kind,
+                        value,
+                        added_at,
+                        message_id,
+                        source,
+                    },
+                )
+                .collect())
+        })
+    }
+
+    fn metadata<'a>(
+        &'a self,
+        profile: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        Box::pin(async move {
+            let (first, last, latest): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT MIN(seq), MAX(seq), MAX(event_time) FROM profile_messages \
+                     WHERE profile_id = $1",
+            )
+            .bind(profile)
+            .fetch_one(&self.pool)
+            .await?;
+            let mut out = Metadata {
+                last_event_time: latest,
+                ..Metadata::default()
+            };
+            for (seq, slot) in [(first, &mut out.first), (last, &mut out.last)] {
+                if let Some(seq) = seq {
+                    *slot = sqlx::query_as(
+                        "SELECT m.message_id, s.name FROM messages m \
+                         LEFT JOIN sources s ON s.id = m.source_id WHERE m.seq = $1",
                     )
-                    .bind(group_id)
-                    // Every id sorts after the empty string.
-                    .bind(after.map_or("", ProfileId::as_str))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
+                    .bind(seq)
+                    .fetch_optional(&self.pool)
                     .await?;
-                    let count: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM profile_accounts WHERE group_id = $1",
-                    )
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn members_page<'a>(
+        &'a self,
+        audience: &'a str,
+        after: Option<&'a ProfileId>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<(ProfileId, i64)>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as(
+                "SELECT profile_id, entered_at FROM audience_members \
+                 WHERE audience = $1 AND profile_id > $2 ORDER BY profile_id LIMIT $3",
+            )
+            .bind(audience)
+            // Every id sorts after the empty string.
+            .bind(after.map_or("", ProfileId::as_str))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+        })
+    }
+
+    fn membership<'a>(
+        &'a self,
+        audience: &'a str,
+        profile: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Option<i64>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT entered_at FROM audience_members WHERE audience = $1 AND profile_id = $2",
+            )
+            .bind(audience)
+            .bind(profile)
+            .fetch_optional(&self.pool)
+            .await?)
+        })
+    }
+
+    fn identities_of<'a>(
+        &'a self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<Vec<ProfileIdentity>, StorageError>> {
+        Box::pin(async move {
+            if profiles.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut b = Statement::<DB>::new(
+                "SELECT profile_id, kind, value FROM identities WHERE profile_id IN (",
+            );
+            b.push_bind_list(profiles)
+                .push(") ORDER BY profile_id, kind, value");
+            let (sql, args) = b.into_parts();
+            Ok(sqlx::query_as_with(&sql, args)
+                .fetch_all(&self.pool)
+                .await?)
+        })
+    }
+
+    fn account_traits<'a>(
+        &'a self,
+        group_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<AccountTrait>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT key, value, updated_at FROM account_traits WHERE group_id = $1 ORDER BY key",
+            )
+            .bind(group_id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(k, v, t)| (k, json_or_string(v), t))
+                .collect())
+        })
+    }
+
+    fn account_members<'a>(
+        &'a self,
+        group_id: &'a str,
+        after: Option<&'a ProfileId>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<(Vec<ProfileId>, i64), StorageError>> {
+        Box::pin(async move {
+            let page: Vec<ProfileId> = sqlx::query_scalar(
+                "SELECT profile_id FROM profile_accounts WHERE group_id = $1 AND profile_id > $2 \
+                 ORDER BY profile_id LIMIT $3",
+            )
+            .bind(group_id)
+            // Every id sorts after the empty string.
+            .bind(after.map_or("", ProfileId::as_str))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM profile_accounts WHERE group_id = $1")
                     .bind(group_id)
                     .fetch_one(&self.pool)
                     .await?;
-                    Ok((page, count))
-                })
-            }
-        }
-    };
+            Ok((page, count))
+        })
+    }
 }
-
-impl_api_store!(
-    SqliteApiStore,
-    sqlx::Sqlite,
-    crate::storage::Db<sqlx::Sqlite>
-);
-impl_api_store!(
-    PgApiStore,
-    sqlx::Postgres,
-    crate::storage::Db<sqlx::Postgres>
-);

@@ -1,15 +1,17 @@
 //! The privacy repository: erasure (one transaction over every table that can hold a copy of a
 //! person), regulations and their per-destination status, retention purges, and hashing the
 //! plaintext suppressions of earlier versions. One SQL set for both databases (`$N` placeholders
-//! work on SQLite too); what differs (JSONB casts, claiming with `SKIP LOCKED`, the catalogue) is
-//! passed in per database.
+//! work on SQLite too) in one implementation generic over the database; what differs (JSONB casts,
+//! claiming with `SKIP LOCKED`, the catalogue) is the database's `PrivacySql` dialect.
 
 use super::{MessageFate, MessageRow, Scrubber, identifier_hash, message_fate};
 use crate::destinations::erasure::Subject;
 use crate::identity::{Identifier, ProfileId};
-use crate::storage::{BeginWrite, StorageError};
+use crate::storage::{BeginWrite, Db, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
+use sqlx::any::AnyQueryResult;
+use sqlx::{Arguments, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// Rows read per candidate page while erasing (bounds memory, not the work).
 const PAGE: i64 = 500;
@@ -177,7 +179,7 @@ pub trait PrivacyStore: Send + Sync + 'static {
 
 /// Pushes ` AND (LOWER(<column>) LIKE p OR …)` for every pattern and column.
 fn push_like<'a, DB: sqlx::Database>(
-    q: &mut sqlx::QueryBuilder<'a, DB>,
+    q: &mut Statement<'a, DB>,
     columns: &[&str],
     patterns: &'a [String],
 ) where
@@ -194,6 +196,61 @@ fn push_like<'a, DB: sqlx::Database>(
     q.push(")");
 }
 
+/// A statement assembled at run time with its bound values: the text `sqlx::QueryBuilder` would
+/// build (each bind formatted by the database's own arguments, `?` on SQLite and `$N` on
+/// PostgreSQL), but the arguments are handed over by value. Generic code cannot run a
+/// `QueryBuilder`: running it borrows the builder for the lifetime of its own arguments, and the
+/// borrow checker then cannot prove that dropping the builder is sound for an unknown database.
+struct Statement<'a, DB: Database> {
+    sql: String,
+    args: DB::Arguments<'a>,
+}
+
+impl<'a, DB: Database> Statement<'a, DB> {
+    /// Starts a statement with a SQL fragment.
+    fn new(init: impl Into<String>) -> Self {
+        Statement {
+            sql: init.into(),
+            args: Default::default(),
+        }
+    }
+
+    /// Appends SQL text.
+    fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        write!(self.sql, "{sql}").expect("error formatting `sql`");
+        self
+    }
+
+    /// Binds a value and appends its placeholder.
+    fn push_bind<T: 'a + Encode<'a, DB> + Type<DB>>(&mut self, value: T) -> &mut Self {
+        self.args.add(value).expect("Failed to add argument");
+        self.args
+            .format_placeholder(&mut self.sql)
+            .expect("error in format_placeholder");
+        self
+    }
+
+    /// Binds values and appends their placeholders, separated by `, `.
+    fn push_bind_list<T: 'a + Encode<'a, DB> + Type<DB>>(
+        &mut self,
+        values: impl IntoIterator<Item = T>,
+    ) -> &mut Self {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(value);
+        }
+        self
+    }
+
+    /// The SQL text and its arguments, for `sqlx::query_as_with` and friends.
+    fn into_parts(self) -> (String, DB::Arguments<'a>) {
+        (self.sql, self.args)
+    }
+}
+
 /// Settles a regulation's status from its destinations' statuses (`None` while any is pending).
 pub fn settle(statuses: &[String]) -> Option<&'static str> {
     if statuses.iter().any(|s| s == "pending" || s == "running") {
@@ -204,6 +261,16 @@ pub fn settle(statuses: &[String]) -> Option<&'static str> {
         Some("succeeded")
     }
 }
+
+/// A message row the erasure reads: seq, user_id, anonymous_id, body, violations, profile.
+type MessageTuple = (
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    Option<ProfileId>,
+);
 
 /// A `regulations` row: id, kind, profile, status, requested, finished, hashes.
 type RegulationRow = (String, String, ProfileId, String, i64, Option<i64>, String);
@@ -243,6 +310,20 @@ const POSTGRES: Dialect = Dialect {
         RETURNING regulation, destination, attempts",
 };
 
+/// The SQL that differs between the databases the privacy store runs on.
+trait PrivacySql: Database {
+    /// This database's statements.
+    const DIALECT: Dialect;
+}
+
+impl PrivacySql for sqlx::Sqlite {
+    const DIALECT: Dialect = SQLITE;
+}
+
+impl PrivacySql for sqlx::Postgres {
+    const DIALECT: Dialect = POSTGRES;
+}
+
 /// Tables keyed by profile id whose rows are deleted with the profile (`$1`).
 const BY_PROFILE: [&str; 12] = [
     "DELETE FROM messages WHERE seq IN (SELECT seq FROM profile_messages WHERE profile_id = $1)",
@@ -260,728 +341,832 @@ const BY_PROFILE: [&str; 12] = [
     "DELETE FROM outbox WHERE profile_id = $1",
 ];
 
-macro_rules! impl_privacy_store {
-    ($store:ident, $db:ty, $pool:ty, $dialect:expr) => {
-        /// Privacy repository over this database.
-        #[derive(Clone, Debug)]
-        pub struct $store {
-            pool: $pool,
-        }
-
-        impl $store {
-            /// Wraps a migrated pool.
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-
-            async fn erase_in(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                r: &EraseRequest<'_>,
-            ) -> Result<Option<Erased>, StorageError> {
-                let d: &Dialect = &$dialect;
-                // Serialise with the profiles stage (and make it drop its cached graph), with every
-                // writer of memberships and the audience feed…
-                sqlx::query("UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'")
-                    .execute(&mut **tx)
-                    .await?;
-                // …and with the activation stage, so it never enqueues the person after this commit.
-                sqlx::query(
-                    "UPDATE pipeline_cursors SET seq = seq \
-                     WHERE name IN ('audiences', 'destinations', 'destinations_audiences')",
-                )
-                .execute(&mut **tx)
-                .await?;
-                let live: Option<ProfileId> =
-                    sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
-                        .bind(r.profile_id)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                if live.is_none() {
-                    return Ok(None);
-                }
-                let mut erased: Vec<ProfileId> = vec![r.profile_id.clone()];
-                erased.extend(
-                    sqlx::query_scalar::<_, ProfileId>("SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id")
-                        .bind(r.profile_id)
-                        .fetch_all(&mut **tx)
-                        .await?,
-                );
-                let own: Vec<Identifier> = sqlx::query_as::<_, (String, String)>(
-                    "SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY kind, value",
-                )
-                .bind(r.profile_id)
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(|(kind, value)| Identifier { kind, value })
-                .collect();
-                let mut hashes: Vec<String> = own.iter().map(identifier_hash).collect();
-                hashes.sort();
-                hashes.dedup();
-                let scrubber = Scrubber::new(own.iter().map(|i| i.value.as_str()));
-                let mut out = Erased {
-                    regulation: r.regulation.to_owned(),
-                    profiles: erased.len(),
-                    identifiers: own.len(),
-                    ..Erased::default()
-                };
-
-                for h in &hashes {
-                    sqlx::query("INSERT INTO suppression_hashes (hash, at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                        .bind(h)
-                        .bind(r.now)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                // Every membership ends (the audience feed records the exits).
-                sqlx::query(
-                    "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) \
-                     SELECT audience, profile_id, 'audience_exited', $2, 0, 'delete' FROM audience_members \
-                     WHERE profile_id = $1",
-                )
-                .bind(r.profile_id)
-                .bind(r.now)
-                .execute(&mut **tx)
-                .await?;
-                for p in &erased {
-                    for sql in BY_PROFILE {
-                        out.deleted += sqlx::query(sql).bind(p).execute(&mut **tx).await?.rows_affected();
-                    }
-                }
-                sqlx::query("DELETE FROM profiles WHERE id = $1 OR merged_into = $1")
-                    .bind(r.profile_id)
-                    .execute(&mut **tx)
-                    .await?;
-
-                if !scrubber.is_empty() {
-                    let patterns = scrubber.like_patterns();
-                    Self::scrub_messages(tx, d, &erased, &own, &scrubber, &patterns, &mut out).await?;
-                    Self::scrub_rows(tx, &erased, &own, &scrubber, &patterns, &mut out).await?;
-                }
-
-                let subject = Subject::new(r.regulation, r.profile_id, &own);
-                let finished = r.destinations.is_empty();
-                out.status = if finished { "succeeded" } else { "running" }.to_owned();
-                sqlx::query(
-                    "INSERT INTO regulations (id, kind, profile_id, subject_hashes, subject, status, \
-                     requested_at, finished_at) VALUES ($1, 'erase', $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(r.regulation)
-                .bind(r.profile_id)
-                .bind(serde_json::to_string(&hashes)?)
-                .bind((!finished).then(|| serde_json::to_string(&subject)).transpose()?)
-                .bind(&out.status)
-                .bind(r.now)
-                .bind(finished.then_some(r.now))
-                .execute(&mut **tx)
-                .await?;
-                for dest in r.destinations {
-                    sqlx::query(
-                        "INSERT INTO regulation_destinations (regulation, destination, status, attempts, \
-                         next_attempt_at, updated_at) VALUES ($1, $2, 'pending', 0, $3, $3)",
-                    )
-                    .bind(r.regulation)
-                    .bind(*dest)
-                    .bind(r.now)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                Ok(Some(out))
-            }
-
-            /// Messages that are not on an erased timeline but carry or mention the person.
-            async fn scrub_messages(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                d: &Dialect,
-                erased: &[ProfileId],
-                own: &[Identifier],
-                scrubber: &Scrubber,
-                patterns: &[String],
-                out: &mut Erased,
-            ) -> Result<(), StorageError> {
-                let mut after = 0i64;
-                for _ in 0..MAX_PAGES {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT m.seq, m.user_id, m.anonymous_id, CAST(m.body AS TEXT), \
-                         CAST(m.violations AS TEXT), pm.profile_id FROM messages m \
-                         LEFT JOIN profile_messages pm ON pm.seq = m.seq WHERE m.seq > ",
-                    );
-                    q.push_bind(after);
-                    // Its own userId / anonymousId is one of theirs, or its JSON mentions them.
-                    q.push(" AND (1 = 0");
-                    for (column, kind) in [("m.user_id", "user_id"), ("m.anonymous_id", "anonymous_id")] {
-                        for id in own.iter().filter(|i| i.kind == kind) {
-                            q.push(format!(" OR {column} = "));
-                            q.push_bind(id.value.clone());
-                        }
-                    }
-                    q.push(" OR (1 = 1");
-                    push_like(
-                        &mut q,
-                        &["CAST(m.body AS TEXT)", "CAST(m.violations AS TEXT)"],
-                        patterns,
-                    );
-                    q.push(format!(")) ORDER BY m.seq LIMIT {PAGE}"));
-                    let rows: Vec<(i64, Option<String>, Option<String>, String, String, Option<ProfileId>)> =
-                        q.build_query_as().fetch_all(&mut **tx).await?;
-                    let Some(last) = rows.last().map(|r| r.0) else { break };
-                    let full = rows.len() as i64 == PAGE;
-                    for (seq, user_id, anonymous_id, body, violations, profile_id) in rows {
-                        let row = MessageRow { seq, user_id, anonymous_id, body, violations, profile_id };
-                        match message_fate(&row, erased, own, scrubber) {
-                            MessageFate::Delete => {
-                                sqlx::query("DELETE FROM profile_messages WHERE seq = $1")
-                                    .bind(seq)
-                                    .execute(&mut **tx)
-                                    .await?;
-                                out.deleted += sqlx::query("DELETE FROM messages WHERE seq = $1")
-                                    .bind(seq)
-                                    .execute(&mut **tx)
-                                    .await?
-                                    .rows_affected();
-                            }
-                            MessageFate::Rewrite { body, violations, user_id, anonymous_id } => {
-                                out.rewritten += sqlx::query(d.rewrite_message)
-                                    .bind(body)
-                                    .bind(violations)
-                                    .bind(user_id)
-                                    .bind(anonymous_id)
-                                    .bind(seq)
-                                    .execute(&mut **tx)
-                                    .await?
-                                    .rows_affected();
-                            }
-                            MessageFate::Keep => {}
-                        }
-                    }
-                    if !full {
-                        break;
-                    }
-                    after = last;
-                }
-                Ok(())
-            }
-
-            /// Everything else that can name the person without being keyed by their profile.
-            async fn scrub_rows(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                erased: &[ProfileId],
-                own: &[Identifier],
-                scrubber: &Scrubber,
-                patterns: &[String],
-                out: &mut Erased,
-            ) -> Result<(), StorageError> {
-                // Rejected items were never messages: one naming the person is deleted.
-                let mut after = 0i64;
-                for _ in 0..MAX_PAGES {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, body, reason FROM rejected_messages WHERE id > ",
-                    );
-                    q.push_bind(after);
-                    push_like(&mut q, &["body", "reason"], patterns);
-                    q.push(format!(" ORDER BY id LIMIT {PAGE}"));
-                    let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                    let Some(last) = rows.last().map(|r| r.0) else { break };
-                    for (id, body, reason) in &rows {
-                        if scrubber.mentions(body) || scrubber.mentions(reason) {
-                            out.deleted += sqlx::query("DELETE FROM rejected_messages WHERE id = $1")
-                                .bind(id)
-                                .execute(&mut **tx)
-                                .await?
-                                .rows_affected();
-                        }
-                    }
-                    if (rows.len() as i64) < PAGE {
-                        break;
-                    }
-                    after = last;
-                }
-
-                // Resolution reports on other profiles about one of the person's identifiers.
-                let mut after = 0i64;
-                for _ in 0..MAX_PAGES {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, id_kind, id_value, detail FROM identity_reports WHERE id > ",
-                    );
-                    q.push_bind(after);
-                    push_like(&mut q, &["id_value", "detail"], patterns);
-                    q.push(format!(" ORDER BY id LIMIT {PAGE}"));
-                    let rows: Vec<(i64, String, String, String)> =
-                        q.build_query_as().fetch_all(&mut **tx).await?;
-                    let Some(last) = rows.last().map(|r| r.0) else { break };
-                    for (id, kind, value, detail) in &rows {
-                        let theirs = own.iter().any(|i| &i.kind == kind && &i.value == value);
-                        if theirs || scrubber.mentions(value) || scrubber.mentions(detail) {
-                            out.deleted += sqlx::query("DELETE FROM identity_reports WHERE id = $1")
-                                .bind(id)
-                                .execute(&mut **tx)
-                                .await?
-                                .rows_affected();
-                        }
-                    }
-                    if (rows.len() as i64) < PAGE {
-                        break;
-                    }
-                    after = last;
-                }
-
-                // Merges whose reason names them (merges of their profiles went with them).
-                let mut after = 0i64;
-                for _ in 0..MAX_PAGES {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, reason FROM merges WHERE id > ");
-                    q.push_bind(after);
-                    push_like(&mut q, &["reason"], patterns);
-                    q.push(format!(" ORDER BY id LIMIT {PAGE}"));
-                    let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                    let Some(last) = rows.last().map(|r| r.0) else { break };
-                    for (id, reason) in &rows {
-                        if scrubber.mentions(reason) {
-                            out.deleted += sqlx::query("DELETE FROM merges WHERE id = $1")
-                                .bind(id)
-                                .execute(&mut **tx)
-                                .await?
-                                .rows_affected();
-                        }
-                    }
-                    if (rows.len() as i64) < PAGE {
-                        break;
-                    }
-                    after = last;
-                }
-
-                // Outbox rows: the person's (rows from before profile_id existed) are deleted,
-                // other people's payloads and errors that mention them rewritten.
-                let mut after = 0i64;
-                for _ in 0..MAX_PAGES {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, payload, last_error FROM outbox WHERE id > ",
-                    );
-                    q.push_bind(after);
-                    push_like(&mut q, &["payload", "COALESCE(last_error, '')"], patterns);
-                    q.push(format!(" ORDER BY id LIMIT {PAGE}"));
-                    let rows: Vec<(i64, String, Option<String>)> =
-                        q.build_query_as().fetch_all(&mut **tx).await?;
-                    let Some(last) = rows.last().map(|r| r.0) else { break };
-                    for (id, payload, last_error) in &rows {
-                        let owner = serde_json::from_str::<serde_json::Value>(payload)
-                            .ok()
-                            .and_then(|v| v.get("profile_id").and_then(|p| p.as_str()).map(ProfileId::from));
-                        if owner.is_some_and(|o| erased.contains(&o)) {
-                            out.deleted += sqlx::query("DELETE FROM outbox WHERE id = $1")
-                                .bind(id)
-                                .execute(&mut **tx)
-                                .await?
-                                .rows_affected();
-                            continue;
-                        }
-                        let new_payload = scrubber.scrub_json_text(payload);
-                        let new_error = last_error.as_deref().and_then(|e| scrubber.redact_text(e));
-                        if new_payload.is_some() || new_error.is_some() {
-                            out.rewritten += sqlx::query(
-                                "UPDATE outbox SET payload = $1, last_error = $2 WHERE id = $3",
-                            )
-                            .bind(new_payload.as_deref().unwrap_or(payload))
-                            .bind(new_error.as_deref().or(last_error.as_deref()))
-                            .bind(id)
-                            .execute(&mut **tx)
-                            .await?
-                            .rows_affected();
-                        }
-                    }
-                    if (rows.len() as i64) < PAGE {
-                        break;
-                    }
-                    after = last;
-                }
-
-                // Delivery-log entries: the API's error messages may quote the person.
-                let mut after = 0i64;
-                for _ in 0..MAX_PAGES {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, request, error FROM delivery_log WHERE id > ",
-                    );
-                    q.push_bind(after);
-                    push_like(&mut q, &["request", "COALESCE(error, '')"], patterns);
-                    q.push(format!(" ORDER BY id LIMIT {PAGE}"));
-                    let rows: Vec<(i64, String, Option<String>)> =
-                        q.build_query_as().fetch_all(&mut **tx).await?;
-                    let Some(last) = rows.last().map(|r| r.0) else { break };
-                    for (id, request, error) in &rows {
-                        let new_request = scrubber.scrub_text(request);
-                        let new_error = error.as_deref().and_then(|e| scrubber.redact_text(e));
-                        if new_request.is_some() || new_error.is_some() {
-                            out.rewritten += sqlx::query(
-                                "UPDATE delivery_log SET request = $1, error = $2 WHERE id = $3",
-                            )
-                            .bind(new_request.as_deref().unwrap_or(request))
-                            .bind(new_error.as_deref().or(error.as_deref()))
-                            .bind(id)
-                            .execute(&mut **tx)
-                            .await?
-                            .rows_affected();
-                        }
-                    }
-                    if (rows.len() as i64) < PAGE {
-                        break;
-                    }
-                    after = last;
-                }
-
-                // Errors of messages a stage set aside may quote them.
-                let mut after = 0i64;
-                for _ in 0..MAX_PAGES {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, error, replay_error FROM quarantine WHERE id > ",
-                    );
-                    q.push_bind(after);
-                    push_like(&mut q, &["error", "COALESCE(replay_error, '')"], patterns);
-                    q.push(format!(" ORDER BY id LIMIT {PAGE}"));
-                    let rows: Vec<(i64, String, Option<String>)> =
-                        q.build_query_as().fetch_all(&mut **tx).await?;
-                    let Some(last) = rows.last().map(|r| r.0) else { break };
-                    for (id, error, replay_error) in &rows {
-                        let new_error = scrubber.redact_text(error);
-                        let new_replay = replay_error.as_deref().and_then(|e| scrubber.redact_text(e));
-                        if new_error.is_some() || new_replay.is_some() {
-                            out.rewritten += sqlx::query(
-                                "UPDATE quarantine SET error = $1, replay_error = $2 WHERE id = $3",
-                            )
-                            .bind(new_error.as_deref().unwrap_or(error))
-                            .bind(new_replay.as_deref().or(replay_error.as_deref()))
-                            .bind(id)
-                            .execute(&mut **tx)
-                            .await?
-                            .rows_affected();
-                        }
-                    }
-                    if (rows.len() as i64) < PAGE {
-                        break;
-                    }
-                    after = last;
-                }
-
-                // Other people's and accounts' traits that mention them (e.g. `referred_by`).
-                for (table, owner) in [("profile_traits", "profile_id"), ("account_traits", "group_id")] {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(format!(
-                        "SELECT {owner}, key, value FROM {table} WHERE 1 = 1"
-                    ));
-                    push_like(&mut q, &["value"], patterns);
-                    let rows: Vec<(String, String, String)> =
-                        q.build_query_as().fetch_all(&mut **tx).await?;
-                    for (who, key, value) in rows {
-                        if let Some(new) = scrubber.scrub_json_text(&value) {
-                            out.rewritten += sqlx::query(&format!(
-                                "UPDATE {table} SET value = $1 WHERE {owner} = $2 AND key = $3"
-                            ))
-                            .bind(new)
-                            .bind(who)
-                            .bind(key)
-                            .execute(&mut **tx)
-                            .await?
-                            .rows_affected();
-                        }
-                    }
-                }
-                Ok(())
-            }
-
-            async fn load_regulations(
-                &self,
-                ids: Vec<RegulationRow>,
-            ) -> Result<Vec<Regulation>, StorageError> {
-                let mut out = Vec::with_capacity(ids.len());
-                for (id, kind, profile_id, status, requested_at, finished_at, hashes) in ids {
-                    #[allow(clippy::type_complexity)]
-                    let rows: Vec<(String, String, i64, i64, Option<String>, Option<String>, i64)> =
-                        sqlx::query_as(
-                            "SELECT destination, status, attempts, next_attempt_at, last_error, detail, \
-                             updated_at FROM regulation_destinations WHERE regulation = $1 ORDER BY destination",
-                        )
-                        .bind(&id)
-                        .fetch_all(&self.pool)
-                        .await?;
-                    out.push(Regulation {
-                        id,
-                        kind,
-                        profile_id,
-                        status,
-                        requested_at,
-                        finished_at,
-                        subject_hashes: serde_json::from_str(&hashes).unwrap_or_default(),
-                        destinations: rows
-                            .into_iter()
-                            .map(|(destination, status, attempts, next_attempt_at, last_error, detail, updated_at)| {
-                                RegulationDestination {
-                                    destination,
-                                    status,
-                                    attempts,
-                                    next_attempt_at,
-                                    last_error,
-                                    detail,
-                                    updated_at,
-                                }
-                            })
-                            .collect(),
-                    });
-                }
-                Ok(out)
-            }
-        }
-
-        impl PrivacyStore for $store {
-            fn erase<'a>(
-                &'a self,
-                request: &'a EraseRequest<'a>,
-            ) -> BoxFuture<'a, Result<Option<Erased>, StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) = self.pool.begin_write().await?;
-                    let out = Self::erase_in(&mut tx, request).await?;
-                    if out.is_some() {
-                        tx.commit().await?;
-                    }
-                    Ok(out)
-                })
-            }
-
-            fn regulations(&self, limit: i64) -> BoxFuture<'_, Result<Vec<Regulation>, StorageError>> {
-                Box::pin(async move {
-                    let ids = sqlx::query_as(
-                        "SELECT id, kind, profile_id, status, requested_at, finished_at, subject_hashes \
-                         FROM regulations ORDER BY requested_at DESC, id LIMIT $1",
-                    )
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    self.load_regulations(ids).await
-                })
-            }
-
-            fn regulation<'a>(
-                &'a self,
-                id: &'a str,
-            ) -> BoxFuture<'a, Result<Option<Regulation>, StorageError>> {
-                Box::pin(async move {
-                    let ids = sqlx::query_as(
-                        "SELECT id, kind, profile_id, status, requested_at, finished_at, subject_hashes \
-                         FROM regulations WHERE id = $1",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(self.load_regulations(ids).await?.pop())
-                })
-            }
-
-            fn claim(
-                &self,
-                now: i64,
-                lease_until: i64,
-                limit: i64,
-            ) -> BoxFuture<'_, Result<Vec<ClaimedErasure>, StorageError>> {
-                Box::pin(async move {
-                    let d: &Dialect = &$dialect;
-                    let (mut tx, _gate) = self.pool.begin_write().await?;
-                    let rows: Vec<(String, String, i64)> = sqlx::query_as(d.claim)
-                        .bind(now)
-                        .bind(lease_until)
-                        .bind(limit)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let mut out = Vec::with_capacity(rows.len());
-                    for (regulation, destination, attempts) in rows {
-                        let subject: Option<String> =
-                            sqlx::query_scalar("SELECT subject FROM regulations WHERE id = $1")
-                                .bind(&regulation)
-                                .fetch_optional(&mut *tx)
-                                .await?
-                                .flatten();
-                        out.push(ClaimedErasure {
-                            regulation,
-                            destination,
-                            attempts,
-                            subject: subject.and_then(|s| serde_json::from_str(&s).ok()),
-                        });
-                    }
-                    tx.commit().await?;
-                    Ok(out)
-                })
-            }
-
-            fn finish<'a>(
-                &'a self,
-                claimed: &'a ClaimedErasure,
-                update: &'a ErasureUpdate,
-                now: i64,
-            ) -> BoxFuture<'a, Result<(), StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) = self.pool.begin_write().await?;
-                    sqlx::query(
-                        "UPDATE regulation_destinations SET status = $1, next_attempt_at = $2, \
-                         last_error = $3, detail = $4, updated_at = $5 \
-                         WHERE regulation = $6 AND destination = $7 AND attempts = $8 AND status = 'running'",
-                    )
-                    .bind(update.status)
-                    .bind(update.next_attempt_at)
-                    .bind(&update.last_error)
-                    .bind(&update.detail)
-                    .bind(now)
-                    .bind(&claimed.regulation)
-                    .bind(&claimed.destination)
-                    .bind(claimed.attempts)
-                    .execute(&mut *tx)
-                    .await?;
-                    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-                        "SELECT destination, status, last_error, detail FROM regulation_destinations \
-                         WHERE regulation = $1",
-                    )
-                    .bind(&claimed.regulation)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    let statuses: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
-                    if let Some(status) = settle(&statuses) {
-                        // The plaintext identifiers go; so do quotes of them in the APIs' messages.
-                        let scrubber = claimed
-                            .subject
-                            .as_ref()
-                            .map(|s| Scrubber::new(s.values()))
-                            .unwrap_or_default();
-                        for (destination, _, last_error, detail) in &rows {
-                            let e = last_error.as_deref().and_then(|t| scrubber.redact_text(t));
-                            let dt = detail.as_deref().and_then(|t| scrubber.redact_text(t));
-                            if e.is_some() || dt.is_some() {
-                                sqlx::query(
-                                    "UPDATE regulation_destinations SET last_error = $1, detail = $2 \
-                                     WHERE regulation = $3 AND destination = $4",
-                                )
-                                .bind(e.as_deref().or(last_error.as_deref()))
-                                .bind(dt.as_deref().or(detail.as_deref()))
-                                .bind(&claimed.regulation)
-                                .bind(destination)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                        }
-                        sqlx::query(
-                            "UPDATE regulations SET status = $1, finished_at = $2, subject = NULL WHERE id = $3",
-                        )
-                        .bind(status)
-                        .bind(now)
-                        .bind(&claimed.regulation)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    tx.commit().await?;
-                    Ok(())
-                })
-            }
-
-            fn purge<'a>(
-                &'a self,
-                before: i64,
-                cursors: &'a [&'a str],
-            ) -> BoxFuture<'a, Result<Purged, StorageError>> {
-                Box::pin(async move {
-                    let mut out = Purged::default();
-                    // Raw messages: only those every stage has read (a stage never loses input).
-                    let mut floor_sql = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT COALESCE(MIN(seq), 0) FROM pipeline_cursors WHERE name IN (",
-                    );
-                    let mut names = floor_sql.separated(", ");
-                    for c in cursors {
-                        names.push_bind(*c);
-                    }
-                    floor_sql.push(")");
-                    let floor: i64 = if cursors.is_empty() {
-                        0
-                    } else {
-                        floor_sql.build_query_scalar().fetch_one(&self.pool).await?
-                    };
-                    // Quarantined log messages stay until replayed: a fix must still find them.
-                    let messages = "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages \
-                        WHERE seq <= $3 AND received_at < $1 AND seq NOT IN (SELECT position FROM \
-                        quarantine WHERE replayed_at IS NULL AND cursor_name <> 'destinations_audiences') \
-                        ORDER BY seq LIMIT $2)";
-                    let batches: [(&str, &mut u64); 4] = [
-                        (messages, &mut out.messages),
-                        (
-                            "DELETE FROM rejected_messages WHERE id IN (SELECT id FROM rejected_messages \
-                             WHERE received_at < $1 ORDER BY id LIMIT $2)",
-                            &mut out.rejected,
-                        ),
-                        (
-                            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status IN \
-                             ('delivered', 'dead') AND updated_at < $1 ORDER BY id LIMIT $2)",
-                            &mut out.outbox,
-                        ),
-                        (
-                            "DELETE FROM delivery_log WHERE id IN (SELECT id FROM delivery_log \
-                             WHERE at < $1 ORDER BY id LIMIT $2)",
-                            &mut out.delivery_log,
-                        ),
-                    ];
-                    for (sql, count) in batches {
-                        for _ in 0..PURGE_ROUNDS {
-                            let (mut tx, _gate) = self.pool.begin_write().await?;
-                            let mut q = sqlx::query(sql).bind(before).bind(PURGE_BATCH);
-                            if sql == messages {
-                                q = q.bind(floor);
-                            }
-                            let n = q.execute(&mut *tx).await?.rows_affected();
-                            tx.commit().await?;
-                            *count += n;
-                            if n < PURGE_BATCH as u64 {
-                                break;
-                            }
-                        }
-                    }
-                    Ok(out)
-                })
-            }
-
-            fn hash_plaintext_suppressions(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
-                Box::pin(async move {
-                    let d: &Dialect = &$dialect;
-                    let exists: i64 = sqlx::query_scalar(d.old_suppressions_exist)
-                        .fetch_one(&self.pool)
-                        .await?;
-                    if exists == 0 {
-                        return Ok(0);
-                    }
-                    let (mut tx, _gate) = self.pool.begin_write().await?;
-                    let rows: Vec<(String, String, i64)> =
-                        sqlx::query_as("SELECT kind, value, at FROM suppressions")
-                            .fetch_all(&mut *tx)
-                            .await?;
-                    for (kind, value, at) in &rows {
-                        sqlx::query(
-                            "INSERT INTO suppression_hashes (hash, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(identifier_hash(&Identifier::new(kind, value)))
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    sqlx::query("DROP TABLE suppressions").execute(&mut *tx).await?;
-                    tx.commit().await?;
-                    Ok(rows.len() as u64)
-                })
-            }
-        }
-    };
+/// [`PrivacyStore`] over a migrated SQLite or PostgreSQL pool.
+#[derive(Clone, Debug)]
+pub struct SqlPrivacy<DB: Database> {
+    pool: Db<DB>,
 }
 
-impl_privacy_store!(
-    SqlitePrivacy,
-    sqlx::Sqlite,
-    crate::storage::Db<sqlx::Sqlite>,
-    SQLITE
-);
-impl_privacy_store!(
-    PgPrivacy,
-    sqlx::Postgres,
-    crate::storage::Db<sqlx::Postgres>,
-    POSTGRES
-);
+impl<DB: Database> SqlPrivacy<DB> {
+    /// Wraps a migrated pool.
+    pub fn new(pool: Db<DB>) -> Self {
+        SqlPrivacy { pool }
+    }
+}
+
+/// SQLite's privacy store.
+pub type SqlitePrivacy = SqlPrivacy<sqlx::Sqlite>;
+/// PostgreSQL's privacy store.
+pub type PgPrivacy = SqlPrivacy<sqlx::Postgres>;
+
+// The erasure's private steps need the bounds of the `PrivacyStore` impl below; those name
+// crate-private traits, which the lint would only accept on a trait impl.
+#[allow(private_bounds)]
+impl<DB> SqlPrivacy<DB>
+where
+    DB: PrivacySql,
+    Db<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c Db<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+    for<'q> Option<&'q str>: Type<DB> + Encode<'q, DB>,
+    AnyQueryResult: From<DB::QueryResult>,
+{
+    async fn erase_in(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        r: &EraseRequest<'_>,
+    ) -> Result<Option<Erased>, StorageError> {
+        let d: &Dialect = &DB::DIALECT;
+        // Serialise with the profiles stage (and make it drop its cached graph), with every
+        // writer of memberships and the audience feed…
+        sqlx::query(
+            "UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'",
+        )
+        .execute(&mut **tx)
+        .await?;
+        // …and with the activation stage, so it never enqueues the person after this commit.
+        sqlx::query(
+            "UPDATE pipeline_cursors SET seq = seq \
+             WHERE name IN ('audiences', 'destinations', 'destinations_audiences')",
+        )
+        .execute(&mut **tx)
+        .await?;
+        let live: Option<ProfileId> =
+            sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
+                .bind(r.profile_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if live.is_none() {
+            return Ok(None);
+        }
+        let mut erased: Vec<ProfileId> = vec![r.profile_id.clone()];
+        erased.extend(
+            sqlx::query_scalar::<_, ProfileId>(
+                "SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id",
+            )
+            .bind(r.profile_id)
+            .fetch_all(&mut **tx)
+            .await?,
+        );
+        let own: Vec<Identifier> = sqlx::query_as::<_, (String, String)>(
+            "SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY kind, value",
+        )
+        .bind(r.profile_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(kind, value)| Identifier { kind, value })
+        .collect();
+        let mut hashes: Vec<String> = own.iter().map(identifier_hash).collect();
+        hashes.sort();
+        hashes.dedup();
+        let scrubber = Scrubber::new(own.iter().map(|i| i.value.as_str()));
+        let mut out = Erased {
+            regulation: r.regulation.to_owned(),
+            profiles: erased.len(),
+            identifiers: own.len(),
+            ..Erased::default()
+        };
+
+        for h in &hashes {
+            sqlx::query(
+                "INSERT INTO suppression_hashes (hash, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(h)
+            .bind(r.now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // Every membership ends (the audience feed records the exits).
+        sqlx::query(
+            "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) \
+             SELECT audience, profile_id, 'audience_exited', $2, 0, 'delete' FROM audience_members \
+             WHERE profile_id = $1",
+        )
+        .bind(r.profile_id)
+        .bind(r.now)
+        .execute(&mut **tx)
+        .await?;
+        for p in &erased {
+            for sql in BY_PROFILE {
+                out.deleted += sqlx::query(sql)
+                    .bind(p)
+                    .execute(&mut **tx)
+                    .await
+                    .map(AnyQueryResult::from)?
+                    .rows_affected();
+            }
+        }
+        sqlx::query("DELETE FROM profiles WHERE id = $1 OR merged_into = $1")
+            .bind(r.profile_id)
+            .execute(&mut **tx)
+            .await?;
+
+        if !scrubber.is_empty() {
+            let patterns = scrubber.like_patterns();
+            Self::scrub_messages(tx, d, &erased, &own, &scrubber, &patterns, &mut out).await?;
+            Self::scrub_rows(tx, &erased, &own, &scrubber, &patterns, &mut out).await?;
+        }
+
+        let subject = Subject::new(r.regulation, r.profile_id, &own);
+        let finished = r.destinations.is_empty();
+        out.status = if finished { "succeeded" } else { "running" }.to_owned();
+        sqlx::query(
+            "INSERT INTO regulations (id, kind, profile_id, subject_hashes, subject, status, \
+             requested_at, finished_at) VALUES ($1, 'erase', $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(r.regulation)
+        .bind(r.profile_id)
+        .bind(serde_json::to_string(&hashes)?)
+        .bind(
+            (!finished)
+                .then(|| serde_json::to_string(&subject))
+                .transpose()?,
+        )
+        .bind(&out.status)
+        .bind(r.now)
+        .bind(finished.then_some(r.now))
+        .execute(&mut **tx)
+        .await?;
+        for dest in r.destinations {
+            sqlx::query(
+                "INSERT INTO regulation_destinations (regulation, destination, status, attempts, \
+                 next_attempt_at, updated_at) VALUES ($1, $2, 'pending', 0, $3, $3)",
+            )
+            .bind(r.regulation)
+            .bind(*dest)
+            .bind(r.now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Messages that are not on an erased timeline but carry or mention the person.
+    async fn scrub_messages(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        d: &Dialect,
+        erased: &[ProfileId],
+        own: &[Identifier],
+        scrubber: &Scrubber,
+        patterns: &[String],
+        out: &mut Erased,
+    ) -> Result<(), StorageError> {
+        let mut after = 0i64;
+        for _ in 0..MAX_PAGES {
+            let mut q = Statement::<DB>::new(
+                "SELECT m.seq, m.user_id, m.anonymous_id, CAST(m.body AS TEXT), \
+                 CAST(m.violations AS TEXT), pm.profile_id FROM messages m \
+                 LEFT JOIN profile_messages pm ON pm.seq = m.seq WHERE m.seq > ",
+            );
+            q.push_bind(after);
+            // Its own userId / anonymousId is one of theirs, or its JSON mentions them.
+            q.push(" AND (1 = 0");
+            for (column, kind) in [("m.user_id", "user_id"), ("m.anonymous_id", "anonymous_id")] {
+                for id in own.iter().filter(|i| i.kind == kind) {
+                    q.push(format!(" OR {column} = "));
+                    q.push_bind(id.value.clone());
+                }
+            }
+            q.push(" OR (1 = 1");
+            push_like(
+                &mut q,
+                &["CAST(m.body AS TEXT)", "CAST(m.violations AS TEXT)"],
+                patterns,
+            );
+            q.push(format!(")) ORDER BY m.seq LIMIT {PAGE}"));
+            let (sql, args) = q.into_parts();
+            let rows: Vec<MessageTuple> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            let full = rows.len() as i64 == PAGE;
+            for (seq, user_id, anonymous_id, body, violations, profile_id) in rows {
+                let row = MessageRow {
+                    seq,
+                    user_id,
+                    anonymous_id,
+                    body,
+                    violations,
+                    profile_id,
+                };
+                match message_fate(&row, erased, own, scrubber) {
+                    MessageFate::Delete => {
+                        sqlx::query("DELETE FROM profile_messages WHERE seq = $1")
+                            .bind(seq)
+                            .execute(&mut **tx)
+                            .await?;
+                        out.deleted += sqlx::query("DELETE FROM messages WHERE seq = $1")
+                            .bind(seq)
+                            .execute(&mut **tx)
+                            .await
+                            .map(AnyQueryResult::from)?
+                            .rows_affected();
+                    }
+                    MessageFate::Rewrite {
+                        body,
+                        violations,
+                        user_id,
+                        anonymous_id,
+                    } => {
+                        out.rewritten += sqlx::query(d.rewrite_message)
+                            .bind(body)
+                            .bind(violations)
+                            .bind(user_id)
+                            .bind(anonymous_id)
+                            .bind(seq)
+                            .execute(&mut **tx)
+                            .await
+                            .map(AnyQueryResult::from)?
+                            .rows_affected();
+                    }
+                    MessageFate::Keep => {}
+                }
+            }
+            if !full {
+                break;
+            }
+            after = last;
+        }
+        Ok(())
+    }
+
+    /// Everything else that can name the person without being keyed by their profile.
+    async fn scrub_rows(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        erased: &[ProfileId],
+        own: &[Identifier],
+        scrubber: &Scrubber,
+        patterns: &[String],
+        out: &mut Erased,
+    ) -> Result<(), StorageError> {
+        // Rejected items were never messages: one naming the person is deleted.
+        let mut after = 0i64;
+        for _ in 0..MAX_PAGES {
+            let mut q =
+                Statement::<DB>::new("SELECT id, body, reason FROM rejected_messages WHERE id > ");
+            q.push_bind(after);
+            push_like(&mut q, &["body", "reason"], patterns);
+            q.push(format!(" ORDER BY id LIMIT {PAGE}"));
+            let (sql, args) = q.into_parts();
+            let rows: Vec<(i64, String, String)> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            for (id, body, reason) in &rows {
+                if scrubber.mentions(body) || scrubber.mentions(reason) {
+                    out.deleted += sqlx::query("DELETE FROM rejected_messages WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await
+                        .map(AnyQueryResult::from)?
+                        .rows_affected();
+                }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
+
+        // Resolution reports on other profiles about one of the person's identifiers.
+        let mut after = 0i64;
+        for _ in 0..MAX_PAGES {
+            let mut q = Statement::<DB>::new(
+                "SELECT id, id_kind, id_value, detail FROM identity_reports WHERE id > ",
+            );
+            q.push_bind(after);
+            push_like(&mut q, &["id_value", "detail"], patterns);
+            q.push(format!(" ORDER BY id LIMIT {PAGE}"));
+            let (sql, args) = q.into_parts();
+            let rows: Vec<(i64, String, String, String)> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            for (id, kind, value, detail) in &rows {
+                let theirs = own.iter().any(|i| &i.kind == kind && &i.value == value);
+                if theirs || scrubber.mentions(value) || scrubber.mentions(detail) {
+                    out.deleted += sqlx::query("DELETE FROM identity_reports WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await
+                        .map(AnyQueryResult::from)?
+                        .rows_affected();
+                }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
+
+        // Merges whose reason names them (merges of their profiles went with them).
+        let mut after = 0i64;
+        for _ in 0..MAX_PAGES {
+            let mut q = Statement::<DB>::new("SELECT id, reason FROM merges WHERE id > ");
+            q.push_bind(after);
+            push_like(&mut q, &["reason"], patterns);
+            q.push(format!(" ORDER BY id LIMIT {PAGE}"));
+            let (sql, args) = q.into_parts();
+            let rows: Vec<(i64, String)> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            for (id, reason) in &rows {
+                if scrubber.mentions(reason) {
+                    out.deleted += sqlx::query("DELETE FROM merges WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await
+                        .map(AnyQueryResult::from)?
+                        .rows_affected();
+                }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
+
+        // Outbox rows: the person's (rows from before profile_id existed) are deleted,
+        // other people's payloads and errors that mention them rewritten.
+        let mut after = 0i64;
+        for _ in 0..MAX_PAGES {
+            let mut q =
+                Statement::<DB>::new("SELECT id, payload, last_error FROM outbox WHERE id > ");
+            q.push_bind(after);
+            push_like(&mut q, &["payload", "COALESCE(last_error, '')"], patterns);
+            q.push(format!(" ORDER BY id LIMIT {PAGE}"));
+            let (sql, args) = q.into_parts();
+            let rows: Vec<(i64, String, Option<String>)> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            for (id, payload, last_error) in &rows {
+                let owner = serde_json::from_str::<serde_json::Value>(payload)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("profile_id")
+                            .and_then(|p| p.as_str())
+                            .map(ProfileId::from)
+                    });
+                if owner.is_some_and(|o| erased.contains(&o)) {
+                    out.deleted += sqlx::query("DELETE FROM outbox WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await
+                        .map(AnyQueryResult::from)?
+                        .rows_affected();
+                    continue;
+                }
+                let new_payload = scrubber.scrub_json_text(payload);
+                let new_error = last_error.as_deref().and_then(|e| scrubber.redact_text(e));
+                if new_payload.is_some() || new_error.is_some() {
+                    out.rewritten += sqlx::query(
+                        "UPDATE outbox SET payload = $1, last_error = $2 WHERE id = $3",
+                    )
+                    .bind(new_payload.as_deref().unwrap_or(payload))
+                    .bind(new_error.as_deref().or(last_error.as_deref()))
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await
+                    .map(AnyQueryResult::from)?
+                    .rows_affected();
+                }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
+
+        // Delivery-log entries: the API's error messages may quote the person.
+        let mut after = 0i64;
+        for _ in 0..MAX_PAGES {
+            let mut q =
+                Statement::<DB>::new("SELECT id, request, error FROM delivery_log WHERE id > ");
+            q.push_bind(after);
+            push_like(&mut q, &["request", "COALESCE(error, '')"], patterns);
+            q.push(format!(" ORDER BY id LIMIT {PAGE}"));
+            let (sql, args) = q.into_parts();
+            let rows: Vec<(i64, String, Option<String>)> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            for (id, request, error) in &rows {
+                let new_request = scrubber.scrub_text(request);
+                let new_error = error.as_deref().and_then(|e| scrubber.redact_text(e));
+                if new_request.is_some() || new_error.is_some() {
+                    out.rewritten += sqlx::query(
+                        "UPDATE delivery_log SET request = $1, error = $2 WHERE id = $3",
+                    )
+                    .bind(new_request.as_deref().unwrap_or(request))
+                    .bind(new_error.as_deref().or(error.as_deref()))
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await
+                    .map(AnyQueryResult::from)?
+                    .rows_affected();
+                }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
+
+        // Errors of messages a stage set aside may quote them.
+        let mut after = 0i64;
+        for _ in 0..MAX_PAGES {
+            let mut q =
+                Statement::<DB>::new("SELECT id, error, replay_error FROM quarantine WHERE id > ");
+            q.push_bind(after);
+            push_like(&mut q, &["error", "COALESCE(replay_error, '')"], patterns);
+            q.push(format!(" ORDER BY id LIMIT {PAGE}"));
+            let (sql, args) = q.into_parts();
+            let rows: Vec<(i64, String, Option<String>)> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
+            for (id, error, replay_error) in &rows {
+                let new_error = scrubber.redact_text(error);
+                let new_replay = replay_error
+                    .as_deref()
+                    .and_then(|e| scrubber.redact_text(e));
+                if new_error.is_some() || new_replay.is_some() {
+                    out.rewritten += sqlx::query(
+                        "UPDATE quarantine SET error = $1, replay_error = $2 WHERE id = $3",
+                    )
+                    .bind(new_error.as_deref().unwrap_or(error))
+                    .bind(new_replay.as_deref().or(replay_error.as_deref()))
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await
+                    .map(AnyQueryResult::from)?
+                    .rows_affected();
+                }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+            after = last;
+        }
+
+        // Other people's and accounts' traits that mention them (e.g. `referred_by`).
+        for (table, owner) in [
+            ("profile_traits", "profile_id"),
+            ("account_traits", "group_id"),
+        ] {
+            let mut q = Statement::<DB>::new(format!(
+                "SELECT {owner}, key, value FROM {table} WHERE 1 = 1"
+            ));
+            push_like(&mut q, &["value"], patterns);
+            let (sql, args) = q.into_parts();
+            let rows: Vec<(String, String, String)> =
+                sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?;
+            for (who, key, value) in rows {
+                if let Some(new) = scrubber.scrub_json_text(&value) {
+                    out.rewritten += sqlx::query(&format!(
+                        "UPDATE {table} SET value = $1 WHERE {owner} = $2 AND key = $3"
+                    ))
+                    .bind(new)
+                    .bind(who)
+                    .bind(key)
+                    .execute(&mut **tx)
+                    .await
+                    .map(AnyQueryResult::from)?
+                    .rows_affected();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_regulations(
+        &self,
+        ids: Vec<RegulationRow>,
+    ) -> Result<Vec<Regulation>, StorageError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, kind, profile_id, status, requested_at, finished_at, hashes) in ids {
+            #[allow(clippy::type_complexity)]
+            let rows: Vec<(String, String, i64, i64, Option<String>, Option<String>, i64)> =
+                sqlx::query_as(
+                    "SELECT destination, status, attempts, next_attempt_at, last_error, detail, \
+                     updated_at FROM regulation_destinations WHERE regulation = $1 ORDER BY destination",
+                )
+                .bind(&id)
+                .fetch_all(&self.pool)
+                .await?;
+            out.push(Regulation {
+                id,
+                kind,
+                profile_id,
+                status,
+                requested_at,
+                finished_at,
+                subject_hashes: serde_json::from_str(&hashes).unwrap_or_default(),
+                destinations: rows
+                    .into_iter()
+                    .map(
+                        |(
+                            destination,
+                            status,
+                            attempts,
+                            next_attempt_at,
+                            last_error,
+                            detail,
+                            updated_at,
+                        )| {
+                            RegulationDestination {
+                                destination,
+                                status,
+                                attempts,
+                                next_attempt_at,
+                                last_error,
+                                detail,
+                                updated_at,
+                            }
+                        },
+                    )
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl<DB> PrivacyStore for SqlPrivacy<DB>
+where
+    DB: PrivacySql,
+    Db<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c Db<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+    for<'q> Option<&'q str>: Type<DB> + Encode<'q, DB>,
+    AnyQueryResult: From<DB::QueryResult>,
+{
+    fn erase<'a>(
+        &'a self,
+        request: &'a EraseRequest<'a>,
+    ) -> BoxFuture<'a, Result<Option<Erased>, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let out = Self::erase_in(&mut tx, request).await?;
+            if out.is_some() {
+                tx.commit().await?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn regulations(&self, limit: i64) -> BoxFuture<'_, Result<Vec<Regulation>, StorageError>> {
+        Box::pin(async move {
+            let ids = sqlx::query_as(
+                "SELECT id, kind, profile_id, status, requested_at, finished_at, subject_hashes \
+                 FROM regulations ORDER BY requested_at DESC, id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            self.load_regulations(ids).await
+        })
+    }
+
+    fn regulation<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Regulation>, StorageError>> {
+        Box::pin(async move {
+            let ids = sqlx::query_as(
+                "SELECT id, kind, profile_id, status, requested_at, finished_at, subject_hashes \
+                 FROM regulations WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(self.load_regulations(ids).await?.pop())
+        })
+    }
+
+    fn claim(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<ClaimedErasure>, StorageError>> {
+        Box::pin(async move {
+            let d: &Dialect = &DB::DIALECT;
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(d.claim)
+                .bind(now)
+                .bind(lease_until)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (regulation, destination, attempts) in rows {
+                let subject: Option<String> =
+                    sqlx::query_scalar("SELECT subject FROM regulations WHERE id = $1")
+                        .bind(&regulation)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .flatten();
+                out.push(ClaimedErasure {
+                    regulation,
+                    destination,
+                    attempts,
+                    subject: subject.and_then(|s| serde_json::from_str(&s).ok()),
+                });
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        claimed: &'a ClaimedErasure,
+        update: &'a ErasureUpdate,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            sqlx::query(
+                "UPDATE regulation_destinations SET status = $1, next_attempt_at = $2, \
+                 last_error = $3, detail = $4, updated_at = $5 \
+                 WHERE regulation = $6 AND destination = $7 AND attempts = $8 AND status = 'running'",
+            )
+            .bind(update.status)
+            .bind(update.next_attempt_at)
+            .bind(&update.last_error)
+            .bind(&update.detail)
+            .bind(now)
+            .bind(&claimed.regulation)
+            .bind(&claimed.destination)
+            .bind(claimed.attempts)
+            .execute(&mut *tx)
+            .await?;
+            let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT destination, status, last_error, detail FROM regulation_destinations \
+                 WHERE regulation = $1",
+            )
+            .bind(&claimed.regulation)
+            .fetch_all(&mut *tx)
+            .await?;
+            let statuses: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+            if let Some(status) = settle(&statuses) {
+                // The plaintext identifiers go; so do quotes of them in the APIs' messages.
+                let scrubber = claimed
+                    .subject
+                    .as_ref()
+                    .map(|s| Scrubber::new(s.values()))
+                    .unwrap_or_default();
+                for (destination, _, last_error, detail) in &rows {
+                    let e = last_error.as_deref().and_then(|t| scrubber.redact_text(t));
+                    let dt = detail.as_deref().and_then(|t| scrubber.redact_text(t));
+                    if e.is_some() || dt.is_some() {
+                        sqlx::query(
+                            "UPDATE regulation_destinations SET last_error = $1, detail = $2 \
+                             WHERE regulation = $3 AND destination = $4",
+                        )
+                        .bind(e.as_deref().or(last_error.as_deref()))
+                        .bind(dt.as_deref().or(detail.as_deref()))
+                        .bind(&claimed.regulation)
+                        .bind(destination)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                sqlx::query(
+                    "UPDATE regulations SET status = $1, finished_at = $2, subject = NULL WHERE id = $3",
+                )
+                .bind(status)
+                .bind(now)
+                .bind(&claimed.regulation)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn purge<'a>(
+        &'a self,
+        before: i64,
+        cursors: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Purged, StorageError>> {
+        Box::pin(async move {
+            let mut out = Purged::default();
+            // Raw messages: only those every stage has read (a stage never loses input).
+            let mut floor_sql = Statement::<DB>::new(
+                "SELECT COALESCE(MIN(seq), 0) FROM pipeline_cursors WHERE name IN (",
+            );
+            floor_sql.push_bind_list(cursors.iter().copied()).push(")");
+            let floor: i64 = if cursors.is_empty() {
+                0
+            } else {
+                let (sql, args) = floor_sql.into_parts();
+                sqlx::query_scalar_with(&sql, args)
+                    .fetch_one(&self.pool)
+                    .await?
+            };
+            // Quarantined log messages stay until replayed: a fix must still find them.
+            let messages = "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages \
+                WHERE seq <= $3 AND received_at < $1 AND seq NOT IN (SELECT position FROM \
+                quarantine WHERE replayed_at IS NULL AND cursor_name <> 'destinations_audiences') \
+                ORDER BY seq LIMIT $2)";
+            let batches: [(&str, &mut u64); 4] = [
+                (messages, &mut out.messages),
+                (
+                    "DELETE FROM rejected_messages WHERE id IN (SELECT id FROM rejected_messages \
+                     WHERE received_at < $1 ORDER BY id LIMIT $2)",
+                    &mut out.rejected,
+                ),
+                (
+                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status IN \
+                     ('delivered', 'dead') AND updated_at < $1 ORDER BY id LIMIT $2)",
+                    &mut out.outbox,
+                ),
+                (
+                    "DELETE FROM delivery_log WHERE id IN (SELECT id FROM delivery_log \
+                     WHERE at < $1 ORDER BY id LIMIT $2)",
+                    &mut out.delivery_log,
+                ),
+            ];
+            for (sql, count) in batches {
+                for _ in 0..PURGE_ROUNDS {
+                    let (mut tx, _gate) = self.pool.begin_write().await?;
+                    let mut q = sqlx::query(sql).bind(before).bind(PURGE_BATCH);
+                    if sql == messages {
+                        q = q.bind(floor);
+                    }
+                    let n = q
+                        .execute(&mut *tx)
+                        .await
+                        .map(AnyQueryResult::from)?
+                        .rows_affected();
+                    tx.commit().await?;
+                    *count += n;
+                    if n < PURGE_BATCH as u64 {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn hash_plaintext_suppressions(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
+        Box::pin(async move {
+            let d: &Dialect = &DB::DIALECT;
+            let exists: i64 = sqlx::query_scalar(d.old_suppressions_exist)
+                .fetch_one(&self.pool)
+                .await?;
+            if exists == 0 {
+                return Ok(0);
+            }
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let rows: Vec<(String, String, i64)> =
+                sqlx::query_as("SELECT kind, value, at FROM suppressions")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (kind, value, at) in &rows {
+                sqlx::query(
+                    "INSERT INTO suppression_hashes (hash, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(identifier_hash(&Identifier::new(kind, value)))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("DROP TABLE suppressions")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(rows.len() as u64)
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! PostgreSQL adapter: multi-row `UNNEST` inserts so one group commit is one round trip.
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
+use futures_util::future::BoxFuture;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use std::collections::HashMap;
@@ -54,10 +55,7 @@ pub fn listen_for_appends(url: &str, wake: Arc<Notify>, progress: tokio::sync::w
 }
 
 /// The production store; several core processes may share one database.
-#[derive(Clone, Debug)]
-pub struct PgStore {
-    pool: super::Db<sqlx::Postgres>,
-}
+pub type PgStore = super::shared::SqlEventStore<sqlx::Postgres>;
 
 impl PgStore {
     /// Connects to `url` and migrates the database.
@@ -205,4 +203,12 @@ impl PgStore {
     }
 }
 
-super::shared::impl_event_store!(PgStore);
+impl super::shared::AppendRows for sqlx::Postgres {
+    fn append_rows<'a>(
+        store: &'a PgStore,
+        messages: &'a [NewMessage],
+        rejected: &'a [NewRejected],
+    ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
+        Box::pin(store.append_rows(messages, rejected))
+    }
+}

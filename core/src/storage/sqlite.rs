@@ -1,16 +1,14 @@
 //! SQLite adapter: one file in WAL mode with `synchronous = FULL`, so a commit is durable when it returns.
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
+use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 /// The embedded default store.
-#[derive(Clone, Debug)]
-pub struct SqliteStore {
-    pool: super::Db<sqlx::Sqlite>,
-}
+pub type SqliteStore = super::shared::SqlEventStore<sqlx::Sqlite>;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` and migrates it.
@@ -104,4 +102,12 @@ impl SqliteStore {
     }
 }
 
-super::shared::impl_event_store!(SqliteStore);
+impl super::shared::AppendRows for sqlx::Sqlite {
+    fn append_rows<'a>(
+        store: &'a SqliteStore,
+        messages: &'a [NewMessage],
+        rejected: &'a [NewRejected],
+    ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
+        Box::pin(store.append_rows(messages, rejected))
+    }
+}
