@@ -381,6 +381,9 @@ pub type SqliteProfiles = SqlProfiles<sqlx::Sqlite>;
 /// PostgreSQL's profile repository.
 pub type PgProfiles = SqlProfiles<sqlx::Postgres>;
 
+/// An event-stats row: kind, event, total, last 7 d, last 30 d, first, last.
+type EventStatTuple = (String, Option<String>, i64, i64, i64, i64, i64);
+
 /// A processing transaction on this database.
 pub struct SqlProfileTx<DB: Database> {
     tx: sqlx::Transaction<'static, DB>,
@@ -1074,7 +1077,7 @@ where
         now: i64,
     ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>> {
         Box::pin(async move {
-            let rows: Vec<(String, Option<String>, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            let rows: Vec<EventStatTuple> = sqlx::query_as(
                 "SELECT kind, event, COUNT(*), \
                  SUM(CASE WHEN event_time >= $2 THEN 1 ELSE 0 END), \
                  SUM(CASE WHEN event_time >= $3 THEN 1 ELSE 0 END), \
