@@ -1,16 +1,17 @@
 //! Audience repository: loading evaluation tables (typed columns and event counts) for a set of
 //! profiles or all of them, and writing the membership changes `decide.rs` chose. What a loaded
 //! row means (event filters, window expiry, journey ranks) is decided in `engine.rs`; this file
-//! only queries and writes. One SQL set (`$N` placeholders) for SQLite and PostgreSQL through
-//! `impl_audience_store!`.
+//! only queries and writes. One implementation generic over the database: the SQL (`$N`
+//! placeholders) is the same on SQLite and PostgreSQL; `AudienceSql` holds what differs.
 
 use super::condition::Performed;
 use super::engine::{self, Bits, Column, Counts, Table};
 use crate::identity::ProfileId;
-use crate::storage::BeginWrite;
-use crate::storage::StorageError;
+use crate::storage::{BeginRead, BeginWrite, Db, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 use std::collections::HashMap;
 use touchpoint_tracking_plan::TrackingPlan;
 
@@ -245,741 +246,903 @@ fn event_predicate(p: &Performed) -> (&'static str, Option<String>) {
     }
 }
 
-macro_rules! impl_audience_store {
-    ($store:ident, $tx:ident, $db:ty, $pool:ty) => {
-        /// Audience repository over this database.
-        #[derive(Clone, Debug)]
-        pub struct $store {
-            pool: $pool,
-        }
+/// [`AudienceStore`] over a migrated SQLite or PostgreSQL pool.
+#[derive(Clone, Debug)]
+pub struct SqlAudiences<DB: Database> {
+    pool: Db<DB>,
+}
 
-        impl $store {
-            /// Wraps a migrated pool.
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
+impl<DB: Database> SqlAudiences<DB> {
+    /// Wraps a migrated pool.
+    pub fn new(pool: Db<DB>) -> Self {
+        SqlAudiences { pool }
+    }
+}
 
-        /// An evaluation transaction on this database.
-        pub struct $tx {
-            tx: sqlx::Transaction<'static, $db>,
-            /// SQLite's in-process write gate, held until the transaction ends.
-            _gate: crate::storage::Gate,
-        }
+/// SQLite's audience repository.
+pub type SqliteAudiences = SqlAudiences<sqlx::Sqlite>;
+/// PostgreSQL's audience repository.
+pub type PgAudiences = SqlAudiences<sqlx::Postgres>;
 
-        impl AudienceTx for $tx {
-            fn lock(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "UPDATE pipeline_cursors SET seq = seq WHERE name = $1 RETURNING seq",
-                    )
+/// What generic code cannot do the same way on SQLite and PostgreSQL (the SQL text is shared).
+trait AudienceSql: Database {
+    /// The number of rows a statement changed (each driver's result type has its own
+    /// `rows_affected`, with no trait in common).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// `q.build()`, with the arguments' lifetime shortened to the borrow of `q`. Each driver's
+    /// arguments type allows that; a generic `Self::Arguments<'args>` does not, so generic code
+    /// could only run the query while borrowing `q` for as long as `q` lives.
+    fn build<'q>(q: &'q mut QueryBuilder<'_, Self>) -> Query<'q, Self, Self::Arguments<'q>>;
+}
+
+impl AudienceSql for sqlx::Sqlite {
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn build<'q>(
+        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
+    ) -> Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        q.build()
+    }
+}
+
+impl AudienceSql for sqlx::Postgres {
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn build<'q>(
+        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
+    ) -> Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.build()
+    }
+}
+
+/// An `audiences` row: id, name, description, condition, origin, backfill done, total, finished.
+type AudienceTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+/// An evaluation transaction on this database.
+struct SqlAudienceTx<DB: Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    /// SQLite's in-process write gate, held until the transaction ends.
+    _gate: crate::storage::Gate,
+}
+
+impl<DB> AudienceTx for SqlAudienceTx<DB>
+where
+    DB: AudienceSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    fn lock(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "UPDATE pipeline_cursors SET seq = seq WHERE name = $1 RETURNING seq",
+            )
+            .bind(name)
+            .fetch_one(&mut *self.tx)
+            .await?)
+        })
+    }
+
+    fn peek(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = $1")
                     .bind(name)
                     .fetch_one(&mut *self.tx)
-                    .await?)
-                })
-            }
+                    .await?,
+            )
+        })
+    }
 
-            fn peek(&mut self, name: &'static str) -> BoxFuture<'_, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = $1")
-                        .bind(name)
-                        .fetch_one(&mut *self.tx)
-                        .await?)
-                })
-            }
+    fn window_end(
+        &mut self,
+        after: i64,
+        cap: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<i64, StorageError>> {
+        Box::pin(async move {
+            let end: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(seq) FROM (SELECT seq FROM messages WHERE seq > $1 AND seq <= $2 \
+                 ORDER BY seq LIMIT $3) w",
+            )
+            .bind(after)
+            .bind(cap)
+            .bind(limit)
+            .fetch_one(&mut *self.tx)
+            .await?;
+            // Messages erased (deleted profiles) leave gaps: jump to the cap then.
+            Ok(end.unwrap_or(cap))
+        })
+    }
 
-            fn window_end(&mut self, after: i64, cap: i64, limit: i64) -> BoxFuture<'_, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    let end: Option<i64> = sqlx::query_scalar(
-                        "SELECT MAX(seq) FROM (SELECT seq FROM messages WHERE seq > $1 AND seq <= $2 \
-                         ORDER BY seq LIMIT $3) w",
-                    )
-                    .bind(after)
-                    .bind(cap)
-                    .bind(limit)
+    fn affected(
+        &mut self,
+        after: i64,
+        upto: i64,
+    ) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT DISTINCT profile_id FROM profile_messages WHERE seq > $1 AND seq <= $2",
+            )
+            .bind(after)
+            .bind(upto)
+            .fetch_all(&mut *self.tx)
+            .await?)
+        })
+    }
+
+    fn merged_losers(
+        &mut self,
+        after: i64,
+        upto: i64,
+    ) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar(
+                    "SELECT DISTINCT loser FROM merges WHERE seq > $1 AND seq <= $2",
+                )
+                .bind(after)
+                .bind(upto)
+                .fetch_all(&mut *self.tx)
+                .await?,
+            )
+        })
+    }
+
+    fn live_page<'a>(
+        &'a mut self,
+        after: Option<&'a ProfileId>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<ProfileId>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM profiles WHERE merged_into IS NULL AND id > $1 ORDER BY id LIMIT $2",
+            )
+            // Every id sorts after the empty string.
+            .bind(after.map_or("", ProfileId::as_str))
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?)
+        })
+    }
+
+    fn live_count(&mut self) -> BoxFuture<'_, Result<i64, StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
                     .fetch_one(&mut *self.tx)
-                    .await?;
-                    // Messages erased (deleted profiles) leave gaps: jump to the cap then.
-                    Ok(end.unwrap_or(cap))
-                })
-            }
+                    .await?,
+            )
+        })
+    }
 
-            fn affected(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "SELECT DISTINCT profile_id FROM profile_messages WHERE seq > $1 AND seq <= $2",
-                    )
-                    .bind(after)
-                    .bind(upto)
-                    .fetch_all(&mut *self.tx)
-                    .await?)
-                })
-            }
-
-            fn merged_losers(&mut self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "SELECT DISTINCT loser FROM merges WHERE seq > $1 AND seq <= $2",
-                    )
-                    .bind(after)
-                    .bind(upto)
-                    .fetch_all(&mut *self.tx)
-                    .await?)
-                })
-            }
-
-            fn live_page<'a>(&'a mut self, after: Option<&'a ProfileId>, limit: i64) -> BoxFuture<'a, Result<Vec<ProfileId>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "SELECT id FROM profiles WHERE merged_into IS NULL AND id > $1 ORDER BY id LIMIT $2",
-                    )
-                    // Every id sorts after the empty string.
-                    .bind(after.map_or("", ProfileId::as_str))
-                    .bind(limit)
-                    .fetch_all(&mut *self.tx)
-                    .await?)
-                })
-            }
-
-            fn live_count(&mut self) -> BoxFuture<'_, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
-                        .fetch_one(&mut *self.tx)
-                        .await?)
-                })
-            }
-
-            fn take_due(&mut self, now: i64, limit: i64) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
-                Box::pin(async move {
-                    let profiles: Vec<ProfileId> = sqlx::query_scalar(
-                        "SELECT DISTINCT profile_id FROM (SELECT profile_id FROM audience_checks \
-                         WHERE due_at <= $1 ORDER BY due_at LIMIT $2) d",
-                    )
+    fn take_due(
+        &mut self,
+        now: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<ProfileId>, StorageError>> {
+        Box::pin(async move {
+            let profiles: Vec<ProfileId> = sqlx::query_scalar(
+                "SELECT DISTINCT profile_id FROM (SELECT profile_id FROM audience_checks \
+                 WHERE due_at <= $1 ORDER BY due_at LIMIT $2) d",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for p in &profiles {
+                sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1 AND due_at <= $2")
+                    .bind(p)
                     .bind(now)
-                    .bind(limit)
-                    .fetch_all(&mut *self.tx)
-                    .await?;
-                    for p in &profiles {
-                        sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1 AND due_at <= $2")
-                            .bind(p)
-                            .bind(now)
-                            .execute(&mut *self.tx)
-                            .await?;
-                    }
-                    Ok(profiles)
-                })
-            }
-
-            fn load<'a>(
-                &'a mut self,
-                scope: Scope,
-                needs: &'a Needs,
-                plan: &'a TrackingPlan,
-                now: i64,
-            ) -> BoxFuture<'a, Result<Table, StorageError>> {
-                Box::pin(async move {
-                    let profiles: Vec<ProfileId> = match &scope {
-                        Scope::All => sqlx::query_scalar(
-                            "SELECT id FROM profiles WHERE merged_into IS NULL ORDER BY id",
-                        )
-                        .fetch_all(&mut *self.tx)
-                        .await?,
-                        Scope::Ids(ids) => {
-                            let mut live = Vec::new();
-                            for chunk in ids.chunks(500) {
-                                let sql = format!(
-                                    "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
-                                    placeholders(1, chunk.len())
-                                );
-                                let mut q = sqlx::query_scalar::<_, ProfileId>(&sql);
-                                for id in chunk {
-                                    q = q.bind(id);
-                                }
-                                live.extend(q.fetch_all(&mut *self.tx).await?);
-                            }
-                            live
-                        }
-                    };
-                    let scope = match scope {
-                        Scope::All => Scope::All,
-                        Scope::Ids(_) => Scope::Ids(profiles.clone()),
-                    };
-                    let index: HashMap<&ProfileId, usize> =
-                        profiles.iter().enumerate().map(|(i, p)| (p, i)).collect();
-                    let n = profiles.len();
-                    let mut table = Table {
-                        profiles: profiles.clone(),
-                        ..Table::default()
-                    };
-                    if n == 0 {
-                        return Ok(table);
-                    }
-                    // Traits.
-                    for path in &needs.traits {
-                        let mut col = Column::missing(n);
-                        let rows: Vec<(ProfileId, String)> = match path.split_once('.') {
-                            Some(("computed", name)) => {
-                                computed_column(self, name, &scope, plan, now, &index, &mut col).await?;
-                                table.columns.insert(path.clone(), col);
-                                continue;
-                            }
-                            Some(("account", key)) => {
-                                let base = "SELECT pa.profile_id, at.value FROM profile_accounts pa \
-                                            JOIN account_traits at ON at.group_id = pa.group_id WHERE at.key = $1";
-                                self.fetch_pairs(base, "AND pa.", key, &scope, "ORDER BY at.updated_at").await?
-                            }
-                            _ => {
-                                let key = path.strip_prefix("traits.").unwrap_or(path);
-                                let base = "SELECT profile_id, value FROM profile_traits WHERE key = $1";
-                                self.fetch_pairs(base, "AND", key, &scope, "").await?
-                            }
-                        };
-                        for (p, value) in rows {
-                            if let Some(&i) = index.get(&p) {
-                                col.set(i, &engine::stored_value(value));
-                            }
-                        }
-                        table.columns.insert(path.clone(), col);
-                    }
-                    // Event counts.
-                    for p in &needs.performed {
-                        let since = p.within_days.map_or(i64::MIN, |d| now - i64::from(d) * 86_400_000);
-                        let window_ms = p.within_days.map(|d| i64::from(d) * 86_400_000);
-                        let mut counts = Counts::none(n);
-                        let (pred, event) = event_predicate(p);
-                        let (pred, since_param) = if event.is_some() {
-                            (pred.to_owned(), "$2")
-                        } else {
-                            (pred.to_owned(), "$1")
-                        };
-                        let first_scope_param = if event.is_some() { 3 } else { 2 };
-                        let scope_sql = |k: usize| {
-                            format!(" AND pm.profile_id IN ({})", placeholders(first_scope_param, k))
-                        };
-                        let chunks: Vec<Option<&[ProfileId]>> = match &scope {
-                            Scope::All => vec![None],
-                            Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
-                        };
-                        for chunk in chunks {
-                            let in_scope = chunk.map_or(String::new(), |c| scope_sql(c.len()));
-                            if p.filters.is_empty() {
-                                let sql = format!(
-                                    "SELECT pm.profile_id, COUNT(*), MIN(pm.event_time) FROM profile_messages pm \
-                                     WHERE {pred} AND pm.event_time >= {since_param}{in_scope} GROUP BY pm.profile_id"
-                                );
-                                let mut q = sqlx::query_as::<_, (ProfileId, i64, i64)>(&sql);
-                                if let Some(e) = &event {
-                                    q = q.bind(e);
-                                }
-                                q = q.bind(since);
-                                for id in chunk.unwrap_or(&[]) {
-                                    q = q.bind(id);
-                                }
-                                for (profile, count, oldest) in q.fetch_all(&mut *self.tx).await? {
-                                    if let Some(&i) = index.get(&profile) {
-                                        counts.record_total(i, count, oldest, window_ms);
-                                    }
-                                }
-                            } else {
-                                let sql = format!(
-                                    "SELECT pm.profile_id, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
-                                     JOIN messages m ON m.seq = pm.seq \
-                                     WHERE {pred} AND pm.event_time >= {since_param}{in_scope}"
-                                );
-                                let mut q = sqlx::query_as::<_, (ProfileId, i64, String)>(&sql);
-                                if let Some(e) = &event {
-                                    q = q.bind(e);
-                                }
-                                q = q.bind(since);
-                                for id in chunk.unwrap_or(&[]) {
-                                    q = q.bind(id);
-                                }
-                                for (profile, at, body) in q.fetch_all(&mut *self.tx).await? {
-                                    if let Some(&i) = index.get(&profile)
-                                        && engine::event_matches(&body, &p.filters)
-                                    {
-                                        counts.record_one(i, at, window_ms);
-                                    }
-                                }
-                            }
-                        }
-                        table.counts.insert(engine::counts_key(p), counts);
-                    }
-                    // Memberships.
-                    for a in &needs.audiences {
-                        let rows = self
-                            .fetch_pairs(
-                                "SELECT profile_id, audience FROM audience_members WHERE audience = $1",
-                                "AND",
-                                a,
-                                &scope,
-                                "",
-                            )
-                            .await?;
-                        let mut bits = Bits::zeros(n);
-                        for (p, _) in rows {
-                            if let Some(&i) = index.get(&p) {
-                                bits.set(i, true);
-                            }
-                        }
-                        table.members.insert(a.clone(), bits);
-                    }
-                    Ok(table)
-                })
-            }
-
-            fn audiences(&mut self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>> {
-                Box::pin(async move { list_rows(&mut *self.tx).await })
-            }
-
-            fn apply<'a>(
-                &'a mut self,
-                changes: &'a [Change],
-                now: i64,
-                seq: i64,
-                reason: &'a str,
-            ) -> BoxFuture<'a, Result<(), StorageError>> {
-                Box::pin(async move {
-                    let tx = &mut self.tx;
-                    for c in changes {
-                        match c {
-                            Change::Enter { audience, profile } => {
-                                // Only live profiles: one deleted or merged since the snapshot never enters.
-                                let added = sqlx::query(
-                                    "INSERT INTO audience_members (audience, profile_id, entered_at) \
-                                     SELECT $1, $2, $3 WHERE EXISTS \
-                                     (SELECT 1 FROM profiles WHERE id = $2 AND merged_into IS NULL) \
-                                     ON CONFLICT DO NOTHING",
-                                )
-                                .bind(audience)
-                                .bind(profile)
-                                .bind(now)
-                                .execute(&mut **tx)
-                                .await?
-                                .rows_affected();
-                                if added == 0 {
-                                    continue;
-                                }
-                                sqlx::query(
-                                    "INSERT INTO audience_history (audience, profile_id, entered_at) VALUES ($1, $2, $3)",
-                                )
-                                .bind(audience)
-                                .bind(profile)
-                                .bind(now)
-                                .execute(&mut **tx)
-                                .await?;
-                                event(tx, audience, profile, "audience_entered", now, seq, reason).await?;
-                            }
-                            Change::Exit { audience, profile } => {
-                                let removed = sqlx::query(
-                                    "DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2",
-                                )
-                                .bind(audience)
-                                .bind(profile)
-                                .execute(&mut **tx)
-                                .await?
-                                .rows_affected();
-                                if removed == 0 {
-                                    continue;
-                                }
-                                sqlx::query(
-                                    "UPDATE audience_history SET exited_at = $3 \
-                                     WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
-                                )
-                                .bind(audience)
-                                .bind(profile)
-                                .bind(now)
-                                .execute(&mut **tx)
-                                .await?;
-                                event(tx, audience, profile, "audience_exited", now, seq, reason).await?;
-                            }
-                            Change::ExitAll { profile } => {
-                                let audiences: Vec<String> = sqlx::query_scalar(
-                                    "SELECT audience FROM audience_members WHERE profile_id = $1",
-                                )
-                                .bind(profile)
-                                .fetch_all(&mut **tx)
-                                .await?;
-                                for audience in audiences {
-                                    sqlx::query("DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2")
-                                        .bind(&audience)
-                                        .bind(profile)
-                                        .execute(&mut **tx)
-                                        .await?;
-                                    sqlx::query(
-                                        "UPDATE audience_history SET exited_at = $3 \
-                                         WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
-                                    )
-                                    .bind(&audience)
-                                    .bind(profile)
-                                    .bind(now)
-                                    .execute(&mut **tx)
-                                    .await?;
-                                    // No audience_exited: the person did not leave, their profile
-                                    // merged into another, whose own evaluation says where it stands.
-                                }
-                                sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1")
-                                    .bind(profile)
-                                    .execute(&mut **tx)
-                                    .await?;
-                            }
-                            Change::Due { .. } => {}
-                        }
-                    }
-                    // Re-check times in multi-row statements: a window touches many profiles.
-                    let mut clear: HashMap<&str, Vec<&ProfileId>> = HashMap::new();
-                    let mut set: Vec<(&str, &ProfileId, i64)> = Vec::new();
-                    for c in changes {
-                        match c {
-                            Change::Due { audience, profile, at: None } => {
-                                clear.entry(audience).or_default().push(profile)
-                            }
-                            Change::Due { audience, profile, at: Some(at) } => {
-                                set.push((audience, profile, *at))
-                            }
-                            _ => {}
-                        }
-                    }
-                    for (audience, profiles) in clear {
-                        for chunk in profiles.chunks(500) {
-                            let mut q = sqlx::QueryBuilder::<$db>::new(
-                                "DELETE FROM audience_checks WHERE audience = ",
-                            );
-                            q.push_bind(audience).push(" AND profile_id IN (");
-                            let mut list = q.separated(", ");
-                            for p in chunk {
-                                list.push_bind(*p);
-                            }
-                            q.push(")");
-                            q.build().execute(&mut **tx).await?;
-                        }
-                    }
-                    for chunk in set.chunks(200) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO audience_checks (audience, profile_id, due_at) ",
-                        );
-                        q.push_values(chunk, |mut b, (a, p, at)| {
-                            b.push_bind(*a).push_bind(*p).push_bind(*at);
-                        });
-                        q.push(" ON CONFLICT (audience, profile_id) DO UPDATE SET due_at = excluded.due_at");
-                        q.build().execute(&mut **tx).await?;
-                    }
-                    Ok(())
-                })
-            }
-
-            fn backfill_progress<'a>(
-                &'a mut self,
-                id: &'a str,
-                done: i64,
-                total: i64,
-                finished: Option<i64>,
-            ) -> BoxFuture<'a, Result<(), StorageError>> {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE audiences SET backfill_done = $2, backfill_total = $3, \
-                         backfilled_at = COALESCE($4, backfilled_at) WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(done)
-                    .bind(total)
-                    .bind(finished)
                     .execute(&mut *self.tx)
                     .await?;
-                    Ok(())
-                })
             }
+            Ok(profiles)
+        })
+    }
 
-            fn commit(self: Box<Self>, cursor: Option<(&'static str, i64)>) -> BoxFuture<'static, Result<(), StorageError>> {
-                Box::pin(async move {
-                    let mut tx = self.tx;
-                    if let Some((name, seq)) = cursor {
-                        sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = $2")
-                            .bind(seq)
-                            .bind(name)
-                            .execute(&mut *tx)
+    fn load<'a>(
+        &'a mut self,
+        scope: Scope,
+        needs: &'a Needs,
+        plan: &'a TrackingPlan,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Table, StorageError>> {
+        Box::pin(async move {
+            let profiles: Vec<ProfileId> = match &scope {
+                Scope::All => {
+                    sqlx::query_scalar(
+                        "SELECT id FROM profiles WHERE merged_into IS NULL ORDER BY id",
+                    )
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                }
+                Scope::Ids(ids) => {
+                    let mut live = Vec::new();
+                    for chunk in ids.chunks(500) {
+                        let sql = format!(
+                            "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
+                            placeholders(1, chunk.len())
+                        );
+                        let mut q = sqlx::query_scalar::<_, ProfileId>(&sql);
+                        for id in chunk {
+                            q = q.bind(id);
+                        }
+                        live.extend(q.fetch_all(&mut *self.tx).await?);
+                    }
+                    live
+                }
+            };
+            let scope = match scope {
+                Scope::All => Scope::All,
+                Scope::Ids(_) => Scope::Ids(profiles.clone()),
+            };
+            let index: HashMap<&ProfileId, usize> =
+                profiles.iter().enumerate().map(|(i, p)| (p, i)).collect();
+            let n = profiles.len();
+            let mut table = Table {
+                profiles: profiles.clone(),
+                ..Table::default()
+            };
+            if n == 0 {
+                return Ok(table);
+            }
+            // Traits.
+            for path in &needs.traits {
+                let mut col = Column::missing(n);
+                let rows: Vec<(ProfileId, String)> = match path.split_once('.') {
+                    Some(("computed", name)) => {
+                        Self::computed_column(self, name, &scope, plan, now, &index, &mut col)
+                            .await?;
+                        table.columns.insert(path.clone(), col);
+                        continue;
+                    }
+                    Some(("account", key)) => {
+                        let base = "SELECT pa.profile_id, at.value FROM profile_accounts pa \
+                                    JOIN account_traits at ON at.group_id = pa.group_id WHERE at.key = $1";
+                        self.fetch_pairs(base, "AND pa.", key, &scope, "ORDER BY at.updated_at")
+                            .await?
+                    }
+                    _ => {
+                        let key = path.strip_prefix("traits.").unwrap_or(path);
+                        let base = "SELECT profile_id, value FROM profile_traits WHERE key = $1";
+                        self.fetch_pairs(base, "AND", key, &scope, "").await?
+                    }
+                };
+                for (p, value) in rows {
+                    if let Some(&i) = index.get(&p) {
+                        col.set(i, &engine::stored_value(value));
+                    }
+                }
+                table.columns.insert(path.clone(), col);
+            }
+            // Event counts.
+            for p in &needs.performed {
+                let since = p
+                    .within_days
+                    .map_or(i64::MIN, |d| now - i64::from(d) * 86_400_000);
+                let window_ms = p.within_days.map(|d| i64::from(d) * 86_400_000);
+                let mut counts = Counts::none(n);
+                let (pred, event) = event_predicate(p);
+                let (pred, since_param) = if event.is_some() {
+                    (pred.to_owned(), "$2")
+                } else {
+                    (pred.to_owned(), "$1")
+                };
+                let first_scope_param = if event.is_some() { 3 } else { 2 };
+                let scope_sql = |k: usize| {
+                    format!(
+                        " AND pm.profile_id IN ({})",
+                        placeholders(first_scope_param, k)
+                    )
+                };
+                let chunks: Vec<Option<&[ProfileId]>> = match &scope {
+                    Scope::All => vec![None],
+                    Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
+                };
+                for chunk in chunks {
+                    let in_scope = chunk.map_or(String::new(), |c| scope_sql(c.len()));
+                    if p.filters.is_empty() {
+                        let sql = format!(
+                            "SELECT pm.profile_id, COUNT(*), MIN(pm.event_time) FROM profile_messages pm \
+                             WHERE {pred} AND pm.event_time >= {since_param}{in_scope} GROUP BY pm.profile_id"
+                        );
+                        let mut q = sqlx::query_as::<_, (ProfileId, i64, i64)>(&sql);
+                        if let Some(e) = &event {
+                            q = q.bind(e);
+                        }
+                        q = q.bind(since);
+                        for id in chunk.unwrap_or(&[]) {
+                            q = q.bind(id);
+                        }
+                        for (profile, count, oldest) in q.fetch_all(&mut *self.tx).await? {
+                            if let Some(&i) = index.get(&profile) {
+                                counts.record_total(i, count, oldest, window_ms);
+                            }
+                        }
+                    } else {
+                        let sql = format!(
+                            "SELECT pm.profile_id, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
+                             JOIN messages m ON m.seq = pm.seq \
+                             WHERE {pred} AND pm.event_time >= {since_param}{in_scope}"
+                        );
+                        let mut q = sqlx::query_as::<_, (ProfileId, i64, String)>(&sql);
+                        if let Some(e) = &event {
+                            q = q.bind(e);
+                        }
+                        q = q.bind(since);
+                        for id in chunk.unwrap_or(&[]) {
+                            q = q.bind(id);
+                        }
+                        for (profile, at, body) in q.fetch_all(&mut *self.tx).await? {
+                            if let Some(&i) = index.get(&profile)
+                                && engine::event_matches(&body, &p.filters)
+                            {
+                                counts.record_one(i, at, window_ms);
+                            }
+                        }
+                    }
+                }
+                table.counts.insert(engine::counts_key(p), counts);
+            }
+            // Memberships.
+            for a in &needs.audiences {
+                let rows = self
+                    .fetch_pairs(
+                        "SELECT profile_id, audience FROM audience_members WHERE audience = $1",
+                        "AND",
+                        a,
+                        &scope,
+                        "",
+                    )
+                    .await?;
+                let mut bits = Bits::zeros(n);
+                for (p, _) in rows {
+                    if let Some(&i) = index.get(&p) {
+                        bits.set(i, true);
+                    }
+                }
+                table.members.insert(a.clone(), bits);
+            }
+            Ok(table)
+        })
+    }
+
+    fn audiences(&mut self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>> {
+        Box::pin(async move { Self::list_rows(&mut *self.tx).await })
+    }
+
+    fn apply<'a>(
+        &'a mut self,
+        changes: &'a [Change],
+        now: i64,
+        seq: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let tx = &mut self.tx;
+            for c in changes {
+                match c {
+                    Change::Enter { audience, profile } => {
+                        // Only live profiles: one deleted or merged since the snapshot never enters.
+                        let added = DB::rows_affected(
+                            &sqlx::query(
+                                "INSERT INTO audience_members (audience, profile_id, entered_at) \
+                             SELECT $1, $2, $3 WHERE EXISTS \
+                             (SELECT 1 FROM profiles WHERE id = $2 AND merged_into IS NULL) \
+                             ON CONFLICT DO NOTHING",
+                            )
+                            .bind(audience)
+                            .bind(profile)
+                            .bind(now)
+                            .execute(&mut **tx)
+                            .await?,
+                        );
+                        if added == 0 {
+                            continue;
+                        }
+                        sqlx::query(
+                            "INSERT INTO audience_history (audience, profile_id, entered_at) VALUES ($1, $2, $3)",
+                        )
+                        .bind(audience)
+                        .bind(profile)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                        Self::event(tx, audience, profile, "audience_entered", now, seq, reason)
                             .await?;
                     }
-                    tx.commit().await?;
-                    Ok(())
-                })
-            }
-        }
-
-        impl $tx {
-            /// (profile, value) pairs of `base` (which binds `$1` = key) restricted to the scope.
-            async fn fetch_pairs(
-                &mut self,
-                base: &str,
-                join: &str,
-                key: &str,
-                scope: &Scope,
-                order: &str,
-            ) -> Result<Vec<(ProfileId, String)>, StorageError> {
-                let column = if join.ends_with('.') { "profile_id" } else { " profile_id" };
-                let mut out = Vec::new();
-                match scope {
-                    Scope::All => {
-                        let sql = format!("{base} {order}");
-                        out.extend(
-                            sqlx::query_as::<_, (ProfileId, String)>(&sql)
-                                .bind(key)
-                                .fetch_all(&mut *self.tx)
-                                .await?,
-                        );
-                    }
-                    Scope::Ids(ids) => {
-                        for chunk in ids.chunks(500) {
-                            let sql = format!(
-                                "{base} {join}{column} IN ({}) {order}",
-                                placeholders(2, chunk.len())
-                            );
-                            let mut q = sqlx::query_as::<_, (ProfileId, String)>(&sql).bind(key);
-                            for id in chunk {
-                                q = q.bind(id);
-                            }
-                            out.extend(q.fetch_all(&mut *self.tx).await?);
+                    Change::Exit { audience, profile } => {
+                        let removed = DB::rows_affected(&sqlx::query(
+                            "DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2",
+                        )
+                        .bind(audience)
+                        .bind(profile)
+                        .execute(&mut **tx)
+                        .await?);
+                        if removed == 0 {
+                            continue;
                         }
+                        sqlx::query(
+                            "UPDATE audience_history SET exited_at = $3 \
+                             WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
+                        )
+                        .bind(audience)
+                        .bind(profile)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                        Self::event(tx, audience, profile, "audience_exited", now, seq, reason)
+                            .await?;
                     }
+                    Change::ExitAll { profile } => {
+                        let audiences: Vec<String> = sqlx::query_scalar(
+                            "SELECT audience FROM audience_members WHERE profile_id = $1",
+                        )
+                        .bind(profile)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                        for audience in audiences {
+                            sqlx::query("DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2")
+                                .bind(&audience)
+                                .bind(profile)
+                                .execute(&mut **tx)
+                                .await?;
+                            sqlx::query(
+                                "UPDATE audience_history SET exited_at = $3 \
+                                 WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
+                            )
+                            .bind(&audience)
+                            .bind(profile)
+                            .bind(now)
+                            .execute(&mut **tx)
+                            .await?;
+                            // No audience_exited: the person did not leave, their profile
+                            // merged into another, whose own evaluation says where it stands.
+                        }
+                        sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1")
+                            .bind(profile)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Change::Due { .. } => {}
                 }
-                Ok(out)
             }
-        }
-
-        async fn computed_column(
-            tx: &mut $tx,
-            name: &str,
-            scope: &Scope,
-            plan: &TrackingPlan,
-            now: i64,
-            index: &HashMap<&ProfileId, usize>,
-            col: &mut Column,
-        ) -> Result<(), StorageError> {
-            let chunks: Vec<Option<&[ProfileId]>> = match scope {
-                Scope::All => vec![None],
-                Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
-            };
-            for chunk in chunks {
-                let in_scope = chunk.map_or(String::new(), |c| {
-                    format!(" AND profile_id IN ({})", placeholders(2, c.len()))
+            // Re-check times in multi-row statements: a window touches many profiles.
+            let mut clear: HashMap<&str, Vec<&ProfileId>> = HashMap::new();
+            let mut set: Vec<(&str, &ProfileId, i64)> = Vec::new();
+            for c in changes {
+                match c {
+                    Change::Due {
+                        audience,
+                        profile,
+                        at: None,
+                    } => clear.entry(audience).or_default().push(profile),
+                    Change::Due {
+                        audience,
+                        profile,
+                        at: Some(at),
+                    } => set.push((audience, profile, *at)),
+                    _ => {}
+                }
+            }
+            for (audience, profiles) in clear {
+                for chunk in profiles.chunks(500) {
+                    let mut q =
+                        QueryBuilder::<DB>::new("DELETE FROM audience_checks WHERE audience = ");
+                    q.push_bind(audience).push(" AND profile_id IN (");
+                    let mut list = q.separated(", ");
+                    for p in chunk {
+                        list.push_bind(*p);
+                    }
+                    q.push(")");
+                    DB::build(&mut q).execute(&mut **tx).await?;
+                }
+            }
+            for chunk in set.chunks(200) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "INSERT INTO audience_checks (audience, profile_id, due_at) ",
+                );
+                q.push_values(chunk, |mut b, (a, p, at)| {
+                    b.push_bind(*a).push_bind(*p).push_bind(*at);
                 });
-                if name == "journey_stage" {
+                q.push(
+                    " ON CONFLICT (audience, profile_id) DO UPDATE SET due_at = excluded.due_at",
+                );
+                DB::build(&mut q).execute(&mut **tx).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn backfill_progress<'a>(
+        &'a mut self,
+        id: &'a str,
+        done: i64,
+        total: i64,
+        finished: Option<i64>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE audiences SET backfill_done = $2, backfill_total = $3, \
+                 backfilled_at = COALESCE($4, backfilled_at) WHERE id = $1",
+            )
+            .bind(id)
+            .bind(done)
+            .bind(total)
+            .bind(finished)
+            .execute(&mut *self.tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn commit(
+        self: Box<Self>,
+        cursor: Option<(&'static str, i64)>,
+    ) -> BoxFuture<'static, Result<(), StorageError>> {
+        Box::pin(async move {
+            let mut tx = self.tx;
+            if let Some((name, seq)) = cursor {
+                sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = $2")
+                    .bind(seq)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl<DB> SqlAudienceTx<DB>
+where
+    DB: AudienceSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    /// (profile, value) pairs of `base` (which binds `$1` = key) restricted to the scope.
+    async fn fetch_pairs(
+        &mut self,
+        base: &str,
+        join: &str,
+        key: &str,
+        scope: &Scope,
+        order: &str,
+    ) -> Result<Vec<(ProfileId, String)>, StorageError> {
+        let column = if join.ends_with('.') {
+            "profile_id"
+        } else {
+            " profile_id"
+        };
+        let mut out = Vec::new();
+        match scope {
+            Scope::All => {
+                let sql = format!("{base} {order}");
+                out.extend(
+                    sqlx::query_as::<_, (ProfileId, String)>(&sql)
+                        .bind(key)
+                        .fetch_all(&mut *self.tx)
+                        .await?,
+                );
+            }
+            Scope::Ids(ids) => {
+                for chunk in ids.chunks(500) {
                     let sql = format!(
-                        "SELECT DISTINCT profile_id, kind, COALESCE(event, '') FROM profile_messages \
-                         WHERE $1 = $1{in_scope}"
+                        "{base} {join}{column} IN ({}) {order}",
+                        placeholders(2, chunk.len())
                     );
-                    let mut q = sqlx::query_as::<_, (ProfileId, String, String)>(&sql).bind(0_i64);
-                    for id in chunk.unwrap_or(&[]) {
+                    let mut q = sqlx::query_as::<_, (ProfileId, String)>(&sql).bind(key);
+                    for id in chunk {
                         q = q.bind(id);
                     }
-                    let mut best: HashMap<usize, usize> = HashMap::new();
-                    for (p, kind, event) in q.fetch_all(&mut *tx.tx).await? {
-                        let rank = engine::journey_rank(plan, &kind, &event);
-                        if let (Some(&i), Some(r)) = (index.get(&p), rank) {
-                            let e = best.entry(i).or_insert(r);
-                            *e = (*e).max(r);
-                        }
-                    }
-                    for (i, r) in best {
-                        col.set(i, &serde_json::Value::String(plan.stages()[r].name.clone()));
-                    }
-                    continue;
+                    out.extend(q.fetch_all(&mut *self.tx).await?);
                 }
-                let expr = match name {
-                    "messages_total" => "COUNT(*)",
-                    "first_seen" => "MIN(event_time)",
-                    "last_seen" => "MAX(event_time)",
-                    "active_days_30d" => "COUNT(DISTINCT CASE WHEN event_time >= $1 THEN event_time / 86400000 END)",
-                    _ => return Ok(()),
-                };
+            }
+        }
+        Ok(out)
+    }
+
+    async fn computed_column(
+        tx: &mut Self,
+        name: &str,
+        scope: &Scope,
+        plan: &TrackingPlan,
+        now: i64,
+        index: &HashMap<&ProfileId, usize>,
+        col: &mut Column,
+    ) -> Result<(), StorageError> {
+        let chunks: Vec<Option<&[ProfileId]>> = match scope {
+            Scope::All => vec![None],
+            Scope::Ids(ids) => ids.chunks(500).map(Some).collect(),
+        };
+        for chunk in chunks {
+            let in_scope = chunk.map_or(String::new(), |c| {
+                format!(" AND profile_id IN ({})", placeholders(2, c.len()))
+            });
+            if name == "journey_stage" {
                 let sql = format!(
-                    "SELECT profile_id, {expr} FROM profile_messages WHERE $1 = $1{in_scope} GROUP BY profile_id"
+                    "SELECT DISTINCT profile_id, kind, COALESCE(event, '') FROM profile_messages \
+                     WHERE $1 = $1{in_scope}"
                 );
-                let mut q = sqlx::query_as::<_, (ProfileId, i64)>(&sql).bind(now - 30 * 86_400_000);
+                let mut q = sqlx::query_as::<_, (ProfileId, String, String)>(&sql).bind(0_i64);
                 for id in chunk.unwrap_or(&[]) {
                     q = q.bind(id);
                 }
-                for (p, v) in q.fetch_all(&mut *tx.tx).await? {
-                    if let Some(&i) = index.get(&p) {
-                        col.set(i, &serde_json::json!(v));
+                let mut best: HashMap<usize, usize> = HashMap::new();
+                for (p, kind, event) in q.fetch_all(&mut *tx.tx).await? {
+                    let rank = engine::journey_rank(plan, &kind, &event);
+                    if let (Some(&i), Some(r)) = (index.get(&p), rank) {
+                        let e = best.entry(i).or_insert(r);
+                        *e = (*e).max(r);
                     }
                 }
+                for (i, r) in best {
+                    col.set(i, &serde_json::Value::String(plan.stages()[r].name.clone()));
+                }
+                continue;
             }
-            Ok(())
+            let expr = match name {
+                "messages_total" => "COUNT(*)",
+                "first_seen" => "MIN(event_time)",
+                "last_seen" => "MAX(event_time)",
+                "active_days_30d" => {
+                    "COUNT(DISTINCT CASE WHEN event_time >= $1 THEN event_time / 86400000 END)"
+                }
+                _ => return Ok(()),
+            };
+            let sql = format!(
+                "SELECT profile_id, {expr} FROM profile_messages WHERE $1 = $1{in_scope} GROUP BY profile_id"
+            );
+            let mut q = sqlx::query_as::<_, (ProfileId, i64)>(&sql).bind(now - 30 * 86_400_000);
+            for id in chunk.unwrap_or(&[]) {
+                q = q.bind(id);
+            }
+            for (p, v) in q.fetch_all(&mut *tx.tx).await? {
+                if let Some(&i) = index.get(&p) {
+                    col.set(i, &serde_json::json!(v));
+                }
+            }
         }
+        Ok(())
+    }
 
-        async fn event(
-            tx: &mut sqlx::Transaction<'static, $db>,
-            audience: &str,
-            profile: &ProfileId,
-            kind: &str,
-            now: i64,
-            seq: i64,
-            reason: &str,
-        ) -> Result<(), StorageError> {
+    async fn event(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        audience: &str,
+        profile: &ProfileId,
+        kind: &str,
+        now: i64,
+        seq: i64,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(audience)
+        .bind(profile)
+        .bind(kind)
+        .bind(now)
+        .bind(seq)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_rows(conn: &mut DB::Connection) -> Result<Vec<AudienceRow>, StorageError> {
+        let rows: Vec<AudienceTuple> = sqlx::query_as(
+            "SELECT id, name, description, condition, origin, backfill_done, backfill_total, backfilled_at \
+             FROM audiences ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    name,
+                    description,
+                    condition,
+                    origin,
+                    backfill_done,
+                    backfill_total,
+                    backfilled_at,
+                )| {
+                    AudienceRow {
+                        id,
+                        name,
+                        description,
+                        condition,
+                        origin,
+                        backfill_done,
+                        backfill_total,
+                        backfilled_at,
+                    }
+                },
+            )
+            .collect())
+    }
+}
+
+impl<DB> AudienceStore for SqlAudiences<DB>
+where
+    Db<DB>: BeginWrite<Db = DB> + BeginRead<Db = DB>,
+    DB: AudienceSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
+        Box::pin(async move {
+            let (tx, gate) = self.pool.begin_write().await?;
+            Ok(Box::new(SqlAudienceTx { tx, _gate: gate }) as Box<dyn AudienceTx>)
+        })
+    }
+
+    fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
+        Box::pin(async move {
+            let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
+            Ok(Box::new(SqlAudienceTx { tx, _gate: None }) as Box<dyn AudienceTx>)
+        })
+    }
+
+    fn upsert<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        description: &'a str,
+        condition: &'a str,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let old: Option<String> =
+                sqlx::query_scalar("SELECT condition FROM audiences WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let now = chrono::Utc::now().timestamp_millis();
             sqlx::query(
-                "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO audiences (id, name, description, condition, origin, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                 description = excluded.description, condition = excluded.condition, \
+                 origin = excluded.origin, updated_at = excluded.updated_at",
             )
-            .bind(audience)
-            .bind(profile)
-            .bind(kind)
+            .bind(id)
+            .bind(name)
+            .bind(description)
+            .bind(condition)
+            .bind(origin)
             .bind(now)
-            .bind(seq)
-            .bind(reason)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
-            Ok(())
-        }
+            tx.commit().await?;
+            Ok(old.as_deref() != Some(condition))
+        })
+    }
 
-        async fn list_rows(
-            conn: &mut <$db as sqlx::Database>::Connection,
-        ) -> Result<Vec<AudienceRow>, StorageError> {
-            let rows: Vec<(String, String, String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
-                "SELECT id, name, description, condition, origin, backfill_done, backfill_total, backfilled_at \
-                 FROM audiences ORDER BY id",
+    fn list(&self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.pool().acquire().await?;
+            SqlAudienceTx::<DB>::list_rows(&mut conn).await
+        })
+    }
+
+    fn members<'a>(
+        &'a self,
+        id: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<(Vec<Membership>, i64), StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, ProfileId, i64)> = sqlx::query_as(
+                "SELECT audience, profile_id, entered_at FROM audience_members WHERE audience = $1 \
+                 ORDER BY entered_at DESC, profile_id LIMIT $2",
             )
-            .fetch_all(&mut *conn)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM audience_members WHERE audience = $1")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            Ok((
+                rows.into_iter()
+                    .map(|(audience, profile_id, entered_at)| Membership {
+                        audience,
+                        profile_id,
+                        entered_at,
+                        exited_at: None,
+                    })
+                    .collect(),
+                count,
+            ))
+        })
+    }
+
+    fn memberships<'a>(
+        &'a self,
+        profile: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<Membership>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, ProfileId, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT audience, profile_id, entered_at, exited_at FROM audience_history \
+                 WHERE profile_id = $1 ORDER BY id",
+            )
+            .bind(profile)
+            .fetch_all(&self.pool)
             .await?;
             Ok(rows
                 .into_iter()
-                .map(|(id, name, description, condition, origin, backfill_done, backfill_total, backfilled_at)| {
-                    AudienceRow { id, name, description, condition, origin, backfill_done, backfill_total, backfilled_at }
+                .map(|(audience, profile_id, entered_at, exited_at)| Membership {
+                    audience,
+                    profile_id,
+                    entered_at,
+                    exited_at,
                 })
                 .collect())
-        }
+        })
+    }
 
-        impl AudienceStore for $store {
-            fn begin(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
-                Box::pin(async move {
-                    let (tx, gate) = self.pool.begin_write().await?;
-                    Ok(Box::new($tx { tx, _gate: gate }) as Box<dyn AudienceTx>)
-                })
-            }
-
-            fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
-                Box::pin(async move {
-                    let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
-                    Ok(Box::new($tx { tx, _gate: None }) as Box<dyn AudienceTx>)
-                })
-            }
-
-            fn upsert<'a>(
-                &'a self,
-                id: &'a str,
-                name: &'a str,
-                description: &'a str,
-                condition: &'a str,
-                origin: &'a str,
-            ) -> BoxFuture<'a, Result<bool, StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) = self.pool.begin_write().await?;
-                    let old: Option<String> = sqlx::query_scalar("SELECT condition FROM audiences WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let now = chrono::Utc::now().timestamp_millis();
-                    sqlx::query(
-                        "INSERT INTO audiences (id, name, description, condition, origin, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
-                         description = excluded.description, condition = excluded.condition, \
-                         origin = excluded.origin, updated_at = excluded.updated_at",
-                    )
-                    .bind(id)
-                    .bind(name)
-                    .bind(description)
-                    .bind(condition)
-                    .bind(origin)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(old.as_deref() != Some(condition))
-                })
-            }
-
-            fn list(&self) -> BoxFuture<'_, Result<Vec<AudienceRow>, StorageError>> {
-                Box::pin(async move {
-                    let mut conn = self.pool.pool().acquire().await?;
-                    list_rows(&mut conn).await
-                })
-            }
-
-            fn members<'a>(&'a self, id: &'a str, limit: i64) -> BoxFuture<'a, Result<(Vec<Membership>, i64), StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, ProfileId, i64)> = sqlx::query_as(
-                        "SELECT audience, profile_id, entered_at FROM audience_members WHERE audience = $1 \
-                         ORDER BY entered_at DESC, profile_id LIMIT $2",
-                    )
-                    .bind(id)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audience_members WHERE audience = $1")
-                        .bind(id)
-                        .fetch_one(&self.pool)
-                        .await?;
-                    Ok((
-                        rows.into_iter()
-                            .map(|(audience, profile_id, entered_at)| Membership { audience, profile_id, entered_at, exited_at: None })
-                            .collect(),
-                        count,
-                    ))
-                })
-            }
-
-            fn memberships<'a>(&'a self, profile: &'a ProfileId) -> BoxFuture<'a, Result<Vec<Membership>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, ProfileId, i64, Option<i64>)> = sqlx::query_as(
-                        "SELECT audience, profile_id, entered_at, exited_at FROM audience_history \
-                         WHERE profile_id = $1 ORDER BY id",
-                    )
-                    .bind(profile)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(audience, profile_id, entered_at, exited_at)| Membership { audience, profile_id, entered_at, exited_at })
-                        .collect())
-                })
-            }
-
-            fn events(&self, after: i64, limit: i64) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(i64, String, ProfileId, String, i64, i64, String)> = sqlx::query_as(
-                        "SELECT id, audience, profile_id, kind, at, seq, reason FROM audience_events \
-                         WHERE id > $1 ORDER BY id LIMIT $2",
-                    )
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(id, audience, profile_id, kind, at, seq, reason)| AudienceEvent { id, audience, profile_id, kind, at, seq, reason })
-                        .collect())
-                })
-            }
-        }
-    };
+    fn events(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(i64, String, ProfileId, String, i64, i64, String)> = sqlx::query_as(
+                "SELECT id, audience, profile_id, kind, at, seq, reason FROM audience_events \
+                 WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(id, audience, profile_id, kind, at, seq, reason)| AudienceEvent {
+                        id,
+                        audience,
+                        profile_id,
+                        kind,
+                        at,
+                        seq,
+                        reason,
+                    },
+                )
+                .collect())
+        })
+    }
 }
-
-mod sqlite_impl {
-    use super::*;
-    impl_audience_store!(
-        SqliteAudiences,
-        SqliteAudienceTx,
-        sqlx::Sqlite,
-        crate::storage::Db<sqlx::Sqlite>
-    );
-}
-mod pg_impl {
-    use super::*;
-    impl_audience_store!(
-        PgAudiences,
-        PgAudienceTx,
-        sqlx::Postgres,
-        crate::storage::Db<sqlx::Postgres>
-    );
-}
-pub use pg_impl::PgAudiences;
-pub use sqlite_impl::SqliteAudiences;

@@ -1,9 +1,10 @@
 //! The quarantine: positions a stage set aside after bounded retries, with the error, so the stage
 //! moves on. Setting aside and moving the cursor past the position are one transaction.
 
-use crate::storage::StorageError;
+use crate::storage::{BeginWrite, Db, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// Longest error text kept (database errors can quote values; keep them short).
 const MAX_ERROR: usize = 2_000;
@@ -109,139 +110,172 @@ fn entry(r: Row) -> Entry {
 const COLUMNS: &str = "id, stage, cursor_name, position, error, CAST(attempts AS BIGINT), \
     quarantined_at, replayed_at, replay_error";
 
-macro_rules! impl_quarantine_store {
-    ($store:ident, $pool:ty) => {
-        /// The quarantine on this database.
-        #[derive(Clone, Debug)]
-        pub struct $store {
-            pool: $pool,
-        }
-
-        impl $store {
-            /// Wraps a migrated pool.
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
-
-        impl QuarantineStore for $store {
-            fn set_aside<'a>(
-                &'a self,
-                e: &'a NewEntry,
-            ) -> BoxFuture<'a, Result<bool, StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) = crate::storage::BeginWrite::begin_write(&self.pool).await?;
-                    let moved = sqlx::query(
-                        "UPDATE pipeline_cursors SET seq = $1 WHERE name = $2 AND seq < $1",
-                    )
-                    .bind(e.position)
-                    .bind(e.cursor)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if moved == 0 {
-                        return Ok(false);
-                    }
-                    sqlx::query(
-                        "INSERT INTO quarantine (stage, cursor_name, position, error, attempts, quarantined_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(e.stage)
-                    .bind(e.cursor)
-                    .bind(e.position)
-                    .bind(clip(&e.error))
-                    .bind(i64::from(e.attempts))
-                    .bind(e.at)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(true)
-                })
-            }
-
-            fn list(&self, open_only: bool, limit: i64) -> BoxFuture<'_, Result<Vec<Entry>, StorageError>> {
-                Box::pin(async move {
-                    let filter = if open_only { "WHERE replayed_at IS NULL" } else { "" };
-                    let rows: Vec<Row> = sqlx::query_as(&format!(
-                        "SELECT {COLUMNS} FROM quarantine {filter} ORDER BY id DESC LIMIT $1"
-                    ))
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows.into_iter().map(entry).collect())
-                })
-            }
-
-            fn get(&self, id: i64) -> BoxFuture<'_, Result<Option<Entry>, StorageError>> {
-                Box::pin(async move {
-                    let row: Option<Row> =
-                        sqlx::query_as(&format!("SELECT {COLUMNS} FROM quarantine WHERE id = $1"))
-                            .bind(id)
-                            .fetch_optional(&self.pool)
-                            .await?;
-                    Ok(row.map(entry))
-                })
-            }
-
-            fn open_counts(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_as(
-                        "SELECT stage, COUNT(*) FROM quarantine WHERE replayed_at IS NULL \
-                         GROUP BY stage ORDER BY stage",
-                    )
-                    .fetch_all(&self.pool)
-                    .await?)
-                })
-            }
-
-            fn replayed<'a>(
-                &'a self,
-                id: i64,
-                at: i64,
-                error: Option<&'a str>,
-            ) -> BoxFuture<'a, Result<(), StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) = crate::storage::BeginWrite::begin_write(&self.pool).await?;
-                    match error {
-                        None => sqlx::query(
-                            "UPDATE quarantine SET replayed_at = $2, replay_error = NULL WHERE id = $1",
-                        )
-                        .bind(id)
-                        .bind(at),
-                        Some(e) => sqlx::query("UPDATE quarantine SET replay_error = $2 WHERE id = $1")
-                            .bind(id)
-                            .bind(clip(e).to_owned()),
-                    }
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(())
-                })
-            }
-
-            fn reappend(&self, seq: i64) -> BoxFuture<'_, Result<Option<i64>, StorageError>> {
-                Box::pin(async move {
-                    let (mut tx, _gate) = crate::storage::BeginWrite::begin_write(&self.pool).await?;
-                    let new: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
-                         anonymous_id, event_time, received_at, plan_version, status, violations, body) \
-                         SELECT source_id, message_id, NULL, kind, event, user_id, anonymous_id, \
-                         event_time, received_at, plan_version, status, violations, body \
-                         FROM messages WHERE seq = $1 RETURNING seq",
-                    )
-                    .bind(seq)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(new)
-                })
-            }
-        }
-    };
+/// [`QuarantineStore`] over a migrated SQLite or PostgreSQL pool. The SQL is the same on both;
+/// SQLite writes go through the file's write gate.
+#[derive(Clone, Debug)]
+pub struct SqlQuarantine<DB: Database> {
+    pool: Db<DB>,
 }
 
-impl_quarantine_store!(SqliteQuarantine, crate::storage::Db<sqlx::Sqlite>);
-impl_quarantine_store!(PgQuarantine, crate::storage::Db<sqlx::Postgres>);
+impl<DB: Database> SqlQuarantine<DB> {
+    /// Wraps a migrated pool.
+    pub fn new(pool: Db<DB>) -> Self {
+        SqlQuarantine { pool }
+    }
+}
+
+/// SQLite's quarantine.
+pub type SqliteQuarantine = SqlQuarantine<sqlx::Sqlite>;
+/// PostgreSQL's quarantine.
+pub type PgQuarantine = SqlQuarantine<sqlx::Postgres>;
+
+/// What differs between SQLite and PostgreSQL here: only how a statement's result reports the rows
+/// it changed (each driver's result type has its own `rows_affected`, with no trait in common).
+trait QuarantineSql: Database {
+    /// The number of rows the statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl QuarantineSql for sqlx::Sqlite {
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl QuarantineSql for sqlx::Postgres {
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl<DB> QuarantineStore for SqlQuarantine<DB>
+where
+    DB: QuarantineSql,
+    Db<DB>: BeginWrite<Db = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    fn set_aside<'a>(&'a self, e: &'a NewEntry) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let moved = DB::rows_affected(
+                &sqlx::query::<DB>(
+                    "UPDATE pipeline_cursors SET seq = $1 WHERE name = $2 AND seq < $1",
+                )
+                .bind(e.position)
+                .bind(e.cursor)
+                .execute(&mut *tx)
+                .await?,
+            );
+            if moved == 0 {
+                return Ok(false);
+            }
+            sqlx::query::<DB>(
+                "INSERT INTO quarantine (stage, cursor_name, position, error, attempts, quarantined_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(e.stage)
+            .bind(e.cursor)
+            .bind(e.position)
+            .bind(clip(&e.error))
+            .bind(i64::from(e.attempts))
+            .bind(e.at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    fn list(&self, open_only: bool, limit: i64) -> BoxFuture<'_, Result<Vec<Entry>, StorageError>> {
+        Box::pin(async move {
+            let filter = if open_only {
+                "WHERE replayed_at IS NULL"
+            } else {
+                ""
+            };
+            let rows: Vec<Row> = sqlx::query_as::<DB, Row>(&format!(
+                "SELECT {COLUMNS} FROM quarantine {filter} ORDER BY id DESC LIMIT $1"
+            ))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(entry).collect())
+        })
+    }
+
+    fn get(&self, id: i64) -> BoxFuture<'_, Result<Option<Entry>, StorageError>> {
+        Box::pin(async move {
+            let row: Option<Row> = sqlx::query_as::<DB, Row>(&format!(
+                "SELECT {COLUMNS} FROM quarantine WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(entry))
+        })
+    }
+
+    fn open_counts(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as::<DB, (String, i64)>(
+                "SELECT stage, COUNT(*) FROM quarantine WHERE replayed_at IS NULL \
+                 GROUP BY stage ORDER BY stage",
+            )
+            .fetch_all(&self.pool)
+            .await?)
+        })
+    }
+
+    fn replayed<'a>(
+        &'a self,
+        id: i64,
+        at: i64,
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            match error {
+                None => sqlx::query::<DB>(
+                    "UPDATE quarantine SET replayed_at = $2, replay_error = NULL WHERE id = $1",
+                )
+                .bind(id)
+                .bind(at),
+                Some(e) => {
+                    sqlx::query::<DB>("UPDATE quarantine SET replay_error = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(clip(e).to_owned())
+                }
+            }
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn reappend(&self, seq: i64) -> BoxFuture<'_, Result<Option<i64>, StorageError>> {
+        Box::pin(async move {
+            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let new: Option<i64> = sqlx::query_scalar::<DB, i64>(
+                "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
+                 anonymous_id, event_time, received_at, plan_version, status, violations, body) \
+                 SELECT source_id, message_id, NULL, kind, event, user_id, anonymous_id, \
+                 event_time, received_at, plan_version, status, violations, body \
+                 FROM messages WHERE seq = $1 RETURNING seq",
+            )
+            .bind(seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(new)
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

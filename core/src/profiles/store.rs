@@ -1,11 +1,14 @@
-//! The profile repository: one set of SQL (`$N` placeholders work on both SQLite and PostgreSQL)
-//! instantiated for each pool type by `impl_profile_store!`.
+//! The profile repository: one implementation generic over the database. The SQL (`$N`
+//! placeholders) is the same on SQLite and PostgreSQL; `ProfileSql` holds what differs.
 
 use crate::identity::{Identifier, ProfileId};
-use crate::storage::BeginWrite;
-use crate::storage::StorageError;
+use crate::storage::{BeginRead, BeginWrite, Db, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
+use sqlx::query::{Query, QueryAs, QueryScalar};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type,
+};
 
 /// A message of the log, as the processor reads it.
 #[derive(Debug, Clone)]
@@ -360,652 +363,870 @@ fn json_or_string(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
-macro_rules! impl_profile_store {
-    ($store:ident, $tx:ident, $db:ty, $pool:ty) => {
-        /// Profile repository over this database.
-        #[derive(Clone, Debug)]
-        pub struct $store {
-            pool: $pool,
-        }
+/// [`ProfileStore`] over a migrated SQLite or PostgreSQL pool.
+#[derive(Clone, Debug)]
+pub struct SqlProfiles<DB: Database> {
+    pool: Db<DB>,
+}
 
-        impl $store {
-            /// Wraps a migrated pool.
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
+impl<DB: Database> SqlProfiles<DB> {
+    /// Wraps a migrated pool.
+    pub fn new(pool: Db<DB>) -> Self {
+        SqlProfiles { pool }
+    }
+}
 
-        /// A processing transaction on this database.
-        pub struct $tx {
-            tx: sqlx::Transaction<'static, $db>,
-            /// SQLite's in-process write gate, held until the transaction ends.
-            _gate: crate::storage::Gate,
-        }
+/// SQLite's profile repository.
+pub type SqliteProfiles = SqlProfiles<sqlx::Sqlite>;
+/// PostgreSQL's profile repository.
+pub type PgProfiles = SqlProfiles<sqlx::Postgres>;
 
-        /// Multi-row inserts of the profiles, identities, timeline links and reports in `ops`.
-        async fn insert_batched(
-            tx: &mut sqlx::Transaction<'static, $db>,
-            ops: &[Op],
-        ) -> Result<(), StorageError> {
-            const ROWS: usize = 100;
-            let profiles: Vec<(&ProfileId, &i64)> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::CreateProfile { id, at } => Some((id, at)),
-                    _ => None,
-                })
-                .collect();
-            for chunk in profiles.chunks(ROWS) {
-                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO profiles (id, created_at) ");
-                q.push_values(chunk, |mut b, (id, at)| {
-                    b.push_bind(*id).push_bind(**at);
-                });
-                q.build().execute(&mut **tx).await?;
-            }
-            let attach: Vec<(&Identifier, &ProfileId, &i64, &i64)> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Attach { id, profile, seq, at } => Some((id, profile, seq, at)),
-                    _ => None,
-                })
-                .collect();
-            for chunk in attach.chunks(ROWS) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO identities (kind, value, profile_id, added_at, seq) ",
-                );
-                q.push_values(chunk, |mut b, (id, profile, seq, at)| {
-                    b.push_bind(&id.kind)
-                        .push_bind(&id.value)
-                        .push_bind(*profile)
-                        .push_bind(**at)
-                        .push_bind(**seq);
-                });
-                q.build().execute(&mut **tx).await?;
-            }
-            let links: Vec<(&i64, &ProfileId, &String, &Option<String>, &i64)> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Link { seq, profile, kind, event, event_time } => {
-                        Some((seq, profile, kind, event, event_time))
-                    }
-                    _ => None,
-                })
-                .collect();
-            for chunk in links.chunks(ROWS) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO profile_messages (seq, profile_id, kind, event, event_time) ",
-                );
-                q.push_values(chunk, |mut b, (seq, profile, kind, event, event_time)| {
-                    b.push_bind(**seq)
-                        .push_bind(*profile)
-                        .push_bind(*kind)
-                        .push_bind(*event)
-                        .push_bind(**event_time);
-                });
-                q.build().execute(&mut **tx).await?;
-            }
-            let reports: Vec<&Op> = ops.iter().filter(|op| matches!(op, Op::Report { .. })).collect();
-            for chunk in reports.chunks(ROWS) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO identity_reports (seq, profile_id, kind, id_kind, id_value, detail, at) ",
-                );
-                q.push_values(chunk, |mut b, op| {
-                    if let Op::Report { seq, profile, kind, id, detail, at } = op {
-                        b.push_bind(*seq)
-                            .push_bind(profile.clone())
-                            .push_bind(kind.clone())
-                            .push_bind(id.kind.clone())
-                            .push_bind(id.value.clone())
-                            .push_bind(detail.clone())
-                            .push_bind(*at);
-                    }
-                });
-                q.build().execute(&mut **tx).await?;
-            }
-            Ok(())
-        }
+/// An event-stats row: kind, event, total, last 7 d, last 30 d, first, last.
+type EventStatTuple = (String, Option<String>, i64, i64, i64, i64, i64);
 
-        impl ProfileTx for $tx {
-            fn lock_cursor<'a>(
-                &'a mut self,
-                name: &'a str,
-            ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
-                Box::pin(async move {
-                    // A write first: takes SQLite's write lock / PostgreSQL's row lock up front.
-                    let row: (i64, i64) = sqlx::query_as(
-                        "UPDATE pipeline_cursors SET seq = seq WHERE name = $1 RETURNING seq, generation",
-                    )
+/// A processing transaction on this database.
+pub struct SqlProfileTx<DB: Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    /// SQLite's in-process write gate, held until the transaction ends.
+    _gate: crate::storage::Gate,
+}
+
+/// A processing transaction on SQLite.
+pub type SqliteProfileTx = SqlProfileTx<sqlx::Sqlite>;
+/// A processing transaction on PostgreSQL.
+pub type PgProfileTx = SqlProfileTx<sqlx::Postgres>;
+
+/// What generic code cannot do the same way on SQLite and PostgreSQL (the SQL text is shared):
+/// running a `QueryBuilder`'s query. Its `build*` methods return the arguments with the builder's
+/// own lifetime; each driver's arguments type lets that shorten to the borrow of the builder, a
+/// generic `Self::Arguments<'args>` does not, so generic code could only run the query while
+/// borrowing the builder for as long as it lives.
+trait ProfileSql: Database {
+    /// `q.build()`.
+    fn build<'q>(q: &'q mut QueryBuilder<'_, Self>) -> Query<'q, Self, Self::Arguments<'q>>;
+
+    /// `q.build_query_as()`.
+    fn build_query_as<'q, T>(
+        q: &'q mut QueryBuilder<'_, Self>,
+    ) -> QueryAs<'q, Self, T, Self::Arguments<'q>>
+    where
+        T: for<'r> FromRow<'r, Self::Row>;
+
+    /// `q.build_query_scalar()`.
+    fn build_query_scalar<'q, T>(
+        q: &'q mut QueryBuilder<'_, Self>,
+    ) -> QueryScalar<'q, Self, T, Self::Arguments<'q>>
+    where
+        (T,): for<'r> FromRow<'r, Self::Row>;
+}
+
+impl ProfileSql for sqlx::Sqlite {
+    fn build<'q>(
+        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
+    ) -> Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        q.build()
+    }
+
+    fn build_query_as<'q, T>(
+        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
+    ) -> QueryAs<'q, sqlx::Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>
+    where
+        T: for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        q.build_query_as()
+    }
+
+    fn build_query_scalar<'q, T>(
+        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
+    ) -> QueryScalar<'q, sqlx::Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>
+    where
+        (T,): for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        q.build_query_scalar()
+    }
+}
+
+impl ProfileSql for sqlx::Postgres {
+    fn build<'q>(
+        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
+    ) -> Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.build()
+    }
+
+    fn build_query_as<'q, T>(
+        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
+    ) -> QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
+    where
+        T: for<'r> FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        q.build_query_as()
+    }
+
+    fn build_query_scalar<'q, T>(
+        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
+    ) -> QueryScalar<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
+    where
+        (T,): for<'r> FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        q.build_query_scalar()
+    }
+}
+
+/// Multi-row inserts of the profiles, identities, timeline links and reports in `ops`.
+async fn insert_batched<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    ops: &[Op],
+) -> Result<(), StorageError>
+where
+    DB: ProfileSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'q> Encode<'q, DB>,
+    Option<ProfileId>: Type<DB> + for<'q> Encode<'q, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    f64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    const ROWS: usize = 100;
+    let profiles: Vec<(&ProfileId, &i64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::CreateProfile { id, at } => Some((id, at)),
+            _ => None,
+        })
+        .collect();
+    for chunk in profiles.chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new("INSERT INTO profiles (id, created_at) ");
+        q.push_values(chunk, |mut b, (id, at)| {
+            b.push_bind(*id).push_bind(**at);
+        });
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    let attach: Vec<(&Identifier, &ProfileId, &i64, &i64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Attach {
+                id,
+                profile,
+                seq,
+                at,
+            } => Some((id, profile, seq, at)),
+            _ => None,
+        })
+        .collect();
+    for chunk in attach.chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new(
+            "INSERT INTO identities (kind, value, profile_id, added_at, seq) ",
+        );
+        q.push_values(chunk, |mut b, (id, profile, seq, at)| {
+            b.push_bind(&id.kind)
+                .push_bind(&id.value)
+                .push_bind(*profile)
+                .push_bind(**at)
+                .push_bind(**seq);
+        });
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    let links: Vec<(&i64, &ProfileId, &String, &Option<String>, &i64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Link {
+                seq,
+                profile,
+                kind,
+                event,
+                event_time,
+            } => Some((seq, profile, kind, event, event_time)),
+            _ => None,
+        })
+        .collect();
+    for chunk in links.chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new(
+            "INSERT INTO profile_messages (seq, profile_id, kind, event, event_time) ",
+        );
+        q.push_values(chunk, |mut b, (seq, profile, kind, event, event_time)| {
+            b.push_bind(**seq)
+                .push_bind(*profile)
+                .push_bind(*kind)
+                .push_bind(*event)
+                .push_bind(**event_time);
+        });
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    let reports: Vec<&Op> = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Report { .. }))
+        .collect();
+    for chunk in reports.chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new(
+            "INSERT INTO identity_reports (seq, profile_id, kind, id_kind, id_value, detail, at) ",
+        );
+        q.push_values(chunk, |mut b, op| {
+            if let Op::Report {
+                seq,
+                profile,
+                kind,
+                id,
+                detail,
+                at,
+            } = op
+            {
+                b.push_bind(*seq)
+                    .push_bind(profile.clone())
+                    .push_bind(kind.clone())
+                    .push_bind(id.kind.clone())
+                    .push_bind(id.value.clone())
+                    .push_bind(detail.clone())
+                    .push_bind(*at);
+            }
+        });
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+impl<DB> ProfileTx for SqlProfileTx<DB>
+where
+    DB: ProfileSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'q> Encode<'q, DB>,
+    Option<ProfileId>: Type<DB> + for<'q> Encode<'q, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    f64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    fn lock_cursor<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
+        Box::pin(async move {
+            // A write first: takes SQLite's write lock / PostgreSQL's row lock up front.
+            let row: (i64, i64) = sqlx::query_as(
+                "UPDATE pipeline_cursors SET seq = seq WHERE name = $1 RETURNING seq, generation",
+            )
+            .bind(name)
+            .fetch_one(&mut *self.tx)
+            .await?;
+            Ok(row)
+        })
+    }
+
+    fn peek_cursor<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_as("SELECT seq, generation FROM pipeline_cursors WHERE name = $1")
                     .bind(name)
                     .fetch_one(&mut *self.tx)
-                    .await?;
-                    Ok(row)
-                })
-            }
+                    .await?,
+            )
+        })
+    }
 
-            fn peek_cursor<'a>(
-                &'a mut self,
-                name: &'a str,
-            ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_as("SELECT seq, generation FROM pipeline_cursors WHERE name = $1")
-                        .bind(name)
-                        .fetch_one(&mut *self.tx)
-                        .await?)
+    fn read_log(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<LogRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
+                "SELECT seq, status, event_time, CAST(body AS TEXT) FROM messages \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            rows.into_iter()
+                .map(|(seq, status, event_time, body)| {
+                    Ok(LogRow {
+                        seq,
+                        status: crate::storage::Status::parse(&status)?,
+                        event_time,
+                        body,
+                    })
                 })
-            }
+                .collect()
+        })
+    }
 
-            fn read_log(
-                &mut self,
-                after: i64,
-                limit: i64,
-            ) -> BoxFuture<'_, Result<Vec<LogRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
-                        "SELECT seq, status, event_time, CAST(body AS TEXT) FROM messages \
-                         WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    )
-                    .bind(after)
-                    .bind(limit)
+    fn owners<'a>(
+        &'a mut self,
+        ids: &'a [Identifier],
+    ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            // One round trip per 200 identifiers instead of one each.
+            for chunk in ids.chunks(200) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT kind, value, profile_id FROM identities WHERE (kind, value) IN (",
+                );
+                q.push_values(chunk, |mut row, id| {
+                    row.push_bind(&id.kind).push_bind(&id.value);
+                });
+                q.push(")");
+                let rows: Vec<(String, String, ProfileId)> =
+                    DB::build_query_as(&mut q).fetch_all(&mut *self.tx).await?;
+                out.extend(
+                    rows.into_iter()
+                        .map(|(kind, value, p)| (Identifier { kind, value }, p)),
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn members<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for chunk in profiles.chunks(500) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT kind, value, profile_id FROM identities WHERE profile_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for p in chunk {
+                    list.push_bind(p);
+                }
+                q.push(")");
+                let rows: Vec<(String, String, ProfileId)> =
+                    DB::build_query_as(&mut q).fetch_all(&mut *self.tx).await?;
+                out.extend(
+                    rows.into_iter()
+                        .map(|(kind, value, p)| (Identifier { kind, value }, p)),
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn suppressed<'a>(
+        &'a mut self,
+        ids: &'a [Identifier],
+    ) -> BoxFuture<'a, Result<Vec<Identifier>, StorageError>> {
+        Box::pin(async move {
+            // Suppressions are kept as hashes of `kind:value` (see `crate::privacy`).
+            let hashed: Vec<(String, &Identifier)> = ids
+                .iter()
+                .map(|id| (crate::privacy::identifier_hash(id), id))
+                .collect();
+            let mut hits = std::collections::HashSet::new();
+            for chunk in hashed.chunks(500) {
+                let mut q =
+                    QueryBuilder::<DB>::new("SELECT hash FROM suppression_hashes WHERE hash IN (");
+                let mut list = q.separated(", ");
+                for (h, _) in chunk {
+                    list.push_bind(h.as_str());
+                }
+                q.push(")");
+                let rows: Vec<String> = DB::build_query_scalar(&mut q)
                     .fetch_all(&mut *self.tx)
                     .await?;
-                    rows.into_iter()
-                        .map(|(seq, status, event_time, body)| {
-                            Ok(LogRow {
-                                seq,
-                                status: crate::storage::Status::parse(&status)?,
-                                event_time,
-                                body,
-                            })
-                        })
-                        .collect()
-                })
+                hits.extend(rows);
             }
+            Ok(hashed
+                .into_iter()
+                .filter(|(h, _)| hits.contains(h))
+                .map(|(_, id)| id.clone())
+                .collect())
+        })
+    }
 
-            fn owners<'a>(
-                &'a mut self,
-                ids: &'a [Identifier],
-            ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
-                Box::pin(async move {
-                    let mut out = Vec::new();
-                    // One round trip per 200 identifiers instead of one each.
-                    for chunk in ids.chunks(200) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT kind, value, profile_id FROM identities WHERE (kind, value) IN (",
-                        );
-                        q.push_values(chunk, |mut row, id| {
-                            row.push_bind(&id.kind).push_bind(&id.value);
-                        });
-                        q.push(")");
-                        let rows: Vec<(String, String, ProfileId)> =
-                            q.build_query_as().fetch_all(&mut *self.tx).await?;
-                        out.extend(
-                            rows.into_iter()
-                                .map(|(kind, value, p)| (Identifier { kind, value }, p)),
-                        );
-                    }
-                    Ok(out)
-                })
-            }
-
-            fn members<'a>(
-                &'a mut self,
-                profiles: &'a [ProfileId],
-            ) -> BoxFuture<'a, Result<Vec<(Identifier, ProfileId)>, StorageError>> {
-                Box::pin(async move {
-                    let mut out = Vec::new();
-                    for chunk in profiles.chunks(500) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT kind, value, profile_id FROM identities WHERE profile_id IN (",
-                        );
-                        let mut list = q.separated(", ");
-                        for p in chunk {
-                            list.push_bind(p);
-                        }
-                        q.push(")");
-                        let rows: Vec<(String, String, ProfileId)> =
-                            q.build_query_as().fetch_all(&mut *self.tx).await?;
-                        out.extend(
-                            rows.into_iter()
-                                .map(|(kind, value, p)| (Identifier { kind, value }, p)),
-                        );
-                    }
-                    Ok(out)
-                })
-            }
-
-            fn suppressed<'a>(
-                &'a mut self,
-                ids: &'a [Identifier],
-            ) -> BoxFuture<'a, Result<Vec<Identifier>, StorageError>> {
-                Box::pin(async move {
-                    // Suppressions are kept as hashes of `kind:value` (see `crate::privacy`).
-                    let hashed: Vec<(String, &Identifier)> =
-                        ids.iter().map(|id| (crate::privacy::identifier_hash(id), id)).collect();
-                    let mut hits = std::collections::HashSet::new();
-                    for chunk in hashed.chunks(500) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT hash FROM suppression_hashes WHERE hash IN (",
-                        );
-                        let mut list = q.separated(", ");
-                        for (h, _) in chunk {
-                            list.push_bind(h.as_str());
-                        }
-                        q.push(")");
-                        let rows: Vec<String> = q.build_query_scalar().fetch_all(&mut *self.tx).await?;
-                        hits.extend(rows);
-                    }
-                    Ok(hashed
-                        .into_iter()
-                        .filter(|(h, _)| hits.contains(h))
-                        .map(|(_, id)| id.clone())
-                        .collect())
-                })
-            }
-
-            fn apply<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Result<(), StorageError>> {
-                Box::pin(async move {
-                    let tx = &mut self.tx;
-                    // Ops come in segments separated by merges; inside a segment the inserts
-                    // (profiles, identities, timeline links, reports) go in multi-row statements
-                    // and the rest follow in order. A merge must see every earlier row, so each
-                    // segment is flushed before it.
-                    for segment in ops.split_inclusive(|op| matches!(op, Op::Merge { .. })) {
-                        let (body, merge) = match segment.split_last() {
-                            Some((last @ Op::Merge { .. }, rest)) => (rest, Some(last)),
-                            _ => (segment, None),
-                        };
-                        insert_batched(tx, body).await?;
-                        for op in body.iter().chain(merge) {
-                        match op {
-                            Op::CreateProfile { .. }
-                            | Op::Attach { .. }
-                            | Op::Link { .. }
-                            | Op::Report { .. } => {}
-                            Op::Merge { winner, loser, reason, seq, at } => {
-                                for sql in [
-                                    "UPDATE identities SET profile_id = $1 WHERE profile_id = $2",
-                                    "UPDATE profile_messages SET profile_id = $1 WHERE profile_id = $2",
-                                    "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
-                                     SELECT $1, key, value, updated_at, seq FROM profile_traits WHERE profile_id = $2 \
-                                     ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
-                                     updated_at = excluded.updated_at, seq = excluded.seq \
-                                     WHERE excluded.updated_at >= profile_traits.updated_at",
-                                    "DELETE FROM profile_traits WHERE profile_id = $2 AND $1 <> ''",
-                                    "INSERT INTO profile_accounts (profile_id, group_id) \
-                                     SELECT $1, group_id FROM profile_accounts WHERE profile_id = $2 \
-                                     ON CONFLICT DO NOTHING",
-                                    "DELETE FROM profile_accounts WHERE profile_id = $2 AND $1 <> ''",
-                                    "UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2",
-                                    MERGE_AGGREGATES,
-                                    "UPDATE identity_reports SET profile_id = $1 WHERE profile_id = $2",
-                                    "DELETE FROM profile_aggregates WHERE profile_id = $2 AND $1 <> ''",
-                                ] {
-                                    sqlx::query(sql).bind(winner).bind(loser).execute(&mut **tx).await?;
-                                }
-                                sqlx::query(
-                                    "INSERT INTO merges (winner, loser, reason, seq, at) VALUES ($1, $2, $3, $4, $5)",
-                                )
-                                .bind(winner)
-                                .bind(loser)
-                                .bind(reason)
-                                .bind(seq)
-                                .bind(at)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
-                            Op::SetTraits { profile, traits, updated_at, seq } => {
-                                for (key, value) in traits {
-                                    sqlx::query(
-                                        "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
-                                         VALUES ($1, $2, $3, $4, $5) \
-                                         ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
-                                         updated_at = excluded.updated_at, seq = excluded.seq \
-                                         WHERE excluded.updated_at >= profile_traits.updated_at",
-                                    )
-                                    .bind(profile)
-                                    .bind(key)
-                                    .bind(value)
-                                    .bind(updated_at)
-                                    .bind(seq)
-                                    .execute(&mut **tx)
-                                    .await?;
-                                }
-                            }
-                            Op::SetAccount { profile, group_id, traits, updated_at } => {
-                                sqlx::query(
-                                    "INSERT INTO profile_accounts (profile_id, group_id) VALUES ($1, $2) \
-                                     ON CONFLICT DO NOTHING",
-                                )
-                                .bind(profile)
-                                .bind(group_id)
-                                .execute(&mut **tx)
-                                .await?;
-                                for (key, value) in traits {
-                                    sqlx::query(
-                                        "INSERT INTO account_traits (group_id, key, value, updated_at) \
-                                         VALUES ($1, $2, $3, $4) \
-                                         ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, \
-                                         updated_at = excluded.updated_at \
-                                         WHERE excluded.updated_at >= account_traits.updated_at",
-                                    )
-                                    .bind(group_id)
-                                    .bind(key)
-                                    .bind(value)
-                                    .bind(updated_at)
-                                    .execute(&mut **tx)
-                                    .await?;
-                                }
-                            }
-                            Op::Aggregate { profile, event, values } => {
-                                for (property, v) in values {
-                                    sqlx::query(&format!(
-                                        "INSERT INTO profile_aggregates (profile_id, event, property, n, total, min_value, max_value) \
-                                         VALUES ($1, $2, $3, 1, $4, $4, $4) ON CONFLICT (profile_id, event, property) DO UPDATE SET {FOLD}"
-                                    ))
-                                    .bind(profile)
-                                    .bind(event)
-                                    .bind(property)
-                                    .bind(v)
-                                    .execute(&mut **tx)
-                                    .await?;
-                                }
-                            }
-                            Op::DropMessage { seq } => {
-                                sqlx::query("DELETE FROM messages WHERE seq = $1")
-                                    .bind(seq)
+    fn apply<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            let tx = &mut self.tx;
+            // Ops come in segments separated by merges; inside a segment the inserts
+            // (profiles, identities, timeline links, reports) go in multi-row statements
+            // and the rest follow in order. A merge must see every earlier row, so each
+            // segment is flushed before it.
+            for segment in ops.split_inclusive(|op| matches!(op, Op::Merge { .. })) {
+                let (body, merge) = match segment.split_last() {
+                    Some((last @ Op::Merge { .. }, rest)) => (rest, Some(last)),
+                    _ => (segment, None),
+                };
+                insert_batched(tx, body).await?;
+                for op in body.iter().chain(merge) {
+                    match op {
+                        Op::CreateProfile { .. }
+                        | Op::Attach { .. }
+                        | Op::Link { .. }
+                        | Op::Report { .. } => {}
+                        Op::Merge {
+                            winner,
+                            loser,
+                            reason,
+                            seq,
+                            at,
+                        } => {
+                            for sql in [
+                                "UPDATE identities SET profile_id = $1 WHERE profile_id = $2",
+                                "UPDATE profile_messages SET profile_id = $1 WHERE profile_id = $2",
+                                "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
+                             SELECT $1, key, value, updated_at, seq FROM profile_traits WHERE profile_id = $2 \
+                             ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
+                             updated_at = excluded.updated_at, seq = excluded.seq \
+                             WHERE excluded.updated_at >= profile_traits.updated_at",
+                                "DELETE FROM profile_traits WHERE profile_id = $2 AND $1 <> ''",
+                                "INSERT INTO profile_accounts (profile_id, group_id) \
+                             SELECT $1, group_id FROM profile_accounts WHERE profile_id = $2 \
+                             ON CONFLICT DO NOTHING",
+                                "DELETE FROM profile_accounts WHERE profile_id = $2 AND $1 <> ''",
+                                "UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2",
+                                MERGE_AGGREGATES,
+                                "UPDATE identity_reports SET profile_id = $1 WHERE profile_id = $2",
+                                "DELETE FROM profile_aggregates WHERE profile_id = $2 AND $1 <> ''",
+                            ] {
+                                sqlx::query(sql)
+                                    .bind(winner)
+                                    .bind(loser)
                                     .execute(&mut **tx)
                                     .await?;
                             }
-                        }
-                    }
-                    }
-                    Ok(())
-                })
-            }
-
-            fn commit(
-                self: Box<Self>,
-                name: String,
-                seq: i64,
-            ) -> BoxFuture<'static, Result<(), StorageError>> {
-                Box::pin(async move {
-                    let mut tx = self.tx;
-                    sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = $2")
-                        .bind(seq)
-                        .bind(&name)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(())
-                })
-            }
-        }
-
-        impl ProfileStore for $store {
-            fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
-                Box::pin(async move {
-                    let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
-                    Ok(Box::new($tx { tx, _gate: None }) as Box<dyn ProfileTx>)
-                })
-            }
-
-            fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
-                Box::pin(async move {
-                    let (tx, gate) = self.pool.begin_write().await?;
-                    Ok(Box::new($tx { tx, _gate: gate }) as Box<dyn ProfileTx>)
-                })
-            }
-
-            fn lookup<'a>(
-                &'a self,
-                id: &'a Identifier,
-            ) -> BoxFuture<'a, Result<Option<ProfileId>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "SELECT profile_id FROM identities WHERE kind = $1 AND value = $2",
-                    )
-                    .bind(&id.kind)
-                    .bind(&id.value)
-                    .fetch_optional(&self.pool)
-                    .await?)
-                })
-            }
-
-            fn profile<'a>(
-                &'a self,
-                id: &'a ProfileId,
-            ) -> BoxFuture<'a, Result<Option<ProfileHeader>, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_as("SELECT id, created_at, merged_into FROM profiles WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await?)
-                })
-            }
-
-            fn identities<'a>(
-                &'a self,
-                id: &'a ProfileId,
-            ) -> BoxFuture<'a, Result<Vec<IdentityRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-                        "SELECT kind, value, added_at, seq FROM identities WHERE profile_id = $1 \
-                         ORDER BY added_at, kind, value",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(kind, value, added_at, seq)| IdentityRow { kind, value, added_at, seq })
-                        .collect())
-                })
-            }
-
-            fn traits<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                        "SELECT key, value, updated_at FROM profile_traits WHERE profile_id = $1 ORDER BY key",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(key, value, updated_at)| TraitRow { key, value: json_or_string(value), updated_at })
-                        .collect())
-                })
-            }
-
-            fn accounts<'a>(
-                &'a self,
-                id: &'a ProfileId,
-            ) -> BoxFuture<'a, Result<Vec<Account>, StorageError>> {
-                Box::pin(async move {
-                    let groups: Vec<String> = sqlx::query_scalar(
-                        "SELECT group_id FROM profile_accounts WHERE profile_id = $1 ORDER BY group_id",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    let mut out = Vec::with_capacity(groups.len());
-                    for g in groups {
-                        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                            "SELECT key, value, updated_at FROM account_traits WHERE group_id = $1 ORDER BY key",
+                            sqlx::query(
+                            "INSERT INTO merges (winner, loser, reason, seq, at) VALUES ($1, $2, $3, $4, $5)",
                         )
-                        .bind(&g)
-                        .fetch_all(&self.pool)
+                        .bind(winner)
+                        .bind(loser)
+                        .bind(reason)
+                        .bind(seq)
+                        .bind(at)
+                        .execute(&mut **tx)
                         .await?;
-                        let traits = rows
-                            .into_iter()
-                            .map(|(key, value, updated_at)| TraitRow { key, value: json_or_string(value), updated_at })
-                            .collect();
-                        out.push((g, traits));
+                        }
+                        Op::SetTraits {
+                            profile,
+                            traits,
+                            updated_at,
+                            seq,
+                        } => {
+                            for (key, value) in traits {
+                                sqlx::query(
+                                "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
+                                 VALUES ($1, $2, $3, $4, $5) \
+                                 ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
+                                 updated_at = excluded.updated_at, seq = excluded.seq \
+                                 WHERE excluded.updated_at >= profile_traits.updated_at",
+                            )
+                            .bind(profile)
+                            .bind(key)
+                            .bind(value)
+                            .bind(updated_at)
+                            .bind(seq)
+                            .execute(&mut **tx)
+                            .await?;
+                            }
+                        }
+                        Op::SetAccount {
+                            profile,
+                            group_id,
+                            traits,
+                            updated_at,
+                        } => {
+                            sqlx::query(
+                            "INSERT INTO profile_accounts (profile_id, group_id) VALUES ($1, $2) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(profile)
+                        .bind(group_id)
+                        .execute(&mut **tx)
+                        .await?;
+                            for (key, value) in traits {
+                                sqlx::query(
+                                    "INSERT INTO account_traits (group_id, key, value, updated_at) \
+                                 VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, \
+                                 updated_at = excluded.updated_at \
+                                 WHERE excluded.updated_at >= account_traits.updated_at",
+                                )
+                                .bind(group_id)
+                                .bind(key)
+                                .bind(value)
+                                .bind(updated_at)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                        }
+                        Op::Aggregate {
+                            profile,
+                            event,
+                            values,
+                        } => {
+                            for (property, v) in values {
+                                sqlx::query(&format!(
+                                "INSERT INTO profile_aggregates (profile_id, event, property, n, total, min_value, max_value) \
+                                 VALUES ($1, $2, $3, 1, $4, $4, $4) ON CONFLICT (profile_id, event, property) DO UPDATE SET {FOLD}"
+                            ))
+                            .bind(profile)
+                            .bind(event)
+                            .bind(property)
+                            .bind(v)
+                            .execute(&mut **tx)
+                            .await?;
+                            }
+                        }
+                        Op::DropMessage { seq } => {
+                            sqlx::query("DELETE FROM messages WHERE seq = $1")
+                                .bind(seq)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
                     }
-                    Ok(out)
-                })
+                }
             }
+            Ok(())
+        })
+    }
 
-            fn timeline<'a>(
-                &'a self,
-                id: &'a ProfileId,
-                before: Option<(i64, i64)>,
-                limit: i64,
-            ) -> BoxFuture<'a, Result<Vec<TimelineRow>, StorageError>> {
-                Box::pin(async move {
-                    let (t, s) = before.unwrap_or((i64::MAX, i64::MAX));
-                    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-                        "SELECT pm.seq, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
-                         JOIN messages m ON m.seq = pm.seq WHERE pm.profile_id = $1 \
-                         AND (pm.event_time < $2 OR (pm.event_time = $2 AND pm.seq < $3)) \
-                         ORDER BY pm.event_time DESC, pm.seq DESC LIMIT $4",
-                    )
+    fn commit(
+        self: Box<Self>,
+        name: String,
+        seq: i64,
+    ) -> BoxFuture<'static, Result<(), StorageError>> {
+        Box::pin(async move {
+            let mut tx = self.tx;
+            sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = $2")
+                .bind(seq)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl<DB> ProfileStore for SqlProfiles<DB>
+where
+    Db<DB>: BeginWrite<Db = DB> + BeginRead<Db = DB>,
+    DB: ProfileSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'q> Encode<'q, DB>,
+    Option<ProfileId>: Type<DB> + for<'q> Encode<'q, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    f64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
+        Box::pin(async move {
+            let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
+            Ok(Box::new(SqlProfileTx { tx, _gate: None }) as Box<dyn ProfileTx>)
+        })
+    }
+
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
+        Box::pin(async move {
+            let (tx, gate) = self.pool.begin_write().await?;
+            Ok(Box::new(SqlProfileTx { tx, _gate: gate }) as Box<dyn ProfileTx>)
+        })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        id: &'a Identifier,
+    ) -> BoxFuture<'a, Result<Option<ProfileId>, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT profile_id FROM identities WHERE kind = $1 AND value = $2",
+            )
+            .bind(&id.kind)
+            .bind(&id.value)
+            .fetch_optional(&self.pool)
+            .await?)
+        })
+    }
+
+    fn profile<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Option<ProfileHeader>, StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_as("SELECT id, created_at, merged_into FROM profiles WHERE id = $1")
                     .bind(id)
-                    .bind(t)
-                    .bind(s)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(seq, event_time, body)| TimelineRow { seq, event_time, message: json_or_string(body) })
-                        .collect())
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+    }
+
+    fn identities<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<IdentityRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                "SELECT kind, value, added_at, seq FROM identities WHERE profile_id = $1 \
+                 ORDER BY added_at, kind, value",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(kind, value, added_at, seq)| IdentityRow {
+                    kind,
+                    value,
+                    added_at,
+                    seq,
                 })
-            }
+                .collect())
+        })
+    }
 
-            fn event_stats<'a>(
-                &'a self,
-                id: &'a ProfileId,
-                now: i64,
-            ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, Option<String>, i64, i64, i64, i64, i64)> = sqlx::query_as(
-                        "SELECT kind, event, COUNT(*), \
-                         SUM(CASE WHEN event_time >= $2 THEN 1 ELSE 0 END), \
-                         SUM(CASE WHEN event_time >= $3 THEN 1 ELSE 0 END), \
-                         MIN(event_time), MAX(event_time) \
-                         FROM profile_messages WHERE profile_id = $1 GROUP BY kind, event ORDER BY kind, event",
-                    )
-                    .bind(id)
-                    .bind(now - 7 * 86_400_000)
-                    .bind(now - 30 * 86_400_000)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(kind, event, total, last_7d, last_30d, first, last)| EventStat {
-                            kind, event, total, last_7d, last_30d, first, last,
-                        })
-                        .collect())
+    fn traits<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT key, value, updated_at FROM profile_traits WHERE profile_id = $1 ORDER BY key",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(key, value, updated_at)| TraitRow {
+                    key,
+                    value: json_or_string(value),
+                    updated_at,
                 })
-            }
+                .collect())
+        })
+    }
 
-            fn aggregates<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<AggregateRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(String, String, i64, f64, f64, f64)> = sqlx::query_as(
-                        "SELECT event, property, n, total, min_value, max_value FROM profile_aggregates \
-                         WHERE profile_id = $1 ORDER BY event, property",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(event, property, count, sum, min, max)| AggregateRow { event, property, count, sum, min, max })
-                        .collect())
+    fn accounts<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<Account>, StorageError>> {
+        Box::pin(async move {
+            let groups: Vec<String> = sqlx::query_scalar(
+                "SELECT group_id FROM profile_accounts WHERE profile_id = $1 ORDER BY group_id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut out = Vec::with_capacity(groups.len());
+            for g in groups {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT key, value, updated_at FROM account_traits WHERE group_id = $1 ORDER BY key",
+                )
+                .bind(&g)
+                .fetch_all(&self.pool)
+                .await?;
+                let traits = rows
+                    .into_iter()
+                    .map(|(key, value, updated_at)| TraitRow {
+                        key,
+                        value: json_or_string(value),
+                        updated_at,
+                    })
+                    .collect();
+                out.push((g, traits));
+            }
+            Ok(out)
+        })
+    }
+
+    fn timeline<'a>(
+        &'a self,
+        id: &'a ProfileId,
+        before: Option<(i64, i64)>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<TimelineRow>, StorageError>> {
+        Box::pin(async move {
+            let (t, s) = before.unwrap_or((i64::MAX, i64::MAX));
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+                "SELECT pm.seq, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
+                 JOIN messages m ON m.seq = pm.seq WHERE pm.profile_id = $1 \
+                 AND (pm.event_time < $2 OR (pm.event_time = $2 AND pm.seq < $3)) \
+                 ORDER BY pm.event_time DESC, pm.seq DESC LIMIT $4",
+            )
+            .bind(id)
+            .bind(t)
+            .bind(s)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, event_time, body)| TimelineRow {
+                    seq,
+                    event_time,
+                    message: json_or_string(body),
                 })
-            }
+                .collect())
+        })
+    }
 
-            fn active_days<'a>(&'a self, id: &'a ProfileId, since: i64) -> BoxFuture<'a, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(
-                        "SELECT COUNT(DISTINCT event_time / 86400000) FROM profile_messages \
-                         WHERE profile_id = $1 AND event_time >= $2",
-                    )
-                    .bind(id)
-                    .bind(since)
+    fn event_stats<'a>(
+        &'a self,
+        id: &'a ProfileId,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Vec<EventStat>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<EventStatTuple> = sqlx::query_as(
+                "SELECT kind, event, COUNT(*), \
+                 SUM(CASE WHEN event_time >= $2 THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN event_time >= $3 THEN 1 ELSE 0 END), \
+                 MIN(event_time), MAX(event_time) \
+                 FROM profile_messages WHERE profile_id = $1 GROUP BY kind, event ORDER BY kind, event",
+            )
+            .bind(id)
+            .bind(now - 7 * 86_400_000)
+            .bind(now - 30 * 86_400_000)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(kind, event, total, last_7d, last_30d, first, last)| EventStat {
+                        kind,
+                        event,
+                        total,
+                        last_7d,
+                        last_30d,
+                        first,
+                        last,
+                    },
+                )
+                .collect())
+        })
+    }
+
+    fn aggregates<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<AggregateRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64, f64, f64, f64)> = sqlx::query_as(
+                "SELECT event, property, n, total, min_value, max_value FROM profile_aggregates \
+                 WHERE profile_id = $1 ORDER BY event, property",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(event, property, count, sum, min, max)| AggregateRow {
+                    event,
+                    property,
+                    count,
+                    sum,
+                    min,
+                    max,
+                })
+                .collect())
+        })
+    }
+
+    fn active_days<'a>(
+        &'a self,
+        id: &'a ProfileId,
+        since: i64,
+    ) -> BoxFuture<'a, Result<i64, StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT event_time / 86400000) FROM profile_messages \
+                 WHERE profile_id = $1 AND event_time >= $2",
+            )
+            .bind(id)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?)
+        })
+    }
+
+    fn merges<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(ProfileId, ProfileId, String, i64, i64)> = sqlx::query_as(
+                "SELECT winner, loser, reason, seq, at FROM merges \
+                 WHERE winner = $1 OR loser = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(winner, loser, reason, seq, at)| MergeRow {
+                    winner,
+                    loser,
+                    reason,
+                    seq,
+                    at,
+                })
+                .collect())
+        })
+    }
+
+    fn reports<'a>(
+        &'a self,
+        id: &'a ProfileId,
+    ) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>> {
+        Box::pin(async move {
+            let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+                "SELECT seq, kind, id_kind, id_value, detail FROM identity_reports \
+                 WHERE profile_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, kind, id_kind, id_value, detail)| ReportRow {
+                    seq,
+                    kind,
+                    id_kind,
+                    id_value,
+                    detail,
+                })
+                .collect())
+        })
+    }
+
+    fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = $1")
+                    .bind(name)
                     .fetch_one(&self.pool)
-                    .await?)
-                })
-            }
+                    .await?,
+            )
+        })
+    }
 
-            fn merges<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(ProfileId, ProfileId, String, i64, i64)> = sqlx::query_as(
-                        "SELECT winner, loser, reason, seq, at FROM merges \
-                         WHERE winner = $1 OR loser = $1 ORDER BY id",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(winner, loser, reason, seq, at)| MergeRow { winner, loser, reason, seq, at })
-                        .collect())
-                })
-            }
+    fn head(&self) -> BoxFuture<'_, Result<i64, StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM messages")
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        })
+    }
 
-            fn reports<'a>(&'a self, id: &'a ProfileId) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>> {
-                Box::pin(async move {
-                    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
-                        "SELECT seq, kind, id_kind, id_value, detail FROM identity_reports \
-                         WHERE profile_id = $1 ORDER BY id",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|(seq, kind, id_kind, id_value, detail)| ReportRow { seq, kind, id_kind, id_value, detail })
-                        .collect())
-                })
-            }
-
-            fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar("SELECT seq FROM pipeline_cursors WHERE name = $1")
-                        .bind(name)
-                        .fetch_one(&self.pool)
-                        .await?)
-                })
-            }
-
-            fn head(&self) -> BoxFuture<'_, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM messages")
-                        .fetch_one(&self.pool)
-                        .await?)
-                })
-            }
-
-            fn count(&self) -> BoxFuture<'_, Result<i64, StorageError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
-                        .fetch_one(&self.pool)
-                        .await?)
-                })
-            }
-        }
-    };
+    fn count(&self) -> BoxFuture<'_, Result<i64, StorageError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        })
+    }
 }
-
-mod sqlite_impl {
-    use super::*;
-    impl_profile_store!(
-        SqliteProfiles,
-        SqliteProfileTx,
-        sqlx::Sqlite,
-        crate::storage::Db<sqlx::Sqlite>
-    );
-}
-mod pg_impl {
-    use super::*;
-    impl_profile_store!(
-        PgProfiles,
-        PgProfileTx,
-        sqlx::Postgres,
-        crate::storage::Db<sqlx::Postgres>
-    );
-}
-pub use pg_impl::{PgProfileTx, PgProfiles};
-pub use sqlite_impl::{SqliteProfileTx, SqliteProfiles};
