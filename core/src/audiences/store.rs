@@ -2,15 +2,14 @@
 //! profiles or all of them, and writing the membership changes `decide.rs` chose. What a loaded
 //! row means (event filters, window expiry, journey ranks) is decided in `engine.rs`; this file
 //! only queries and writes. One implementation generic over the database: the SQL (`$N`
-//! placeholders) is the same on SQLite and PostgreSQL; `AudienceSql` holds what differs.
+//! placeholders) is the same on SQLite and PostgreSQL; `Dialect` holds what differs.
 
 use super::condition::Performed;
 use super::engine::{self, Bits, Column, Counts, Table};
 use crate::identity::ProfileId;
-use crate::storage::{BeginRead, BeginWrite, Db, StorageError};
+use crate::storage::{BeginRead, BeginWrite, Db, Dialect, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
-use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 use std::collections::HashMap;
 use touchpoint_tracking_plan::TrackingPlan;
@@ -264,42 +263,6 @@ pub type SqliteAudiences = SqlAudiences<sqlx::Sqlite>;
 /// PostgreSQL's audience repository.
 pub type PgAudiences = SqlAudiences<sqlx::Postgres>;
 
-/// What generic code cannot do the same way on SQLite and PostgreSQL (the SQL text is shared).
-trait AudienceSql: Database {
-    /// The number of rows a statement changed (each driver's result type has its own
-    /// `rows_affected`, with no trait in common).
-    fn rows_affected(result: &Self::QueryResult) -> u64;
-
-    /// `q.build()`, with the arguments' lifetime shortened to the borrow of `q`. Each driver's
-    /// arguments type allows that; a generic `Self::Arguments<'args>` does not, so generic code
-    /// could only run the query while borrowing `q` for as long as `q` lives.
-    fn build<'q>(q: &'q mut QueryBuilder<'_, Self>) -> Query<'q, Self, Self::Arguments<'q>>;
-}
-
-impl AudienceSql for sqlx::Sqlite {
-    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        result.rows_affected()
-    }
-
-    fn build<'q>(
-        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
-    ) -> Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-        q.build()
-    }
-}
-
-impl AudienceSql for sqlx::Postgres {
-    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
-        result.rows_affected()
-    }
-
-    fn build<'q>(
-        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
-    ) -> Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        q.build()
-    }
-}
-
 /// An `audiences` row: id, name, description, condition, origin, backfill done, total, finished.
 type AudienceTuple = (
     String,
@@ -321,7 +284,7 @@ struct SqlAudienceTx<DB: Database> {
 
 impl<DB> AudienceTx for SqlAudienceTx<DB>
 where
-    DB: AudienceSql,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -816,7 +779,7 @@ where
 
 impl<DB> SqlAudienceTx<DB>
 where
-    DB: AudienceSql,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -993,7 +956,7 @@ where
 impl<DB> AudienceStore for SqlAudiences<DB>
 where
     Db<DB>: BeginWrite<Db = DB> + BeginRead<Db = DB>,
-    DB: AudienceSql,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,

@@ -5,10 +5,10 @@
 
 use super::tokens::Scope;
 use crate::identity::ProfileId;
-use crate::storage::{BeginWrite, Db, StorageError};
+use crate::storage::{BeginWrite, Db, Statement, StorageError};
 use futures_util::future::BoxFuture;
 use sqlx::any::AnyQueryResult;
-use sqlx::{Arguments, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// A token as stored (never the token itself: only its hash is kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,61 +240,6 @@ fn token_row(r: TokenTuple) -> TokenRow {
 
 fn json_or_string(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-}
-
-/// A statement assembled at run time with its bound values: the text `sqlx::QueryBuilder` would
-/// build (each bind formatted by the database's own arguments, `?` on SQLite and `$N` on
-/// PostgreSQL), but the arguments are handed over by value. Generic code cannot run a
-/// `QueryBuilder`: running it borrows the builder for the lifetime of its own arguments, and the
-/// borrow checker then cannot prove that dropping the builder is sound for an unknown database.
-struct Statement<'a, DB: Database> {
-    sql: String,
-    args: DB::Arguments<'a>,
-}
-
-impl<'a, DB: Database> Statement<'a, DB> {
-    /// Starts a statement with a SQL fragment.
-    fn new(init: impl Into<String>) -> Self {
-        Statement {
-            sql: init.into(),
-            args: Default::default(),
-        }
-    }
-
-    /// Appends SQL text.
-    fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
-        use std::fmt::Write;
-        write!(self.sql, "{sql}").expect("error formatting `sql`");
-        self
-    }
-
-    /// Binds a value and appends its placeholder.
-    fn push_bind<T: 'a + Encode<'a, DB> + Type<DB>>(&mut self, value: T) -> &mut Self {
-        self.args.add(value).expect("Failed to add argument");
-        self.args
-            .format_placeholder(&mut self.sql)
-            .expect("error in format_placeholder");
-        self
-    }
-
-    /// Binds values and appends their placeholders, separated by `, `.
-    fn push_bind_list<T: 'a + Encode<'a, DB> + Type<DB>>(
-        &mut self,
-        values: impl IntoIterator<Item = T>,
-    ) -> &mut Self {
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.push_bind(value);
-        }
-        self
-    }
-
-    /// The SQL text and its arguments, for `sqlx::query_as_with` and friends.
-    fn into_parts(self) -> (String, DB::Arguments<'a>) {
-        (self.sql, self.args)
-    }
 }
 
 /// [`ApiStore`] over a migrated SQLite or PostgreSQL pool.

@@ -1,7 +1,7 @@
 //! The quarantine: positions a stage set aside after bounded retries, with the error, so the stage
 //! moves on. Setting aside and moving the cursor past the position are one transaction.
 
-use crate::storage::{BeginWrite, Db, StorageError};
+use crate::storage::{BeginWrite, Db, Dialect, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
@@ -129,28 +129,9 @@ pub type SqliteQuarantine = SqlQuarantine<sqlx::Sqlite>;
 /// PostgreSQL's quarantine.
 pub type PgQuarantine = SqlQuarantine<sqlx::Postgres>;
 
-/// What differs between SQLite and PostgreSQL here: only how a statement's result reports the rows
-/// it changed (each driver's result type has its own `rows_affected`, with no trait in common).
-trait QuarantineSql: Database {
-    /// The number of rows the statement changed.
-    fn rows_affected(result: &Self::QueryResult) -> u64;
-}
-
-impl QuarantineSql for sqlx::Sqlite {
-    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        result.rows_affected()
-    }
-}
-
-impl QuarantineSql for sqlx::Postgres {
-    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
-        result.rows_affected()
-    }
-}
-
 impl<DB> QuarantineStore for SqlQuarantine<DB>
 where
-    DB: QuarantineSql,
+    DB: Dialect,
     Db<DB>: BeginWrite<Db = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,

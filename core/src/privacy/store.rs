@@ -7,11 +7,11 @@
 use super::{MessageFate, MessageRow, Scrubber, identifier_hash, message_fate};
 use crate::destinations::erasure::Subject;
 use crate::identity::{Identifier, ProfileId};
-use crate::storage::{BeginWrite, Db, StorageError};
+use crate::storage::{BeginWrite, Db, Statement, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::any::AnyQueryResult;
-use sqlx::{Arguments, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// Rows read per candidate page while erasing (bounds memory, not the work).
 const PAGE: i64 = 500;
@@ -194,61 +194,6 @@ fn push_like<'a, DB: sqlx::Database>(
         }
     }
     q.push(")");
-}
-
-/// A statement assembled at run time with its bound values: the text `sqlx::QueryBuilder` would
-/// build (each bind formatted by the database's own arguments, `?` on SQLite and `$N` on
-/// PostgreSQL), but the arguments are handed over by value. Generic code cannot run a
-/// `QueryBuilder`: running it borrows the builder for the lifetime of its own arguments, and the
-/// borrow checker then cannot prove that dropping the builder is sound for an unknown database.
-struct Statement<'a, DB: Database> {
-    sql: String,
-    args: DB::Arguments<'a>,
-}
-
-impl<'a, DB: Database> Statement<'a, DB> {
-    /// Starts a statement with a SQL fragment.
-    fn new(init: impl Into<String>) -> Self {
-        Statement {
-            sql: init.into(),
-            args: Default::default(),
-        }
-    }
-
-    /// Appends SQL text.
-    fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
-        use std::fmt::Write;
-        write!(self.sql, "{sql}").expect("error formatting `sql`");
-        self
-    }
-
-    /// Binds a value and appends its placeholder.
-    fn push_bind<T: 'a + Encode<'a, DB> + Type<DB>>(&mut self, value: T) -> &mut Self {
-        self.args.add(value).expect("Failed to add argument");
-        self.args
-            .format_placeholder(&mut self.sql)
-            .expect("error in format_placeholder");
-        self
-    }
-
-    /// Binds values and appends their placeholders, separated by `, `.
-    fn push_bind_list<T: 'a + Encode<'a, DB> + Type<DB>>(
-        &mut self,
-        values: impl IntoIterator<Item = T>,
-    ) -> &mut Self {
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.push_bind(value);
-        }
-        self
-    }
-
-    /// The SQL text and its arguments, for `sqlx::query_as_with` and friends.
-    fn into_parts(self) -> (String, DB::Arguments<'a>) {
-        (self.sql, self.args)
-    }
 }
 
 /// Settles a regulation's status from its destinations' statuses (`None` while any is pending).

@@ -1,14 +1,11 @@
 //! The profile repository: one implementation generic over the database. The SQL (`$N`
-//! placeholders) is the same on SQLite and PostgreSQL; `ProfileSql` holds what differs.
+//! placeholders) is the same on SQLite and PostgreSQL; `Dialect` holds what differs.
 
 use crate::identity::{Identifier, ProfileId};
-use crate::storage::{BeginRead, BeginWrite, Db, StorageError};
+use crate::storage::{BeginRead, BeginWrite, Db, Dialect, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
-use sqlx::query::{Query, QueryAs, QueryScalar};
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type,
-};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
 /// A message of the log, as the processor reads it.
 #[derive(Debug, Clone)]
@@ -396,89 +393,13 @@ pub type SqliteProfileTx = SqlProfileTx<sqlx::Sqlite>;
 /// A processing transaction on PostgreSQL.
 pub type PgProfileTx = SqlProfileTx<sqlx::Postgres>;
 
-/// What generic code cannot do the same way on SQLite and PostgreSQL (the SQL text is shared):
-/// running a `QueryBuilder`'s query. Its `build*` methods return the arguments with the builder's
-/// own lifetime; each driver's arguments type lets that shorten to the borrow of the builder, a
-/// generic `Self::Arguments<'args>` does not, so generic code could only run the query while
-/// borrowing the builder for as long as it lives.
-trait ProfileSql: Database {
-    /// `q.build()`.
-    fn build<'q>(q: &'q mut QueryBuilder<'_, Self>) -> Query<'q, Self, Self::Arguments<'q>>;
-
-    /// `q.build_query_as()`.
-    fn build_query_as<'q, T>(
-        q: &'q mut QueryBuilder<'_, Self>,
-    ) -> QueryAs<'q, Self, T, Self::Arguments<'q>>
-    where
-        T: for<'r> FromRow<'r, Self::Row>;
-
-    /// `q.build_query_scalar()`.
-    fn build_query_scalar<'q, T>(
-        q: &'q mut QueryBuilder<'_, Self>,
-    ) -> QueryScalar<'q, Self, T, Self::Arguments<'q>>
-    where
-        (T,): for<'r> FromRow<'r, Self::Row>;
-}
-
-impl ProfileSql for sqlx::Sqlite {
-    fn build<'q>(
-        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
-    ) -> Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-        q.build()
-    }
-
-    fn build_query_as<'q, T>(
-        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
-    ) -> QueryAs<'q, sqlx::Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>
-    where
-        T: for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>,
-    {
-        q.build_query_as()
-    }
-
-    fn build_query_scalar<'q, T>(
-        q: &'q mut QueryBuilder<'_, sqlx::Sqlite>,
-    ) -> QueryScalar<'q, sqlx::Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>
-    where
-        (T,): for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>,
-    {
-        q.build_query_scalar()
-    }
-}
-
-impl ProfileSql for sqlx::Postgres {
-    fn build<'q>(
-        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
-    ) -> Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        q.build()
-    }
-
-    fn build_query_as<'q, T>(
-        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
-    ) -> QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
-    where
-        T: for<'r> FromRow<'r, sqlx::postgres::PgRow>,
-    {
-        q.build_query_as()
-    }
-
-    fn build_query_scalar<'q, T>(
-        q: &'q mut QueryBuilder<'_, sqlx::Postgres>,
-    ) -> QueryScalar<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
-    where
-        (T,): for<'r> FromRow<'r, sqlx::postgres::PgRow>,
-    {
-        q.build_query_scalar()
-    }
-}
-
 /// Multi-row inserts of the profiles, identities, timeline links and reports in `ops`.
 async fn insert_batched<DB>(
     tx: &mut sqlx::Transaction<'static, DB>,
     ops: &[Op],
 ) -> Result<(), StorageError>
 where
-    DB: ProfileSql,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -589,7 +510,7 @@ where
 
 impl<DB> ProfileTx for SqlProfileTx<DB>
 where
-    DB: ProfileSql,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -907,7 +828,7 @@ where
 impl<DB> ProfileStore for SqlProfiles<DB>
 where
     Db<DB>: BeginWrite<Db = DB> + BeginRead<Db = DB>,
-    DB: ProfileSql,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     usize: ColumnIndex<DB::Row>,

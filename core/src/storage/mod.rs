@@ -3,10 +3,12 @@
 //! Both adapters run the same tests (`tests/` spawns the server against each). The message log is
 //! append-only; `seq` is the position the processing pipeline resumes from.
 
+mod dialect;
 mod postgres;
 mod shared;
 mod sqlite;
 
+pub(crate) use dialect::Dialect;
 pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
 pub use sqlite::SqliteStore;
 
@@ -377,6 +379,65 @@ impl BeginWrite for Db<sqlx::Postgres> {
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Gate), sqlx::Error> {
         Ok((self.pool.begin().await?, None))
+    }
+}
+
+/// A statement assembled at run time with its bound values: the text `sqlx::QueryBuilder` would
+/// build (each bind formatted by the database's own arguments, `?` on SQLite and `$N` on
+/// PostgreSQL), but the arguments are handed over by value. Generic code cannot run a
+/// `QueryBuilder`: running it borrows the builder for the lifetime of its own arguments, and the
+/// borrow checker then cannot prove that dropping the builder is sound for an unknown database.
+pub(crate) struct Statement<'a, DB: sqlx::Database> {
+    sql: String,
+    args: DB::Arguments<'a>,
+}
+
+impl<'a, DB: sqlx::Database> Statement<'a, DB> {
+    /// Starts a statement with a SQL fragment.
+    pub(crate) fn new(init: impl Into<String>) -> Self {
+        Statement {
+            sql: init.into(),
+            args: Default::default(),
+        }
+    }
+
+    /// Appends SQL text.
+    pub(crate) fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        write!(self.sql, "{sql}").expect("error formatting `sql`");
+        self
+    }
+
+    /// Binds a value and appends its placeholder.
+    pub(crate) fn push_bind<T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>>(
+        &mut self,
+        value: T,
+    ) -> &mut Self {
+        use sqlx::Arguments;
+        self.args.add(value).expect("Failed to add argument");
+        self.args
+            .format_placeholder(&mut self.sql)
+            .expect("error in format_placeholder");
+        self
+    }
+
+    /// Binds values and appends their placeholders, separated by `, `.
+    pub(crate) fn push_bind_list<T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>>(
+        &mut self,
+        values: impl IntoIterator<Item = T>,
+    ) -> &mut Self {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(value);
+        }
+        self
+    }
+
+    /// The SQL text and its arguments, for `sqlx::query_as_with` and friends.
+    pub(crate) fn into_parts(self) -> (String, DB::Arguments<'a>) {
+        (self.sql, self.args)
     }
 }
 
