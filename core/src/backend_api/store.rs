@@ -5,9 +5,8 @@
 
 use super::tokens::Scope;
 use crate::identity::ProfileId;
-use crate::storage::{BeginWrite, Db, Statement, StorageError};
+use crate::storage::{BeginWrite, Db, Dialect, Statement, StorageError};
 use futures_util::future::BoxFuture;
-use sqlx::any::AnyQueryResult;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// A token as stored (never the token itself: only its hash is kept).
@@ -273,7 +272,7 @@ where
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     Option<i64>: Type<DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Type<DB> + Encode<'q, DB>,
-    AnyQueryResult: From<DB::QueryResult>,
+    DB: Dialect,
 {
     fn create_token<'a>(
         &'a self,
@@ -340,7 +339,7 @@ where
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(AnyQueryResult::from(n).rows_affected() == 1)
+            Ok(DB::rows_affected(&n) == 1)
         })
     }
 

@@ -7,10 +7,9 @@
 
 use super::ActivationKind;
 use crate::identity::ProfileId;
-use crate::storage::{BeginWrite, Db, StorageError};
+use crate::storage::{BeginWrite, Db, Dialect, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
-use sqlx::any::AnyQueryResult;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// A message the activation stage reads: processed, not blocked, linked to a profile.
@@ -427,7 +426,7 @@ where
     Option<i64>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Type<DB> + Encode<'q, DB>,
     for<'q> Option<&'q str>: Type<DB> + Encode<'q, DB>,
-    AnyQueryResult: From<DB::QueryResult>,
+    DB: Dialect,
 {
     fn lock_cursor<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
         Box::pin(async move {
@@ -686,8 +685,7 @@ where
                 .bind(&r.profile_id)
                 .execute(&mut *self.tx)
                 .await
-                .map(AnyQueryResult::from)?
-                .rows_affected();
+                .map(|r| DB::rows_affected(&r))?;
             }
             Ok(added)
         })
@@ -725,7 +723,7 @@ where
     Option<i64>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Type<DB> + Encode<'q, DB>,
     for<'q> Option<&'q str>: Type<DB> + Encode<'q, DB>,
-    AnyQueryResult: From<DB::QueryResult>,
+    DB: Dialect,
 {
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn StageTx>, StorageError>> {
         Box::pin(async move {
@@ -924,8 +922,7 @@ where
             .bind(now)
             .execute(&self.pool)
             .await
-            .map(AnyQueryResult::from)?
-            .rows_affected())
+            .map(|r| DB::rows_affected(&r))?)
         })
     }
 

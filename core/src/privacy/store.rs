@@ -10,7 +10,6 @@ use crate::identity::{Identifier, ProfileId};
 use crate::storage::{BeginWrite, Db, Statement, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
-use sqlx::any::AnyQueryResult;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// Rows read per candidate page while erasing (bounds memory, not the work).
@@ -321,7 +320,7 @@ where
     Option<i64>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Type<DB> + Encode<'q, DB>,
     for<'q> Option<&'q str>: Type<DB> + Encode<'q, DB>,
-    AnyQueryResult: From<DB::QueryResult>,
+    DB: crate::storage::Dialect,
 {
     async fn erase_in(
         tx: &mut sqlx::Transaction<'static, DB>,
@@ -404,8 +403,7 @@ where
                     .bind(p)
                     .execute(&mut **tx)
                     .await
-                    .map(AnyQueryResult::from)?
-                    .rows_affected();
+                    .map(|r| DB::rows_affected(&r))?;
             }
         }
         sqlx::query("DELETE FROM profiles WHERE id = $1 OR merged_into = $1")
@@ -512,8 +510,7 @@ where
                             .bind(seq)
                             .execute(&mut **tx)
                             .await
-                            .map(AnyQueryResult::from)?
-                            .rows_affected();
+                            .map(|r| DB::rows_affected(&r))?;
                     }
                     MessageFate::Rewrite {
                         body,
@@ -529,8 +526,7 @@ where
                             .bind(seq)
                             .execute(&mut **tx)
                             .await
-                            .map(AnyQueryResult::from)?
-                            .rows_affected();
+                            .map(|r| DB::rows_affected(&r))?;
                     }
                     MessageFate::Keep => {}
                 }
@@ -572,8 +568,7 @@ where
                         .bind(id)
                         .execute(&mut **tx)
                         .await
-                        .map(AnyQueryResult::from)?
-                        .rows_affected();
+                        .map(|r| DB::rows_affected(&r))?;
                 }
             }
             if (rows.len() as i64) < PAGE {
@@ -604,8 +599,7 @@ where
                         .bind(id)
                         .execute(&mut **tx)
                         .await
-                        .map(AnyQueryResult::from)?
-                        .rows_affected();
+                        .map(|r| DB::rows_affected(&r))?;
                 }
             }
             if (rows.len() as i64) < PAGE {
@@ -633,8 +627,7 @@ where
                         .bind(id)
                         .execute(&mut **tx)
                         .await
-                        .map(AnyQueryResult::from)?
-                        .rows_affected();
+                        .map(|r| DB::rows_affected(&r))?;
                 }
             }
             if (rows.len() as i64) < PAGE {
@@ -671,8 +664,7 @@ where
                         .bind(id)
                         .execute(&mut **tx)
                         .await
-                        .map(AnyQueryResult::from)?
-                        .rows_affected();
+                        .map(|r| DB::rows_affected(&r))?;
                     continue;
                 }
                 let new_payload = scrubber.scrub_json_text(payload);
@@ -686,8 +678,7 @@ where
                     .bind(id)
                     .execute(&mut **tx)
                     .await
-                    .map(AnyQueryResult::from)?
-                    .rows_affected();
+                    .map(|r| DB::rows_affected(&r))?;
                 }
             }
             if (rows.len() as i64) < PAGE {
@@ -722,8 +713,7 @@ where
                     .bind(id)
                     .execute(&mut **tx)
                     .await
-                    .map(AnyQueryResult::from)?
-                    .rows_affected();
+                    .map(|r| DB::rows_affected(&r))?;
                 }
             }
             if (rows.len() as i64) < PAGE {
@@ -760,8 +750,7 @@ where
                     .bind(id)
                     .execute(&mut **tx)
                     .await
-                    .map(AnyQueryResult::from)?
-                    .rows_affected();
+                    .map(|r| DB::rows_affected(&r))?;
                 }
             }
             if (rows.len() as i64) < PAGE {
@@ -792,8 +781,7 @@ where
                     .bind(key)
                     .execute(&mut **tx)
                     .await
-                    .map(AnyQueryResult::from)?
-                    .rows_affected();
+                    .map(|r| DB::rows_affected(&r))?;
                 }
             }
         }
@@ -867,7 +855,7 @@ where
     Option<i64>: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Type<DB> + Encode<'q, DB>,
     for<'q> Option<&'q str>: Type<DB> + Encode<'q, DB>,
-    AnyQueryResult: From<DB::QueryResult>,
+    DB: crate::storage::Dialect,
 {
     fn erase<'a>(
         &'a self,
@@ -1065,11 +1053,7 @@ where
                     if sql == messages {
                         q = q.bind(floor);
                     }
-                    let n = q
-                        .execute(&mut *tx)
-                        .await
-                        .map(AnyQueryResult::from)?
-                        .rows_affected();
+                    let n = q.execute(&mut *tx).await.map(|r| DB::rows_affected(&r))?;
                     tx.commit().await?;
                     *count += n;
                     if n < PURGE_BATCH as u64 {

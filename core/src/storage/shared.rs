@@ -4,11 +4,10 @@
 //! which it provides through [`AppendRows`]; everything else is one generic implementation.
 
 use super::{
-    BeginWrite, Db, EventStore, InsertOutcome, NewMessage, NewRejected, SourceRow, StorageError,
-    StoredMessage,
+    BeginWrite, Db, Dialect, EventStore, InsertOutcome, NewMessage, NewRejected, SourceRow,
+    StorageError, StoredMessage,
 };
 use futures_util::future::BoxFuture;
-use sqlx::any::AnyQueryResult;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 /// The message log over a migrated database: [`SqliteStore`](super::SqliteStore) or
@@ -41,7 +40,7 @@ where
     Option<String>: Type<DB> + for<'r> Decode<'r, DB>,
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Type<DB> + Encode<'q, DB>,
-    AnyQueryResult: From<DB::QueryResult>,
+    DB: Dialect,
 {
     fn append<'a>(
         &'a self,
@@ -160,8 +159,7 @@ where
                 .bind(before_ms)
                 .execute(&mut *tx)
                 .await
-                .map(AnyQueryResult::from)?
-                .rows_affected();
+                .map(|r| DB::rows_affected(&r))?;
                 tx.commit().await?;
                 total += done;
                 if done == 0 {
