@@ -415,36 +415,37 @@ impl Config {
 /// A bad setting on the command line or in the environment, named by its variable (clap's own
 /// message names only the flag); `None` when the error is not about a setting.
 pub(crate) fn setting_error(e: &clap::Error) -> Option<ConfigError> {
-    let e = clap_error(e);
-    (e.var != "configuration").then_some(e)
-}
-
-/// A clap error as a [`ConfigError`] naming the environment variable of the flag it is about.
-fn clap_error(e: &clap::Error) -> ConfigError {
     use clap::CommandFactory;
     use clap::error::{ContextKind, ContextValue};
-    let flag = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) => s.clone(),
-        _ => String::new(),
+    let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg) else {
+        return None;
     };
+    let long = flag.split([' ', '=']).next()?.strip_prefix("--")?;
     let var = EnvOnly::command()
         .get_arguments()
-        .find(|a| {
-            a.get_long()
-                .is_some_and(|l| flag.split([' ', '=']).next() == Some(&format!("--{l}")))
-        })
-        .and_then(|a| a.get_env()?.to_str().map(str::to_owned));
-    let detail = e.to_string();
-    let detail = detail
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_str()?
         .to_owned();
-    ConfigError {
-        var: var.map_or(Cow::Borrowed("configuration"), Cow::Owned),
-        reason: detail,
-    }
+    Some(ConfigError {
+        var: Cow::Owned(var),
+        reason: first_line(e),
+    })
+}
+
+/// A clap error as a [`ConfigError`], named by its variable when it is about a setting.
+fn clap_error(e: &clap::Error) -> ConfigError {
+    setting_error(e).unwrap_or_else(|| ConfigError {
+        var: Cow::Borrowed("configuration"),
+        reason: first_line(e),
+    })
+}
+
+/// The first line of clap's message, without its `error: ` prefix.
+fn first_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.trim_start_matches("error: ").to_owned()
 }
 
 pub(crate) fn number(var: &'static str, v: &str) -> Result<u64, ConfigError> {
