@@ -967,7 +967,7 @@ where
 {
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
         Box::pin(async move {
-            let (tx, gate) = self.pool.begin_write().await?;
+            let (tx, gate) = self.pool.begin_state_write().await?;
             Ok(Box::new(SqlAudienceTx { tx, _gate: gate }) as Box<dyn AudienceTx>)
         })
     }
@@ -975,7 +975,10 @@ where
     fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn AudienceTx>, StorageError>> {
         Box::pin(async move {
             let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
-            Ok(Box::new(SqlAudienceTx { tx, _gate: None }) as Box<dyn AudienceTx>)
+            Ok(Box::new(SqlAudienceTx {
+                tx,
+                _gate: Default::default(),
+            }) as Box<dyn AudienceTx>)
         })
     }
 
@@ -988,7 +991,7 @@ where
         origin: &'a str,
     ) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             let old: Option<String> =
                 sqlx::query_scalar("SELECT condition FROM audiences WHERE id = $1")
                     .bind(id)

@@ -279,7 +279,7 @@ where
         t: &'a NewToken<'a>,
     ) -> BoxFuture<'a, Result<TokenRow, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO api_tokens (name, scopes, token_hash, prefix, created_at) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -330,7 +330,7 @@ where
 
     fn revoke_token(&self, id: i64, at: i64) -> BoxFuture<'_, Result<bool, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             let n = sqlx::query(
                 "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
             )
@@ -345,7 +345,7 @@ where
 
     fn touch_token(&self, id: i64, at: i64) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             sqlx::query(
                 "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 \
                  AND (last_used_at IS NULL OR last_used_at < $2)",

@@ -218,7 +218,7 @@ where
         at: i64,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             sqlx::query::<DB>(
                 "INSERT INTO crm_watermarks (crm, object, modified_at, deleted_at, updated_at) \
                  VALUES ($1, $2, $3, $3, $3) ON CONFLICT (crm, object) DO NOTHING",
@@ -318,7 +318,7 @@ where
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             let c = crm.as_str();
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             for (object, old, new) in &w.rekeys {
                 // A key the record already had rows under wins over the id-keyed rows.
                 sqlx::query::<DB>(

@@ -727,7 +727,7 @@ where
 {
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn StageTx>, StorageError>> {
         Box::pin(async move {
-            let (tx, gate) = self.pool.begin_write().await?;
+            let (tx, gate) = self.pool.begin_state_write().await?;
             Ok(Box::new(SqlStageTx { tx, _gate: gate }) as Box<dyn StageTx>)
         })
     }
@@ -742,7 +742,7 @@ where
         Box::pin(async move {
             // A claim writes: on SQLite it must queue on the write gate like every writer, or it
             // meets SQLite's busy handler (sleeps of up to 100 ms) behind the stages.
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(DB::CLAIM)
                 .bind(destination)
                 .bind(now)
@@ -772,7 +772,7 @@ where
         now: i64,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             for (id, attempts, outcome) in outcomes {
                 let (status, next_at, error) = match outcome {
                     RowOutcome::Delivered => (OutboxStatus::Delivered.as_str(), now, None),

@@ -513,7 +513,7 @@ where
         now: i64,
     ) -> BoxFuture<'a, Result<Option<Vec<i64>>, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             if cursor.is_none() && !handoffs.is_empty() {
                 // The time-based tick: take the stage's cursor row lock too, so its commits and the
                 // stage's (from any process) run one at a time and each sees the others' handoffs.
@@ -626,7 +626,7 @@ where
 
     fn update<'a>(&'a self, u: &'a Update, now: i64) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             sqlx::query::<DB>(
                 "UPDATE handoffs SET state = $2, progress = $3, attempts = $4, error = $5, \
                  reminded_at = $6, closed_at = $7, updated_at = $8 WHERE id = $1",
@@ -648,7 +648,7 @@ where
 
     fn claim(&self, id: i64, seen_attempts: i64) -> BoxFuture<'_, Result<bool, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             let claimed: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
                 "UPDATE handoffs SET attempts = attempts + 1 \
                  WHERE id = $1 AND attempts = $2 AND state = 'pending' RETURNING id",

@@ -150,7 +150,7 @@ impl Processor {
         }
         drop(tx);
         let write_started = std::time::Instant::now();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin(&ops).await?;
         let gate_ms = write_started.elapsed().as_millis() as u64;
         if tx.lock_cursor(CURSOR).await? != (cursor, generation) {
             return Ok(None);

@@ -272,8 +272,9 @@ pub trait ProfileTx: Send {
 
 /// Profiles: processing transactions and the read API (erasure lives in `crate::privacy`).
 pub trait ProfileStore: Send + Sync + 'static {
-    /// Starts a processing transaction.
-    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>>;
+    /// Starts the transaction that will apply `ops`: it writes the pipeline state only, unless an
+    /// op drops a message from the log (then it writes the log file too).
+    fn begin<'a>(&'a self, ops: &[Op]) -> BoxFuture<'a, Result<Box<dyn ProfileTx>, StorageError>>;
     /// Starts a read-only transaction (a consistent snapshot that never blocks writers).
     fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>>;
     /// The live profile owning an identifier.
@@ -842,13 +843,21 @@ where
     fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
         Box::pin(async move {
             let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
-            Ok(Box::new(SqlProfileTx { tx, _gate: None }) as Box<dyn ProfileTx>)
+            Ok(Box::new(SqlProfileTx {
+                tx,
+                _gate: Default::default(),
+            }) as Box<dyn ProfileTx>)
         })
     }
 
-    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
+    fn begin<'a>(&'a self, ops: &[Op]) -> BoxFuture<'a, Result<Box<dyn ProfileTx>, StorageError>> {
+        let writes_log = ops.iter().any(|op| matches!(op, Op::DropMessage { .. }));
         Box::pin(async move {
-            let (tx, gate) = self.pool.begin_write().await?;
+            let (tx, gate) = if writes_log {
+                self.pool.begin_write().await?
+            } else {
+                self.pool.begin_state_write().await?
+            };
             Ok(Box::new(SqlProfileTx { tx, _gate: gate }) as Box<dyn ProfileTx>)
         })
     }

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub(crate) use dialect::Dialect;
 pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, log_file as sqlite_log_file};
 
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -228,50 +228,106 @@ pub(crate) fn truncate_body(body: &str) -> String {
     body[..end].to_owned()
 }
 
-/// Held for the life of a write transaction on SQLite (see [`BeginWrite`]); nothing on PostgreSQL.
-pub(crate) type Gate = Option<tokio::sync::OwnedMutexGuard<()>>;
+/// Held for the life of a write transaction on SQLite (see [`BeginWrite`]); empty on PostgreSQL.
+#[derive(Default)]
+pub(crate) struct Gate {
+    _held: Vec<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Gate {
+    /// Whether the transaction holds any in-process gate (SQLite) or none (PostgreSQL).
+    #[cfg(test)]
+    pub(crate) fn is_held(&self) -> bool {
+        !self._held.is_empty()
+    }
+}
 
 /// The in-process write gate of one SQLite file: writers queue on an async mutex and wake as soon as
 /// the previous transaction ends, instead of sleeping in SQLite's busy handler (whose back-off of up
 /// to 100 ms per retry was the p99 of ingestion while the pipeline stages were writing). Ingestion
-/// has priority: a pipeline stage lets a waiting ingest commit go first (for at most 100 ms), because
-/// clients wait for acknowledgements while the stages only catch up later.
+/// has priority: a writer of the log file lets a waiting ingest commit go first (for at most
+/// 100 ms), because clients wait for acknowledgements while the stages only catch up later.
 #[derive(Default)]
 struct SqliteGate {
     lock: Arc<tokio::sync::Mutex<()>>,
     ingest_waiting: std::sync::atomic::AtomicUsize,
 }
 
-/// One database: its connection pool and, on SQLite, the file's write gate. Every repository over
-/// the database holds a clone of this one object, so they all queue on the same gate; nothing keeps
-/// gates in a process-wide map. Queries run on it like on a pool (`.fetch_all(&self.pool)`).
+impl SqliteGate {
+    /// Waits (at most 100 ms) while an ingest commit is queued on this gate.
+    async fn yield_to_ingest(&self) {
+        use std::sync::atomic::Ordering;
+        for _ in 0..100 {
+            if self.ingest_waiting.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A statement that takes the write lock of the state file (SQLite's `main` schema) and of nothing
+/// else, without changing a row: SQLite starts the write transaction of the schema an `UPDATE`
+/// names before it evaluates the `WHERE`. A deferred transaction that runs it first can then read
+/// the log file freely while ingestion keeps appending to it.
+const LOCK_STATE_FILE: &str = "UPDATE main.pipeline_cursors SET seq = seq WHERE 0";
+
+/// One database: its connection pool and, on SQLite, the write gates of its files. On the embedded
+/// default the log (`sources`, `messages`, `rejected_messages`) lives in a file of its own next to
+/// the pipeline state, each with its own gate, so an append never waits behind a stage's commit
+/// (see [`SqliteStore::connect`]); an in-memory database is one file with one gate for both. Every
+/// repository over the database holds a clone of this one object, so they all queue on the same
+/// gates; nothing keeps gates in a process-wide map. Queries run on it like on a pool
+/// (`.fetch_all(&self.pool)`).
 pub struct Db<D: sqlx::Database> {
     pool: sqlx::Pool<D>,
-    gate: Arc<SqliteGate>,
+    log_gate: Arc<SqliteGate>,
+    state_gate: Arc<SqliteGate>,
 }
 
 impl<D: sqlx::Database> Clone for Db<D> {
     fn clone(&self) -> Self {
         Db {
             pool: self.pool.clone(),
-            gate: self.gate.clone(),
+            log_gate: self.log_gate.clone(),
+            state_gate: self.state_gate.clone(),
         }
     }
 }
 
 impl<D: sqlx::Database> std::fmt::Debug for Db<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("pool", &self.pool).finish()
+        f.debug_struct("Db")
+            .field("pool", &self.pool)
+            .field("split", &self.is_split())
+            .finish()
     }
 }
 
 impl<D: sqlx::Database> Db<D> {
-    /// The database behind `pool`, with a write gate of its own.
+    /// The database behind `pool`, one file with one write gate.
     pub fn new(pool: sqlx::Pool<D>) -> Db<D> {
+        let gate = Arc::<SqliteGate>::default();
         Db {
             pool,
-            gate: Arc::default(),
+            log_gate: gate.clone(),
+            state_gate: gate,
         }
+    }
+
+    /// The database behind `pool` whose log tables live in a file of their own (attached as
+    /// `log` on every connection): two write gates, one per file.
+    pub(crate) fn split(pool: sqlx::Pool<D>) -> Db<D> {
+        Db {
+            pool,
+            log_gate: Arc::default(),
+            state_gate: Arc::default(),
+        }
+    }
+
+    /// Whether the log and the pipeline state have separate files and gates.
+    fn is_split(&self) -> bool {
+        !Arc::ptr_eq(&self.log_gate, &self.state_gate)
     }
 
     /// The connection pool (migrations, a module's own tables).
@@ -279,7 +335,6 @@ impl<D: sqlx::Database> Db<D> {
         &self.pool
     }
 }
-
 impl<'p, D: sqlx::Database> sqlx::Executor<'p> for &'_ Db<D>
 where
     for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,
@@ -326,28 +381,47 @@ where
 }
 
 impl Db<sqlx::Sqlite> {
-    /// Begins the ingest writer's transaction, ahead of waiting pipeline stages.
+    /// Begins the ingest writer's transaction, ahead of waiting writers of the log file. It writes
+    /// the log file only: on a split database it takes the log gate alone and starts deferred (its
+    /// first statement is the insert, which takes the log file's write lock and no other).
     pub(crate) async fn begin_ingest_write(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
         use std::sync::atomic::Ordering;
-        self.gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
-        let guard = self.gate.lock.clone().lock_owned().await;
-        self.gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok((tx, Some(guard)))
+        self.log_gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = self.log_gate.lock.clone().lock_owned().await;
+        self.log_gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
+        let begin = if self.is_split() {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        let tx = self.pool.begin_with(begin).await?;
+        Ok((tx, Gate { _held: vec![guard] }))
     }
 }
 
-/// Starts a transaction that will write. On SQLite it waits for the file's in-process write gate,
-/// then runs `BEGIN IMMEDIATE`: the write lock is taken before the first read, so a transaction that
-/// reads and then writes can never fail with "database is locked" when another writer committed in
-/// between. Keep the returned [`Gate`] until the transaction ends.
+/// Starts a transaction that will write. On SQLite it waits for the in-process write gates, then
+/// takes the write locks before the first read, so a transaction that reads and then writes can
+/// never fail with "database is locked" when another writer committed in between. Keep the
+/// returned [`Gate`] until the transaction ends.
 pub(crate) trait BeginWrite {
     /// The database.
     type Db: sqlx::Database;
-    /// Begins the write transaction.
+
+    /// Begins a transaction that may write anything, the log included (erasure, retention, replay
+    /// of quarantined messages): on SQLite it takes both gates (log first) and `BEGIN IMMEDIATE`.
     fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<(sqlx::Transaction<'static, Self::Db>, Gate), sqlx::Error>,
+    > + Send;
+
+    /// Begins a transaction that may read the log but writes only the pipeline state (every
+    /// stage's batch, the outbox, audiences, CRM and API bookkeeping). On a split SQLite database
+    /// it takes the state gate and the state file's write lock only, so ingestion keeps
+    /// committing to the log meanwhile; it must not write a log table.
+    fn begin_state_write(
         &self,
     ) -> impl std::future::Future<
         Output = Result<(sqlx::Transaction<'static, Self::Db>, Gate), sqlx::Error>,
@@ -356,29 +430,45 @@ pub(crate) trait BeginWrite {
 
 impl BeginWrite for Db<sqlx::Sqlite> {
     type Db = sqlx::Sqlite;
+
     async fn begin_write(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
-        use std::sync::atomic::Ordering;
-        // Let a waiting ingest commit go first, for at most 100 ms.
-        for _ in 0..100 {
-            if self.gate.ingest_waiting.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        self.log_gate.yield_to_ingest().await;
+        let mut guards = vec![self.log_gate.lock.clone().lock_owned().await];
+        if self.is_split() {
+            guards.push(self.state_gate.lock.clone().lock_owned().await);
         }
-        let guard = self.gate.lock.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok((tx, Some(guard)))
+        Ok((tx, Gate { _held: guards }))
+    }
+
+    async fn begin_state_write(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
+        if !self.is_split() {
+            return self.begin_write().await;
+        }
+        let guard = self.state_gate.lock.clone().lock_owned().await;
+        let mut tx = self.pool.begin_with("BEGIN").await?;
+        sqlx::query(LOCK_STATE_FILE).execute(&mut *tx).await?;
+        Ok((tx, Gate { _held: vec![guard] }))
     }
 }
 
 impl BeginWrite for Db<sqlx::Postgres> {
     type Db = sqlx::Postgres;
+
     async fn begin_write(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Gate), sqlx::Error> {
-        Ok((self.pool.begin().await?, None))
+        Ok((self.pool.begin().await?, Gate::default()))
+    }
+
+    async fn begin_state_write(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Gate), sqlx::Error> {
+        self.begin_write().await
     }
 }
 
@@ -480,17 +570,122 @@ mod tests {
         let db = Db::new(pool.clone());
         let repository = db.clone();
         let (tx, gate) = db.begin_write().await.unwrap();
-        assert!(gate.is_some());
+        assert!(gate.is_held());
         assert!(
-            repository.gate.lock.try_lock().is_err(),
+            repository.state_gate.lock.try_lock().is_err(),
             "a clone waits for the writer"
         );
         assert!(
-            Db::new(pool).gate.lock.try_lock().is_ok(),
+            Db::new(pool).state_gate.lock.try_lock().is_ok(),
             "another database has a gate of its own"
         );
         drop((tx, gate));
-        assert!(repository.gate.lock.try_lock().is_ok());
+        assert!(repository.state_gate.lock.try_lock().is_ok());
+    }
+
+    /// A database split like the embedded default's: `main` with `pipeline_cursors`, `log` with
+    /// `messages`, in two files of `dir`.
+    async fn split_database(dir: &std::path::Path) -> Db<sqlx::Sqlite> {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+        let log = dir.join("log.db").display().to_string();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("state.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_millis(200));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                let log = log.clone();
+                Box::pin(async move {
+                    sqlx::query("ATTACH DATABASE ?1 AS log")
+                        .bind(log)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE main.pipeline_cursors (name TEXT PRIMARY KEY, seq BIGINT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA log.journal_mode = WAL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE log.messages (seq INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        Db::split(pool)
+    }
+
+    #[tokio::test]
+    async fn on_a_split_database_an_append_commits_while_a_stage_holds_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = split_database(dir.path()).await;
+        let (mut stage, _state_gate) = db.begin_state_write().await.unwrap();
+        sqlx::query("SELECT count(*) FROM messages")
+            .execute(&mut *stage)
+            .await
+            .unwrap();
+        let (mut append, gate) = db.begin_ingest_write().await.unwrap();
+        sqlx::query("INSERT INTO messages (seq) VALUES (1)")
+            .execute(&mut *append)
+            .await
+            .unwrap();
+        append.commit().await.unwrap();
+        drop(gate);
+        sqlx::query("INSERT INTO pipeline_cursors (name, seq) VALUES ('profiles', 1)")
+            .execute(&mut *stage)
+            .await
+            .unwrap();
+        stage.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stage_transaction_holds_the_state_file_write_lock_from_its_first_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = split_database(dir.path()).await;
+        let (_stage, _gate) = db.begin_state_write().await.unwrap();
+        // A writer that skips the gate (another process) finds the state file locked.
+        let e = sqlx::query("INSERT INTO pipeline_cursors (name, seq) VALUES ('x', 1)")
+            .execute(db.pool())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_both_files_waits_for_both_gates() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = split_database(dir.path()).await;
+        let (stage, gate) = db.begin_state_write().await.unwrap();
+        assert!(
+            db.log_gate.lock.try_lock().is_ok(),
+            "a stage leaves the log gate free"
+        );
+        let both = tokio::spawn({
+            let db = db.clone();
+            async move { db.begin_write().await.map(|_| ()) }
+        });
+        // It takes the log gate, then queues on the state gate the stage holds.
+        for _ in 0..1000 {
+            if db.log_gate.lock.try_lock().is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            db.log_gate.lock.try_lock().is_err(),
+            "it holds the log gate"
+        );
+        assert!(!both.is_finished(), "it waits for the stage");
+        drop((stage, gate));
+        both.await.unwrap().unwrap();
     }
 
     #[test]

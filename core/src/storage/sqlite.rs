@@ -1,17 +1,52 @@
-//! SQLite adapter: one file in WAL mode with `synchronous = FULL`, so a commit is durable when it returns.
+//! SQLite adapter: WAL mode with `synchronous = FULL`, so a commit is durable when it returns.
+//!
+//! A database on disk is two files in one folder: `<name>.db` holds the pipeline state (profiles,
+//! audiences, outbox, cursors…) and `<name>-log.db` the log (`sources`, `messages`,
+//! `rejected_messages`), attached as `log` on every connection so unqualified table names resolve
+//! to whichever file has the table. Each file has its own in-process write gate: an append commits
+//! while a stage's transaction is open on the state file (see [`super::BeginWrite`]). Back up the
+//! folder. An in-memory database keeps everything in one file with one gate.
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use futures_util::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Executor};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 /// The embedded default store.
 pub type SqliteStore = super::shared::SqlEventStore<sqlx::Sqlite>;
 
+/// The log tables, parents first.
+const LOG_TABLES: [&str; 3] = ["sources", "messages", "rejected_messages"];
+
+/// The log file of the database whose state file is `state`: `data/touchpoint.db` →
+/// `data/touchpoint-log.db`.
+pub fn log_file(state: &Path) -> PathBuf {
+    let stem = state
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match state.extension() {
+        Some(ext) => format!("{stem}-log.{}", ext.to_string_lossy()),
+        None => format!("{stem}-log"),
+    };
+    state.with_file_name(name)
+}
+
+/// Whether `url` names an in-memory database (one file: nothing to split).
+fn in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` and migrates it.
+    /// Opens (creating if missing) the database at `url` and migrates it: the state file and, on
+    /// disk, the log file next to it, moving the log tables of a database from before the split
+    /// into the log file.
     pub async fn connect(url: &str) -> Result<SqliteStore, StorageError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -19,25 +54,107 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(parent) = options.get_filename().parent()
+        let pool = SqlitePoolOptions::new().max_connections(8);
+        if in_memory(url) {
+            let pool = pool.connect_with(options).await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            return Ok(SqliteStore {
+                pool: super::Db::new(pool),
+            });
+        }
+        let state = options.get_filename().to_owned();
+        if let Some(parent) = state.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|e| StorageError::Database(e.into()))?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        let log = log_file(&state);
+        let mut conn = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+        let mut log_conn = options.clone().filename(&log).connect().await?;
+        sqlx::migrate!("./migrations/sqlite-log")
+            .run(&mut log_conn)
+            .await?;
+        log_conn.close().await?;
+        attach_log(&mut conn, &log).await?;
+        move_log_tables(&mut conn).await?;
+        conn.close().await?;
+        let log = log.display().to_string();
+        let pool = pool
+            .after_connect(move |conn, _| {
+                let log = log.clone();
+                Box::pin(async move { attach_log(conn, Path::new(&log)).await })
+            })
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore {
-            pool: super::Db::new(pool),
+            pool: super::Db::split(pool),
         })
     }
 
-    /// The database, for the repositories of the feature modules: they share its write gate.
+    /// The database, for the repositories of the feature modules: they share its write gates.
     pub fn db(&self) -> &super::Db<sqlx::Sqlite> {
         &self.pool
     }
+}
+
+/// Attaches the log file as `log`, as durable as the state file.
+async fn attach_log(conn: &mut SqliteConnection, log: &Path) -> Result<(), sqlx::Error> {
+    sqlx::query("ATTACH DATABASE ?1 AS log")
+        .bind(log.display().to_string())
+        .execute(&mut *conn)
+        .await?;
+    conn.execute("PRAGMA log.synchronous = FULL").await?;
+    Ok(())
+}
+
+/// Moves the log tables of a database from before the split (where they sat in the state file)
+/// into the attached log file. Two transactions, each writing one file, so a crash between them
+/// loses nothing: the copy replaces whatever a previous attempt left in the log file, and the
+/// state file's tables are dropped only once the copy has committed.
+async fn move_log_tables(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let legacy: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name = 'messages'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if legacy == 0 {
+        return Ok(());
+    }
+    let mut copy = conn.begin_with("BEGIN IMMEDIATE").await?;
+    for table in LOG_TABLES.iter().rev() {
+        copy.execute(format!("DELETE FROM log.{table}").as_str())
+            .await?;
+    }
+    for table in LOG_TABLES {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info(?1, 'main') ORDER BY cid")
+                .bind(table)
+                .fetch_all(&mut *copy)
+                .await?;
+        let columns = columns.join(", ");
+        copy.execute(
+            format!("INSERT INTO log.{table} ({columns}) SELECT {columns} FROM main.{table}")
+                .as_str(),
+        )
+        .await?;
+    }
+    // Keep positions never reused: AUTOINCREMENT's high-water marks come along too.
+    copy.execute(
+        "DELETE FROM log.sqlite_sequence WHERE name IN ('messages', 'rejected_messages'); \
+         INSERT INTO log.sqlite_sequence (name, seq) SELECT name, seq FROM main.sqlite_sequence \
+         WHERE name IN ('messages', 'rejected_messages')",
+    )
+    .await?;
+    copy.commit().await?;
+    let mut drop = conn.begin_with("BEGIN IMMEDIATE").await?;
+    for table in LOG_TABLES.iter().rev() {
+        drop.execute(format!("DROP TABLE main.{table}").as_str())
+            .await?;
+    }
+    drop.commit().await?;
+    tracing::info!("moved the log tables into the log file");
+    Ok(())
 }
 
 impl SqliteStore {
@@ -109,5 +226,168 @@ impl super::shared::AppendRows for sqlx::Sqlite {
         rejected: &'a [NewRejected],
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
         Box::pin(store.append_rows(messages, rejected))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{EventStore, Status};
+    use std::sync::Arc;
+
+    fn message(source_id: i64, id: &str) -> NewMessage {
+        NewMessage {
+            source_id,
+            message_id: id.into(),
+            kind: "track",
+            event: Some("signed_up".into()),
+            user_id: None,
+            anonymous_id: Some("a-1".into()),
+            event_time_ms: 1,
+            received_at_ms: 1,
+            plan_version: Arc::from("1"),
+            status: Status::Accepted,
+            violations_json: "[]".into(),
+            body_json: "{}".into(),
+        }
+    }
+
+    /// A database as the releases before the split left it: every table in one file, with two
+    /// messages kept of three appended (the third was purged).
+    async fn legacy_database(state: &Path) {
+        let url = format!("sqlite://{}", state.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut conn = options.connect().await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .unwrap();
+        conn.execute(
+            "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0); \
+             INSERT INTO messages (source_id, message_id, dedup_key, kind, event_time, received_at, \
+               plan_version, status, violations, body) VALUES \
+               (1, 'm1', 'm1', 'track', 1, 1, '1', 'accepted', '[]', '{}'), \
+               (1, 'm2', 'm2', 'track', 1, 1, '1', 'accepted', '[]', '{}'), \
+               (1, 'm3', 'm3', 'track', 1, 1, '1', 'accepted', '[]', '{}'); \
+             DELETE FROM messages WHERE message_id = 'm3'; \
+             INSERT INTO rejected_messages (source_id, received_at, reason, body) \
+               VALUES (1, 1, 'not JSON', 'x')",
+        )
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    async fn tables(file: &Path) -> Vec<String> {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(file)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('sources', 'messages', 'rejected_messages') ORDER BY name",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    #[test]
+    fn the_log_file_sits_next_to_the_state_file() {
+        assert_eq!(
+            log_file(Path::new("data/touchpoint.db")),
+            PathBuf::from("data/touchpoint-log.db")
+        );
+        assert_eq!(
+            log_file(Path::new("/x/state")),
+            PathBuf::from("/x/state-log")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_database_keeps_the_log_in_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("touchpoint.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", state.display()))
+            .await
+            .unwrap();
+        let source = store.upsert_source("web", "wk").await.unwrap();
+        store
+            .append(&[message(source.id, "m1")], &[])
+            .await
+            .unwrap();
+        assert!(tables(&state).await.is_empty());
+        assert_eq!(
+            tables(&log_file(&state)).await,
+            ["messages", "rejected_messages", "sources"]
+        );
+        assert_eq!(store.counts().await.unwrap(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_database_moves_its_log_and_never_reuses_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("touchpoint.db");
+        legacy_database(&state).await;
+        let store = SqliteStore::connect(&format!("sqlite://{}", state.display()))
+            .await
+            .unwrap();
+        assert!(
+            tables(&state).await.is_empty(),
+            "the state file keeps no log table"
+        );
+        assert_eq!(store.counts().await.unwrap(), (2, 1));
+        let out = store.append(&[message(1, "m4")], &[]).await.unwrap();
+        assert_eq!(
+            out,
+            [InsertOutcome::Stored(4)],
+            "position 3 was purged, not free"
+        );
+        let again = store.append(&[message(1, "m1")], &[]).await.unwrap();
+        assert_eq!(again, [InsertOutcome::Duplicate], "dedup keys came along");
+    }
+
+    #[tokio::test]
+    async fn a_move_cut_short_before_the_drop_is_redone_from_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("touchpoint.db");
+        legacy_database(&state).await;
+        // A previous start copied into the log file, then died before dropping the old tables.
+        let url = format!("sqlite://{}", log_file(&state).display());
+        let mut log = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::migrate!("./migrations/sqlite-log")
+            .run(&mut log)
+            .await
+            .unwrap();
+        log.execute(
+            "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0); \
+             INSERT INTO messages (source_id, message_id, dedup_key, kind, event_time, received_at, \
+               plan_version, status, violations, body) \
+               VALUES (1, 'm1', 'm1', 'track', 1, 1, '1', 'accepted', '[]', '{}')",
+        )
+        .await
+        .unwrap();
+        log.close().await.unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", state.display()))
+            .await
+            .unwrap();
+        assert_eq!(store.counts().await.unwrap(), (2, 1));
+        let ids: Vec<String> = store
+            .messages_by_id("m2")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message_id)
+            .collect();
+        assert_eq!(ids, ["m2"]);
     }
 }

@@ -383,7 +383,7 @@ where
 
     fn commit<'a>(&'a self, c: &'a Commit) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             for (name, (from, to)) in [(c.cursor, c.log), (c.audiences_cursor, c.audiences)] {
                 let moved: Option<i64> = sqlx::query_scalar(
                     "UPDATE pipeline_cursors SET seq = $3 WHERE name = $1 AND seq = $2 RETURNING seq",
@@ -469,7 +469,7 @@ where
         moves: &'a [(&'static str, i64)],
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             for (name, to) in moves {
                 sqlx::query("UPDATE pipeline_cursors SET seq = $2 WHERE name = $1 AND seq < $2")
                     .bind(*name)
