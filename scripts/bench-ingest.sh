@@ -134,9 +134,12 @@ count_rows() {
   case "$url" in
     sqlite://*)
       python3 - "${url#sqlite://}" "$run_id" <<'PY'
-import sqlite3, sys
+import os, sqlite3, sys
+# The log is the file next to the state file (`x.db` -> `x-log.db`; one file before the split).
 # A read-write open replays the WAL the killed server left behind, as a restart would.
-db = sqlite3.connect(sys.argv[1])
+root, ext = os.path.splitext(sys.argv[1])
+log = root + "-log" + ext
+db = sqlite3.connect(log if os.path.exists(log) else sys.argv[1])
 like = sys.argv[2] + "-%"
 stored = db.execute("SELECT count(*) FROM messages WHERE message_id LIKE ?", (like,)).fetchone()[0]
 other = db.execute("SELECT count(*) FROM messages WHERE message_id LIKE ? AND status <> 'accepted'",

@@ -47,6 +47,34 @@ impl Drop for TestApp {
     }
 }
 
+/// A connection pool to the database at `database_url`, whichever it is. On SQLite every
+/// connection attaches the log file as `log`, as the server does, so unqualified names reach both
+/// files (`messages` as much as `profiles`).
+pub async fn any_pool(database_url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let options = sqlx::any::AnyPoolOptions::new();
+    let Some(path) = database_url.strip_prefix("sqlite://") else {
+        return options.connect(database_url).await.expect("connect");
+    };
+    let state = std::path::Path::new(path.split('?').next().unwrap_or(path));
+    let log = touchpoint_core::storage::sqlite_log_file(state);
+    let attach = format!(
+        "ATTACH DATABASE '{}' AS log",
+        log.display().to_string().replace('\'', "''")
+    );
+    options
+        .after_connect(move |conn, _| {
+            let attach = attach.clone();
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, attach.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect(database_url)
+        .await
+        .expect("connect")
+}
+
 /// The repository root (for TRACKING_PLAN.md and scripts).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -282,10 +310,7 @@ impl TestApp {
 
     /// A connection pool to the app's database, whichever it is.
     async fn pool(&self) -> sqlx::AnyPool {
-        sqlx::any::install_default_drivers();
-        sqlx::AnyPool::connect(&self.database_url)
-            .await
-            .expect("connect")
+        any_pool(&self.database_url).await
     }
 
     /// Runs SQL statements straight against the app's database (fault injection, inspection).

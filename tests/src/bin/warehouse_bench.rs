@@ -287,13 +287,20 @@ async fn main() {
         stores.events.append(&messages, &[]).await.unwrap();
     }
     // The profiles stage is not the subject here: mark the whole log processed.
+    let log = touchpoint_core::storage::sqlite_log_file(&tmp.path().join("core.db"));
+    let log = sqlx::SqlitePool::connect(&format!("sqlite://{}", log.display()))
+        .await
+        .unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM messages")
+        .fetch_one(&log)
+        .await
+        .unwrap();
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query(
-        "UPDATE pipeline_cursors SET seq = (SELECT MAX(seq) FROM messages) WHERE name = 'profiles'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE pipeline_cursors SET seq = $1 WHERE name = 'profiles'")
+        .bind(last)
+        .execute(&pool)
+        .await
+        .unwrap();
     let plan_handle = Arc::new(PlanHandle::load(&plan_path).unwrap());
     let settings = Settings {
         batch: batch as i64,

@@ -69,7 +69,11 @@ async fn every_acknowledged_message_survives_a_kill_9_mid_load() {
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start_server(&db_url, port);
     wait_ready(&client, &base).await;
-    let pool = sqlx::SqlitePool::connect(&db_url).await.unwrap();
+    // The log lives in the file next to the state file.
+    let log = touchpoint_core::storage::sqlite_log_file(&dir.path().join("crash.db"));
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", log.display()))
+        .await
+        .unwrap();
     let stored: HashSet<String> = sqlx::query_scalar("SELECT message_id FROM messages")
         .fetch_all(&pool)
         .await

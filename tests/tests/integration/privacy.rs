@@ -127,11 +127,12 @@ fn destination<'a>(regulation: &'a Value, name: &str) -> &'a Value {
 /// (lowercase), whatever the table: the catalogue says which tables and columns there are.
 async fn scan(database_url: &str, needles: &[&str]) -> Vec<String> {
     use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(database_url).await.expect("connect");
+    let pool = touchpoint_tests::any_pool(database_url).await;
     let sqlite = database_url.starts_with("sqlite:");
     let tables: Vec<String> = sqlx::query(if sqlite {
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         UNION ALL SELECT name FROM log.sqlite_master \
+         WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'"
     } else {
         "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
          WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
@@ -341,8 +342,7 @@ async fn erasing_a_person_leaves_no_copy_of_their_identifiers_in_any_table(db: D
 /// The values of the suppression table.
 async fn scan_suppressions(database_url: &str) -> Vec<String> {
     use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(database_url).await.expect("connect");
+    let pool = touchpoint_tests::any_pool(database_url).await;
     let rows = sqlx::query("SELECT hash FROM suppression_hashes")
         .fetch_all(&pool)
         .await
