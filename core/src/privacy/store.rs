@@ -285,6 +285,19 @@ const BY_PROFILE: [&str; 12] = [
     "DELETE FROM outbox WHERE profile_id = $1",
 ];
 
+/// Whom an erasure is about: the live profile and the profiles merged into it, and its identifiers.
+struct Person {
+    erased: Vec<ProfileId>,
+    own: Vec<Identifier>,
+}
+
+/// Which files a scrub of the log writes: the log tables alone, or their state rows too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Files {
+    LogOnly,
+    Both,
+}
+
 /// [`PrivacyStore`] over a migrated SQLite or PostgreSQL pool.
 #[derive(Clone, Debug)]
 pub struct SqlPrivacy<DB: Database> {
@@ -322,6 +335,73 @@ where
     for<'q> Option<&'q str>: Type<DB> + Encode<'q, DB>,
     DB: crate::storage::Dialect,
 {
+    /// The live profile `profile_id` names, the profiles merged into it and its identifiers;
+    /// `None` when no live profile has that id.
+    async fn person_in(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        profile_id: &ProfileId,
+    ) -> Result<Option<Person>, StorageError> {
+        let live: Option<ProfileId> =
+            sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
+                .bind(profile_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if live.is_none() {
+            return Ok(None);
+        }
+        let mut erased: Vec<ProfileId> = vec![profile_id.clone()];
+        erased.extend(
+            sqlx::query_scalar::<_, ProfileId>(
+                "SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id",
+            )
+            .bind(profile_id)
+            .fetch_all(&mut **tx)
+            .await?,
+        );
+        let own: Vec<Identifier> = sqlx::query_as::<_, (String, String)>(
+            "SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY kind, value",
+        )
+        .bind(profile_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(kind, value)| Identifier { kind, value })
+        .collect();
+        Ok(Some(Person { erased, own }))
+    }
+
+    /// The erasure's writes to the log tables alone: the messages on the person's timelines, the
+    /// messages and rejected items that carry or mention them. Where the log is a file of its own,
+    /// this commits before the rest of the erasure: SQLite commits the files of one transaction
+    /// one after the other, state first, and a crash between the two must never leave the
+    /// erasure recorded while the log still holds the person. The rest of the erasure runs the
+    /// same steps again and finds nothing left of them.
+    async fn erase_log_in(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        r: &EraseRequest<'_>,
+        out: &mut Erased,
+    ) -> Result<(), StorageError> {
+        let Some(person) = Self::person_in(tx, r.profile_id).await? else {
+            return Ok(());
+        };
+        for p in &person.erased {
+            out.deleted += sqlx::query(BY_PROFILE[0])
+                .bind(p)
+                .execute(&mut **tx)
+                .await
+                .map(|r| DB::rows_affected(&r))?;
+        }
+        let scrubber = Scrubber::new(person.own.iter().map(|i| i.value.as_str()));
+        if !scrubber.is_empty() {
+            let patterns = scrubber.like_patterns();
+            let d: &Dialect = &DB::DIALECT;
+            let log_only = Files::LogOnly;
+            Self::scrub_messages(tx, d, &person, &scrubber, &patterns, log_only, out).await?;
+            Self::scrub_rejected(tx, &scrubber, &patterns, out).await?;
+        }
+        Ok(())
+    }
+
     async fn erase_in(
         tx: &mut sqlx::Transaction<'static, DB>,
         r: &EraseRequest<'_>,
@@ -341,32 +421,10 @@ where
         )
         .execute(&mut **tx)
         .await?;
-        let live: Option<ProfileId> =
-            sqlx::query_scalar("SELECT id FROM profiles WHERE id = $1 AND merged_into IS NULL")
-                .bind(r.profile_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if live.is_none() {
+        let Some(person) = Self::person_in(tx, r.profile_id).await? else {
             return Ok(None);
-        }
-        let mut erased: Vec<ProfileId> = vec![r.profile_id.clone()];
-        erased.extend(
-            sqlx::query_scalar::<_, ProfileId>(
-                "SELECT id FROM profiles WHERE merged_into = $1 ORDER BY id",
-            )
-            .bind(r.profile_id)
-            .fetch_all(&mut **tx)
-            .await?,
-        );
-        let own: Vec<Identifier> = sqlx::query_as::<_, (String, String)>(
-            "SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY kind, value",
-        )
-        .bind(r.profile_id)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .map(|(kind, value)| Identifier { kind, value })
-        .collect();
+        };
+        let Person { erased, own } = &person;
         let mut hashes: Vec<String> = own.iter().map(identifier_hash).collect();
         hashes.sort();
         hashes.dedup();
@@ -397,7 +455,7 @@ where
         .bind(r.now)
         .execute(&mut **tx)
         .await?;
-        for p in &erased {
+        for p in erased {
             for sql in BY_PROFILE {
                 out.deleted += sqlx::query(sql)
                     .bind(p)
@@ -413,11 +471,12 @@ where
 
         if !scrubber.is_empty() {
             let patterns = scrubber.like_patterns();
-            Self::scrub_messages(tx, d, &erased, &own, &scrubber, &patterns, &mut out).await?;
-            Self::scrub_rows(tx, &erased, &own, &scrubber, &patterns, &mut out).await?;
+            let both = Files::Both;
+            Self::scrub_messages(tx, d, &person, &scrubber, &patterns, both, &mut out).await?;
+            Self::scrub_rows(tx, erased, own, &scrubber, &patterns, &mut out).await?;
         }
 
-        let subject = Subject::new(r.regulation, r.profile_id, &own);
+        let subject = Subject::new(r.regulation, r.profile_id, own);
         let finished = r.destinations.is_empty();
         out.status = if finished { "succeeded" } else { "running" }.to_owned();
         sqlx::query(
@@ -455,12 +514,13 @@ where
     async fn scrub_messages(
         tx: &mut sqlx::Transaction<'static, DB>,
         d: &Dialect,
-        erased: &[ProfileId],
-        own: &[Identifier],
+        person: &Person,
         scrubber: &Scrubber,
         patterns: &[String],
+        files: Files,
         out: &mut Erased,
     ) -> Result<(), StorageError> {
+        let Person { erased, own } = person;
         let mut after = 0i64;
         for _ in 0..MAX_PAGES {
             let mut q = Statement::<DB>::new(
@@ -502,10 +562,12 @@ where
                 };
                 match message_fate(&row, erased, own, scrubber) {
                     MessageFate::Delete => {
-                        sqlx::query("DELETE FROM profile_messages WHERE seq = $1")
-                            .bind(seq)
-                            .execute(&mut **tx)
-                            .await?;
+                        if files == Files::Both {
+                            sqlx::query("DELETE FROM profile_messages WHERE seq = $1")
+                                .bind(seq)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
                         out.deleted += sqlx::query("DELETE FROM messages WHERE seq = $1")
                             .bind(seq)
                             .execute(&mut **tx)
@@ -539,16 +601,13 @@ where
         Ok(())
     }
 
-    /// Everything else that can name the person without being keyed by their profile.
-    async fn scrub_rows(
+    /// Rejected items were never messages: one naming the person is deleted.
+    async fn scrub_rejected(
         tx: &mut sqlx::Transaction<'static, DB>,
-        erased: &[ProfileId],
-        own: &[Identifier],
         scrubber: &Scrubber,
         patterns: &[String],
         out: &mut Erased,
     ) -> Result<(), StorageError> {
-        // Rejected items were never messages: one naming the person is deleted.
         let mut after = 0i64;
         for _ in 0..MAX_PAGES {
             let mut q =
@@ -576,6 +635,19 @@ where
             }
             after = last;
         }
+        Ok(())
+    }
+
+    /// Everything else that can name the person without being keyed by their profile.
+    async fn scrub_rows(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        erased: &[ProfileId],
+        own: &[Identifier],
+        scrubber: &Scrubber,
+        patterns: &[String],
+        out: &mut Erased,
+    ) -> Result<(), StorageError> {
+        Self::scrub_rejected(tx, scrubber, patterns, out).await?;
 
         // Resolution reports on other profiles about one of the person's identifiers.
         let mut after = 0i64;
@@ -862,9 +934,18 @@ where
         request: &'a EraseRequest<'a>,
     ) -> BoxFuture<'a, Result<Option<Erased>, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
-            let out = Self::erase_in(&mut tx, request).await?;
-            if out.is_some() {
+            let (mut tx, gate) = self.pool.begin_write().await?;
+            let mut log_part = Erased::default();
+            if self.pool.log_file_is_separate() {
+                Self::erase_log_in(&mut tx, request, &mut log_part).await?;
+                tx.commit().await?;
+                // Still under the same gates: no writer in this process runs in between.
+                tx = self.pool.begin_write_under(&gate).await?;
+            }
+            let mut out = Self::erase_in(&mut tx, request).await?;
+            if let Some(out) = out.as_mut() {
+                out.deleted += log_part.deleted;
+                out.rewritten += log_part.rewritten;
                 tx.commit().await?;
             }
             Ok(out)
@@ -1112,5 +1193,99 @@ mod tests {
         );
         assert_eq!(settle(&s(&["failed", "succeeded"])), Some("failed"));
         assert_eq!(settle(&[]), Some("succeeded"));
+    }
+}
+
+#[cfg(test)]
+mod two_file_tests {
+    use super::*;
+    use crate::storage::SqliteStore;
+
+    /// A two-file SQLite database with one person (profile `p1`, anonymousId `a-1`, email
+    /// `ann@example.com`): their message 1, and message 2 of someone else that mentions them.
+    async fn database_with_a_person(dir: &std::path::Path) -> SqlitePrivacy {
+        let url = format!("sqlite://{}", dir.join("touchpoint.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0); \
+             INSERT INTO messages (seq, source_id, message_id, dedup_key, kind, anonymous_id, \
+               event_time, received_at, plan_version, status, violations, body) VALUES \
+               (1, 1, 'm1', 'm1', 'track', 'a-1', 1, 1, '1', 'accepted', '[]', '{\"anonymousId\":\"a-1\"}'), \
+               (2, 1, 'm2', 'm2', 'track', 'a-2', 1, 1, '1', 'accepted', '[]', \
+                '{\"anonymousId\":\"a-2\",\"properties\":{\"referrer\":\"ann@example.com\"}}'); \
+             INSERT INTO profiles (id, created_at) VALUES ('p1', 0), ('p2', 0); \
+             INSERT INTO identities (kind, value, profile_id, added_at, seq) VALUES \
+               ('anonymous_id', 'a-1', 'p1', 0, 1), ('email', 'ann@example.com', 'p1', 0, 1), \
+               ('anonymous_id', 'a-2', 'p2', 0, 2); \
+             INSERT INTO profile_messages (seq, profile_id, kind, event_time) VALUES \
+               (1, 'p1', 'track', 1), (2, 'p2', 'track', 1)",
+        )
+        .execute(store.db().pool())
+        .await
+        .unwrap();
+        SqlPrivacy::new(store.db().clone())
+    }
+
+    fn request(profile: &ProfileId) -> EraseRequest<'_> {
+        EraseRequest {
+            profile_id: profile,
+            regulation: "r1",
+            destinations: &[],
+            now: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_log_part_of_an_erasure_commits_alone_and_leaves_the_state_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let privacy = database_with_a_person(dir.path()).await;
+        let p1 = ProfileId::from("p1".to_owned());
+        let (mut tx, gate) = privacy.pool.begin_write().await.unwrap();
+        let mut out = Erased::default();
+        SqlitePrivacy::erase_log_in(&mut tx, &request(&p1), &mut out)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        drop(gate);
+        // What a crash right after this commit would leave: the log is clean…
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM messages ORDER BY seq")
+            .fetch_all(privacy.pool.pool())
+            .await
+            .unwrap();
+        assert_eq!(bodies.len(), 1, "their own message is gone: {bodies:?}");
+        assert!(!bodies[0].contains("ann@"), "{bodies:?}");
+        assert_eq!((out.deleted, out.rewritten), (1, 1));
+        // …and the state says nothing was erased, so asking again does the rest.
+        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM profiles WHERE id = 'p1'")
+            .fetch_one(privacy.pool.pool())
+            .await
+            .unwrap();
+        assert_eq!(live, 1);
+        let erased = privacy.erase(&request(&p1)).await.unwrap().unwrap();
+        assert_eq!(erased.profiles, 1);
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM profiles WHERE id = 'p1') \
+             + (SELECT count(*) FROM identities WHERE profile_id = 'p1') \
+             + (SELECT count(*) FROM profile_messages WHERE profile_id = 'p1')",
+        )
+        .fetch_one(privacy.pool.pool())
+        .await
+        .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn an_erasure_on_two_files_reports_what_both_steps_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let privacy = database_with_a_person(dir.path()).await;
+        let p1 = ProfileId::from("p1".to_owned());
+        let erased = privacy.erase(&request(&p1)).await.unwrap().unwrap();
+        assert_eq!(erased.rewritten, 1, "{erased:?}");
+        assert!(erased.deleted >= 1, "{erased:?}");
+        let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+            .fetch_one(privacy.pool.pool())
+            .await
+            .unwrap();
+        assert_eq!(messages, 1);
     }
 }

@@ -417,6 +417,20 @@ pub(crate) trait BeginWrite {
         Output = Result<(sqlx::Transaction<'static, Self::Db>, Gate), sqlx::Error>,
     > + Send;
 
+    /// Begins another transaction that may write anything, under the gates a finished
+    /// [`begin_write`](BeginWrite::begin_write) transaction returned: for work committed in two
+    /// steps with no other writer of this process in between.
+    fn begin_write_under(
+        &self,
+        held: &Gate,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send;
+
+    /// Whether the log tables live in a file of their own (the embedded default on disk), whose
+    /// commits are not atomic with the state file's: a transaction writing both commits the state
+    /// file first.
+    fn log_file_is_separate(&self) -> bool;
+
     /// Begins a transaction that may read the log but writes only the pipeline state (every
     /// stage's batch, the outbox, audiences, CRM and API bookkeeping). On a split SQLite database
     /// it takes the state gate and the state file's write lock only, so ingestion keeps
@@ -430,6 +444,17 @@ pub(crate) trait BeginWrite {
 
 impl BeginWrite for Db<sqlx::Sqlite> {
     type Db = sqlx::Sqlite;
+
+    fn log_file_is_separate(&self) -> bool {
+        self.is_split()
+    }
+
+    async fn begin_write_under(
+        &self,
+        _held: &Gate,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 
     async fn begin_write(
         &self,
@@ -458,6 +483,17 @@ impl BeginWrite for Db<sqlx::Sqlite> {
 
 impl BeginWrite for Db<sqlx::Postgres> {
     type Db = sqlx::Postgres;
+
+    fn log_file_is_separate(&self) -> bool {
+        false
+    }
+
+    async fn begin_write_under(
+        &self,
+        _held: &Gate,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
 
     async fn begin_write(
         &self,
