@@ -142,7 +142,7 @@ where
 {
     fn set_aside<'a>(&'a self, e: &'a NewEntry) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             let moved = DB::rows_affected(
                 &sqlx::query::<DB>(
                     "UPDATE pipeline_cursors SET seq = $1 WHERE name = $2 AND seq < $1",
@@ -219,7 +219,7 @@ where
         error: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let (mut tx, _gate) = self.pool.begin_write().await?;
+            let (mut tx, _gate) = self.pool.begin_state_write().await?;
             match error {
                 None => sqlx::query::<DB>(
                     "UPDATE quarantine SET replayed_at = $2, replay_error = NULL WHERE id = $1",
