@@ -113,15 +113,17 @@ async fn attach_log(conn: &mut SqliteConnection, log: &Path) -> Result<(), sqlx:
 /// loses nothing: the copy replaces whatever a previous attempt left in the log file, and the
 /// state file's tables are dropped only once the copy has committed.
 async fn move_log_tables(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    // Checked inside the transaction: another process starting on the same files may have moved
+    // the tables since this one looked.
+    let mut copy = conn.begin_with("BEGIN IMMEDIATE").await?;
     let legacy: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name = 'messages'",
     )
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut *copy)
     .await?;
     if legacy == 0 {
         return Ok(());
     }
-    let mut copy = conn.begin_with("BEGIN IMMEDIATE").await?;
     for table in LOG_TABLES.iter().rev() {
         copy.execute(format!("DELETE FROM log.{table}").as_str())
             .await?;
