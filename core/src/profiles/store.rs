@@ -394,6 +394,56 @@ pub type SqliteProfileTx = SqlProfileTx<sqlx::Sqlite>;
 /// A processing transaction on PostgreSQL.
 pub type PgProfileTx = SqlProfileTx<sqlx::Postgres>;
 
+/// One trait write of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TraitWrite<'a> {
+    profile: &'a ProfileId,
+    key: &'a str,
+    value: &'a str,
+    updated_at: i64,
+    seq: i64,
+}
+
+/// The trait writes of `ops` that applying them one by one would leave standing, one per
+/// (profile, key): the latest event time, and among equal times the last in order (the stored
+/// upsert replaces a value whose time is not newer). One multi-row upsert of these, with the same
+/// rule against the stored row, ends where the per-op statements ended, in one round trip per
+/// hundred rows instead of one per trait.
+fn latest_traits(ops: &[Op]) -> Vec<TraitWrite<'_>> {
+    let mut latest: Vec<TraitWrite<'_>> = Vec::new();
+    let mut at: std::collections::HashMap<(&ProfileId, &str), usize> =
+        std::collections::HashMap::new();
+    for op in ops {
+        let Op::SetTraits {
+            profile,
+            traits,
+            updated_at,
+            seq,
+        } = op
+        else {
+            continue;
+        };
+        for (key, value) in traits {
+            let write = TraitWrite {
+                profile,
+                key,
+                value,
+                updated_at: *updated_at,
+                seq: *seq,
+            };
+            match at.get(&(profile, key.as_str())) {
+                Some(&i) if latest[i].updated_at > write.updated_at => {}
+                Some(&i) => latest[i] = write,
+                None => {
+                    at.insert((profile, key.as_str()), latest.len());
+                    latest.push(write);
+                }
+            }
+        }
+    }
+    latest
+}
+
 /// Multi-row inserts of the profiles, identities, timeline links and reports in `ops`.
 async fn insert_batched<DB>(
     tx: &mut sqlx::Transaction<'static, DB>,
@@ -424,6 +474,24 @@ where
         q.push_values(chunk, |mut b, (id, at)| {
             b.push_bind(*id).push_bind(**at);
         });
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    for chunk in latest_traits(ops).chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new(
+            "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) ",
+        );
+        q.push_values(chunk, |mut b, t| {
+            b.push_bind(t.profile)
+                .push_bind(t.key)
+                .push_bind(t.value)
+                .push_bind(t.updated_at)
+                .push_bind(t.seq);
+        });
+        q.push(
+            " ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at, seq = excluded.seq \
+             WHERE excluded.updated_at >= profile_traits.updated_at",
+        );
         DB::build(&mut q).execute(&mut **tx).await?;
     }
     let attach: Vec<(&Identifier, &ProfileId, &i64, &i64)> = ops
@@ -724,29 +792,8 @@ where
                         .execute(&mut **tx)
                         .await?;
                         }
-                        Op::SetTraits {
-                            profile,
-                            traits,
-                            updated_at,
-                            seq,
-                        } => {
-                            for (key, value) in traits {
-                                sqlx::query(
-                                "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
-                                 VALUES ($1, $2, $3, $4, $5) \
-                                 ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
-                                 updated_at = excluded.updated_at, seq = excluded.seq \
-                                 WHERE excluded.updated_at >= profile_traits.updated_at",
-                            )
-                            .bind(profile)
-                            .bind(key)
-                            .bind(value)
-                            .bind(updated_at)
-                            .bind(seq)
-                            .execute(&mut **tx)
-                            .await?;
-                            }
-                        }
+                        // Written by `insert_batched`, the latest per key.
+                        Op::SetTraits { .. } => {}
                         Op::SetAccount {
                             profile,
                             group_id,
@@ -1158,5 +1205,78 @@ where
                     .await?,
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(profile: &str, traits: &[(&str, &str)], updated_at: i64, seq: i64) -> Op {
+        Op::SetTraits {
+            profile: ProfileId::from(profile),
+            traits: traits
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            updated_at,
+            seq,
+        }
+    }
+
+    fn values(ops: &[Op]) -> Vec<(String, String, String, i64)> {
+        latest_traits(ops)
+            .into_iter()
+            .map(|t| {
+                (
+                    t.profile.to_string(),
+                    t.key.to_owned(),
+                    t.value.to_owned(),
+                    t.seq,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_latest_event_time_wins_a_key_whatever_the_order_of_the_messages() {
+        let ops = [
+            set("p1", &[("plan", "\"pro\"")], 20, 1),
+            set("p1", &[("plan", "\"free\"")], 10, 2),
+        ];
+        assert_eq!(
+            values(&ops),
+            [("p1".into(), "plan".into(), "\"pro\"".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn at_equal_times_the_later_message_wins_as_the_per_op_upsert_did() {
+        let ops = [
+            set("p1", &[("plan", "\"pro\"")], 10, 1),
+            set("p1", &[("plan", "\"team\"")], 10, 2),
+        ];
+        assert_eq!(
+            values(&ops),
+            [("p1".into(), "plan".into(), "\"team\"".into(), 2)]
+        );
+    }
+
+    #[test]
+    fn keys_and_profiles_are_written_once_each_and_other_ops_are_ignored() {
+        let ops = [
+            set("p1", &[("plan", "1"), ("seats", "3")], 10, 1),
+            Op::DropMessage { seq: 2 },
+            set("p2", &[("plan", "2")], 5, 3),
+            set("p1", &[("seats", "4")], 11, 4),
+        ];
+        assert_eq!(
+            values(&ops),
+            [
+                ("p1".into(), "plan".into(), "1".into(), 1),
+                ("p1".into(), "seats".into(), "4".into(), 4),
+                ("p2".into(), "plan".into(), "2".into(), 3),
+            ]
+        );
     }
 }
