@@ -444,6 +444,61 @@ fn latest_traits(ops: &[Op]) -> Vec<TraitWrite<'_>> {
     latest
 }
 
+/// One property aggregate of a batch, already folded over the batch's values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AggregateWrite<'a> {
+    profile: &'a ProfileId,
+    event: &'a str,
+    property: &'a str,
+    n: i64,
+    total: f64,
+    min: f64,
+    max: f64,
+}
+
+/// The aggregate rows of `ops`, one per (profile, event, property), each folding the batch's
+/// values the way [`FOLD`] folds a row into the stored one (counts and totals add, min and max
+/// compare), so one multi-row upsert with `FOLD` ends where one upsert per value ended.
+fn folded_aggregates(ops: &[Op]) -> Vec<AggregateWrite<'_>> {
+    let mut rows: Vec<AggregateWrite<'_>> = Vec::new();
+    let mut at: std::collections::HashMap<(&ProfileId, &str, &str), usize> =
+        std::collections::HashMap::new();
+    for op in ops {
+        let Op::Aggregate {
+            profile,
+            event,
+            values,
+        } = op
+        else {
+            continue;
+        };
+        for (property, v) in values {
+            match at.get(&(profile, event.as_str(), property.as_str())) {
+                Some(&i) => {
+                    let row = &mut rows[i];
+                    row.n += 1;
+                    row.total += v;
+                    row.min = row.min.min(*v);
+                    row.max = row.max.max(*v);
+                }
+                None => {
+                    at.insert((profile, event, property), rows.len());
+                    rows.push(AggregateWrite {
+                        profile,
+                        event,
+                        property,
+                        n: 1,
+                        total: *v,
+                        min: *v,
+                        max: *v,
+                    });
+                }
+            }
+        }
+    }
+    rows
+}
+
 /// Multi-row inserts of the profiles, identities, timeline links and reports in `ops`.
 async fn insert_batched<DB>(
     tx: &mut sqlx::Transaction<'static, DB>,
@@ -492,6 +547,25 @@ where
              updated_at = excluded.updated_at, seq = excluded.seq \
              WHERE excluded.updated_at >= profile_traits.updated_at",
         );
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    for chunk in folded_aggregates(ops).chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new(
+            "INSERT INTO profile_aggregates \
+             (profile_id, event, property, n, total, min_value, max_value) ",
+        );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(a.profile)
+                .push_bind(a.event)
+                .push_bind(a.property)
+                .push_bind(a.n)
+                .push_bind(a.total)
+                .push_bind(a.min)
+                .push_bind(a.max);
+        });
+        q.push(format!(
+            " ON CONFLICT (profile_id, event, property) DO UPDATE SET {FOLD}"
+        ));
         DB::build(&mut q).execute(&mut **tx).await?;
     }
     let attach: Vec<(&Identifier, &ProfileId, &i64, &i64)> = ops
@@ -824,24 +898,8 @@ where
                                 .await?;
                             }
                         }
-                        Op::Aggregate {
-                            profile,
-                            event,
-                            values,
-                        } => {
-                            for (property, v) in values {
-                                sqlx::query(&format!(
-                                "INSERT INTO profile_aggregates (profile_id, event, property, n, total, min_value, max_value) \
-                                 VALUES ($1, $2, $3, 1, $4, $4, $4) ON CONFLICT (profile_id, event, property) DO UPDATE SET {FOLD}"
-                            ))
-                            .bind(profile)
-                            .bind(event)
-                            .bind(property)
-                            .bind(v)
-                            .execute(&mut **tx)
-                            .await?;
-                            }
-                        }
+                        // Written by `insert_batched`, folded per (profile, event, property).
+                        Op::Aggregate { .. } => {}
                         Op::DropMessage { seq } => {
                             sqlx::query("DELETE FROM messages WHERE seq = $1")
                                 .bind(seq)
@@ -1236,6 +1294,52 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    fn aggregate(profile: &str, event: &str, values: &[(&str, f64)]) -> Op {
+        Op::Aggregate {
+            profile: ProfileId::from(profile),
+            event: event.into(),
+            values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_folds_its_values_per_profile_event_and_property() {
+        let ops = [
+            aggregate(
+                "p1",
+                "order_completed",
+                &[("revenue", 30.0), ("items", 2.0)],
+            ),
+            aggregate("p2", "order_completed", &[("revenue", 5.0)]),
+            aggregate("p1", "order_completed", &[("revenue", 10.0)]),
+            aggregate("p1", "refund_issued", &[("revenue", 7.0)]),
+        ];
+        let rows: Vec<(String, &str, &str, i64, f64, f64, f64)> = folded_aggregates(&ops)
+            .into_iter()
+            .map(|a| {
+                let p = a.profile.to_string();
+                (p, a.event, a.property, a.n, a.total, a.min, a.max)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "p1".into(),
+                    "order_completed",
+                    "revenue",
+                    2,
+                    40.0,
+                    10.0,
+                    30.0
+                ),
+                ("p1".into(), "order_completed", "items", 1, 2.0, 2.0, 2.0),
+                ("p2".into(), "order_completed", "revenue", 1, 5.0, 5.0, 5.0),
+                ("p1".into(), "refund_issued", "revenue", 1, 7.0, 7.0, 7.0),
+            ]
+        );
     }
 
     #[test]
