@@ -268,9 +268,12 @@ impl PrivacySql for sqlx::Postgres {
     const DIALECT: Dialect = POSTGRES;
 }
 
-/// Tables keyed by profile id whose rows are deleted with the profile (`$1`).
-const BY_PROFILE: [&str; 12] = [
-    "DELETE FROM messages WHERE seq IN (SELECT seq FROM profile_messages WHERE profile_id = $1)",
+/// The log rows on a profile's timeline (`$1`), deleted with it; before its `profile_messages`.
+const TIMELINE_MESSAGES: &str =
+    "DELETE FROM messages WHERE seq IN (SELECT seq FROM profile_messages WHERE profile_id = $1)";
+
+/// Pipeline-state tables keyed by profile id whose rows are deleted with the profile (`$1`).
+const BY_PROFILE: [&str; 11] = [
     "DELETE FROM profile_messages WHERE profile_id = $1",
     "DELETE FROM profile_traits WHERE profile_id = $1",
     "DELETE FROM profile_aggregates WHERE profile_id = $1",
@@ -291,11 +294,13 @@ struct Person {
     own: Vec<Identifier>,
 }
 
-/// Which files a scrub of the log writes: the log tables alone, or their state rows too.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Files {
-    LogOnly,
-    Both,
+/// Where an erasure's writes to the log tables happen.
+enum LogPart {
+    /// In the erasure's own transaction (one SQLite file, or PostgreSQL).
+    Here,
+    /// Already committed by `erase_log_in`, which also deleted these messages of other
+    /// timelines; their `profile_messages` rows are left for the erasure to delete.
+    Done { dropped: Vec<i64> },
 }
 
 /// [`PrivacyStore`] over a migrated SQLite or PostgreSQL pool.
@@ -374,37 +379,39 @@ where
     /// messages and rejected items that carry or mention them. Where the log is a file of its own,
     /// this commits before the rest of the erasure: SQLite commits the files of one transaction
     /// one after the other, state first, and a crash between the two must never leave the
-    /// erasure recorded while the log still holds the person. The rest of the erasure runs the
-    /// same steps again and finds nothing left of them.
+    /// erasure recorded while the log still holds the person. Returns the scrubbed messages
+    /// it deleted, whose `profile_messages` rows the rest of the erasure deletes
+    /// ([`LogPart::Done`]).
     async fn erase_log_in(
         tx: &mut sqlx::Transaction<'static, DB>,
         r: &EraseRequest<'_>,
         out: &mut Erased,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<i64>, StorageError> {
         let Some(person) = Self::person_in(tx, r.profile_id).await? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         for p in &person.erased {
-            out.deleted += sqlx::query(BY_PROFILE[0])
+            out.deleted += sqlx::query(TIMELINE_MESSAGES)
                 .bind(p)
                 .execute(&mut **tx)
                 .await
                 .map(|r| DB::rows_affected(&r))?;
         }
         let scrubber = Scrubber::new(person.own.iter().map(|i| i.value.as_str()));
-        if !scrubber.is_empty() {
-            let patterns = scrubber.like_patterns();
-            let d: &Dialect = &DB::DIALECT;
-            let log_only = Files::LogOnly;
-            Self::scrub_messages(tx, d, &person, &scrubber, &patterns, log_only, out).await?;
-            Self::scrub_rejected(tx, &scrubber, &patterns, out).await?;
+        if scrubber.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let patterns = scrubber.like_patterns();
+        let d: &Dialect = &DB::DIALECT;
+        let dropped = Self::scrub_messages(tx, d, &person, &scrubber, &patterns, out).await?;
+        Self::scrub_rejected(tx, &scrubber, &patterns, out).await?;
+        Ok(dropped)
     }
 
     async fn erase_in(
         tx: &mut sqlx::Transaction<'static, DB>,
         r: &EraseRequest<'_>,
+        log: LogPart,
     ) -> Result<Option<Erased>, StorageError> {
         let d: &Dialect = &DB::DIALECT;
         // Serialise with the profiles stage (and make it drop its cached graph), with every
@@ -455,8 +462,10 @@ where
         .bind(r.now)
         .execute(&mut **tx)
         .await?;
+        let log_here = matches!(log, LogPart::Here);
         for p in erased {
-            for sql in BY_PROFILE {
+            let timeline = log_here.then_some(TIMELINE_MESSAGES);
+            for sql in timeline.into_iter().chain(BY_PROFILE) {
                 out.deleted += sqlx::query(sql)
                     .bind(p)
                     .execute(&mut **tx)
@@ -469,10 +478,22 @@ where
             .execute(&mut **tx)
             .await?;
 
+        let patterns = scrubber.like_patterns();
+        let dropped = match log {
+            LogPart::Here if !scrubber.is_empty() => {
+                Self::scrub_rejected(tx, &scrubber, &patterns, &mut out).await?;
+                Self::scrub_messages(tx, d, &person, &scrubber, &patterns, &mut out).await?
+            }
+            LogPart::Here => Vec::new(),
+            LogPart::Done { dropped } => dropped,
+        };
+        for seq in dropped {
+            sqlx::query("DELETE FROM profile_messages WHERE seq = $1")
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+        }
         if !scrubber.is_empty() {
-            let patterns = scrubber.like_patterns();
-            let both = Files::Both;
-            Self::scrub_messages(tx, d, &person, &scrubber, &patterns, both, &mut out).await?;
             Self::scrub_rows(tx, erased, own, &scrubber, &patterns, &mut out).await?;
         }
 
@@ -510,17 +531,18 @@ where
         Ok(Some(out))
     }
 
-    /// Messages that are not on an erased timeline but carry or mention the person.
+    /// Messages that are not on an erased timeline but carry or mention the person: rewritten, or
+    /// deleted (returned, for their `profile_messages` rows). Writes the log tables only.
     async fn scrub_messages(
         tx: &mut sqlx::Transaction<'static, DB>,
         d: &Dialect,
         person: &Person,
         scrubber: &Scrubber,
         patterns: &[String],
-        files: Files,
         out: &mut Erased,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<i64>, StorageError> {
         let Person { erased, own } = person;
+        let mut dropped = Vec::new();
         let mut after = 0i64;
         for _ in 0..MAX_PAGES {
             let mut q = Statement::<DB>::new(
@@ -562,12 +584,7 @@ where
                 };
                 match message_fate(&row, erased, own, scrubber) {
                     MessageFate::Delete => {
-                        if files == Files::Both {
-                            sqlx::query("DELETE FROM profile_messages WHERE seq = $1")
-                                .bind(seq)
-                                .execute(&mut **tx)
-                                .await?;
-                        }
+                        dropped.push(seq);
                         out.deleted += sqlx::query("DELETE FROM messages WHERE seq = $1")
                             .bind(seq)
                             .execute(&mut **tx)
@@ -598,7 +615,7 @@ where
             }
             after = last;
         }
-        Ok(())
+        Ok(dropped)
     }
 
     /// Rejected items were never messages: one naming the person is deleted.
@@ -647,8 +664,6 @@ where
         patterns: &[String],
         out: &mut Erased,
     ) -> Result<(), StorageError> {
-        Self::scrub_rejected(tx, scrubber, patterns, out).await?;
-
         // Resolution reports on other profiles about one of the person's identifiers.
         let mut after = 0i64;
         for _ in 0..MAX_PAGES {
@@ -935,17 +950,20 @@ where
     ) -> BoxFuture<'a, Result<Option<Erased>, StorageError>> {
         Box::pin(async move {
             let (mut tx, gate) = self.pool.begin_write().await?;
-            let mut log_part = Erased::default();
-            if self.pool.log_file_is_separate() {
-                Self::erase_log_in(&mut tx, request, &mut log_part).await?;
+            let mut logged = Erased::default();
+            let log = if self.pool.log_file_is_separate() {
+                let dropped = Self::erase_log_in(&mut tx, request, &mut logged).await?;
                 tx.commit().await?;
                 // Still under the same gates: no writer in this process runs in between.
                 tx = self.pool.begin_write_under(&gate).await?;
-            }
-            let mut out = Self::erase_in(&mut tx, request).await?;
+                LogPart::Done { dropped }
+            } else {
+                LogPart::Here
+            };
+            let mut out = Self::erase_in(&mut tx, request, log).await?;
             if let Some(out) = out.as_mut() {
-                out.deleted += log_part.deleted;
-                out.rewritten += log_part.rewritten;
+                out.deleted += logged.deleted;
+                out.rewritten += logged.rewritten;
                 tx.commit().await?;
             }
             Ok(out)
