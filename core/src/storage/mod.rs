@@ -644,18 +644,14 @@ mod tests {
             .connect_with(options)
             .await
             .unwrap();
-        sqlx::query("CREATE TABLE main.pipeline_cursors (name TEXT PRIMARY KEY, seq BIGINT)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("PRAGMA log.journal_mode = WAL")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE log.messages (seq INTEGER PRIMARY KEY)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE main.pipeline_cursors (name TEXT PRIMARY KEY, seq BIGINT); \
+             PRAGMA log.journal_mode = WAL; \
+             CREATE TABLE log.messages (seq INTEGER PRIMARY KEY)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         Db::split(pool)
     }
 

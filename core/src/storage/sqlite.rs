@@ -254,19 +254,23 @@ mod tests {
         }
     }
 
+    /// A connection to `file` (created in WAL mode if missing), migrated by `migrations`.
+    async fn migrated(file: &Path, migrations: sqlx::migrate::Migrator) -> SqliteConnection {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap();
+        migrations.run(&mut conn).await.unwrap();
+        conn
+    }
+
     /// A database as the releases before the split left it: every table in one file, with two
     /// messages kept of three appended (the third was purged).
     async fn legacy_database(state: &Path) {
-        let url = format!("sqlite://{}", state.display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .unwrap()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let mut conn = options.connect().await.unwrap();
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = migrated(state, sqlx::migrate!("./migrations/sqlite")).await;
         conn.execute(
             "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0); \
              INSERT INTO messages (source_id, message_id, dedup_key, kind, event_time, received_at, \
@@ -359,17 +363,8 @@ mod tests {
         let state = dir.path().join("touchpoint.db");
         legacy_database(&state).await;
         // A previous start copied into the log file, then died before dropping the old tables.
-        let url = format!("sqlite://{}", log_file(&state).display());
-        let mut log = SqliteConnectOptions::from_str(&url)
-            .unwrap()
-            .create_if_missing(true)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::migrate!("./migrations/sqlite-log")
-            .run(&mut log)
-            .await
-            .unwrap();
+        let log_migrations = sqlx::migrate!("./migrations/sqlite-log");
+        let mut log = migrated(&log_file(&state), log_migrations).await;
         log.execute(
             "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0); \
              INSERT INTO messages (source_id, message_id, dedup_key, kind, event_time, received_at, \
