@@ -77,6 +77,10 @@ pub struct Config {
     /// On PostgreSQL with several processing nodes, how long a stage lease lasts without renewal
     /// (`TOUCHPOINT_LEASE_SECS`, 5): a dead node's stages move to the others within about this.
     pub lease_ttl: Duration,
+    /// How many partitions a new PostgreSQL log gets (`TOUCHPOINT_LOG_PARTITIONS`, 8; read only
+    /// while the log is empty, see `storage::partition`). Appends to different partitions commit
+    /// concurrently. The SQLite log always has one.
+    pub log_partitions: u16,
     /// A reverse-ETL sync from a production read replica: `TOUCHPOINT_RETL_URL` (PostgreSQL),
     /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
     /// (`production`); rows are recorded under the `reverse-etl` source.
@@ -140,6 +144,7 @@ impl Default for Config {
             stall_after: Duration::from_secs(30),
             stage_poll: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(5),
+            log_partitions: crate::storage::partition::DEFAULT_PARTITIONS,
             reverse_etl: None,
             dev_sink: false,
             destinations: Default::default(),
@@ -275,6 +280,10 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_LEASE_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
     lease_secs: u64,
+    /// Partitions of a new PostgreSQL log (read only while the log is empty).
+    #[arg(long, env = "TOUCHPOINT_LOG_PARTITIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    log_partitions: u16,
     /// Mount the development webhook receiver at `/dev/webhook-sink`.
     #[arg(long, env = "TOUCHPOINT_DEV_SINK", default_value = "false", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -399,6 +408,7 @@ impl Config {
             stall_after: Duration::from_secs(s.stall_after_secs),
             stage_poll: Duration::from_millis(s.stage_poll_ms),
             lease_ttl: Duration::from_secs(s.lease_secs),
+            log_partitions: s.log_partitions,
             reverse_etl,
             dev_sink: s.dev_sink,
             retention_days: s.retention_days,
@@ -523,6 +533,7 @@ mod tests {
         assert_eq!(c.max_commit, d.max_commit);
         assert_eq!(c.stage_poll, d.stage_poll);
         assert_eq!(c.lease_ttl, d.lease_ttl);
+        assert_eq!(c.log_partitions, d.log_partitions);
         assert!(c.process && !c.dev_sink);
         assert!(c.edge_secret.is_none() && c.public_url.is_none() && c.reverse_etl.is_none());
     }

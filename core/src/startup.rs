@@ -87,7 +87,7 @@ impl Application {
             .handoff
             .load(&plan.current().plan, &audience_ids)
             .context("loading the lead handoff file")?;
-        let stores = crate::stores::connect(&config.database_url)
+        let stores = crate::stores::connect_with(&config.database_url, config.log_partitions)
             .await
             .with_context(|| format!("opening the database ({})", redact(&config.database_url)))?;
         let store = stores.events.clone();

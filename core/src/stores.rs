@@ -34,8 +34,14 @@ pub struct Stores {
     pub leases: Option<Arc<dyn crate::pipeline::LeaseStore>>,
 }
 
-/// Opens the database the URL names, runs its migrations, and returns its repositories.
+/// Opens the database the URL names, runs its migrations, and returns its repositories; a new
+/// PostgreSQL log gets the default number of partitions.
 pub async fn connect(url: &str) -> Result<Stores, StorageError> {
+    connect_with(url, crate::storage::partition::DEFAULT_PARTITIONS).await
+}
+
+/// [`connect`], giving a new PostgreSQL log `partitions` partitions.
+pub async fn connect_with(url: &str, partitions: u16) -> Result<Stores, StorageError> {
     if url.starts_with("sqlite:") {
         let store = crate::storage::SqliteStore::connect(url).await?;
         let console = crate::console::Pool::Sqlite(store.db().pool().clone());
@@ -63,7 +69,7 @@ pub async fn connect(url: &str) -> Result<Stores, StorageError> {
             audiences: Arc::new(audiences),
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let store = crate::storage::PgStore::connect(url).await?;
+        let store = crate::storage::PgStore::connect_with(url, partitions).await?;
         let console = crate::console::Pool::Postgres(store.db().pool().clone());
         let profiles = crate::profiles::PgProfiles::new(store.db().clone());
         let audiences = crate::audiences::PgAudiences::new(store.db().clone());

@@ -16,7 +16,7 @@
 //! stepping one stage at once (a lease handed over mid-step) cannot apply a message twice.
 
 use super::Clock;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, fnv1a};
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -42,19 +42,6 @@ pub struct LeaseRow {
     pub owner: String,
     /// Until when (ms); renewed every third of the lease time.
     pub expires_at: i64,
-}
-
-/// FNV-1a, 64 bits: a hash every node computes the same way (std's hasher may change between
-/// Rust releases, and nodes of different builds must agree).
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain([0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 /// The node that should run `stage`: the highest-scoring live node that runs it (rendezvous

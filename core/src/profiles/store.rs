@@ -387,6 +387,8 @@ pub struct SqlProfileTx<DB: Database> {
     tx: sqlx::Transaction<'static, DB>,
     /// SQLite's in-process write gate, held until the transaction ends.
     _gate: crate::storage::Gate,
+    /// The log horizon taken before the snapshot: `read_log` stops there.
+    horizon: i64,
 }
 
 /// A processing transaction on SQLite.
@@ -702,10 +704,11 @@ where
         Box::pin(async move {
             let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
                 "SELECT seq, status, event_time, CAST(body AS TEXT) FROM messages \
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                 WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2",
             )
             .bind(after)
             .bind(limit)
+            .bind(self.horizon)
             .fetch_all(&mut *self.tx)
             .await?;
             rows.into_iter()
@@ -947,10 +950,14 @@ where
 {
     fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>> {
         Box::pin(async move {
+            // The horizon first: the snapshot, taken at the transaction's first read, then sees
+            // every append up to it.
+            let horizon = crate::storage::BeginRead::log_horizon(&self.pool).await?;
             let tx = crate::storage::BeginRead::begin_read(&self.pool).await?;
             Ok(Box::new(SqlProfileTx {
                 tx,
                 _gate: Default::default(),
+                horizon,
             }) as Box<dyn ProfileTx>)
         })
     }
@@ -963,7 +970,11 @@ where
             } else {
                 self.pool.begin_state_write().await?
             };
-            Ok(Box::new(SqlProfileTx { tx, _gate: gate }) as Box<dyn ProfileTx>)
+            Ok(Box::new(SqlProfileTx {
+                tx,
+                _gate: gate,
+                horizon: i64::MAX,
+            }) as Box<dyn ProfileTx>)
         })
     }
 

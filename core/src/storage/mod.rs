@@ -4,11 +4,13 @@
 //! append-only; `seq` is the position the processing pipeline resumes from.
 
 mod dialect;
+pub mod partition;
 mod postgres;
 mod shared;
 mod sqlite;
 
 pub(crate) use dialect::Dialect;
+pub(crate) use partition::fnv1a;
 pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
 pub use sqlite::{SqliteStore, log_file as sqlite_log_file};
 
@@ -578,12 +580,22 @@ pub(crate) trait BeginRead {
         &self,
     ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
     + Send;
+
+    /// The log position up to which every append has ended, committed or rolled back: a reader
+    /// whose snapshot starts after this call and reads `seq <= horizon` never skips a row that
+    /// commits later. SQLite appends one transaction at a time, in position order, so any
+    /// position it can see is safe.
+    fn log_horizon(&self) -> impl std::future::Future<Output = Result<i64, sqlx::Error>> + Send;
 }
 
 impl BeginRead for Db<sqlx::Sqlite> {
     type Db = sqlx::Sqlite;
     async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.pool.begin().await
+    }
+
+    async fn log_horizon(&self) -> Result<i64, sqlx::Error> {
+        Ok(i64::MAX)
     }
 }
 
@@ -593,6 +605,33 @@ impl BeginRead for Db<sqlx::Postgres> {
         self.pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
+    }
+
+    async fn log_horizon(&self) -> Result<i64, sqlx::Error> {
+        // Appends to different partitions commit in any order, but each draws its positions
+        // while holding its partitions' rows, until it ends. So: read the last position drawn,
+        // then wait, one partition at a time, for whoever holds that partition's row. An append
+        // that drew a position up to `last` held its rows when `last` was read, so once every
+        // row has been free for a moment it has ended. Each wait is a statement of its own and
+        // holds nothing while it waits: no append waits on another partition's behalf.
+        let mut conn = self.pool.acquire().await?;
+        let last: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END \
+             FROM messages_seq_seq",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let partitions: Vec<i32> =
+            sqlx::query_scalar("SELECT partition FROM log_partitions ORDER BY partition")
+                .fetch_all(&mut *conn)
+                .await?;
+        for p in partitions {
+            sqlx::query("SELECT 1 FROM log_partitions WHERE partition = $1 FOR SHARE")
+                .bind(p)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(last)
     }
 }
 

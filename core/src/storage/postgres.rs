@@ -1,10 +1,10 @@
 //! PostgreSQL adapter: multi-row `UNNEST` inserts so one group commit is one round trip.
 
+use super::partition;
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use futures_util::future::BoxFuture;
-use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -58,20 +58,83 @@ pub fn listen_for_appends(url: &str, wake: Arc<Notify>, progress: tokio::sync::w
 pub type PgStore = super::shared::SqlEventStore<sqlx::Postgres>;
 
 impl PgStore {
-    /// Connects to `url` and migrates the database.
+    /// Connects to `url` and migrates the database; a new database gets the default number of log
+    /// partitions.
     pub async fn connect(url: &str) -> Result<PgStore, StorageError> {
+        Self::connect_with(url, super::partition::DEFAULT_PARTITIONS).await
+    }
+
+    /// Connects to `url` and migrates the database. `partitions` applies only to a new database
+    /// (an empty log with the one partition the migration made): afterwards the log keeps the
+    /// partitions it has, so that every node routes a device to the same partition.
+    pub async fn connect_with(url: &str, partitions: u16) -> Result<PgStore, StorageError> {
         let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let partitions = Self::settle_partitions(&pool, partitions.max(1)).await?;
         Ok(PgStore {
             pool: super::Db::new(pool),
+            partitions,
         })
+    }
+
+    /// Creates partitions up to `wanted` if the log is new (empty, one partition), then returns how
+    /// many there are: every node of a database routes by the count its first node set.
+    async fn settle_partitions(pool: &sqlx::PgPool, wanted: u16) -> Result<u16, StorageError> {
+        // Under the lock of partition 0, which every append of a one-partition log takes: no
+        // append can slip in between the emptiness check and the new rows.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT 1 FROM log_partitions WHERE partition = 0 FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO log_partitions (partition, next_offset) \
+             SELECT p, 1 FROM generate_series(1, $1 - 1) AS p \
+             WHERE NOT EXISTS (SELECT 1 FROM messages) \
+               AND (SELECT COUNT(*) FROM log_partitions) = 1 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(i32::from(wanted))
+        .execute(&mut *tx)
+        .await?;
+        let (count, gaps): (i64, bool) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(*) <> MAX(partition) + 1 FROM log_partitions")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        if gaps {
+            return Err(StorageError::Corrupt(
+                "log_partitions must number its partitions 0..P-1".into(),
+            ));
+        }
+        if count != i64::from(wanted) {
+            tracing::info!(
+                partitions = count,
+                configured = wanted,
+                "the log keeps the partitions it was created with"
+            );
+        }
+        u16::try_from(count).map_err(|_| StorageError::Corrupt("too many log partitions".into()))
     }
 
     /// The database, for the repositories of the feature modules.
     pub fn db(&self) -> &super::Db<sqlx::Postgres> {
         &self.pool
     }
+
+    /// How many partitions the log has.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The log position up to which every append has ended (see `BeginRead::log_horizon`).
+    pub async fn log_horizon(&self) -> Result<i64, StorageError> {
+        Ok(super::BeginRead::log_horizon(&self.pool).await?)
+    }
 }
+
+/// How many times an append restarts when another partition's append stored one of its messages
+/// first (the same messageId sent under two routing keys at once).
+const APPEND_ATTEMPTS: usize = 3;
 
 impl PgStore {
     /// Appends messages and rejected items in one durable transaction (see [`EventStore::append`]).
@@ -80,89 +143,131 @@ impl PgStore {
         messages: &[NewMessage],
         rejected: &[NewRejected],
     ) -> Result<Vec<InsertOutcome>, StorageError> {
+        let partitions: Vec<i32> = messages
+            .iter()
+            .map(|m| partition::partition_of(m, self.partitions))
+            .collect();
+        for _ in 0..APPEND_ATTEMPTS {
+            if let Some(out) = self.try_append(messages, &partitions, rejected).await? {
+                return Ok(out);
+            }
+        }
+        Err(StorageError::Stage(format!(
+            "append lost the race for a duplicate messageId {APPEND_ATTEMPTS} times"
+        )))
+    }
+
+    /// One attempt; `None` when a row it planned was stored meanwhile by an append to another
+    /// partition (it rolled back, and the next attempt sees that row as a duplicate).
+    async fn try_append(
+        &self,
+        messages: &[NewMessage],
+        partitions: &[i32],
+        rejected: &[NewRejected],
+    ) -> Result<Option<Vec<InsertOutcome>>, StorageError> {
         let (mut tx, _gate) = super::BeginWrite::begin_write(&self.pool).await?;
-        // Serialise appends across core processes so log positions commit in order and the
-        // pipeline, which reads `seq > cursor`, can never skip a late-committing row.
-        sqlx::query("SELECT pg_advisory_xact_lock(7243001)")
-            .execute(&mut *tx)
-            .await?;
         let mut out = vec![InsertOutcome::Duplicate; messages.len()];
         if !messages.is_empty() {
-            let col = |f: fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {
-                messages.iter().map(f).collect()
-            };
-            let rows = sqlx::query(
-                "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
-                 anonymous_id, event_time, received_at, plan_version, status, violations, body) \
-                 SELECT s, m, m, k, e, u, a, t, r, p, st, v::jsonb, b::jsonb FROM UNNEST(\
-                   $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                   $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[]) \
-                   AS x(s, m, k, e, u, a, t, r, p, st, v, b) \
-                 ON CONFLICT (source_id, dedup_key) DO NOTHING \
-                 RETURNING seq, source_id, message_id",
+            // Lock the touched partitions in ascending order (as every append and log_horizon()
+            // do, so none deadlocks) before drawing any position: offsets of one partition commit
+            // in order, and positions drawn under the locks are covered by log_horizon().
+            let mut touched: Vec<i32> = partitions.to_vec();
+            touched.sort_unstable();
+            touched.dedup();
+            let next: BTreeMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
+                "SELECT partition, next_offset FROM log_partitions WHERE partition = ANY($1) \
+                 ORDER BY partition FOR NO KEY UPDATE",
+            )
+            .bind(&touched)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            if next.len() != touched.len() {
+                return Err(StorageError::Corrupt(
+                    "a log partition the routing names is missing".into(),
+                ));
+            }
+            // Duplicates already stored take no offset.
+            let stored_rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT source_id, dedup_key FROM messages \
+                 WHERE (source_id, dedup_key) IN (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
             )
             .bind(messages.iter().map(|m| m.source_id).collect::<Vec<_>>())
             .bind(
                 messages
                     .iter()
-                    .map(|m| m.message_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.kind.to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(col(|m| m.event.clone()))
-            .bind(col(|m| m.user_id.clone()))
-            .bind(col(|m| m.anonymous_id.clone()))
-            .bind(messages.iter().map(|m| m.event_time_ms).collect::<Vec<_>>())
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.received_at_ms)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.plan_version.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.status.as_str().to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.violations_json.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.body_json.clone())
+                    .map(|m| m.message_id.as_str())
                     .collect::<Vec<_>>(),
             )
             .fetch_all(&mut *tx)
             .await?;
-            // Map inserted rows back to the inputs; the first input with a key wins, like SQLite.
-            let mut inserted: HashMap<(i64, String), i64> = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                inserted.insert(
-                    (row.try_get("source_id")?, row.try_get("message_id")?),
-                    row.try_get("seq")?,
-                );
+            let stored: HashSet<(i64, &str)> =
+                stored_rows.iter().map(|(s, k)| (*s, k.as_str())).collect();
+            let plan = partition::plan(messages, partitions, &stored, &next);
+            let rows = &plan.slots;
+            let col = |f: fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {
+                rows.iter().map(|s| f(&messages[s.index])).collect()
+            };
+            let text = |f: fn(&NewMessage) -> String| -> Vec<String> {
+                rows.iter().map(|s| f(&messages[s.index])).collect()
+            };
+            let int = |f: fn(&NewMessage) -> i64| -> Vec<i64> {
+                rows.iter().map(|s| f(&messages[s.index])).collect()
+            };
+            // ORDINALITY keeps the rows (and so the positions drawn) in offset order.
+            let returned: Vec<(i32, i64, i64)> = sqlx::query_as(
+                "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
+                 anonymous_id, event_time, received_at, plan_version, status, violations, body, \
+                 partition, part_offset) \
+                 SELECT s, m, m, k, e, u, a, t, r, p, st, v::jsonb, b::jsonb, pa, o FROM UNNEST(\
+                   $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                   $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], \
+                   $13::int[], $14::bigint[]) WITH ORDINALITY \
+                   AS x(s, m, k, e, u, a, t, r, p, st, v, b, pa, o, n) ORDER BY n \
+                 ON CONFLICT (source_id, dedup_key) DO NOTHING \
+                 RETURNING partition, part_offset, seq",
+            )
+            .bind(int(|m| m.source_id))
+            .bind(text(|m| m.message_id.clone()))
+            .bind(text(|m| m.kind.to_owned()))
+            .bind(col(|m| m.event.clone()))
+            .bind(col(|m| m.user_id.clone()))
+            .bind(col(|m| m.anonymous_id.clone()))
+            .bind(int(|m| m.event_time_ms))
+            .bind(int(|m| m.received_at_ms))
+            .bind(text(|m| m.plan_version.to_string()))
+            .bind(text(|m| m.status.as_str().to_owned()))
+            .bind(text(|m| m.violations_json.clone()))
+            .bind(text(|m| m.body_json.clone()))
+            .bind(rows.iter().map(|s| s.partition).collect::<Vec<_>>())
+            .bind(rows.iter().map(|s| s.offset).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            if returned.len() != rows.len() {
+                // An append to another partition committed one of these messageIds after our
+                // check: taking its offsets would leave a gap, so start again.
+                tx.rollback().await?;
+                return Ok(None);
             }
-            for (i, m) in messages.iter().enumerate() {
-                if let Some(seq) = inserted.remove(&(m.source_id, m.message_id.clone())) {
-                    out[i] = InsertOutcome::Stored(seq);
-                }
-            }
+            sqlx::query(
+                "UPDATE log_partitions l SET next_offset = x.n \
+                 FROM UNNEST($1::int[], $2::bigint[]) AS x(p, n) WHERE l.partition = x.p",
+            )
+            .bind(plan.next.keys().copied().collect::<Vec<_>>())
+            .bind(plan.next.values().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            let at: HashMap<(i32, i64), i64> = returned
+                .into_iter()
+                .map(|(p, o, seq)| ((p, o), seq))
+                .collect();
+            let positions = rows
+                .iter()
+                .map(|s| at.get(&(s.partition, s.offset)).copied())
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| StorageError::Corrupt("an appended row came back unknown".into()))?;
+            out = plan.outcomes(messages.len(), &positions);
         }
         if !rejected.is_empty() {
             sqlx::query(
@@ -199,7 +304,7 @@ impl PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

@@ -15,6 +15,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 #[derive(Clone, Debug)]
 pub struct SqlEventStore<DB: Database> {
     pub(super) pool: Db<DB>,
+    /// How many partitions the log has (1 on SQLite).
+    pub(super) partitions: u16,
 }
 
 /// What each adapter does its own way: appending messages and rejected items in one durable

@@ -60,6 +60,7 @@ impl SqliteStore {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             return Ok(SqliteStore {
                 pool: super::Db::new(pool),
+                partitions: 1,
             });
         }
         let state = options.get_filename().to_owned();
@@ -89,6 +90,7 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore {
             pool: super::Db::split(pool),
+            partitions: 1,
         })
     }
 

@@ -20,6 +20,7 @@ mod hardening;
 mod hygiene;
 mod ingest;
 mod lead_handoff;
+mod log_partitions;
 mod ops;
 mod privacy;
 mod profiles;

@@ -1,0 +1,39 @@
+-- The partitioned log (PostgreSQL only; the SQLite log has one writer and one partition, so its
+-- `seq` is already its commit order).
+--
+-- Each message belongs to one partition, chosen by a stable key (storage::partition), and has a
+-- gap-free offset within it. An append locks only the rows of the partitions it writes, so appends
+-- to different partitions commit concurrently; there is no global lock. `seq` stays the row's id
+-- and the order the stages read in, made safe by the log horizon (storage::BeginRead::log_horizon).
+CREATE TABLE log_partitions (
+    partition    INT PRIMARY KEY CHECK (partition >= 0),
+    next_offset  BIGINT NOT NULL CHECK (next_offset >= 1)
+);
+
+-- A database from before the partitions: one partition holding every row, in log order.
+ALTER TABLE messages ADD COLUMN partition INT NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN part_offset BIGINT;
+UPDATE messages m SET part_offset = r.n
+  FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM messages) r
+ WHERE m.seq = r.seq;
+ALTER TABLE messages ALTER COLUMN part_offset SET NOT NULL;
+CREATE UNIQUE INDEX messages_partition_offset ON messages (partition, part_offset);
+INSERT INTO log_partitions (partition, next_offset)
+SELECT 0, COUNT(*) + 1 FROM messages;
+
+-- A row inserted without an offset (a quarantined message replayed) takes one here, under its
+-- partition's lock like any append. Its position is drawn again after the lock, so that
+-- the log horizon never passes a position whose transaction is still open.
+CREATE FUNCTION messages_take_offset() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE log_partitions SET next_offset = next_offset + 1
+     WHERE partition = NEW.partition
+    RETURNING next_offset - 1 INTO NEW.part_offset;
+    IF NEW.part_offset IS NULL THEN
+        RAISE EXCEPTION 'log partition % does not exist', NEW.partition;
+    END IF;
+    NEW.seq := nextval(pg_get_serial_sequence('messages', 'seq'));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER messages_take_offset BEFORE INSERT ON messages FOR EACH ROW
+    WHEN (NEW.part_offset IS NULL) EXECUTE FUNCTION messages_take_offset();

@@ -1,0 +1,295 @@
+//! The partitioned log on a real PostgreSQL: concurrent appends, the horizon readers trust, and
+//! duplicates that race across partitions.
+
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use touchpoint_core::storage::partition::partition_of;
+use touchpoint_core::storage::{EventStore, InsertOutcome, NewMessage, PgStore, Status};
+use touchpoint_tests::{eventually, fresh_postgres_database};
+
+fn pg_admin_url() -> String {
+    std::env::var("TOUCHPOINT_TEST_PG_URL").expect(
+        "TOUCHPOINT_TEST_PG_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
+    )
+}
+
+async fn store(partitions: u16) -> (Arc<PgStore>, PgPool, i64) {
+    let url = fresh_postgres_database(&pg_admin_url()).await;
+    let store = PgStore::connect_with(&url, partitions).await.unwrap();
+    let source = store.upsert_source("web", "wk").await.unwrap().id;
+    let pool = store.db().pool().clone();
+    (Arc::new(store), pool, source)
+}
+
+fn message(source_id: i64, id: &str, device: &str) -> NewMessage {
+    NewMessage {
+        source_id,
+        message_id: id.into(),
+        kind: "track",
+        event: Some("Viewed".into()),
+        user_id: None,
+        anonymous_id: Some(device.into()),
+        event_time_ms: 1,
+        received_at_ms: 1,
+        plan_version: "1".into(),
+        status: Status::Accepted,
+        violations_json: "[]".into(),
+        body_json: format!(r#"{{"anonymousId":"{device}","messageId":"{id}"}}"#),
+    }
+}
+
+/// A device name that routes to `partition` of `partitions`.
+fn device_in(partition: i32, partitions: u16, tag: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|d| partition_of(&message(1, "m", d), partitions) == partition)
+        .expect("some device routes to every partition")
+}
+
+/// Waits until a backend runs a statement containing `text` and waits for a lock.
+async fn wait_for_lock_wait(pool: &PgPool, text: &str) {
+    let pattern = format!("%{text}%");
+    eventually(10, "a statement waiting for a lock", async || {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&pattern)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        waiting > 0
+    })
+    .await;
+}
+
+/// Opens a transaction that holds `partition` as an append does and has stored `id` in it, not
+/// yet committed; returns it with the row's position.
+async fn open_append(
+    pool: &PgPool,
+    source: i64,
+    partition: i32,
+    id: &str,
+) -> (sqlx::Transaction<'static, sqlx::Postgres>, i64) {
+    let mut tx = pool.begin().await.unwrap();
+    // No offset given: the migration's trigger takes one under the partition's lock.
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO messages (source_id, message_id, dedup_key, kind, event_time, received_at, \
+         plan_version, status, violations, body, partition) \
+         VALUES ($1, $2, $2, 'track', 1, 1, '1', 'accepted', '[]', '{}', $3) RETURNING seq",
+    )
+    .bind(source)
+    .bind(id)
+    .bind(partition)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    (tx, seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_leave_every_partition_gap_free_in_position_order() {
+    let (store, pool, source) = store(8).await;
+    // 6 writers x 15 appends x 20 messages over 40 devices; every writer also re-sends
+    // messageIds another writer sends under another device (a duplicate in another partition).
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for a in 0..15 {
+                let batch: Vec<NewMessage> = (0..20)
+                    .map(|i| {
+                        let n = a * 20 + i;
+                        let id = format!("m-{}-{n}", w % 3);
+                        message(source, &id, &format!("device-{w}-{}", n % 7))
+                    })
+                    .collect();
+                let out = store.append(&batch, &[]).await.unwrap();
+                outcomes.extend(batch.iter().map(|m| m.message_id.clone()).zip(out));
+            }
+            outcomes
+        }));
+    }
+    let mut stored: HashMap<String, i64> = HashMap::new();
+    for w in writers {
+        for (id, outcome) in w.await.unwrap() {
+            if let InsertOutcome::Stored(seq) = outcome {
+                assert!(
+                    stored.insert(id.clone(), seq).is_none(),
+                    "{id} stored twice"
+                );
+            }
+        }
+    }
+    // Three distinct id sets of 300: each stored exactly once, whoever won.
+    assert_eq!(stored.len(), 900);
+
+    let rows: Vec<(i32, i64, i64, String)> = sqlx::query_as(
+        "SELECT partition, part_offset, seq, message_id FROM messages ORDER BY partition, part_offset",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 900);
+    let mut by_partition: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
+    for (p, offset, seq, id) in &rows {
+        assert_eq!(stored[id], *seq, "the outcome names the stored row");
+        by_partition.entry(*p).or_default().push((*offset, *seq));
+    }
+    assert!(by_partition.len() > 1, "the devices spread over partitions");
+    let next: BTreeMap<i32, i64> =
+        sqlx::query_as("SELECT partition, next_offset FROM log_partitions")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (p, rows) in &by_partition {
+        let offsets: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(
+            offsets,
+            (1..=rows.len() as i64).collect::<Vec<_>>(),
+            "partition {p}"
+        );
+        assert!(
+            rows.windows(2).all(|w| w[0].1 < w[1].1),
+            "partition {p}: positions rise with offsets"
+        );
+        assert_eq!(next[p], rows.len() as i64 + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_horizon_waits_for_an_append_in_flight_while_other_partitions_keep_committing() {
+    let (store, pool, source) = store(4).await;
+    let (open, open_seq) = open_append(&pool, source, 2, "slow").await;
+
+    // Another partition commits while partition 2's append is open: no global lock.
+    let fast = message(source, "fast", &device_in(0, 4, "fast"));
+    let out = tokio::time::timeout(Duration::from_secs(10), store.append(&[fast], &[]))
+        .await
+        .expect("an append to another partition does not wait")
+        .unwrap();
+    let InsertOutcome::Stored(fast_seq) = out[0] else {
+        panic!("stored: {out:?}")
+    };
+    assert!(
+        fast_seq > open_seq,
+        "the later append drew the later position"
+    );
+
+    // A reader may not pass `open_seq` until that append ends: the horizon waits for it.
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.log_horizon().await.unwrap() }
+    });
+    wait_for_lock_wait(&pool, "FOR SHARE").await;
+    assert!(!waiting.is_finished());
+    open.commit().await.unwrap();
+    let horizon = waiting.await.unwrap();
+    assert!(
+        horizon >= fast_seq,
+        "the horizon covers {fast_seq}: {horizon}"
+    );
+    let visible: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE seq <= $1")
+        .bind(horizon)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(visible, 2, "both appends are visible below the horizon");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_stored_meanwhile_in_another_partition_takes_no_offset() {
+    let (store, pool, source) = store(4).await;
+    // The same messageId under two devices: one routes to partition 1, the other to 3.
+    let (open, _) = open_append(&pool, source, 1, "twice").await;
+    let late = message(source, "twice", &device_in(3, 4, "late"));
+    let racing = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(&[late], &[]).await.unwrap() }
+    });
+    // It passed its duplicate check before the first committed, and now waits on the key.
+    wait_for_lock_wait(&pool, "INSERT INTO messages").await;
+    open.commit().await.unwrap();
+    assert_eq!(racing.await.unwrap(), [InsertOutcome::Duplicate]);
+    let next: i64 =
+        sqlx::query_scalar("SELECT next_offset FROM log_partitions WHERE partition = 3")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(next, 1, "partition 3 burned no offset");
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_database_takes_the_configured_partitions_and_keeps_them_once_it_holds_messages() {
+    let url = fresh_postgres_database(&pg_admin_url()).await;
+    let first = PgStore::connect_with(&url, 4).await.unwrap();
+    assert_eq!(first.partitions(), 4);
+    // Another node configured differently joins the same database: it routes as the first does.
+    assert_eq!(
+        PgStore::connect_with(&url, 16).await.unwrap().partitions(),
+        4
+    );
+    let source = first.upsert_source("web", "wk").await.unwrap().id;
+    first
+        .append(&[message(source, "m", "d")], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        PgStore::connect_with(&url, 1).await.unwrap().partitions(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_from_before_the_partitions_becomes_partition_zero_in_position_order() {
+    let url = fresh_postgres_database(&pg_admin_url()).await;
+    let pool = PgPool::connect(&url).await.unwrap();
+    let mut before = sqlx::migrate!("../core/migrations/postgres");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 17)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0); \
+         INSERT INTO messages (seq, source_id, message_id, dedup_key, kind, event_time, \
+           received_at, plan_version, status, violations, body) VALUES \
+           (3, 1, 'a', 'a', 'track', 1, 1, '1', 'accepted', '[]', '{}'), \
+           (7, 1, 'b', 'b', 'track', 1, 1, '1', 'accepted', '[]', '{}'), \
+           (8, 1, 'c', 'c', 'track', 1, 1, '1', 'accepted', '[]', '{}'); \
+         SELECT setval('messages_seq_seq', 8)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = PgStore::connect_with(&url, 8).await.unwrap();
+    assert_eq!(
+        store.partitions(),
+        1,
+        "a log that holds messages keeps one partition"
+    );
+    let out = store
+        .append(&[message(1, "d", "anyone")], &[])
+        .await
+        .unwrap();
+    assert_eq!(out, [InsertOutcome::Stored(9)]);
+    let rows: Vec<(i64, i32, i64)> =
+        sqlx::query_as("SELECT seq, partition, part_offset FROM messages ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, [(3, 0, 1), (7, 0, 2), (8, 0, 3), (9, 0, 4)]);
+}
