@@ -200,13 +200,28 @@ impl Application {
         // The lead handoff stage reads after the profiles stage too.
         let handoff_wake = Arc::new(Notify::new());
         if config.process {
-            let processor =
-                Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500);
-            tokio::spawn(runner.clone().run(
-                processor,
-                pipeline_wake.clone(),
-                profiles_done.clone(),
-            ));
+            if stores.log_partitions > 1 {
+                // One profiles stage per log partition, each with its own lease: they spread
+                // over the processing nodes and run at once. Every append wakes all of them.
+                let mut wakes = Vec::new();
+                for p in 0..i32::from(stores.log_partitions) {
+                    let wake = Arc::new(Notify::new());
+                    wakes.push(wake.clone());
+                    let processor =
+                        Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500)
+                            .with_scope(crate::profiles::processor::Scope::Partition(p));
+                    tokio::spawn(runner.clone().run(processor, wake, profiles_done.clone()));
+                }
+                crate::pipeline::fan_out(pipeline_wake.clone(), wakes);
+            } else {
+                let processor =
+                    Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500);
+                tokio::spawn(runner.clone().run(
+                    processor,
+                    pipeline_wake.clone(),
+                    profiles_done.clone(),
+                ));
+            }
             tokio::spawn(runner.clone().run(
                 audiences::stage::Realtime(audience_stage.clone()),
                 audience_wake.clone(),

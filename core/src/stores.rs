@@ -32,6 +32,8 @@ pub struct Stores {
     pub handoffs: Arc<dyn crate::handoff::HandoffStore>,
     /// Processing nodes' heartbeats and stage leases (PostgreSQL only).
     pub leases: Option<Arc<dyn crate::pipeline::LeaseStore>>,
+    /// How many partitions the log has (1 on SQLite): the profiles stage runs once per partition.
+    pub log_partitions: u16,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories; a new
@@ -58,6 +60,7 @@ pub async fn connect_with(url: &str, partitions: u16) -> Result<Stores, StorageE
             handoffs: Arc::new(crate::handoff::SqliteHandoffs::new(store.db().clone())),
             // One process owns a SQLite file: its stages need no leases.
             leases: None,
+            log_partitions: 1,
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.db().clone(),
             )),
@@ -79,6 +82,7 @@ pub async fn connect_with(url: &str, partitions: u16) -> Result<Stores, StorageE
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.db().clone())),
             crm: Arc::new(crate::crm::PgCrm::new(store.db().clone())),
             handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.db().clone())),
+            log_partitions: store.partitions(),
             leases: Some(Arc::new(crate::pipeline::PgLeases::new(
                 store.db().pool().clone(),
             ))),

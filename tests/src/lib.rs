@@ -321,6 +321,14 @@ impl TestApp {
             .expect("sql");
     }
 
+    /// Runs a query returning one optional text value.
+    pub async fn sql_text(&self, query: &str) -> Option<String> {
+        sqlx::query_scalar::<_, Option<String>>(query)
+            .fetch_one(&self.pool().await)
+            .await
+            .expect("sql")
+    }
+
     /// One number from the app's database (e.g. a COUNT or a SUM of lengths); NULL reads as 0.
     pub async fn sql_number(&self, query: &str) -> i64 {
         sqlx::query_scalar::<_, Option<i64>>(query)

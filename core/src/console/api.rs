@@ -374,17 +374,42 @@ async fn pipeline_health(
         .await?
         .into_iter()
         .map(|c| {
-            let h = health.get(c.name.as_str());
-            let failing = h.map_or(0, |h| h.failing_since_ms.load(Ordering::Relaxed));
+            // On a partitioned log the `profiles` cursor is the lowest of the `profiles/P`
+            // stages' cursors: its health is theirs, summed.
+            let parts: Vec<&crate::pipeline::StageHealth> = match health.get(c.name.as_str()) {
+                Some(h) => vec![&**h],
+                None => health
+                    .iter()
+                    .filter(|(name, _)| {
+                        name.strip_prefix(c.name.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    })
+                    .map(|(_, h)| &**h)
+                    .collect(),
+            };
+            let running = !parts.is_empty();
+            let sum = |f: fn(&crate::pipeline::StageHealth) -> u64| {
+                running.then(|| parts.iter().map(|h| f(h)).sum::<u64>())
+            };
+            let failing = parts
+                .iter()
+                .map(|h| h.failing_since_ms.load(Ordering::Relaxed))
+                .filter(|t| *t != 0)
+                .min();
+            let last_ok = parts
+                .iter()
+                .map(|h| h.last_ok_ms.load(Ordering::Relaxed))
+                .filter(|t| *t > 0)
+                .max();
             json!({
                 "stage": c.name, "position": c.position, "head": c.head, "behind": c.behind,
                 "lagMs": c.oldest_waiting_at.map(|t| (now - t).max(0)),
-                "running": h.is_some(),
-                "processed": h.map(|h| h.processed.load(Ordering::Relaxed)),
-                "retries": h.map(|h| h.retries.load(Ordering::Relaxed)),
-                "quarantined": h.map(|h| h.quarantined.load(Ordering::Relaxed)),
-                "failingSince": (failing != 0).then_some(failing),
-                "lastOk": h.map(|h| h.last_ok_ms.load(Ordering::Relaxed)).filter(|t| *t > 0),
+                "running": running,
+                "processed": sum(|h| h.processed.load(Ordering::Relaxed)),
+                "retries": sum(|h| h.retries.load(Ordering::Relaxed)),
+                "quarantined": sum(|h| h.quarantined.load(Ordering::Relaxed)),
+                "failingSince": failing,
+                "lastOk": last_ok,
             })
         })
         .collect();

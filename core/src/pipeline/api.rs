@@ -103,11 +103,14 @@ async fn replay(
 /// so nothing is sent twice).
 async fn replay_entry(state: &AppState, entry: &Entry, now: i64) -> Replay {
     let result = match entry.stage.as_str() {
-        "profiles" => match state.quarantine.reappend(entry.position).await {
-            Ok(Some(seq)) => Ok(Some(seq)),
-            Ok(None) => return Replay::Failed("the message is no longer in the log".into()),
-            Err(e) => Err(e),
-        },
+        // `profiles`, or `profiles/P` (one profiles stage per log partition).
+        stage if stage == "profiles" || stage.starts_with("profiles/") => {
+            match state.quarantine.reappend(entry.position).await {
+                Ok(Some(seq)) => Ok(Some(seq)),
+                Ok(None) => return Replay::Failed("the message is no longer in the log".into()),
+                Err(e) => Err(e),
+            }
+        }
         "audiences" => state
             .audience_stage
             .reevaluate_position(entry.position, now)

@@ -86,6 +86,12 @@ pub trait Stage: Send + 'static {
     fn next_position(&mut self) -> impl Future<Output = Result<Option<i64>, StorageError>> + Send;
     /// Called after a position was set aside (drop caches that assumed the old cursor).
     fn after_set_aside(&mut self) {}
+    /// Whether the last step moved what the next stages read up to without consuming a
+    /// position (one profiles stage of a partitioned log moving past an idle stretch); taking it
+    /// resets it.
+    fn take_moved(&mut self) -> bool {
+        false
+    }
 }
 
 /// A counter family: name, help, and how to read it from a stage's health.
@@ -285,7 +291,7 @@ impl Runner {
                 Ok(n) => {
                     guard.succeeded();
                     health.ok(self.clock.now_ms(), n);
-                    if n > 0 {
+                    if n > 0 || stage.take_moved() {
                         downstream.notify_one();
                         if let Some(leases) = &self.leases
                             && leases.live_nodes() > 1
@@ -293,6 +299,8 @@ impl Runner {
                             // The stages after this one may run on other nodes.
                             leases.announce(stage.name());
                         }
+                    }
+                    if n > 0 {
                         if batch == Batch::Full {
                             // Let a few more commits gather before the next write.
                             tokio::time::sleep(Duration::from_millis(10)).await;

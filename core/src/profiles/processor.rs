@@ -3,16 +3,20 @@
 //! the cursor move, so a crash resumes exactly where it stopped and each message counts once.
 
 use super::decide::{self, Work};
-use super::store::{Op, ProfileStore};
+use super::store::{self, Op, ProfileStore};
 use crate::identity::{Graph, Identifier, ProfileId};
 use crate::pipeline::{Batch, Clock, Stage};
 use crate::plan::PlanHandle;
 use crate::storage::StorageError;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+/// The stage's cursor over the whole log (and, when the log has partitions, the lowest of the
+/// partitions' cursors: what the stages after it read up to).
 const CURSOR: &str = "profiles";
+/// How often a partition's batch is redone after it lost a race before giving up the step.
+const ATTEMPTS: usize = 3;
 /// Graph cache bound; beyond it the cache restarts from storage.
 const MAX_CACHED_IDENTIFIERS: usize = 2_000_000;
 
@@ -23,13 +27,58 @@ pub struct Progress {
     pub cursor: AtomicI64,
 }
 
+/// Which part of the log a processor reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole log, behind the `profiles` cursor (SQLite, or a one-partition log).
+    Whole,
+    /// One partition of the log, behind its own `profiles/P` cursor. The processors of the other
+    /// partitions run at the same time, on this node or others: each locks the profiles its batch
+    /// writes and redoes the batch when another changed them first.
+    Partition(i32),
+}
+
+impl Scope {
+    /// The cursor (and the stage's name): `profiles`, or `profiles/P`.
+    pub fn cursor(self) -> &'static str {
+        match self {
+            Scope::Whole => CURSOR,
+            Scope::Partition(p) => partition_cursor(p),
+        }
+    }
+}
+
+/// `profiles/P`, for the lifetime of the process (stage names are `&'static str`; there are at
+/// most as many as the log has partitions).
+fn partition_cursor(p: i32) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let wanted = format!("{CURSOR}/{p}");
+    if let Some(name) = names.iter().find(|n| **n == wanted) {
+        return name;
+    }
+    let name: &'static str = Box::leak(wanted.into_boxed_str());
+    names.push(name);
+    name
+}
+
+/// Something to await between a batch's decision and its write.
+pub type PauseHook = Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// The identity/profile stage of the pipeline.
 pub struct Processor {
     store: Arc<dyn ProfileStore>,
     plan: Arc<PlanHandle>,
     clock: Arc<dyn Clock>,
+    scope: Scope,
     graph: Graph,
+    /// The version of each profile in the graph, as loaded or last written (partitions only).
+    versions: HashMap<ProfileId, i64>,
     seen: Option<(i64, i64)>,
+    /// Whether the `profiles` cursor moved since the runner last asked (partitions only).
+    moved: bool,
+    /// Awaited between the decision and the write (tests use it to interleave two stages).
+    pause_before_write: Option<PauseHook>,
     batch: i64,
     progress: Arc<Progress>,
 }
@@ -47,11 +96,35 @@ impl Processor {
             store,
             plan,
             clock,
+            scope: Scope::Whole,
             graph: Graph::new(),
+            versions: HashMap::new(),
             seen: None,
+            moved: false,
+            pause_before_write: None,
             batch,
             progress: Arc::new(Progress::default()),
         }
+    }
+
+    /// The processor of one part of the log (see [`Scope`]).
+    pub fn with_scope(mut self, scope: Scope) -> Processor {
+        self.scope = scope;
+        self
+    }
+
+    /// Awaits `hook` after every decision, before its write: lets a test hold this stage between
+    /// the two while another commits.
+    pub fn with_pause_before_write(mut self, hook: PauseHook) -> Processor {
+        self.pause_before_write = Some(hook);
+        self
+    }
+
+    /// Forgets the cached graph (after a failure, a conflict, or a change made elsewhere).
+    fn forget(&mut self) {
+        self.graph = Graph::new();
+        self.versions.clear();
+        self.seen = None;
     }
 
     /// Shared progress counters.
@@ -69,8 +142,14 @@ impl Processor {
         let result = self.step_inner(limit).await;
         if result.is_err() {
             // The transaction rolled back: the cached graph may hold decisions that never landed.
-            self.graph = Graph::new();
-            self.seen = None;
+            self.forget();
+        }
+        if let Scope::Partition(_) = self.scope {
+            // What the stages after this one read up to; a failure here is retried next step.
+            match self.store.settle_profiles_cursor().await {
+                Ok(moved) => self.moved |= moved,
+                Err(e) => tracing::warn!(error = %e, "could not settle the profiles cursor"),
+            }
         }
         result
     }
@@ -79,12 +158,11 @@ impl Processor {
     /// check nobody moved it meanwhile and to write: ingestion waits for the short write, not for
     /// the whole batch. When the cursor moved (another process, a deletion), the work is redone.
     async fn step_inner(&mut self, limit: i64) -> Result<usize, StorageError> {
-        for _ in 0..3 {
+        for _ in 0..ATTEMPTS {
             if let Some(n) = self.attempt(limit).await? {
                 return Ok(n);
             }
-            self.graph = Graph::new();
-            self.seen = None;
+            self.forget();
         }
         Ok(0)
     }
@@ -92,17 +170,44 @@ impl Processor {
     /// One optimistic attempt; `None` when the cursor moved before the write.
     async fn attempt(&mut self, limit: i64) -> Result<Option<usize>, StorageError> {
         let started = std::time::Instant::now();
+        let name = self.scope.cursor();
+        let partition = match self.scope {
+            Scope::Whole => None,
+            Scope::Partition(p) => Some(p),
+        };
         let mut tx = self.store.begin_read().await?;
-        let (cursor, generation) = tx.peek_cursor(CURSOR).await?;
+        let (cursor, _) = tx.peek_cursor(name).await?;
+        // Erasure bumps the `profiles` cursor's generation.
+        let (_, generation) = tx.peek_cursor(CURSOR).await?;
         if self.seen != Some((cursor, generation)) || self.graph.len() > MAX_CACHED_IDENTIFIERS {
             // Someone else (another process, or a deletion) changed the graph since we last looked.
             self.graph = Graph::new();
+            self.versions.clear();
         }
-        let rows = tx.read_log(cursor, limit).await?;
+        let horizon = tx.horizon();
+        let rows = tx.read_log(cursor, limit, partition).await?;
+        let read_all = (rows.len() as i64) < limit;
         let Some(last) = rows.last().map(|r| r.seq) else {
             drop(tx);
+            if partition.is_some() && horizon > cursor && horizon < i64::MAX {
+                // Nothing of this partition up to the horizon: move past it, so the lowest of the
+                // partitions' cursors (what the next stages read up to) is not held back.
+                let mut tx = self.store.begin(&[]).await?;
+                if tx.lock_cursor(name).await?.0 != cursor {
+                    return Ok(None);
+                }
+                tx.commit(name.into(), horizon).await?;
+                self.seen = Some((horizon, generation));
+                return Ok(Some(0));
+            }
             self.seen = Some((cursor, generation));
             return Ok(Some(0));
+        };
+        // With partitions, a batch that read everything up to the horizon takes the cursor there.
+        let upto = if partition.is_some() && read_all && horizon < i64::MAX {
+            horizon.max(last)
+        } else {
+            last
         };
         let plan = self.plan.current();
         let rules = plan.plan.identity();
@@ -129,6 +234,10 @@ impl Processor {
         for (id, p) in tx.members(&profiles).await? {
             self.graph.insert(id, &p);
         }
+        if partition.is_some() {
+            // Read in the same snapshot as the members, so a version names what the graph holds.
+            self.versions.extend(tx.versions(&profiles).await?);
+        }
         let suppressed: HashSet<Identifier> = tx.suppressed(&wanted).await?.into_iter().collect();
 
         let consumed = work.len();
@@ -149,14 +258,58 @@ impl Processor {
             }
         }
         drop(tx);
+        if let Some(pause) = &self.pause_before_write {
+            pause().await;
+        }
         let write_started = std::time::Instant::now();
         let mut tx = self.store.begin(&ops).await?;
         let gate_ms = write_started.elapsed().as_millis() as u64;
-        if tx.lock_cursor(CURSOR).await? != (cursor, generation) {
-            return Ok(None);
+        let footprint = match partition {
+            None => {
+                if tx.lock_cursor(CURSOR).await? != (cursor, generation) {
+                    return Ok(None);
+                }
+                None
+            }
+            Some(_) => {
+                // Our cursor is ours alone; the `profiles` row only in shared mode (an erasure
+                // takes it exclusively); the profiles the batch writes, in ascending order.
+                if tx.lock_cursor(name).await?.0 != cursor
+                    || tx.share_cursor(CURSOR).await?.1 != generation
+                {
+                    return Ok(None);
+                }
+                let footprint = store::footprint(&ops);
+                let locked = tx.lock_profiles(&footprint.existing).await?;
+                let unchanged = locked.len() == footprint.existing.len()
+                    && locked.iter().all(|(id, version, merged_into)| {
+                        merged_into.is_none() && self.versions.get(id) == Some(version)
+                    });
+                if !unchanged {
+                    tracing::debug!(stage = name, "profiles changed under the batch; redoing it");
+                    return Ok(None);
+                }
+                Some((footprint, locked))
+            }
+        };
+        match tx.apply(&ops).await {
+            Ok(()) => {}
+            // Another partition attached one of our new identifiers first: redo with it known.
+            Err(e) if footprint.is_some() && e.is_unique_violation() => return Ok(None),
+            Err(e) => return Err(e),
         }
-        tx.apply(&ops).await?;
-        tx.commit(CURSOR.into(), last).await?;
+        if let Some((footprint, _)) = &footprint {
+            tx.bump_versions(&footprint.changed).await?;
+        }
+        tx.commit(name.into(), upto).await?;
+        if let Some((footprint, locked)) = footprint {
+            for (id, version, _) in locked {
+                self.versions.insert(id, version);
+            }
+            for id in footprint.changed {
+                *self.versions.entry(id).or_insert(0) += 1;
+            }
+        }
         tracing::debug!(
             last,
             messages = consumed,
@@ -165,19 +318,19 @@ impl Processor {
             write_ms = write_started.elapsed().as_millis() as u64,
             "profile batch processed"
         );
-        self.seen = Some((last, generation));
-        self.progress.cursor.store(last, Ordering::Release);
+        self.seen = Some((upto, generation));
+        self.progress.cursor.store(upto, Ordering::Release);
         Ok(Some(consumed))
     }
 }
 
 impl Stage for Processor {
     fn name(&self) -> &'static str {
-        CURSOR
+        self.scope.cursor()
     }
 
     fn cursor_name(&self) -> &'static str {
-        CURSOR
+        self.scope.cursor()
     }
 
     async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
@@ -190,12 +343,23 @@ impl Stage for Processor {
 
     async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
         let mut tx = self.store.begin_read().await?;
-        let (cursor, _) = tx.peek_cursor(CURSOR).await?;
-        Ok(tx.read_log(cursor, 1).await?.first().map(|r| r.seq))
+        let (cursor, _) = tx.peek_cursor(self.scope.cursor()).await?;
+        let partition = match self.scope {
+            Scope::Whole => None,
+            Scope::Partition(p) => Some(p),
+        };
+        Ok(tx
+            .read_log(cursor, 1, partition)
+            .await?
+            .first()
+            .map(|r| r.seq))
     }
 
     fn after_set_aside(&mut self) {
-        self.graph = Graph::new();
-        self.seen = None;
+        self.forget();
+    }
+
+    fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
     }
 }

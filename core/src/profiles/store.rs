@@ -6,6 +6,7 @@ use crate::storage::{BeginRead, BeginWrite, Db, Dialect, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use std::collections::HashSet;
 
 /// A message of the log, as the processor reads it.
 #[derive(Debug, Clone)]
@@ -120,8 +121,69 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The profiles this op writes to.
+    fn profiles(&self) -> impl Iterator<Item = &ProfileId> {
+        let (a, b) = match self {
+            Op::CreateProfile { id, .. } => (Some(id), None),
+            Op::Attach { profile, .. }
+            | Op::Link { profile, .. }
+            | Op::SetTraits { profile, .. }
+            | Op::SetAccount { profile, .. }
+            | Op::Aggregate { profile, .. } => (Some(profile), None),
+            Op::Merge { winner, loser, .. } => (Some(winner), Some(loser)),
+            Op::Report { profile, .. } => (profile.as_ref(), None),
+            Op::DropMessage { .. } => (None, None),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+/// What a batch's writes need from the profiles they touch, when profile stages of several log
+/// partitions run at once.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Profiles that existed before the batch and that it writes to, ascending: locked at write
+    /// time, and each must still be live at the version the decision saw.
+    pub existing: Vec<ProfileId>,
+    /// Profiles whose identifiers the batch changes (attached to, merged): their versions are
+    /// bumped, so a stage that decided with the old identifiers redoes its batch.
+    pub changed: Vec<ProfileId>,
+}
+
+/// The batch's [`Footprint`].
+pub fn footprint(ops: &[Op]) -> Footprint {
+    let created: HashSet<&ProfileId> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::CreateProfile { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    let mut existing: Vec<ProfileId> = ops
+        .iter()
+        .flat_map(Op::profiles)
+        .filter(|p| !created.contains(p))
+        .cloned()
+        .collect();
+    existing.sort();
+    existing.dedup();
+    let mut changed: Vec<ProfileId> = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Attach { .. } | Op::Merge { .. }))
+        .flat_map(Op::profiles)
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    Footprint { existing, changed }
+}
+
 /// A profile's id, creation time (ms) and the profile it was merged into, if any.
 pub type ProfileHeader = (ProfileId, i64, Option<ProfileId>);
+
+/// A profile row locked for a write: (id, version, merged_into).
+pub type LockedProfile = (ProfileId, i64, Option<ProfileId>);
 
 /// An account: its groupId and traits.
 pub type Account = (String, Vec<TraitRow>);
@@ -239,12 +301,39 @@ pub trait ProfileTx: Send {
         &'a mut self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<(i64, i64), StorageError>>;
-    /// Messages after `after`, in log order.
+    /// Messages after `after` (of one partition, when given), in log order, up to the log
+    /// horizon taken when the read began.
     fn read_log(
         &mut self,
         after: i64,
         limit: i64,
+        partition: Option<i32>,
     ) -> BoxFuture<'_, Result<Vec<LogRow>, StorageError>>;
+    /// The log horizon this read transaction stops at (see `storage::BeginRead::log_horizon`).
+    fn horizon(&self) -> i64;
+    /// Each given profile's version (bumped whenever its identifiers change), as this snapshot
+    /// sees it.
+    fn versions<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<Vec<(ProfileId, i64)>, StorageError>>;
+    /// Locks the given profiles' rows in ascending id order until commit (PostgreSQL); returns
+    /// each one's (id, version, merged_into).
+    fn lock_profiles<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<Vec<LockedProfile>, StorageError>>;
+    /// Reads a cursor (seq, generation) and holds it against writers, not against other readers,
+    /// until commit (PostgreSQL).
+    fn share_cursor<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>>;
+    /// Bumps the given profiles' versions.
+    fn bump_versions<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
     /// Owners of the given identifiers (those that have one).
     fn owners<'a>(
         &'a mut self,
@@ -338,6 +427,10 @@ pub trait ProfileStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<ReportRow>, StorageError>>;
     /// The processing cursor (seq) of a stage.
     fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>>;
+    /// Moves the `profiles` cursor up to the lowest of the per-partition profile cursors
+    /// (`profiles/P`), when there are any: the position below which every message is processed,
+    /// which the stages after it read up to. Never moves it back. Returns whether it moved.
+    fn settle_profiles_cursor(&self) -> BoxFuture<'_, Result<bool, StorageError>>;
     /// Number of live profiles.
     fn count(&self) -> BoxFuture<'_, Result<i64, StorageError>>;
     /// The newest log position (0 when the log is empty).
@@ -696,19 +789,119 @@ where
         })
     }
 
+    fn horizon(&self) -> i64 {
+        self.horizon
+    }
+
+    fn versions<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<Vec<(ProfileId, i64)>, StorageError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(profiles.len());
+            for chunk in profiles.chunks(500) {
+                let mut q =
+                    QueryBuilder::<DB>::new("SELECT id, version FROM profiles WHERE id IN (");
+                let mut list = q.separated(", ");
+                for p in chunk {
+                    list.push_bind(p);
+                }
+                q.push(")");
+                out.extend(
+                    DB::build_query_as::<(ProfileId, i64)>(&mut q)
+                        .fetch_all(&mut *self.tx)
+                        .await?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn lock_profiles<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<Vec<LockedProfile>, StorageError>> {
+        Box::pin(async move {
+            let mut sorted: Vec<&ProfileId> = profiles.iter().collect();
+            sorted.sort();
+            sorted.dedup();
+            let mut out = Vec::with_capacity(sorted.len());
+            // Chunks in ascending order too, so two lockers can never wait on each other.
+            for chunk in sorted.chunks(500) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT id, version, merged_into FROM profiles WHERE id IN (",
+                );
+                let mut list = q.separated(", ");
+                for p in chunk {
+                    list.push_bind(*p);
+                }
+                q.push(") ORDER BY id FOR UPDATE");
+                out.extend(
+                    DB::build_query_as::<LockedProfile>(&mut q)
+                        .fetch_all(&mut *self.tx)
+                        .await?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn share_cursor<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as(
+                "SELECT seq, generation FROM pipeline_cursors WHERE name = $1 FOR SHARE",
+            )
+            .bind(name)
+            .fetch_one(&mut *self.tx)
+            .await?)
+        })
+    }
+
+    fn bump_versions<'a>(
+        &'a mut self,
+        profiles: &'a [ProfileId],
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            for chunk in profiles.chunks(500) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "UPDATE profiles SET version = version + 1 WHERE id IN (",
+                );
+                let mut list = q.separated(", ");
+                for p in chunk {
+                    list.push_bind(p);
+                }
+                q.push(")");
+                DB::build(&mut q).execute(&mut *self.tx).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn read_log(
         &mut self,
         after: i64,
         limit: i64,
+        partition: Option<i32>,
     ) -> BoxFuture<'_, Result<Vec<LogRow>, StorageError>> {
         Box::pin(async move {
-            let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
-                "SELECT seq, status, event_time, CAST(body AS TEXT) FROM messages \
-                 WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2",
-            )
+            let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(match partition {
+                None => {
+                    "SELECT seq, status, event_time, CAST(body AS TEXT) FROM messages \
+                         WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2"
+                }
+                // PostgreSQL only: the SQLite log has no partitions.
+                Some(_) => {
+                    "SELECT seq, status, event_time, CAST(body AS TEXT) FROM messages \
+                         WHERE partition = $4 AND seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2"
+                }
+            })
             .bind(after)
             .bind(limit)
             .bind(self.horizon)
+            .bind(i64::from(partition.unwrap_or(0)))
             .fetch_all(&mut *self.tx)
             .await?;
             rows.into_iter()
@@ -1245,6 +1438,22 @@ where
         })
     }
 
+    fn settle_profiles_cursor(&self) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Box::pin(async move {
+            // A statement of its own, after the partition's commit: the row is every partition
+            // stage's, so no stage holds it across a batch. A stale read of another partition's
+            // cursor only leaves it lower than it could be, until the next call.
+            let moved = sqlx::query(
+                "UPDATE pipeline_cursors SET seq = low.seq FROM (SELECT MIN(seq) AS seq \
+                 FROM pipeline_cursors WHERE name LIKE 'profiles/%') AS low \
+                 WHERE name = 'profiles' AND low.seq > pipeline_cursors.seq",
+            )
+            .execute(&self.pool)
+            .await?;
+            Ok(DB::rows_affected(&moved) > 0)
+        })
+    }
+
     fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, StorageError>> {
         Box::pin(async move {
             Ok(
@@ -1280,6 +1489,54 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_locks_the_profiles_it_writes_that_existed_and_bumps_those_whose_identifiers_change()
+    {
+        let id = |v: &str| Identifier::new("anonymous_id", v);
+        let ops = [
+            Op::CreateProfile {
+                id: "new".into(),
+                at: 0,
+            },
+            Op::Attach {
+                id: id("a"),
+                profile: "new".into(),
+                seq: 1,
+                at: 0,
+            },
+            Op::Link {
+                seq: 1,
+                profile: "p2".into(),
+                kind: "track".into(),
+                event: None,
+                event_time: 0,
+            },
+            Op::Merge {
+                winner: "p3".into(),
+                loser: "p1".into(),
+                reason: String::new(),
+                seq: 2,
+                at: 0,
+            },
+            Op::Report {
+                seq: 2,
+                profile: None,
+                kind: "limit".into(),
+                id: id("b"),
+                detail: String::new(),
+                at: 0,
+            },
+            Op::DropMessage { seq: 3 },
+        ];
+        assert_eq!(
+            footprint(&ops),
+            Footprint {
+                existing: vec!["p1".into(), "p2".into(), "p3".into()],
+                changed: vec!["new".into(), "p1".into(), "p3".into()],
+            }
+        );
+    }
 
     fn set(profile: &str, traits: &[(&str, &str)], updated_at: i64, seq: i64) -> Op {
         Op::SetTraits {

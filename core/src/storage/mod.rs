@@ -161,6 +161,13 @@ pub enum StorageError {
     Stage(String),
 }
 
+impl StorageError {
+    /// Whether a unique constraint refused a row: another writer stored it first.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StorageError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
 /// The message log and source registry.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends messages (deduplicating on `(source_id, messageId)` inside the window) and rejected

@@ -96,6 +96,15 @@ impl PgStore {
         .bind(i32::from(wanted))
         .execute(&mut *tx)
         .await?;
+        // With several partitions the profiles stage runs once per partition, each with its own
+        // cursor; the `profiles` cursor becomes the lowest of them.
+        sqlx::query(
+            "INSERT INTO pipeline_cursors (name, seq, generation) \
+             SELECT 'profiles/' || partition, 0, 0 FROM log_partitions \
+             WHERE (SELECT COUNT(*) FROM log_partitions) > 1 ON CONFLICT DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
         let (count, gaps): (i64, bool) =
             sqlx::query_as("SELECT COUNT(*), COUNT(*) <> MAX(partition) + 1 FROM log_partitions")
                 .fetch_one(&mut *tx)

@@ -114,6 +114,9 @@ async fn seed(app: &TestApp) {
                "traits": {"email": "Ada@Example.com", "plan_tier": "pro", "user_role": "admin"},
                "timestamp": "2026-11-20T10:00:00Z"}),
     ]).await;
+    // Processed before the server's messages: a partitioned log orders messages per device only,
+    // and the identify must be the message that brought `u-1` (its `first_message_id`).
+    settle(app).await;
     app.send_batch(SERVER_KEY, vec![
         json!({"type": "track", "userId": "u-1", "event": "trial_started", "messageId": "m-trial",
                "properties": {"plan_tier": "pro", "trial_days": 14}, "timestamp": "2026-11-20T10:01:00Z"}),

@@ -186,6 +186,10 @@ const PQL_MEMBERS: [&str; 3] = ["u-ada", "u-grace", "u-margaret"];
 /// sign-ups, workspaces, invitations and integrations (Ada on two devices, so two profiles merge),
 /// plus the bad data the tracking-plan page reports (blocked, flagged and rejected).
 async fn seed_demo(app: &TestApp) {
+    // Each person's browser messages go first, processed before their server-side ones: a
+    // partitioned log orders messages per device only, and the story wants the sign-up to be
+    // what brings each user id.
+    let mut later = Vec::new();
     for (i, p) in PEOPLE.iter().enumerate() {
         let anon = format!("anon-{}", p.user);
         let start = 13.0 - i as f64;
@@ -200,6 +204,7 @@ async fn seed_demo(app: &TestApp) {
         batch.push(json!({"type": "identify", "anonymousId": anon, "userId": p.user,
             "traits": {"email": p.email, "name": p.name, "plan_tier": p.plan, "user_role": if i % 3 == 0 { "owner" } else { "admin" }},
             "timestamp": at(start - 0.5)}));
+        app.send_batch(WEB_KEY, std::mem::take(&mut batch)).await;
         batch.push(json!({"type": "group", "userId": p.user, "groupId": p.workspace,
             "traits": {"name": p.company, "seats_provisioned": p.seats, "plan_tier": p.plan}, "timestamp": at(start - 0.6)}));
         batch.push(
@@ -223,6 +228,10 @@ async fn seed_demo(app: &TestApp) {
             batch.push(json!({"type": "track", "userId": p.user, "event": "integration_connected",
                 "properties": {"integration_name": "slack", "workspace_id": p.workspace}, "timestamp": at(days)}));
         }
+        later.push(batch);
+    }
+    app.wait_processed().await;
+    for batch in later {
         app.send_batch(WEB_KEY, batch).await;
     }
     // Ada on her phone: anonymous at first (a profile of its own), then signed in, which merges it.
@@ -459,7 +468,13 @@ async fn the_console_endpoints_show_people_sizes_feeds_graphs_and_health(db: Db)
     let messages = g["messages"].as_array().unwrap();
     let merge = messages
         .iter()
-        .find(|m| !m["merges"].as_array().unwrap().is_empty())
+        .find(|m| {
+            !m["merges"].as_array().unwrap().is_empty()
+                && m["carried"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("anonymous_id:anon-ada-phone"))
+        })
         .expect("the sign-in on the phone merged two profiles");
     assert_eq!(merge["type"], "identify");
     let carried: Vec<&str> = merge["carried"]

@@ -293,3 +293,223 @@ async fn a_log_from_before_the_partitions_becomes_partition_zero_in_position_ord
             .unwrap();
     assert_eq!(rows, [(3, 0, 1), (7, 0, 2), (8, 0, 3), (9, 0, 4)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_seen_on_two_devices_in_different_partitions_end_as_one_profile_each() {
+    // The default 8 partitions: one profiles stage per partition, all running at once.
+    let app = touchpoint_tests::spawn_app(touchpoint_tests::Db::Postgres).await;
+    const PEOPLE: usize = 30;
+    // Devices chosen so that each person's two devices and their userId route apart.
+    let people: Vec<(String, String, String)> = (0..PEOPLE)
+        .map(|i| {
+            let a = device_in((i % 8) as i32, 8, &format!("a{i}"));
+            let b = device_in(((i + 3) % 8) as i32, 8, &format!("b{i}"));
+            (a, b, format!("user-{i}"))
+        })
+        .collect();
+    // Each device is seen anonymously, then each signs in: both identifies merge the two
+    // anonymous profiles into the user's, from two partitions at once.
+    for round in 0..2 {
+        let batch: Vec<serde_json::Value> = people
+            .iter()
+            .flat_map(|(a, b, user)| {
+                [a, b].map(|device| match round {
+                    0 => serde_json::json!({"type": "page", "name": "Pricing", "anonymousId": device,
+                        "properties": {"path": "/pricing", "url": "https://example.com/pricing",
+                                       "title": "Pricing"}}),
+                    _ => serde_json::json!({"type": "identify", "anonymousId": device, "userId": user,
+                        "traits": {"device": device}}),
+                })
+            })
+            .collect();
+        app.send_batch(touchpoint_tests::WEB_KEY, batch).await;
+    }
+    app.wait_processed().await;
+    assert_eq!(
+        app.sql_number("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
+            .await,
+        PEOPLE as i64,
+        "one live profile per person"
+    );
+    for (a, b, user) in &people {
+        let owner = |kind: &str, value: &str| {
+            format!(
+                "SELECT COUNT(DISTINCT profile_id) FROM identities WHERE kind = '{kind}' AND value = '{value}'"
+            )
+        };
+        assert_eq!(app.sql_number(&owner("user_id", user)).await, 1);
+        let same: i64 = app
+            .sql_number(&format!(
+                "SELECT COUNT(DISTINCT profile_id) FROM identities \
+                 WHERE value IN ('{a}', '{b}', '{user}')"
+            ))
+            .await;
+        assert_eq!(same, 1, "{user}'s devices and id share a profile");
+    }
+    // Every message is on a live profile's timeline, exactly once.
+    assert_eq!(
+        app.sql_number(
+            "SELECT COUNT(*) FROM profile_messages pm JOIN profiles p ON p.id = pm.profile_id \
+             WHERE p.merged_into IS NULL"
+        )
+        .await,
+        (PEOPLE * 4) as i64
+    );
+    assert_eq!(
+        app.sql_number("SELECT COUNT(*) FROM messages WHERE status <> 'blocked'")
+            .await,
+        (PEOPLE * 4) as i64,
+        "the plan accepts every message"
+    );
+    assert_eq!(
+        app.sql_number("SELECT COUNT(*) FROM profile_messages")
+            .await,
+        (PEOPLE * 4) as i64
+    );
+}
+
+/// A stored message of `device` (and more) with the given Segment body.
+fn segment(source: i64, id: &str, device: &str, body: serde_json::Value) -> NewMessage {
+    let mut body = body;
+    body["anonymousId"] = device.into();
+    body["messageId"] = id.into();
+    body["timestamp"] = "2026-12-01T10:00:00Z".into();
+    NewMessage {
+        kind: if body["type"] == "identify" {
+            "identify"
+        } else {
+            "track"
+        },
+        event: body["event"].as_str().map(str::to_owned),
+        user_id: body["userId"].as_str().map(str::to_owned),
+        body_json: body.to_string(),
+        ..message(source, id, device)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitions_batch_that_a_merge_in_another_partition_overtook_is_redone_on_the_winner() {
+    use touchpoint_core::pipeline::{Clock, SystemClock};
+    use touchpoint_core::profiles::Processor;
+    use touchpoint_core::profiles::processor::Scope;
+    let url = fresh_postgres_database(&pg_admin_url()).await;
+    let stores = touchpoint_core::stores::connect_with(&url, 2)
+        .await
+        .unwrap();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let source = stores.events.upsert_source("web", "wk").await.unwrap().id;
+    let plan = Arc::new(
+        touchpoint_core::plan::PlanHandle::load(
+            &touchpoint_tests::repo_root().join("TRACKING_PLAN.md"),
+        )
+        .unwrap(),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let processor = |p: i32| {
+        Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500)
+            .with_scope(Scope::Partition(p))
+    };
+    // Device a and a new device x route to partition 0, device b to partition 1.
+    let (a, x, b) = (
+        device_in(0, 2, "a"),
+        device_in(0, 2, "x"),
+        device_in(1, 2, "b"),
+    );
+    let identify = |traits: serde_json::Value, user: Option<&str>| {
+        let mut body = serde_json::json!({"type": "identify", "traits": traits});
+        if let Some(u) = user {
+            body["userId"] = u.into();
+        }
+        body
+    };
+    let track = serde_json::json!({"type": "track", "event": "Viewed", "properties": {}});
+    // Profile A holds device a and user u; profile B holds device b and the email.
+    stores
+        .events
+        .append(
+            &[
+                segment(source, "m1", &a, identify(serde_json::json!({}), Some("u"))),
+                segment(
+                    source,
+                    "m2",
+                    &b,
+                    identify(serde_json::json!({"email": "e@example.com"}), None),
+                ),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let (mut first, mut second) = (processor(0), processor(1));
+    assert_eq!(first.step().await.unwrap(), 1);
+    assert_eq!(second.step().await.unwrap(), 1);
+
+    // Partition 1 decides to put b's next message on profile B, and waits before writing it.
+    let (paused_tx, paused) = tokio::sync::oneshot::channel::<()>();
+    let (resume, resume_rx) = tokio::sync::oneshot::channel::<()>();
+    let hook = {
+        let once = std::sync::Mutex::new(Some((paused_tx, resume_rx)));
+        Arc::new(move || {
+            let taken = once.lock().unwrap().take();
+            Box::pin(async move {
+                if let Some((paused, resume)) = taken {
+                    paused.send(()).unwrap();
+                    resume.await.unwrap();
+                }
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        })
+    };
+    stores
+        .events
+        .append(&[segment(source, "m3", &b, track.clone())], &[])
+        .await
+        .unwrap();
+    let held = tokio::spawn(async move {
+        let mut second = second.with_pause_before_write(hook);
+        second.step().await
+    });
+    paused.await.unwrap();
+    // Meanwhile partition 0 sees user u and the email together: B is merged into A.
+    stores
+        .events
+        .append(
+            &[segment(
+                source,
+                "m4",
+                &x,
+                identify(serde_json::json!({"email": "e@example.com"}), Some("u")),
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.step().await.unwrap(), 1);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        1
+    );
+    resume.send(()).unwrap();
+    assert_eq!(
+        held.await.unwrap().unwrap(),
+        1,
+        "the held batch still lands"
+    );
+
+    // Its message went to the profile that won, not to the one merged away under it.
+    let stranded: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM profile_messages pm JOIN profiles p ON p.id = pm.profile_id \
+         WHERE p.merged_into IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stranded, 0, "no message is left on a merged profile");
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profile_messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(linked, 4);
+}

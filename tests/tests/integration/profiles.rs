@@ -78,10 +78,23 @@ async fn the_seed_story_ends_in_one_profile_holding_everything(db: Db) {
         "anonymous browsing is stitched into the profile"
     );
     assert_eq!(by_user["id"], by_email["id"]);
-    assert_eq!(
-        by_user["id"], anonymous["id"],
-        "the anonymous profile became the known one"
-    );
+    if by_user["id"] != anonymous["id"] {
+        // A partitioned log orders messages per device only: the userId's own partition may
+        // have made a profile for it before the identify was processed. Then the anonymous
+        // profile was folded into that one, and its id resolves there.
+        let merged_into = app
+            .sql_text(&format!(
+                "SELECT merged_into FROM profiles WHERE id = '{}'",
+                anonymous["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(
+            Some(by_user["id"].as_str().unwrap()),
+            merged_into.as_deref(),
+            "the anonymous profile became the known one"
+        );
+        assert_eq!(db, Db::Postgres, "SQLite processes the log in order");
+    }
     assert_eq!(
         kinds_and_values(&by_user),
         vec![
