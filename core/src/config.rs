@@ -77,10 +77,11 @@ pub struct Config {
     /// On PostgreSQL with several processing nodes, how long a stage lease lasts without renewal
     /// (`TOUCHPOINT_LEASE_SECS`, 5): a dead node's stages move to the others within about this.
     pub lease_ttl: Duration,
-    /// How many partitions a new PostgreSQL log gets (`TOUCHPOINT_LOG_PARTITIONS`, 8; read only
-    /// while the log is empty, see `storage::partition`). Appends to different partitions commit
-    /// concurrently. The SQLite log always has one.
-    pub log_partitions: u16,
+    /// How a new PostgreSQL log is laid out, read only when the database is created:
+    /// `TOUCHPOINT_LOG_PARTITIONS` (8; appends to different partitions commit concurrently) and
+    /// `TOUCHPOINT_PROFILES_PER_PARTITION` (false: one profiles stage over the whole log; true:
+    /// one per partition). The SQLite log always has one partition.
+    pub log_layout: crate::storage::partition::Layout,
     /// A reverse-ETL sync from a production read replica: `TOUCHPOINT_RETL_URL` (PostgreSQL),
     /// `TOUCHPOINT_RETL_QUERY`, `TOUCHPOINT_RETL_INTERVAL_SECS` (60), `TOUCHPOINT_RETL_NAME`
     /// (`production`); rows are recorded under the `reverse-etl` source.
@@ -144,7 +145,7 @@ impl Default for Config {
             stall_after: Duration::from_secs(30),
             stage_poll: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(5),
-            log_partitions: crate::storage::partition::DEFAULT_PARTITIONS,
+            log_layout: Default::default(),
             reverse_etl: None,
             dev_sink: false,
             destinations: Default::default(),
@@ -284,6 +285,10 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_LOG_PARTITIONS", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     log_partitions: u16,
+    /// One profiles stage per log partition (read only when a PostgreSQL database is created).
+    #[arg(long, env = "TOUCHPOINT_PROFILES_PER_PARTITION", default_value = "false", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    profiles_per_partition: bool,
     /// Mount the development webhook receiver at `/dev/webhook-sink`.
     #[arg(long, env = "TOUCHPOINT_DEV_SINK", default_value = "false", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -408,7 +413,10 @@ impl Config {
             stall_after: Duration::from_secs(s.stall_after_secs),
             stage_poll: Duration::from_millis(s.stage_poll_ms),
             lease_ttl: Duration::from_secs(s.lease_secs),
-            log_partitions: s.log_partitions,
+            log_layout: crate::storage::partition::Layout {
+                partitions: s.log_partitions,
+                profiles_per_partition: s.profiles_per_partition,
+            },
             reverse_etl,
             dev_sink: s.dev_sink,
             retention_days: s.retention_days,
@@ -533,7 +541,7 @@ mod tests {
         assert_eq!(c.max_commit, d.max_commit);
         assert_eq!(c.stage_poll, d.stage_poll);
         assert_eq!(c.lease_ttl, d.lease_ttl);
-        assert_eq!(c.log_partitions, d.log_partitions);
+        assert_eq!(c.log_layout, d.log_layout);
         assert!(c.process && !c.dev_sink);
         assert!(c.edge_secret.is_none() && c.public_url.is_none() && c.reverse_etl.is_none());
     }

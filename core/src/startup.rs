@@ -87,7 +87,7 @@ impl Application {
             .handoff
             .load(&plan.current().plan, &audience_ids)
             .context("loading the lead handoff file")?;
-        let stores = crate::stores::connect_with(&config.database_url, config.log_partitions)
+        let stores = crate::stores::connect_with(&config.database_url, config.log_layout)
             .await
             .with_context(|| format!("opening the database ({})", redact(&config.database_url)))?;
         let store = stores.events.clone();
@@ -200,11 +200,11 @@ impl Application {
         // The lead handoff stage reads after the profiles stage too.
         let handoff_wake = Arc::new(Notify::new());
         if config.process {
-            if stores.log_partitions > 1 {
+            if stores.profiles_stages > 1 {
                 // One profiles stage per log partition, each with its own lease: they spread
                 // over the processing nodes and run at once. Every append wakes all of them.
                 let mut wakes = Vec::new();
-                for p in 0..i32::from(stores.log_partitions) {
+                for p in 0..i32::from(stores.profiles_stages) {
                     let wake = Arc::new(Notify::new());
                     wakes.push(wake.clone());
                     let processor =

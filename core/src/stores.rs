@@ -2,6 +2,7 @@
 //! and builds every feature's repository over it. It lives outside `storage/`, which knows only the
 //! message log and the database plumbing, so that storage imports no feature module.
 
+use crate::storage::partition::Layout;
 use crate::storage::{EventStore, StorageError};
 use std::sync::Arc;
 
@@ -32,18 +33,19 @@ pub struct Stores {
     pub handoffs: Arc<dyn crate::handoff::HandoffStore>,
     /// Processing nodes' heartbeats and stage leases (PostgreSQL only).
     pub leases: Option<Arc<dyn crate::pipeline::LeaseStore>>,
-    /// How many partitions the log has (1 on SQLite): the profiles stage runs once per partition.
-    pub log_partitions: u16,
+    /// How many profiles stages run, one per log partition (PostgreSQL, when the database was
+    /// created so), or 1: one over the whole log.
+    pub profiles_stages: u16,
 }
 
 /// Opens the database the URL names, runs its migrations, and returns its repositories; a new
-/// PostgreSQL log gets the default number of partitions.
+/// PostgreSQL log gets the default layout.
 pub async fn connect(url: &str) -> Result<Stores, StorageError> {
-    connect_with(url, crate::storage::partition::DEFAULT_PARTITIONS).await
+    connect_with(url, Layout::default()).await
 }
 
-/// [`connect`], giving a new PostgreSQL log `partitions` partitions.
-pub async fn connect_with(url: &str, partitions: u16) -> Result<Stores, StorageError> {
+/// [`connect`], laying a new PostgreSQL log out as `layout`.
+pub async fn connect_with(url: &str, layout: Layout) -> Result<Stores, StorageError> {
     if url.starts_with("sqlite:") {
         let store = crate::storage::SqliteStore::connect(url).await?;
         let console = crate::console::Pool::Sqlite(store.db().pool().clone());
@@ -60,7 +62,7 @@ pub async fn connect_with(url: &str, partitions: u16) -> Result<Stores, StorageE
             handoffs: Arc::new(crate::handoff::SqliteHandoffs::new(store.db().clone())),
             // One process owns a SQLite file: its stages need no leases.
             leases: None,
-            log_partitions: 1,
+            profiles_stages: 1,
             warehouse: Arc::new(crate::warehouse::store::SqlWarehouse::new(
                 store.db().clone(),
             )),
@@ -72,7 +74,7 @@ pub async fn connect_with(url: &str, partitions: u16) -> Result<Stores, StorageE
             audiences: Arc::new(audiences),
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let store = crate::storage::PgStore::connect_with(url, partitions).await?;
+        let store = crate::storage::PgStore::connect_laid_out(url, layout).await?;
         let console = crate::console::Pool::Postgres(store.db().pool().clone());
         let profiles = crate::profiles::PgProfiles::new(store.db().clone());
         let audiences = crate::audiences::PgAudiences::new(store.db().clone());
@@ -82,7 +84,11 @@ pub async fn connect_with(url: &str, partitions: u16) -> Result<Stores, StorageE
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.db().clone())),
             crm: Arc::new(crate::crm::PgCrm::new(store.db().clone())),
             handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.db().clone())),
-            log_partitions: store.partitions(),
+            profiles_stages: if store.profiles_per_partition() {
+                store.partitions()
+            } else {
+                1
+            },
             leases: Some(Arc::new(crate::pipeline::PgLeases::new(
                 store.db().pool().clone(),
             ))),

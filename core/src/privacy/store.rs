@@ -414,10 +414,11 @@ where
         log: LogPart,
     ) -> Result<Option<Erased>, StorageError> {
         let d: &Dialect = &DB::DIALECT;
-        // Serialise with the profiles stage (and make it drop its cached graph), with every
-        // writer of memberships and the audience feed…
+        // Serialise with the profiles stage (each partition's, on a partitioned log) and make it
+        // drop its cached graph, with every writer of memberships and the audience feed…
         sqlx::query(
-            "UPDATE pipeline_cursors SET generation = generation + 1 WHERE name = 'profiles'",
+            "UPDATE pipeline_cursors SET generation = generation + 1 \
+             WHERE name = 'profiles' OR name LIKE 'profiles/%'",
         )
         .execute(&mut **tx)
         .await?;

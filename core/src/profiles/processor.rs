@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// The stage's cursor over the whole log (and, when the log has partitions, the lowest of the
 /// partitions' cursors: what the stages after it read up to).
 const CURSOR: &str = "profiles";
-/// How often a partition's batch is redone after it lost a race before giving up the step.
-const ATTEMPTS: usize = 3;
+/// How often a batch is redone after it lost a race before the step gives up (the stage then
+/// looks again at its next wake-up).
+const ATTEMPTS: usize = 5;
 /// Graph cache bound; beyond it the cache restarts from storage.
 const MAX_CACHED_IDENTIFIERS: usize = 2_000_000;
 
@@ -159,8 +160,15 @@ impl Processor {
     /// the whole batch. When the cursor moved (another process, a deletion), the work is redone.
     async fn step_inner(&mut self, limit: i64) -> Result<usize, StorageError> {
         for _ in 0..ATTEMPTS {
-            if let Some(n) = self.attempt(limit).await? {
-                return Ok(n);
+            match self.attempt(limit).await {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {}
+                // Another partition's stage won a race (it attached one of our new identifiers
+                // first, or the database broke a deadlock between us): redo with what it wrote.
+                Err(e) if matches!(self.scope, Scope::Partition(_)) && e.is_conflict() => {
+                    tracing::debug!(stage = self.scope.cursor(), error = %e, "lost a race; redoing the batch");
+                }
+                Err(e) => return Err(e),
             }
             self.forget();
         }
@@ -176,9 +184,8 @@ impl Processor {
             Scope::Partition(p) => Some(p),
         };
         let mut tx = self.store.begin_read().await?;
-        let (cursor, _) = tx.peek_cursor(name).await?;
-        // Erasure bumps the `profiles` cursor's generation.
-        let (_, generation) = tx.peek_cursor(CURSOR).await?;
+        // Erasure bumps the generation of every profiles cursor.
+        let (cursor, generation) = tx.peek_cursor(name).await?;
         if self.seen != Some((cursor, generation)) || self.graph.len() > MAX_CACHED_IDENTIFIERS {
             // Someone else (another process, or a deletion) changed the graph since we last looked.
             self.graph = Graph::new();
@@ -264,21 +271,15 @@ impl Processor {
         let write_started = std::time::Instant::now();
         let mut tx = self.store.begin(&ops).await?;
         let gate_ms = write_started.elapsed().as_millis() as u64;
+        // Our cursor: another process, a quarantine or an erasure may have moved it meanwhile.
+        if tx.lock_cursor(name).await? != (cursor, generation) {
+            return Ok(None);
+        }
         let footprint = match partition {
-            None => {
-                if tx.lock_cursor(CURSOR).await? != (cursor, generation) {
-                    return Ok(None);
-                }
-                None
-            }
+            None => None,
             Some(_) => {
-                // Our cursor is ours alone; the `profiles` row only in shared mode (an erasure
-                // takes it exclusively); the profiles the batch writes, in ascending order.
-                if tx.lock_cursor(name).await?.0 != cursor
-                    || tx.share_cursor(CURSOR).await?.1 != generation
-                {
-                    return Ok(None);
-                }
+                // The profiles the batch writes, in ascending order: each must still be live at
+                // the version the decision saw.
                 let footprint = store::footprint(&ops);
                 let locked = tx.lock_profiles(&footprint.existing).await?;
                 let unchanged = locked.len() == footprint.existing.len()
@@ -292,12 +293,7 @@ impl Processor {
                 Some((footprint, locked))
             }
         };
-        match tx.apply(&ops).await {
-            Ok(()) => {}
-            // Another partition attached one of our new identifiers first: redo with it known.
-            Err(e) if footprint.is_some() && e.is_unique_violation() => return Ok(None),
-            Err(e) => return Err(e),
-        }
+        tx.apply(&ops).await?;
         if let Some((footprint, _)) = &footprint {
             tx.bump_versions(&footprint.changed).await?;
         }

@@ -323,12 +323,6 @@ pub trait ProfileTx: Send {
         &'a mut self,
         profiles: &'a [ProfileId],
     ) -> BoxFuture<'a, Result<Vec<LockedProfile>, StorageError>>;
-    /// Reads a cursor (seq, generation) and holds it against writers, not against other readers,
-    /// until commit (PostgreSQL).
-    fn share_cursor<'a>(
-        &'a mut self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>>;
     /// Bumps the given profiles' versions.
     fn bump_versions<'a>(
         &'a mut self,
@@ -663,7 +657,7 @@ where
         ));
         DB::build(&mut q).execute(&mut **tx).await?;
     }
-    let attach: Vec<(&Identifier, &ProfileId, &i64, &i64)> = ops
+    let mut attach: Vec<(&Identifier, &ProfileId, &i64, &i64)> = ops
         .iter()
         .filter_map(|op| match op {
             Op::Attach {
@@ -675,6 +669,9 @@ where
             _ => None,
         })
         .collect();
+    // In one order everywhere: two profile stages of different partitions inserting the same
+    // identifiers then wait for each other in one direction only, never in a cycle.
+    attach.sort_by(|a, b| (&a.0.kind, &a.0.value).cmp(&(&b.0.kind, &b.0.value)));
     for chunk in attach.chunks(ROWS) {
         let mut q = QueryBuilder::<DB>::new(
             "INSERT INTO identities (kind, value, profile_id, added_at, seq) ",
@@ -843,20 +840,6 @@ where
                 );
             }
             Ok(out)
-        })
-    }
-
-    fn share_cursor<'a>(
-        &'a mut self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<(i64, i64), StorageError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_as(
-                "SELECT seq, generation FROM pipeline_cursors WHERE name = $1 FOR SHARE",
-            )
-            .bind(name)
-            .fetch_one(&mut *self.tx)
-            .await?)
         })
     }
 

@@ -162,9 +162,15 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Whether a unique constraint refused a row: another writer stored it first.
-    pub fn is_unique_violation(&self) -> bool {
-        matches!(self, StorageError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    /// Whether the transaction lost a race with another writer and would succeed if redone: a
+    /// unique violation, a deadlock the database broke, a serialization failure.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            StorageError::Database(sqlx::Error::Database(e)) => {
+                e.is_unique_violation() || matches!(e.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -616,29 +622,14 @@ impl BeginRead for Db<sqlx::Postgres> {
 
     async fn log_horizon(&self) -> Result<i64, sqlx::Error> {
         // Appends to different partitions commit in any order, but each draws its positions
-        // while holding its partitions' rows, until it ends. So: read the last position drawn,
-        // then wait, one partition at a time, for whoever holds that partition's row. An append
-        // that drew a position up to `last` held its rows when `last` was read, so once every
-        // row has been free for a moment it has ended. Each wait is a statement of its own and
-        // holds nothing while it waits: no append waits on another partition's behalf.
-        let mut conn = self.pool.acquire().await?;
-        let last: i64 = sqlx::query_scalar(
-            "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END \
-             FROM messages_seq_seq",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        let partitions: Vec<i32> =
-            sqlx::query_scalar("SELECT partition FROM log_partitions ORDER BY partition")
-                .fetch_all(&mut *conn)
-                .await?;
-        for p in partitions {
-            sqlx::query("SELECT 1 FROM log_partitions WHERE partition = $1 FOR SHARE")
-                .bind(p)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(last)
+        // while marking its partitions (a shared advisory lock), until it ends. log_horizon()
+        // (migration 0019) reads the last position drawn, then waits, one partition at a time
+        // and holding nothing while it waits, until each partition is unmarked for a moment. An
+        // append that drew a position up to `last` was marking its partitions when `last` was
+        // read, so it has ended by then. One statement of its own, on no open transaction.
+        sqlx::query_scalar("SELECT log_horizon()")
+            .fetch_one(&self.pool)
+            .await
     }
 }
 

@@ -13,6 +13,27 @@ use std::collections::{BTreeMap, HashSet};
 /// The default number of partitions of a new PostgreSQL database.
 pub const DEFAULT_PARTITIONS: u16 = 8;
 
+/// How a new PostgreSQL log is laid out (stored when the database is created; see
+/// `PgStore::connect_laid_out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Partitions of the log: appends to different partitions commit concurrently.
+    pub partitions: u16,
+    /// One profiles stage per partition, each with its own cursor and lease, instead of one over
+    /// the whole log. Profiles touched from two partitions at once make one of the two redo its
+    /// batch: worth it when most people's messages come from one device (see BENCHMARKS.md).
+    pub profiles_per_partition: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            partitions: DEFAULT_PARTITIONS,
+            profiles_per_partition: false,
+        }
+    }
+}
+
 /// FNV-1a, 64 bits, over `parts` each followed by a `0xff` separator: a hash every node computes
 /// the same way (std's hasher may change between Rust releases, and nodes of different builds
 /// must agree on partitions and lease owners).

@@ -1,6 +1,6 @@
 //! PostgreSQL adapter: multi-row `UNNEST` inserts so one group commit is one round trip.
 
-use super::partition;
+use super::partition::{self, Layout};
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -64,65 +64,110 @@ impl PgStore {
         Self::connect_with(url, super::partition::DEFAULT_PARTITIONS).await
     }
 
-    /// Connects to `url` and migrates the database. `partitions` applies only to a new database
-    /// (an empty log with the one partition the migration made): afterwards the log keeps the
-    /// partitions it has, so that every node routes a device to the same partition.
+    /// Connects to `url` and migrates the database; a new database gets `partitions` log
+    /// partitions and one profiles stage over the whole log.
     pub async fn connect_with(url: &str, partitions: u16) -> Result<PgStore, StorageError> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        Self::connect_laid_out(
+            url,
+            Layout {
+                partitions,
+                profiles_per_partition: false,
+            },
+        )
+        .await
+    }
+
+    /// Connects to `url` and migrates the database. `layout` applies only to a new database (an
+    /// empty log that no node laid out yet): afterwards every node reads the layout the first one
+    /// stored, so that all route a device to the same partition and run the same profiles stages.
+    pub async fn connect_laid_out(url: &str, layout: Layout) -> Result<PgStore, StorageError> {
+        // Room for one profiles stage per partition besides ingestion and the other stages.
+        let pool = PgPoolOptions::new()
+            .max_connections(24)
+            .connect(url)
+            .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let partitions = Self::settle_partitions(&pool, partitions.max(1)).await?;
+        let layout = Self::settle_layout(&pool, layout).await?;
         Ok(PgStore {
             pool: super::Db::new(pool),
-            partitions,
+            partitions: layout.partitions,
+            profiles_per_partition: layout.profiles_per_partition,
         })
     }
 
-    /// Creates partitions up to `wanted` if the log is new (empty, one partition), then returns how
-    /// many there are: every node of a database routes by the count its first node set.
-    async fn settle_partitions(pool: &sqlx::PgPool, wanted: u16) -> Result<u16, StorageError> {
+    /// Lays the log out as `wanted` if no node did yet: a new database gets the partitions (and,
+    /// if asked, a cursor per partition for the profiles stage); a database from before the
+    /// layout keeps what it has. Returns the stored layout.
+    async fn settle_layout(pool: &sqlx::PgPool, wanted: Layout) -> Result<Layout, StorageError> {
         // Under the lock of partition 0, which every append of a one-partition log takes: no
         // append can slip in between the emptiness check and the new rows.
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT 1 FROM log_partitions WHERE partition = 0 FOR UPDATE")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO log_partitions (partition, next_offset) \
-             SELECT p, 1 FROM generate_series(1, $1 - 1) AS p \
-             WHERE NOT EXISTS (SELECT 1 FROM messages) \
-               AND (SELECT COUNT(*) FROM log_partitions) = 1 \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(i32::from(wanted))
-        .execute(&mut *tx)
-        .await?;
-        // With several partitions the profiles stage runs once per partition, each with its own
-        // cursor; the `profiles` cursor becomes the lowest of them.
-        sqlx::query(
-            "INSERT INTO pipeline_cursors (name, seq, generation) \
-             SELECT 'profiles/' || partition, 0, 0 FROM log_partitions \
-             WHERE (SELECT COUNT(*) FROM log_partitions) > 1 ON CONFLICT DO NOTHING",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let (count, gaps): (i64, bool) =
-            sqlx::query_as("SELECT COUNT(*), COUNT(*) <> MAX(partition) + 1 FROM log_partitions")
+        let stored: Option<(i32, bool)> =
+            sqlx::query_as("SELECT partitions, profiles_per_partition FROM log_layout")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.is_none() {
+            let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM messages)")
                 .fetch_one(&mut *tx)
                 .await?;
+            let wanted_partitions = i32::from(wanted.partitions.max(1));
+            if empty {
+                sqlx::query(
+                    "INSERT INTO log_partitions (partition, next_offset) \
+                     SELECT p, 1 FROM generate_series(1, $1 - 1) AS p ON CONFLICT DO NOTHING",
+                )
+                .bind(wanted_partitions)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let per_partition = empty && wanted.profiles_per_partition && wanted_partitions > 1;
+            if per_partition {
+                // The profiles stage of each partition has its own cursor; the `profiles` cursor
+                // becomes the lowest of them.
+                sqlx::query(
+                    "INSERT INTO pipeline_cursors (name, seq, generation) \
+                     SELECT 'profiles/' || partition, 0, 0 FROM log_partitions \
+                     ON CONFLICT DO NOTHING",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO log_layout (id, partitions, profiles_per_partition) \
+                 SELECT 1, COUNT(*), $1 FROM log_partitions",
+            )
+            .bind(per_partition)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (partitions, per_partition, count, gaps): (i32, bool, i64, bool) = sqlx::query_as(
+            "SELECT l.partitions, l.profiles_per_partition, p.n, p.gaps FROM log_layout l, \
+             (SELECT COUNT(*) AS n, COUNT(*) <> MAX(partition) + 1 AS gaps FROM log_partitions) p",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
-        if gaps {
+        if gaps || count != i64::from(partitions) {
             return Err(StorageError::Corrupt(
-                "log_partitions must number its partitions 0..P-1".into(),
+                "log_partitions must number the layout's partitions 0..P-1".into(),
             ));
         }
-        if count != i64::from(wanted) {
+        let layout = Layout {
+            partitions: u16::try_from(partitions)
+                .map_err(|_| StorageError::Corrupt("too many log partitions".into()))?,
+            profiles_per_partition: per_partition,
+        };
+        if layout != wanted {
             tracing::info!(
-                partitions = count,
-                configured = wanted,
-                "the log keeps the partitions it was created with"
+                partitions = layout.partitions,
+                profiles_per_partition = layout.profiles_per_partition,
+                "the log keeps the layout it was created with"
             );
         }
-        u16::try_from(count).map_err(|_| StorageError::Corrupt("too many log partitions".into()))
+        Ok(layout)
     }
 
     /// The database, for the repositories of the feature modules.
@@ -133,6 +178,11 @@ impl PgStore {
     /// How many partitions the log has.
     pub fn partitions(&self) -> u16 {
         self.partitions
+    }
+
+    /// Whether the profiles stage runs once per partition.
+    pub fn profiles_per_partition(&self) -> bool {
+        self.profiles_per_partition
     }
 
     /// The log position up to which every append has ended (see `BeginRead::log_horizon`).
@@ -183,8 +233,12 @@ impl PgStore {
             let mut touched: Vec<i32> = partitions.to_vec();
             touched.sort_unstable();
             touched.dedup();
+            // Each partition is also marked with a shared advisory lock, which the log horizon
+            // waits for (migration 0019).
             let next: BTreeMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
-                "SELECT partition, next_offset FROM log_partitions WHERE partition = ANY($1) \
+                "SELECT partition, next_offset, \
+                 pg_advisory_xact_lock_shared(7243002, partition)::text \
+                 FROM log_partitions WHERE partition = ANY($1) \
                  ORDER BY partition FOR NO KEY UPDATE",
             )
             .bind(&touched)

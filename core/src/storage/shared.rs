@@ -17,6 +17,8 @@ pub struct SqlEventStore<DB: Database> {
     pub(super) pool: Db<DB>,
     /// How many partitions the log has (1 on SQLite).
     pub(super) partitions: u16,
+    /// Whether the profiles stage runs once per partition (never on SQLite).
+    pub(super) profiles_per_partition: bool,
 }
 
 /// What each adapter does its own way: appending messages and rejected items in one durable

@@ -61,6 +61,7 @@ impl SqliteStore {
             return Ok(SqliteStore {
                 pool: super::Db::new(pool),
                 partitions: 1,
+                profiles_per_partition: false,
             });
         }
         let state = options.get_filename().to_owned();
@@ -91,6 +92,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool: super::Db::split(pool),
             partitions: 1,
+            profiles_per_partition: false,
         })
     }
 

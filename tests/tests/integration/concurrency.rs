@@ -171,6 +171,18 @@ fn person_messages(i: usize) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid_run_loses_and_doubles_nothing()
  {
+    killed_mid_run_loses_and_doubles_nothing("false").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_profiles_stage_per_partition_a_processing_node_killed_mid_run_loses_and_doubles_nothing()
+ {
+    killed_mid_run_loses_and_doubles_nothing("true").await;
+}
+
+/// Two ingest-only and three processing nodes on one partitioned PostgreSQL log; one processing
+/// node is killed mid-run. `per_partition`: the layout's `TOUCHPOINT_PROFILES_PER_PARTITION`.
+async fn killed_mid_run_loses_and_doubles_nothing(per_partition: &str) {
     let (db_url, _) = fresh_database(Db::Postgres).await;
     let hook = touchpoint_tests::fakes::webhook::spawn().await;
     let client = reqwest::Client::builder()
@@ -185,7 +197,15 @@ async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
         let child = if role == "ingest" {
-            start_server_process_with(exe, &db_url, port, &[("TOUCHPOINT_PROCESS", "false")])
+            start_server_process_with(
+                exe,
+                &db_url,
+                port,
+                &[
+                    ("TOUCHPOINT_PROCESS", "false"),
+                    ("TOUCHPOINT_PROFILES_PER_PARTITION", per_partition),
+                ],
+            )
         } else {
             // A short delivery lease, so rows the killed node had claimed are taken over quickly.
             start_server_process_with(
@@ -201,6 +221,7 @@ async fn with_two_ingest_and_three_processing_nodes_a_processing_node_killed_mid
                     ("TOUCHPOINT_DELIVERY_LEASE_SECS", "2"),
                     ("TOUCHPOINT_DELIVERY_POLL_MS", "100"),
                     ("TOUCHPOINT_LEASE_SECS", "2"),
+                    ("TOUCHPOINT_PROFILES_PER_PARTITION", per_partition),
                 ],
             )
         };

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use touchpoint_core::storage::partition::partition_of;
+use touchpoint_core::storage::partition::{Layout, partition_of};
 use touchpoint_core::storage::{EventStore, InsertOutcome, NewMessage, PgStore, Status};
 use touchpoint_tests::{eventually, fresh_postgres_database};
 
@@ -186,7 +186,7 @@ async fn the_horizon_waits_for_an_append_in_flight_while_other_partitions_keep_c
         let store = store.clone();
         async move { store.log_horizon().await.unwrap() }
     });
-    wait_for_lock_wait(&pool, "FOR SHARE").await;
+    wait_for_lock_wait(&pool, "log_horizon").await;
     assert!(!waiting.is_finished());
     open.commit().await.unwrap();
     let horizon = waiting.await.unwrap();
@@ -248,6 +248,34 @@ async fn a_new_database_takes_the_configured_partitions_and_keeps_them_once_it_h
         PgStore::connect_with(&url, 1).await.unwrap().partitions(),
         4
     );
+    // The profiles stages too: a later node asking for one per partition gets the stored one.
+    let later = PgStore::connect_laid_out(
+        &url,
+        Layout {
+            partitions: 8,
+            profiles_per_partition: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!later.profiles_per_partition());
+    let url = fresh_postgres_database(&pg_admin_url()).await;
+    let per_partition = Layout {
+        partitions: 4,
+        profiles_per_partition: true,
+    };
+    assert!(
+        PgStore::connect_laid_out(&url, per_partition)
+            .await
+            .unwrap()
+            .profiles_per_partition()
+    );
+    assert!(
+        PgStore::connect_with(&url, 4)
+            .await
+            .unwrap()
+            .profiles_per_partition()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,8 +324,14 @@ async fn a_log_from_before_the_partitions_becomes_partition_zero_in_position_ord
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_seen_on_two_devices_in_different_partitions_end_as_one_profile_each() {
-    // The default 8 partitions: one profiles stage per partition, all running at once.
-    let app = touchpoint_tests::spawn_app(touchpoint_tests::Db::Postgres).await;
+    // 8 partitions, one profiles stage per partition, all running at once.
+    let (url, tmp) = touchpoint_tests::fresh_database(touchpoint_tests::Db::Postgres).await;
+    let mut config = touchpoint_tests::test_config(url);
+    config.log_layout = Layout {
+        partitions: 8,
+        profiles_per_partition: true,
+    };
+    let app = touchpoint_tests::spawn_app_with(config, tmp).await;
     const PEOPLE: usize = 30;
     // Devices chosen so that each person's two devices and their userId route apart.
     let people: Vec<(String, String, String)> = (0..PEOPLE)
@@ -393,9 +427,15 @@ async fn a_partitions_batch_that_a_merge_in_another_partition_overtook_is_redone
     use touchpoint_core::profiles::Processor;
     use touchpoint_core::profiles::processor::Scope;
     let url = fresh_postgres_database(&pg_admin_url()).await;
-    let stores = touchpoint_core::stores::connect_with(&url, 2)
-        .await
-        .unwrap();
+    let stores = touchpoint_core::stores::connect_with(
+        &url,
+        Layout {
+            partitions: 2,
+            profiles_per_partition: true,
+        },
+    )
+    .await
+    .unwrap();
     let pool = PgPool::connect(&url).await.unwrap();
     let source = stores.events.upsert_source("web", "wk").await.unwrap().id;
     let plan = Arc::new(
