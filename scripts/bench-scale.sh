@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Processing throughput on one PostgreSQL with fsync ON (a separate throwaway cluster on port 54339):
-# 1 node with a one-partition log (baseline), 1 node with 8 partitions, 2 nodes with 8 partitions.
+# 1 node with a one-partition log (baseline); 1 and 2 nodes with 8 partitions and one profiles stage;
+# 1 and 2 nodes with 8 partitions and one profiles stage per partition.
 # Knobs: MESSAGES (20000), ROUNDS (2), DELAY_MS (0: the processing nodes reach PostgreSQL through a
-# proxy on 127.0.0.1 that delays each chunk this long each way). Talks only to 127.0.0.1.
+# proxy on 127.0.0.1 that delays each chunk this long each way), ONLY (run one setup, by index),
+# VERBOSE (print the cursors every second while draining), NODE_LOG (the processing nodes' RUST_LOG).
+# Talks only to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 url=$(TOUCHPOINT_TEST_PG_PORT=54339 TOUCHPOINT_TEST_PG_DIR=/tmp/touchpoint-pg-fsync TOUCHPOINT_TEST_PG_FSYNC=on scripts/pg.sh start)

@@ -464,7 +464,7 @@ pub fn start_server_process_with(
     env: &[(&str, &str)],
 ) -> tokio::process::Child {
     tokio::process::Command::new(tp_server)
-        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
         .arg("serve")
         .env("DATABASE_URL", db_url)
         .env("TOUCHPOINT_BIND", format!("127.0.0.1:{port}"))
@@ -475,7 +475,8 @@ pub fn start_server_process_with(
             format!("web={WEB_KEY},server={SERVER_KEY}"),
         )
         .env("TOUCHPOINT_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "warn")
+        // Last, so the caller's variables win.
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

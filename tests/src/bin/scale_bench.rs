@@ -139,7 +139,10 @@ async fn run(
             exe,
             &node_url,
             port,
-            &[("RUST_LOG", "error")],
+            &[(
+                "RUST_LOG",
+                std::env::var("NODE_LOG").as_deref().unwrap_or("error"),
+            )],
         ));
         bases.push(format!("http://127.0.0.1:{port}"));
     }
@@ -247,6 +250,9 @@ async fn main() {
         // Rotate the order so drift on a noisy machine hits every setup.
         for k in 0..setups.len() {
             let i = (k + round - 1) % setups.len();
+            if std::env::var("ONLY").is_ok_and(|only| only != i.to_string()) {
+                continue;
+            }
             let setup = setups[i];
             let (took, filled, profiles) = run(&client, &url, n, setup, link).await;
             let rate = n as f64 / took.as_secs_f64();
@@ -267,6 +273,9 @@ async fn main() {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let base = mean(&rates[0]);
+    if std::env::var("ONLY").is_ok() {
+        return;
+    }
     println!("\nmeans (ratio to 1 node x 1 partition):");
     for (setup, rates) in setups.iter().zip(&rates) {
         let rate = mean(rates);
