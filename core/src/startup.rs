@@ -209,7 +209,7 @@ impl Application {
                     wakes.push(wake.clone());
                     let processor =
                         Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500)
-                            .with_scope(crate::profiles::processor::Scope::Partition(p));
+                            .for_partition(p, stores.profiles_stages);
                     tokio::spawn(runner.clone().run(processor, wake, profiles_done.clone()));
                 }
                 crate::pipeline::fan_out(pipeline_wake.clone(), wakes);

@@ -80,6 +80,8 @@ pub struct Processor {
     moved: bool,
     /// Awaited between the decision and the write (tests use it to interleave two stages).
     pause_before_write: Option<PauseHook>,
+    /// Identifiers the graph cache may hold before it restarts from storage.
+    cache_limit: usize,
     batch: i64,
     progress: Arc<Progress>,
 }
@@ -103,14 +105,17 @@ impl Processor {
             seen: None,
             moved: false,
             pause_before_write: None,
+            cache_limit: MAX_CACHED_IDENTIFIERS,
             batch,
             progress: Arc::new(Progress::default()),
         }
     }
 
-    /// The processor of one part of the log (see [`Scope`]).
-    pub fn with_scope(mut self, scope: Scope) -> Processor {
-        self.scope = scope;
+    /// The processor of one of `of` partitions of the log: its own cursor, and a share of the
+    /// graph cache's bound (each partition's stage keeps a cache of its own).
+    pub fn for_partition(mut self, partition: i32, of: u16) -> Processor {
+        self.scope = Scope::Partition(partition);
+        self.cache_limit = MAX_CACHED_IDENTIFIERS / usize::from(of.max(1));
         self
     }
 
@@ -186,7 +191,7 @@ impl Processor {
         let mut tx = self.store.begin_read().await?;
         // Erasure bumps the generation of every profiles cursor.
         let (cursor, generation) = tx.peek_cursor(name).await?;
-        if self.seen != Some((cursor, generation)) || self.graph.len() > MAX_CACHED_IDENTIFIERS {
+        if self.seen != Some((cursor, generation)) || self.graph.len() > self.cache_limit {
             // Someone else (another process, or a deletion) changed the graph since we last looked.
             self.graph = Graph::new();
             self.versions.clear();

@@ -425,7 +425,6 @@ fn segment(source: i64, id: &str, device: &str, body: serde_json::Value) -> NewM
 async fn a_partitions_batch_that_a_merge_in_another_partition_overtook_is_redone_on_the_winner() {
     use touchpoint_core::pipeline::{Clock, SystemClock};
     use touchpoint_core::profiles::Processor;
-    use touchpoint_core::profiles::processor::Scope;
     let url = fresh_postgres_database(&pg_admin_url()).await;
     let stores = touchpoint_core::stores::connect_with(
         &url,
@@ -447,7 +446,7 @@ async fn a_partitions_batch_that_a_merge_in_another_partition_overtook_is_redone
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let processor = |p: i32| {
         Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500)
-            .with_scope(Scope::Partition(p))
+            .for_partition(p, 2)
     };
     // Device a and a new device x route to partition 0, device b to partition 1.
     let (a, x, b) = (
