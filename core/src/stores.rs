@@ -84,11 +84,7 @@ pub async fn connect_with(url: &str, layout: Layout) -> Result<Stores, StorageEr
             quarantine: Arc::new(crate::pipeline::PgQuarantine::new(store.db().clone())),
             crm: Arc::new(crate::crm::PgCrm::new(store.db().clone())),
             handoffs: Arc::new(crate::handoff::PgHandoffs::new(store.db().clone())),
-            profiles_stages: if store.profiles_per_partition() {
-                store.partitions()
-            } else {
-                1
-            },
+            profiles_stages: store.layout().profiles_stages(),
             leases: Some(Arc::new(crate::pipeline::PgLeases::new(
                 store.db().pool().clone(),
             ))),

@@ -47,6 +47,14 @@ impl Scope {
             Scope::Partition(p) => partition_cursor(p),
         }
     }
+
+    /// The partition read, if one.
+    fn partition(self) -> Option<i32> {
+        match self {
+            Scope::Whole => None,
+            Scope::Partition(p) => Some(p),
+        }
+    }
 }
 
 /// `profiles/P`, for the lifetime of the process (stage names are `&'static str`; there are at
@@ -184,10 +192,7 @@ impl Processor {
     async fn attempt(&mut self, limit: i64) -> Result<Option<usize>, StorageError> {
         let started = std::time::Instant::now();
         let name = self.scope.cursor();
-        let partition = match self.scope {
-            Scope::Whole => None,
-            Scope::Partition(p) => Some(p),
-        };
+        let partition = self.scope.partition();
         let mut tx = self.store.begin_read().await?;
         // Erasure bumps the generation of every profiles cursor.
         let (cursor, generation) = tx.peek_cursor(name).await?;
@@ -201,7 +206,7 @@ impl Processor {
         let read_all = (rows.len() as i64) < limit;
         let Some(last) = rows.last().map(|r| r.seq) else {
             drop(tx);
-            if partition.is_some() && horizon > cursor && horizon < i64::MAX {
+            if partition.is_some() && horizon > cursor {
                 // Nothing of this partition up to the horizon: move past it, so the lowest of the
                 // partitions' cursors (what the next stages read up to) is not held back.
                 let mut tx = self.store.begin(&[]).await?;
@@ -216,7 +221,7 @@ impl Processor {
             return Ok(Some(0));
         };
         // With partitions, a batch that read everything up to the horizon takes the cursor there.
-        let upto = if partition.is_some() && read_all && horizon < i64::MAX {
+        let upto = if partition.is_some() && read_all {
             horizon.max(last)
         } else {
             last
@@ -345,12 +350,8 @@ impl Stage for Processor {
     async fn next_position(&mut self) -> Result<Option<i64>, StorageError> {
         let mut tx = self.store.begin_read().await?;
         let (cursor, _) = tx.peek_cursor(self.scope.cursor()).await?;
-        let partition = match self.scope {
-            Scope::Whole => None,
-            Scope::Partition(p) => Some(p),
-        };
         Ok(tx
-            .read_log(cursor, 1, partition)
+            .read_log(cursor, 1, self.scope.partition())
             .await?
             .first()
             .map(|r| r.seq))

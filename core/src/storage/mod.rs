@@ -623,7 +623,7 @@ impl BeginRead for Db<sqlx::Postgres> {
     async fn log_horizon(&self) -> Result<i64, sqlx::Error> {
         // Appends to different partitions commit in any order, but each draws its positions
         // while marking its partitions (a shared advisory lock), until it ends. log_horizon()
-        // (migration 0019) reads the last position drawn, then waits, one partition at a time
+        // (migration 0017) reads the last position drawn, then waits, one partition at a time
         // and holding nothing while it waits, until each partition is unmarked for a moment. An
         // append that drew a position up to `last` was marking its partitions when `last` was
         // read, so it has ended by then. One statement of its own, on no open transaction.

@@ -25,6 +25,25 @@ pub struct Layout {
     pub profiles_per_partition: bool,
 }
 
+impl Layout {
+    /// One partition, one profiles stage: the SQLite log, or a log from before the partitions.
+    pub fn single() -> Layout {
+        Layout {
+            partitions: 1,
+            profiles_per_partition: false,
+        }
+    }
+
+    /// How many profiles stages run: one per partition, or one over the whole log.
+    pub fn profiles_stages(&self) -> u16 {
+        if self.profiles_per_partition {
+            self.partitions
+        } else {
+            1
+        }
+    }
+}
+
 impl Default for Layout {
     fn default() -> Self {
         Layout {

@@ -90,8 +90,7 @@ impl PgStore {
         let layout = Self::settle_layout(&pool, layout).await?;
         Ok(PgStore {
             pool: super::Db::new(pool),
-            partitions: layout.partitions,
-            profiles_per_partition: layout.profiles_per_partition,
+            layout,
         })
     }
 
@@ -175,14 +174,9 @@ impl PgStore {
         &self.pool
     }
 
-    /// How many partitions the log has.
-    pub fn partitions(&self) -> u16 {
-        self.partitions
-    }
-
-    /// Whether the profiles stage runs once per partition.
-    pub fn profiles_per_partition(&self) -> bool {
-        self.profiles_per_partition
+    /// How the log is laid out (as the first node stored it).
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The log position up to which every append has ended (see `BeginRead::log_horizon`).
@@ -204,7 +198,7 @@ impl PgStore {
     ) -> Result<Vec<InsertOutcome>, StorageError> {
         let partitions: Vec<i32> = messages
             .iter()
-            .map(|m| partition::partition_of(m, self.partitions))
+            .map(|m| partition::partition_of(m, self.layout.partitions))
             .collect();
         for _ in 0..APPEND_ATTEMPTS {
             if let Some(out) = self.try_append(messages, &partitions, rejected).await? {
@@ -234,7 +228,7 @@ impl PgStore {
             touched.sort_unstable();
             touched.dedup();
             // Each partition is also marked with a shared advisory lock, which the log horizon
-            // waits for (migration 0019).
+            // waits for (migration 0017).
             let next: BTreeMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
                 "SELECT partition, next_offset, \
                  pg_advisory_xact_lock_shared(7243002, partition)::text \

@@ -15,10 +15,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 #[derive(Clone, Debug)]
 pub struct SqlEventStore<DB: Database> {
     pub(super) pool: Db<DB>,
-    /// How many partitions the log has (1 on SQLite).
-    pub(super) partitions: u16,
-    /// Whether the profiles stage runs once per partition (never on SQLite).
-    pub(super) profiles_per_partition: bool,
+    /// How the log is laid out (one partition, one profiles stage on SQLite).
+    pub(super) layout: super::partition::Layout,
 }
 
 /// What each adapter does its own way: appending messages and rejected items in one durable

@@ -60,8 +60,7 @@ impl SqliteStore {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             return Ok(SqliteStore {
                 pool: super::Db::new(pool),
-                partitions: 1,
-                profiles_per_partition: false,
+                layout: super::partition::Layout::single(),
             });
         }
         let state = options.get_filename().to_owned();
@@ -91,8 +90,7 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore {
             pool: super::Db::split(pool),
-            partitions: 1,
-            profiles_per_partition: false,
+            layout: super::partition::Layout::single(),
         })
     }
 

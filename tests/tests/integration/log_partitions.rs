@@ -48,6 +48,11 @@ fn device_in(partition: i32, partitions: u16, tag: &str) -> String {
         .expect("some device routes to every partition")
 }
 
+/// The one number `query` returns.
+async fn number(pool: &PgPool, query: &str) -> i64 {
+    sqlx::query_scalar(query).fetch_one(pool).await.unwrap()
+}
+
 /// Waits until a backend runs a statement containing `text` and waits for a lock.
 async fn wait_for_lock_wait(pool: &PgPool, text: &str) {
     let pattern = format!("%{text}%");
@@ -216,16 +221,13 @@ async fn a_duplicate_stored_meanwhile_in_another_partition_takes_no_offset() {
     wait_for_lock_wait(&pool, "INSERT INTO messages").await;
     open.commit().await.unwrap();
     assert_eq!(racing.await.unwrap(), [InsertOutcome::Duplicate]);
-    let next: i64 =
-        sqlx::query_scalar("SELECT next_offset FROM log_partitions WHERE partition = 3")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let next = number(
+        &pool,
+        "SELECT next_offset FROM log_partitions WHERE partition = 3",
+    )
+    .await;
     assert_eq!(next, 1, "partition 3 burned no offset");
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let stored = number(&pool, "SELECT COUNT(*) FROM messages").await;
     assert_eq!(stored, 1);
 }
 
@@ -233,10 +235,14 @@ async fn a_duplicate_stored_meanwhile_in_another_partition_takes_no_offset() {
 async fn a_new_database_takes_the_configured_partitions_and_keeps_them_once_it_holds_messages() {
     let url = fresh_postgres_database(&pg_admin_url()).await;
     let first = PgStore::connect_with(&url, 4).await.unwrap();
-    assert_eq!(first.partitions(), 4);
+    assert_eq!(first.layout().partitions, 4);
     // Another node configured differently joins the same database: it routes as the first does.
     assert_eq!(
-        PgStore::connect_with(&url, 16).await.unwrap().partitions(),
+        PgStore::connect_with(&url, 16)
+            .await
+            .unwrap()
+            .layout()
+            .partitions,
         4
     );
     let source = first.upsert_source("web", "wk").await.unwrap().id;
@@ -245,7 +251,11 @@ async fn a_new_database_takes_the_configured_partitions_and_keeps_them_once_it_h
         .await
         .unwrap();
     assert_eq!(
-        PgStore::connect_with(&url, 1).await.unwrap().partitions(),
+        PgStore::connect_with(&url, 1)
+            .await
+            .unwrap()
+            .layout()
+            .partitions,
         4
     );
     // The profiles stages too: a later node asking for one per partition gets the stored one.
@@ -258,7 +268,7 @@ async fn a_new_database_takes_the_configured_partitions_and_keeps_them_once_it_h
     )
     .await
     .unwrap();
-    assert!(!later.profiles_per_partition());
+    assert!(!later.layout().profiles_per_partition);
     let url = fresh_postgres_database(&pg_admin_url()).await;
     let per_partition = Layout {
         partitions: 4,
@@ -268,13 +278,15 @@ async fn a_new_database_takes_the_configured_partitions_and_keeps_them_once_it_h
         PgStore::connect_laid_out(&url, per_partition)
             .await
             .unwrap()
-            .profiles_per_partition()
+            .layout()
+            .profiles_per_partition
     );
     assert!(
         PgStore::connect_with(&url, 4)
             .await
             .unwrap()
-            .profiles_per_partition()
+            .layout()
+            .profiles_per_partition
     );
 }
 
@@ -305,7 +317,7 @@ async fn a_log_from_before_the_partitions_becomes_partition_zero_in_position_ord
     .unwrap();
     let store = PgStore::connect_with(&url, 8).await.unwrap();
     assert_eq!(
-        store.partitions(),
+        store.layout().partitions,
         1,
         "a log that holds messages keeps one partition"
     );
@@ -524,10 +536,11 @@ async fn a_partitions_batch_that_a_merge_in_another_partition_overtook_is_redone
         .unwrap();
     assert_eq!(first.step().await.unwrap(), 1);
     assert_eq!(
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap(),
+        number(
+            &pool,
+            "SELECT COUNT(*) FROM profiles WHERE merged_into IS NULL"
+        )
+        .await,
         1
     );
     resume.send(()).unwrap();
@@ -538,17 +551,13 @@ async fn a_partitions_batch_that_a_merge_in_another_partition_overtook_is_redone
     );
 
     // Its message went to the profile that won, not to the one merged away under it.
-    let stranded: i64 = sqlx::query_scalar(
+    let stranded = number(
+        &pool,
         "SELECT COUNT(*) FROM profile_messages pm JOIN profiles p ON p.id = pm.profile_id \
          WHERE p.merged_into IS NOT NULL",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(stranded, 0, "no message is left on a merged profile");
-    let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profile_messages")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let linked = number(&pool, "SELECT COUNT(*) FROM profile_messages").await;
     assert_eq!(linked, 4);
 }
