@@ -81,6 +81,14 @@ enum PlanCommand {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    run_with(cli, None).await
+}
+
+/// [`run`], starting the pipeline stages of `serve` on `background` when given.
+async fn run_with(
+    cli: Cli,
+    background: Option<tokio::runtime::Handle>,
+) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Destinations { command } => crate::destinations::cli::run(command).await,
         Command::Crm {
@@ -116,8 +124,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens { command } => crate::backend_api::cli::run(command).await,
         Command::Openapi => Ok(crate::backend_api::cli::print_openapi()),
         Command::Serve(settings) => {
-            let config = Config::from_settings(*settings, |k| std::env::var(k).ok())
+            let mut config = Config::from_settings(*settings, |k| std::env::var(k).ok())
                 .context("reading configuration")?;
+            config.background = background;
             Application::build(config).await?.run().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -277,13 +286,34 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // `serve` runs the pipeline stages on a runtime of their own whose threads yield the CPU to
+    // the intake's (see `crate::background`); without it they share the main one.
+    let background = match &cli.command {
+        Command::Serve(settings) => {
+            crate::background::set_nice(settings.background_nice());
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            match crate::background::runtime(threads) {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    eprintln!("warning: no background runtime, the stages share the main one: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let handle = background.as_ref().map(|rt| rt.handle().clone());
+    let code = match runtime.block_on(run_with(cli, handle)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(rt) = background {
+        rt.shutdown_background();
     }
+    code
 }
 
 #[cfg(test)]

@@ -114,6 +114,9 @@ pub struct Config {
     /// The time every stage reads: audience windows and their re-checks, what the profiles stage
     /// stamps, delivery backoff, leases (the system clock; tests inject a manual one).
     pub clock: crate::pipeline::ClockRef,
+    /// The runtime the pipeline stages run on (the `touchpoint` binary starts one whose threads
+    /// yield the CPU to the intake, see `crate::background`); `None`: the caller's runtime.
+    pub background: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Config {
@@ -155,6 +158,7 @@ impl Default for Config {
             warehouse: Default::default(),
             handoff: Default::default(),
             clock: Default::default(),
+            background: None,
         }
     }
 }
@@ -277,6 +281,11 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_STAGE_POLL_MS", default_value_t = 250,
           value_parser = clap::value_parser!(u64).range(10..))]
     stage_poll_ms: u64,
+    /// Nice value of the threads doing pipeline work (Linux; 0 to 19, 0 = the intake's priority),
+    /// so under a CPU-bound burst acknowledgements go first; see `crate::background`.
+    #[arg(long, env = "TOUCHPOINT_BACKGROUND_NICE", default_value_t = crate::background::NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    background_nice: i32,
     /// Seconds a stage lease lasts without renewal (PostgreSQL, several processing nodes).
     #[arg(long, env = "TOUCHPOINT_LEASE_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -309,6 +318,14 @@ pub struct Settings {
     /// Days raw data is kept (0: forever).
     #[arg(long, env = "TOUCHPOINT_RETENTION_DAYS", default_value_t = 0)]
     retention_days: u32,
+}
+
+impl Settings {
+    /// The nice value of the threads doing pipeline work (`TOUCHPOINT_BACKGROUND_NICE`): set once
+    /// for the process, before its runtimes start (see `crate::background`).
+    pub fn background_nice(&self) -> i32 {
+        self.background_nice
+    }
 }
 
 /// `name=writeKey` pairs, one value for clap.
@@ -592,6 +609,20 @@ mod tests {
             err.to_string().starts_with("TOUCHPOINT_STAGE_POLL_MS:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_background_nice_value_outside_zero_to_nineteen_is_refused() {
+        for bad in ["-1", "20"] {
+            let err = Config::from_lookup(|k| {
+                (k == "TOUCHPOINT_BACKGROUND_NICE").then(|| bad.to_owned())
+            })
+            .unwrap_err();
+            assert!(
+                err.to_string().starts_with("TOUCHPOINT_BACKGROUND_NICE:"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

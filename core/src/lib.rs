@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audiences;
 pub mod backend_api;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod console;

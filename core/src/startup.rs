@@ -177,6 +177,7 @@ impl Application {
         let runner = Runner {
             leases: leases.clone(),
             remote_progress: leases.as_ref().map(|_| remote_progress.subscribe()),
+            on: config.background.clone(),
             quarantine: stores.quarantine.clone(),
             policy: config.stage_retry,
             clock: clock.clone(),
@@ -210,23 +211,21 @@ impl Application {
                     let processor =
                         Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500)
                             .for_partition(p, stores.profiles_stages);
-                    tokio::spawn(runner.clone().run(processor, wake, profiles_done.clone()));
+                    runner.clone().spawn(processor, wake, profiles_done.clone());
                 }
                 crate::pipeline::fan_out(pipeline_wake.clone(), wakes);
             } else {
                 let processor =
                     Processor::new(stores.profiles.clone(), plan.clone(), clock.clone(), 500);
-                tokio::spawn(runner.clone().run(
-                    processor,
-                    pipeline_wake.clone(),
-                    profiles_done.clone(),
-                ));
+                runner
+                    .clone()
+                    .spawn(processor, pipeline_wake.clone(), profiles_done.clone());
             }
-            tokio::spawn(runner.clone().run(
+            runner.clone().spawn(
                 audiences::stage::Realtime(audience_stage.clone()),
                 audience_wake.clone(),
                 audiences_done.clone(),
-            ));
+            );
             tokio::spawn(
                 audience_stage
                     .clone()

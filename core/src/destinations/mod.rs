@@ -526,16 +526,16 @@ pub fn start(
         .with_consent(d.consent.clone(), d.counters.clone());
         let stage = Arc::new(stage);
         d.stage = Some(stage.clone());
-        tokio::spawn(runner.clone().run(
+        runner.clone().spawn(
             stage::Messages(stage.clone()),
             d.wake_messages.clone(),
             d.wake.clone(),
-        ));
-        tokio::spawn(runner.run(
+        );
+        runner.spawn(
             stage::AudienceEvents(stage),
             d.wake_audience_events.clone(),
             d.wake.clone(),
-        ));
+        );
     }
     let d = Arc::new(d);
     if run {

@@ -838,11 +838,11 @@ pub fn start(
     let Some(handoff) = state.handoff.clone() else {
         return;
     };
-    tokio::spawn(runner.run(
+    runner.spawn(
         HandoffStage::new(handoff.clone(), state.clone()),
         wake,
         Arc::new(tokio::sync::Notify::new()),
-    ));
+    );
     if tick.is_zero() {
         return;
     }

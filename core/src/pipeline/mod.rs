@@ -253,9 +253,25 @@ pub struct Runner {
     /// Stage progress on other nodes (PostgreSQL `LISTEN`): wakes this node's stages, whose
     /// upstream may run elsewhere.
     pub remote_progress: Option<watch::Receiver<u64>>,
+    /// The runtime stages run on: the background one in the `touchpoint` binary (its threads
+    /// yield the CPU to the intake, see `crate::background`), else the caller's.
+    pub on: Option<tokio::runtime::Handle>,
 }
 
 impl Runner {
+    /// Starts [`Runner::run`] as a task on the stages' runtime.
+    pub fn spawn<S: Stage>(
+        self,
+        stage: S,
+        wake: Arc<Notify>,
+        downstream: Arc<Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        match self.on.clone() {
+            Some(on) => on.spawn(self.run(stage, wake, downstream)),
+            None => tokio::spawn(self.run(stage, wake, downstream)),
+        }
+    }
+
     /// Drives `stage` until the process ends: step; on success wake `downstream`; on failure retry
     /// with backoff, narrow to one position, and set the failing position aside.
     pub async fn run<S: Stage>(self, mut stage: S, wake: Arc<Notify>, downstream: Arc<Notify>) {
@@ -602,6 +618,7 @@ mod tests {
             on_set_aside: None,
             leases: None,
             remote_progress: None,
+            on: None,
         };
         let health = runner.pipeline.stage("fake");
         let task =

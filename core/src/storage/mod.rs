@@ -296,6 +296,9 @@ const LOCK_STATE_FILE: &str = "UPDATE main.pipeline_cursors SET seq = seq WHERE 
 /// (`.fetch_all(&self.pool)`).
 pub struct Db<D: sqlx::Database> {
     pool: sqlx::Pool<D>,
+    /// The ingest writer's own connection, when it has one (the embedded default): its SQLite
+    /// worker thread keeps the intake's priority while the shared pool's run in the background.
+    intake: Option<sqlx::Pool<D>>,
     log_gate: Arc<SqliteGate>,
     state_gate: Arc<SqliteGate>,
 }
@@ -304,6 +307,7 @@ impl<D: sqlx::Database> Clone for Db<D> {
     fn clone(&self) -> Self {
         Db {
             pool: self.pool.clone(),
+            intake: self.intake.clone(),
             log_gate: self.log_gate.clone(),
             state_gate: self.state_gate.clone(),
         }
@@ -325,6 +329,7 @@ impl<D: sqlx::Database> Db<D> {
         let gate = Arc::<SqliteGate>::default();
         Db {
             pool,
+            intake: None,
             log_gate: gate.clone(),
             state_gate: gate,
         }
@@ -335,8 +340,17 @@ impl<D: sqlx::Database> Db<D> {
     pub(crate) fn split(pool: sqlx::Pool<D>) -> Db<D> {
         Db {
             pool,
+            intake: None,
             log_gate: Arc::default(),
             state_gate: Arc::default(),
+        }
+    }
+
+    /// The same database, with `intake` as the ingest writer's own pool.
+    pub(crate) fn with_intake(self, intake: sqlx::Pool<D>) -> Db<D> {
+        Db {
+            intake: Some(intake),
+            ..self
         }
     }
 
@@ -411,7 +425,8 @@ impl Db<sqlx::Sqlite> {
         } else {
             "BEGIN IMMEDIATE"
         };
-        let tx = self.pool.begin_with(begin).await?;
+        let pool = self.intake.as_ref().unwrap_or(&self.pool);
+        let tx = pool.begin_with(begin).await?;
         Ok((tx, Gate { _held: vec![guard] }))
     }
 }

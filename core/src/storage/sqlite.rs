@@ -81,15 +81,38 @@ impl SqliteStore {
         move_log_tables(&mut conn).await?;
         conn.close().await?;
         let log = log.display().to_string();
+        let intake_log = log.clone();
+        // The ingest writer commits on a connection of its own at the intake's priority; the
+        // shared pool (stages, API, console) runs its SQLite threads in the background (see
+        // `crate::background`), so under a burst acknowledgements go first.
+        let intake = SqlitePoolOptions::new()
+            .max_connections(1)
+            .after_connect(move |conn, _| {
+                let log = intake_log.clone();
+                Box::pin(async move { attach_log(conn, Path::new(&log)).await })
+            })
+            .connect_with(
+                options
+                    .clone()
+                    .thread_name(|id| format!("tp-sqlite-in-{id}")),
+            )
+            .await?;
         let pool = pool
             .after_connect(move |conn, _| {
                 let log = log.clone();
-                Box::pin(async move { attach_log(conn, Path::new(&log)).await })
+                Box::pin(async move {
+                    attach_log(conn, Path::new(&log)).await?;
+                    // The connection's worker thread exists now.
+                    crate::background::lower_threads_named(crate::background::SQLITE_THREADS);
+                    Ok(())
+                })
             })
-            .connect_with(options)
+            .connect_with(
+                options.thread_name(|id| format!("{}-{id}", crate::background::SQLITE_THREADS)),
+            )
             .await?;
         Ok(SqliteStore {
-            pool: super::Db::split(pool),
+            pool: super::Db::split(pool).with_intake(intake),
             layout: super::partition::Layout::single(),
         })
     }

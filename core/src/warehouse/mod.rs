@@ -317,11 +317,9 @@ pub fn start(
                 clock.clone(),
                 progress,
             );
-            tokio::spawn(runner.clone().run(
-                stage,
-                Arc::new(Notify::new()),
-                Arc::new(Notify::new()),
-            ));
+            runner
+                .clone()
+                .spawn(stage, Arc::new(Notify::new()), Arc::new(Notify::new()));
             tracing::info!(dir = %dir.display(), "warehouse: Parquet export on");
         }
     }
@@ -338,11 +336,9 @@ pub fn start(
                 clock,
                 progress,
             );
-            tokio::spawn(runner.clone().run(
-                stage,
-                Arc::new(Notify::new()),
-                Arc::new(Notify::new()),
-            ));
+            runner
+                .clone()
+                .spawn(stage, Arc::new(Notify::new()), Arc::new(Notify::new()));
             tracing::info!(
                 url = %crate::startup::redact(url.expose_secret()),
                 "warehouse: PostgreSQL export on"

@@ -130,8 +130,13 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tmp");
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     let pipeline_n = (n / 4).max(4);
-    pipeline("SQLite", &sqlite, pipeline_n, 500).await;
+    // The stage's batch as it ships (`Processor` in `startup.rs`); `BATCH` tries others.
+    let batch: i64 = std::env::var("BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    pipeline("SQLite", &sqlite, pipeline_n, batch).await;
     if let Ok(pg) = std::env::var("TOUCHPOINT_BENCH_PG_URL") {
-        pipeline("PostgreSQL (fsync off)", &pg, pipeline_n, 500).await;
+        pipeline("PostgreSQL (fsync off)", &pg, pipeline_n, batch).await;
     }
 }
