@@ -436,14 +436,6 @@ const FOLD: &str = "n = profile_aggregates.n + excluded.n, total = profile_aggre
     min_value = CASE WHEN excluded.min_value < profile_aggregates.min_value THEN excluded.min_value ELSE profile_aggregates.min_value END, \
     max_value = CASE WHEN excluded.max_value > profile_aggregates.max_value THEN excluded.max_value ELSE profile_aggregates.max_value END";
 
-/// Folds the loser's aggregates ($2) into the winner's ($1) on a merge.
-const MERGE_AGGREGATES: &str = "INSERT INTO profile_aggregates (profile_id, event, property, n, total, min_value, max_value) \
-    SELECT $1, event, property, n, total, min_value, max_value FROM profile_aggregates WHERE profile_id = $2 \
-    ON CONFLICT (profile_id, event, property) DO UPDATE SET n = profile_aggregates.n + excluded.n, \
-    total = profile_aggregates.total + excluded.total, \
-    min_value = CASE WHEN excluded.min_value < profile_aggregates.min_value THEN excluded.min_value ELSE profile_aggregates.min_value END, \
-    max_value = CASE WHEN excluded.max_value > profile_aggregates.max_value THEN excluded.max_value ELSE profile_aggregates.max_value END";
-
 fn json_or_string(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
@@ -743,6 +735,127 @@ where
     Ok(())
 }
 
+/// Where each profile a batch merged away ends: its last winner, following chains (`a` into `b`,
+/// then `b` into `c`, sends `a` to `c`), in the order of the merges. A pure decision.
+pub(crate) fn final_winners(ops: &[Op]) -> Vec<(&ProfileId, &ProfileId)> {
+    let mut winners: Vec<(&ProfileId, &ProfileId)> = Vec::new();
+    for op in ops {
+        let Op::Merge { winner, loser, .. } = op else {
+            continue;
+        };
+        // A winner merged away earlier in the batch has an end of its own.
+        let end = winners
+            .iter()
+            .find(|(l, _)| *l == winner)
+            .map_or(winner, |(_, w)| *w);
+        for entry in winners.iter_mut() {
+            if entry.1 == loser {
+                entry.1 = end;
+            }
+        }
+        match winners.iter_mut().find(|(l, _)| *l == loser) {
+            Some(entry) => entry.1 = end,
+            None => winners.push((loser, end)),
+        }
+    }
+    winners
+}
+
+/// Writes every merge of a batch in a dozen statements over a (loser, winner) table, whatever
+/// the number of merges: the merged-away profiles' identities, timeline, accounts and reports
+/// move to their final winners, their traits join the winners' (the latest per key wins, and the
+/// later message at equal times), their aggregates fold into the winners', and the merges are
+/// recorded.
+async fn merge_all<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    ops: &[Op],
+) -> Result<(), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<String>: Type<DB> + for<'q> Encode<'q, DB>,
+    Option<ProfileId>: Type<DB> + for<'q> Encode<'q, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    f64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+{
+    const ROWS: usize = 100;
+    const MOVES: [&str; 11] = [
+        "UPDATE identities SET profile_id = m.winner FROM m WHERE identities.profile_id = m.loser",
+        "UPDATE profile_messages SET profile_id = m.winner FROM m \
+         WHERE profile_messages.profile_id = m.loser",
+        "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
+         SELECT winner, key, value, updated_at, seq FROM ( \
+           SELECT m.winner, t.key, t.value, t.updated_at, t.seq, ROW_NUMBER() OVER ( \
+             PARTITION BY m.winner, t.key ORDER BY t.updated_at DESC, t.seq DESC) AS latest \
+           FROM profile_traits t JOIN m ON t.profile_id = m.loser) AS moved \
+         WHERE latest = 1 \
+         ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
+         updated_at = excluded.updated_at, seq = excluded.seq \
+         WHERE (excluded.updated_at, excluded.seq) >= (profile_traits.updated_at, profile_traits.seq)",
+        "DELETE FROM profile_traits WHERE profile_id IN (SELECT loser FROM m)",
+        "INSERT INTO profile_accounts (profile_id, group_id) \
+         SELECT DISTINCT m.winner, a.group_id FROM profile_accounts a JOIN m ON a.profile_id = m.loser \
+         WHERE true ON CONFLICT DO NOTHING",
+        "DELETE FROM profile_accounts WHERE profile_id IN (SELECT loser FROM m)",
+        "UPDATE profiles SET merged_into = m.winner FROM m WHERE profiles.merged_into = m.loser",
+        "UPDATE profiles SET merged_into = m.winner FROM m WHERE profiles.id = m.loser",
+        "INSERT INTO profile_aggregates (profile_id, event, property, n, total, min_value, max_value) \
+         SELECT winner, event, property, n, total, min_value, max_value FROM ( \
+           SELECT m.winner, a.event, a.property, SUM(a.n) AS n, SUM(a.total) AS total, \
+             MIN(a.min_value) AS min_value, MAX(a.max_value) AS max_value \
+           FROM profile_aggregates a JOIN m ON a.profile_id = m.loser \
+           GROUP BY m.winner, a.event, a.property) AS folded \
+         WHERE true ON CONFLICT (profile_id, event, property) DO UPDATE SET ",
+        "UPDATE identity_reports SET profile_id = m.winner FROM m \
+         WHERE identity_reports.profile_id = m.loser",
+        "DELETE FROM profile_aggregates WHERE profile_id IN (SELECT loser FROM m)",
+    ];
+    let winners = final_winners(ops);
+    for chunk in winners.chunks(ROWS) {
+        for sql in MOVES {
+            let mut q = QueryBuilder::<DB>::new("WITH m (loser, winner) AS (");
+            q.push_values(chunk, |mut b, (loser, winner)| {
+                b.push_bind(*loser).push_bind(*winner);
+            });
+            q.push(") ");
+            q.push(sql);
+            if sql.ends_with("DO UPDATE SET ") {
+                q.push(FOLD);
+            }
+            DB::build(&mut q).execute(&mut **tx).await?;
+        }
+    }
+    let merges: Vec<&Op> = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Merge { .. }))
+        .collect();
+    for chunk in merges.chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new("INSERT INTO merges (winner, loser, reason, seq, at) ");
+        q.push_values(chunk, |mut b, op| {
+            if let Op::Merge {
+                winner,
+                loser,
+                reason,
+                seq,
+                at,
+            } = op
+            {
+                b.push_bind(winner.clone())
+                    .push_bind(loser.clone())
+                    .push_bind(reason.clone())
+                    .push_bind(*seq)
+                    .push_bind(*at);
+            }
+        });
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl<DB> ProfileTx for SqlProfileTx<DB>
 where
     DB: Dialect,
@@ -987,73 +1100,20 @@ where
     fn apply<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             let tx = &mut self.tx;
-            // Ops come in segments separated by merges; inside a segment the inserts
-            // (profiles, identities, timeline links, reports) go in multi-row statements
-            // and the rest follow in order. A merge must see every earlier row, so each
-            // segment is flushed before it.
-            for segment in ops.split_inclusive(|op| matches!(op, Op::Merge { .. })) {
-                let (body, merge) = match segment.split_last() {
-                    Some((last @ Op::Merge { .. }, rest)) => (rest, Some(last)),
-                    _ => (segment, None),
-                };
-                insert_batched(tx, body).await?;
-                for op in body.iter().chain(merge) {
-                    match op {
-                        Op::CreateProfile { .. }
-                        | Op::Attach { .. }
-                        | Op::Link { .. }
-                        | Op::Report { .. } => {}
-                        Op::Merge {
-                            winner,
-                            loser,
-                            reason,
-                            seq,
-                            at,
-                        } => {
-                            for sql in [
-                                "UPDATE identities SET profile_id = $1 WHERE profile_id = $2",
-                                "UPDATE profile_messages SET profile_id = $1 WHERE profile_id = $2",
-                                "INSERT INTO profile_traits (profile_id, key, value, updated_at, seq) \
-                             SELECT $1, key, value, updated_at, seq FROM profile_traits WHERE profile_id = $2 \
-                             ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
-                             updated_at = excluded.updated_at, seq = excluded.seq \
-                             WHERE excluded.updated_at >= profile_traits.updated_at",
-                                "DELETE FROM profile_traits WHERE profile_id = $2 AND $1 <> ''",
-                                "INSERT INTO profile_accounts (profile_id, group_id) \
-                             SELECT $1, group_id FROM profile_accounts WHERE profile_id = $2 \
-                             ON CONFLICT DO NOTHING",
-                                "DELETE FROM profile_accounts WHERE profile_id = $2 AND $1 <> ''",
-                                "UPDATE profiles SET merged_into = $1 WHERE id = $2 OR merged_into = $2",
-                                MERGE_AGGREGATES,
-                                "UPDATE identity_reports SET profile_id = $1 WHERE profile_id = $2",
-                                "DELETE FROM profile_aggregates WHERE profile_id = $2 AND $1 <> ''",
-                            ] {
-                                sqlx::query(sql)
-                                    .bind(winner)
-                                    .bind(loser)
-                                    .execute(&mut **tx)
-                                    .await?;
-                            }
-                            sqlx::query(
-                            "INSERT INTO merges (winner, loser, reason, seq, at) VALUES ($1, $2, $3, $4, $5)",
-                        )
-                        .bind(winner)
-                        .bind(loser)
-                        .bind(reason)
-                        .bind(seq)
-                        .bind(at)
-                        .execute(&mut **tx)
-                        .await?;
-                        }
-                        // Written by `insert_batched`, the latest per key.
-                        Op::SetTraits { .. } => {}
-                        Op::SetAccount {
-                            profile,
-                            group_id,
-                            traits,
-                            updated_at,
-                        } => {
-                            sqlx::query(
+            // The inserts (profiles, identities, timeline links, traits, aggregates, reports) go
+            // in multi-row statements, then the ops written one by one, in order, then every
+            // merge of the batch at once: rows a merged-away profile holds move to its final
+            // winner, whichever op wrote them (`merge_all`).
+            insert_batched(tx, ops).await?;
+            for op in ops {
+                match op {
+                    Op::SetAccount {
+                        profile,
+                        group_id,
+                        traits,
+                        updated_at,
+                    } => {
+                        sqlx::query(
                             "INSERT INTO profile_accounts (profile_id, group_id) VALUES ($1, $2) \
                              ON CONFLICT DO NOTHING",
                         )
@@ -1061,34 +1121,40 @@ where
                         .bind(group_id)
                         .execute(&mut **tx)
                         .await?;
-                            for (key, value) in traits {
-                                sqlx::query(
-                                    "INSERT INTO account_traits (group_id, key, value, updated_at) \
+                        for (key, value) in traits {
+                            sqlx::query(
+                                "INSERT INTO account_traits (group_id, key, value, updated_at) \
                                  VALUES ($1, $2, $3, $4) \
                                  ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, \
                                  updated_at = excluded.updated_at \
                                  WHERE excluded.updated_at >= account_traits.updated_at",
-                                )
-                                .bind(group_id)
-                                .bind(key)
-                                .bind(value)
-                                .bind(updated_at)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
-                        }
-                        // Written by `insert_batched`, folded per (profile, event, property).
-                        Op::Aggregate { .. } => {}
-                        Op::DropMessage { seq } => {
-                            sqlx::query("DELETE FROM messages WHERE seq = $1")
-                                .bind(seq)
-                                .execute(&mut **tx)
-                                .await?;
+                            )
+                            .bind(group_id)
+                            .bind(key)
+                            .bind(value)
+                            .bind(updated_at)
+                            .execute(&mut **tx)
+                            .await?;
                         }
                     }
+                    Op::DropMessage { seq } => {
+                        sqlx::query("DELETE FROM messages WHERE seq = $1")
+                            .bind(seq)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    // Written by `insert_batched` (traits the latest per key, aggregates folded
+                    // per profile, event and property) or by `merge_all` below.
+                    Op::CreateProfile { .. }
+                    | Op::Attach { .. }
+                    | Op::Link { .. }
+                    | Op::Report { .. }
+                    | Op::SetTraits { .. }
+                    | Op::Aggregate { .. }
+                    | Op::Merge { .. } => {}
                 }
             }
-            Ok(())
+            merge_all(tx, ops).await
         })
     }
 
@@ -1553,6 +1619,54 @@ mod tests {
             event: event.into(),
             values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         }
+    }
+
+    fn merge(winner: &str, loser: &str) -> Op {
+        Op::Merge {
+            winner: ProfileId::from(winner.to_owned()),
+            loser: ProfileId::from(loser.to_owned()),
+            reason: "test".into(),
+            seq: 1,
+            at: 1,
+        }
+    }
+
+    fn ends(ops: &[Op]) -> Vec<(String, String)> {
+        final_winners(ops)
+            .into_iter()
+            .map(|(l, w)| (l.to_string(), w.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_profile_merged_away_ends_at_the_last_winner_of_its_chain() {
+        let ops = [merge("b", "a"), merge("c", "b")];
+        assert_eq!(
+            ends(&ops),
+            [("a".into(), "c".into()), ("b".into(), "c".into())]
+        );
+    }
+
+    #[test]
+    fn a_merge_into_a_profile_merged_away_earlier_ends_at_that_profiles_winner() {
+        let ops = [merge("b", "a"), merge("a", "x")];
+        assert_eq!(
+            ends(&ops),
+            [("a".into(), "b".into()), ("x".into(), "b".into())]
+        );
+    }
+
+    #[test]
+    fn other_ops_are_not_merges_and_independent_merges_keep_their_winners() {
+        let ops = [
+            set("p", &[("plan", "pro")], 1, 1),
+            merge("b", "a"),
+            merge("d", "c"),
+        ];
+        assert_eq!(
+            ends(&ops),
+            [("a".into(), "b".into()), ("c".into(), "d".into())]
+        );
     }
 
     #[test]

@@ -87,6 +87,8 @@ impl SqliteStore {
         // `crate::background`), so under a burst acknowledgements go first.
         let intake = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file's connection does not go stale; skip the ping before every commit.
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 let log = intake_log.clone();
                 Box::pin(async move { attach_log(conn, Path::new(&log)).await })

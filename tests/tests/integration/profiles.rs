@@ -12,6 +12,7 @@ crate::on_both_stores!(
     blocked_identifier_values_never_join_profiles,
     processing_resumes_from_the_log_after_a_restart,
     numeric_properties_are_aggregated_per_event_and_survive_a_merge,
+    one_batch_stitching_three_devices_ends_in_one_profile_with_the_latest_traits_and_every_count,
 );
 
 fn kinds_and_values(profile: &Value) -> Vec<(String, String)> {
@@ -312,4 +313,99 @@ async fn numeric_properties_are_aggregated_per_event_and_survive_a_merge(db: Db)
     assert_eq!(rows["sum"], 45.0);
     assert_eq!(rows["min"], 5.0);
     assert_eq!(rows["max"], 30.0);
+}
+
+async fn one_batch_stitching_three_devices_ends_in_one_profile_with_the_latest_traits_and_every_count(
+    db: Db,
+) {
+    let app = spawn_app(db).await;
+    let report = |who: Value, rows: i64| {
+        let mut m = json!({"type": "track", "event": "report_generated",
+            "properties": {"report_type": "usage", "row_count": rows}});
+        m.as_object_mut()
+            .unwrap()
+            .extend(who.as_object().unwrap().clone());
+        m
+    };
+    // Three profiles: a device known by its email, another device, and the user on the server,
+    // each with a plan (at different times) and a report.
+    app.send_batch(
+        WEB_KEY,
+        vec![
+            json!({"type": "identify", "anonymousId": "chain-1", "timestamp": "2026-11-21T09:00:00Z",
+                "traits": {"plan_tier": "free", "email": "chain@example.com"}}),
+            report(json!({"anonymousId": "chain-1"}), 1),
+            json!({"type": "identify", "anonymousId": "chain-2", "timestamp": "2026-11-21T12:00:00Z",
+                "traits": {"plan_tier": "business"}}),
+            report(json!({"anonymousId": "chain-2"}), 10),
+        ],
+    )
+    .await;
+    app.send_batch(
+        SERVER_KEY,
+        vec![
+            json!({"type": "identify", "userId": "chain-user", "timestamp": "2026-11-21T10:00:00Z",
+                "traits": {"plan_tier": "pro", "user_role": "admin"}}),
+            report(json!({"userId": "chain-user"}), 100),
+        ],
+    )
+    .await;
+    app.wait_processed().await;
+    // One batch, so one step of the profiles stage: the second device's email folds it into the
+    // first device's profile, then the user folds that one into theirs: a chain of merges.
+    app.send_batch(
+        WEB_KEY,
+        vec![
+            json!({"type": "identify", "anonymousId": "chain-2", "traits": {"email": "chain@example.com"}}),
+            json!({"type": "identify", "anonymousId": "chain-1", "userId": "chain-user"}),
+        ],
+    )
+    .await;
+    app.wait_processed().await;
+
+    let p = app.profile("user_id", "chain-user").await.unwrap();
+    for anon in ["chain-1", "chain-2"] {
+        assert_eq!(
+            app.profile("anonymous_id", anon).await.unwrap()["id"],
+            p["id"],
+            "{anon} joined the user's profile"
+        );
+    }
+    assert_eq!(
+        app.sql_number("SELECT count(*) FROM merges").await,
+        2,
+        "the second device into the first, then the first into the user's"
+    );
+    assert_eq!(
+        p["traits"]["plan_tier"], "business",
+        "the latest write wins"
+    );
+    assert_eq!(
+        p["traits"]["user_role"], "admin",
+        "a trait of one profile only is kept"
+    );
+    let aggs = p["aggregates"].as_array().unwrap();
+    let rows = aggs
+        .iter()
+        .find(|a| a["event"] == "report_generated" && a["property"] == "row_count")
+        .unwrap_or_else(|| panic!("aggregate missing: {aggs:?}"));
+    assert_eq!(rows["count"], 3);
+    assert_eq!(rows["sum"], 111.0);
+    assert_eq!(rows["min"], 1.0);
+    assert_eq!(rows["max"], 100.0);
+    let live = app
+        .sql_number("SELECT count(*) FROM profiles WHERE merged_into IS NULL")
+        .await;
+    assert_eq!(live, 1, "the merged-away profiles point at the winner");
+    let on_losers = app
+        .sql_number(
+            "SELECT (SELECT count(*) FROM identities i JOIN profiles p ON p.id = i.profile_id \
+             WHERE p.merged_into IS NOT NULL) \
+             + (SELECT count(*) FROM profile_messages m JOIN profiles p ON p.id = m.profile_id \
+             WHERE p.merged_into IS NOT NULL) \
+             + (SELECT count(*) FROM profile_traits t JOIN profiles p ON p.id = t.profile_id \
+             WHERE p.merged_into IS NOT NULL)",
+        )
+        .await;
+    assert_eq!(on_losers, 0, "nothing is left on a merged-away profile");
 }
