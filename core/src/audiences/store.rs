@@ -245,6 +245,50 @@ fn event_predicate(p: &Performed) -> (&'static str, Option<String>) {
     }
 }
 
+/// Takes merged-away profiles out of every audience: their memberships end (in the history) and
+/// go, with their pending re-checks. No `audience_exited`: the person did not leave, their
+/// profile merged into another, whose own evaluation says where it stands.
+async fn exit_all<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    profiles: &[&ProfileId],
+    now: i64,
+) -> Result<(), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB>,
+    String: Type<DB> + for<'q> Encode<'q, DB>,
+{
+    fn list<DB: Dialect>(q: &mut QueryBuilder<'_, DB>, profiles: &[&ProfileId])
+    where
+        String: Type<DB> + for<'q> Encode<'q, DB>,
+    {
+        q.push(" AND profile_id IN (");
+        let mut list = q.separated(", ");
+        for p in profiles {
+            list.push_bind(p.as_str().to_owned());
+        }
+        q.push(")");
+    }
+    for chunk in profiles.chunks(500) {
+        let mut q = QueryBuilder::<DB>::new("UPDATE audience_history SET exited_at = ");
+        q.push_bind(now).push(
+            " WHERE exited_at IS NULL AND EXISTS (SELECT 1 FROM audience_members m \
+             WHERE m.audience = audience_history.audience \
+             AND m.profile_id = audience_history.profile_id)",
+        );
+        list(&mut q, chunk);
+        DB::build(&mut q).execute(&mut **tx).await?;
+        for table in ["audience_members", "audience_checks"] {
+            let mut q = QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE true"));
+            list(&mut q, chunk);
+            DB::build(&mut q).execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
 /// [`AudienceStore`] over a migrated SQLite or PostgreSQL pool.
 #[derive(Clone, Debug)]
 pub struct SqlAudiences<DB: Database> {
@@ -602,91 +646,24 @@ where
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             let tx = &mut self.tx;
-            for c in changes {
-                match c {
-                    Change::Enter { audience, profile } => {
-                        // Only live profiles: one deleted or merged since the snapshot never enters.
-                        let added = DB::rows_affected(
-                            &sqlx::query(
-                                "INSERT INTO audience_members (audience, profile_id, entered_at) \
-                             SELECT $1, $2, $3 WHERE EXISTS \
-                             (SELECT 1 FROM profiles WHERE id = $2 AND merged_into IS NULL) \
-                             ON CONFLICT DO NOTHING",
-                            )
-                            .bind(audience)
-                            .bind(profile)
-                            .bind(now)
-                            .execute(&mut **tx)
-                            .await?,
-                        );
-                        if added == 0 {
-                            continue;
-                        }
-                        sqlx::query(
-                            "INSERT INTO audience_history (audience, profile_id, entered_at) VALUES ($1, $2, $3)",
-                        )
-                        .bind(audience)
-                        .bind(profile)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                        Self::event(tx, audience, profile, "audience_entered", now, seq, reason)
-                            .await?;
-                    }
-                    Change::Exit { audience, profile } => {
-                        let removed = DB::rows_affected(&sqlx::query(
-                            "DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2",
-                        )
-                        .bind(audience)
-                        .bind(profile)
-                        .execute(&mut **tx)
-                        .await?);
-                        if removed == 0 {
-                            continue;
-                        }
-                        sqlx::query(
-                            "UPDATE audience_history SET exited_at = $3 \
-                             WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
-                        )
-                        .bind(audience)
-                        .bind(profile)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                        Self::event(tx, audience, profile, "audience_exited", now, seq, reason)
-                            .await?;
-                    }
-                    Change::ExitAll { profile } => {
-                        let audiences: Vec<String> = sqlx::query_scalar(
-                            "SELECT audience FROM audience_members WHERE profile_id = $1",
-                        )
-                        .bind(profile)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                        for audience in audiences {
-                            sqlx::query("DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2")
-                                .bind(&audience)
-                                .bind(profile)
-                                .execute(&mut **tx)
-                                .await?;
-                            sqlx::query(
-                                "UPDATE audience_history SET exited_at = $3 \
-                                 WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
-                            )
-                            .bind(&audience)
-                            .bind(profile)
-                            .bind(now)
-                            .execute(&mut **tx)
-                            .await?;
-                            // No audience_exited: the person did not leave, their profile
-                            // merged into another, whose own evaluation says where it stands.
-                        }
-                        sqlx::query("DELETE FROM audience_checks WHERE profile_id = $1")
-                            .bind(profile)
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    Change::Due { .. } => {}
+            // Profiles merged away leave every audience in a few statements per run of them
+            // (a window of a busy log merges hundreds); the other changes go one by one.
+            for run in changes.chunk_by(|a, b| {
+                matches!(a, Change::ExitAll { .. }) == matches!(b, Change::ExitAll { .. })
+            }) {
+                let gone: Vec<&ProfileId> = run
+                    .iter()
+                    .filter_map(|c| match c {
+                        Change::ExitAll { profile } => Some(profile),
+                        _ => None,
+                    })
+                    .collect();
+                if !gone.is_empty() {
+                    exit_all::<DB>(tx, &gone, now).await?;
+                    continue;
+                }
+                for c in run {
+                    Self::apply_one(tx, c, now, seq, reason).await?;
                 }
             }
             // Re-check times in multi-row statements: a window touches many profiles.
@@ -890,6 +867,73 @@ where
                     col.set(i, &serde_json::json!(v));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Writes one membership change (merged-away profiles and re-check times are written in
+    /// sets by the caller).
+    async fn apply_one(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        change: &Change,
+        now: i64,
+        seq: i64,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        match change {
+            Change::Enter { audience, profile } => {
+                // Only live profiles: one deleted or merged since the snapshot never enters.
+                let added = DB::rows_affected(
+                    &sqlx::query(
+                        "INSERT INTO audience_members (audience, profile_id, entered_at) \
+                             SELECT $1, $2, $3 WHERE EXISTS \
+                             (SELECT 1 FROM profiles WHERE id = $2 AND merged_into IS NULL) \
+                             ON CONFLICT DO NOTHING",
+                    )
+                    .bind(audience)
+                    .bind(profile)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?,
+                );
+                if added == 0 {
+                    return Ok(());
+                }
+                sqlx::query(
+                            "INSERT INTO audience_history (audience, profile_id, entered_at) VALUES ($1, $2, $3)",
+                        )
+                        .bind(audience)
+                        .bind(profile)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                Self::event(tx, audience, profile, "audience_entered", now, seq, reason).await?;
+            }
+            Change::Exit { audience, profile } => {
+                let removed = DB::rows_affected(
+                    &sqlx::query(
+                        "DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2",
+                    )
+                    .bind(audience)
+                    .bind(profile)
+                    .execute(&mut **tx)
+                    .await?,
+                );
+                if removed == 0 {
+                    return Ok(());
+                }
+                sqlx::query(
+                    "UPDATE audience_history SET exited_at = $3 \
+                             WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
+                )
+                .bind(audience)
+                .bind(profile)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                Self::event(tx, audience, profile, "audience_exited", now, seq, reason).await?;
+            }
+            Change::ExitAll { .. } | Change::Due { .. } => {}
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ crate::on_both_stores!(
     bad_conditions_are_refused_with_the_position,
     a_membership_ends_on_schedule_when_its_time_window_expires,
     pro_users_without_activity_for_seven_days_are_dormant,
+    a_member_merged_into_another_profile_leaves_quietly_and_the_winner_is_evaluated,
 );
 
 fn now_iso(offset_days: i64) -> String {
@@ -332,4 +333,76 @@ async fn pro_users_without_activity_for_seven_days_are_dormant(db: Db) {
         .unwrap()
         .to_owned();
     assert_eq!(members(&app, "dormant_pro_users").await, vec![dormant]);
+}
+
+async fn a_member_merged_into_another_profile_leaves_quietly_and_the_winner_is_evaluated(db: Db) {
+    let app = spawn_app(db).await;
+    let invite = |who: Value| {
+        let mut m = json!({"type": "track", "event": "teammate_invited",
+            "properties": {"workspace_id": "w", "invitee_role": "member"}});
+        m.as_object_mut()
+            .unwrap()
+            .extend(who.as_object().unwrap().clone());
+        m
+    };
+    // An anonymous free user who invited two teammates is a member; the server knows the user.
+    app.send_batch(
+        WEB_KEY,
+        vec![
+            json!({"type": "identify", "anonymousId": "merge-dev", "traits": {"plan_tier": "free"}}),
+            invite(json!({"anonymousId": "merge-dev"})),
+            invite(json!({"anonymousId": "merge-dev"})),
+        ],
+    )
+    .await;
+    app.send_batch(
+        SERVER_KEY,
+        vec![json!({"type": "identify", "userId": "merge-user", "traits": {"user_role": "owner"}})],
+    )
+    .await;
+    settle(&app).await;
+    let device = app.profile("anonymous_id", "merge-dev").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        members(&app, "free_inviters_without_integration").await,
+        vec![device.clone()]
+    );
+
+    // The user logs in on the device: the device's profile merges into the user's.
+    app.send_batch(
+        WEB_KEY,
+        vec![json!({"type": "identify", "anonymousId": "merge-dev", "userId": "merge-user"})],
+    )
+    .await;
+    settle(&app).await;
+    let user = app.profile("user_id", "merge-user").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(user, device, "the user's profile won the merge");
+    assert_eq!(
+        members(&app, "free_inviters_without_integration").await,
+        vec![user.clone()],
+        "the winner holds the plan and the invites now"
+    );
+    let left: Vec<String> = events_for(&app, &device)
+        .await
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["audience_entered"],
+        "a merged-away profile leaves without an audience_exited"
+    );
+    assert_eq!(
+        app.sql_number(&format!(
+            "SELECT count(*) FROM audience_history WHERE profile_id = '{device}' AND exited_at IS NULL"
+        ))
+        .await,
+        0,
+        "its membership is closed in the history"
+    );
 }
