@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 pub const NICE: i32 = 10;
 
 /// The nice value background threads get: a process-wide setting, like the nice value itself.
-static BACKGROUND_NICE: AtomicI32 = AtomicI32::new(NICE);
+/// 0 (nothing lowered) until the process opts in: `touchpoint serve` sets it from its settings.
+static BACKGROUND_NICE: AtomicI32 = AtomicI32::new(0);
 
 /// Sets the nice value background threads get from now on (0: the intake's own priority).
 pub fn set_nice(nice: i32) {
@@ -99,6 +100,7 @@ mod tests {
 
     #[test]
     fn a_background_runtime_runs_its_tasks_at_the_background_nice_value() {
+        set_nice(NICE);
         let rt = runtime(1).unwrap();
         let nice = rt.block_on(async { tokio::spawn(async { nice_of_current_thread() }).await });
         assert_eq!(nice.unwrap(), NICE);
@@ -106,6 +108,7 @@ mod tests {
 
     #[test]
     fn threads_are_lowered_by_name_and_others_are_left_alone() {
+        set_nice(NICE);
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let named = std::thread::Builder::new()

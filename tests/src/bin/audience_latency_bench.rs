@@ -144,6 +144,21 @@ struct Variant {
     stamped: Vec<f64>,
 }
 
+/// The stages' runtime as `touchpoint serve` has it: threads at `TOUCHPOINT_BACKGROUND_NICE`
+/// (10 unless set; 0 gives them the intake's priority). Kept for the whole process.
+fn background() -> Option<tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let nice = std::env::var("TOUCHPOINT_BACKGROUND_NICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(touchpoint_core::background::NICE);
+    touchpoint_core::background::set_nice(nice);
+    let rt = RUNTIME.get_or_init(|| {
+        touchpoint_core::background::runtime(2).expect("the stages' runtime starts")
+    });
+    Some(rt.handle().clone())
+}
+
 async fn run(
     label: &str,
     url: String,
@@ -153,7 +168,9 @@ async fn run(
     let rate = env_num("RATE", 20).max(1);
     let burst_conc = env_num("BURST_CONCURRENCY", 16).max(1) as usize;
     let period = Duration::from_micros(env_num("POLL_US", 1000));
-    let app = Arc::new(spawn_app_with(test_config(url.clone()), tmp).await);
+    let mut config = test_config(url.clone());
+    config.background = background();
+    let app = Arc::new(spawn_app_with(config, tmp).await);
 
     // 2K profiles, each in an account with 5 seats (not yet in the audience: no integration).
     let users: Vec<String> = (0..2 * k).map(|i| format!("al-{i}")).collect();
