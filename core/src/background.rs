@@ -46,8 +46,9 @@ pub fn lower_current_thread() {
     }
 }
 
-/// Lowers to the background nice value the priority of every thread of this process whose name starts with
-/// `prefix` (threads another library starts, such as sqlx's SQLite workers). Idempotent.
+/// Lowers to the background nice value every thread of this process whose name starts with
+/// `prefix` (threads another library starts, such as sqlx's SQLite workers). Idempotent; a thread
+/// already at a higher value keeps it.
 pub fn lower_threads_named(prefix: &str) {
     #[cfg(target_os = "linux")]
     {
@@ -103,7 +104,8 @@ mod tests {
         set_nice(NICE);
         let rt = runtime(1).unwrap();
         let nice = rt.block_on(async { tokio::spawn(async { nice_of_current_thread() }).await });
-        assert_eq!(nice.unwrap(), NICE);
+        // At least: a process started at a higher nice value keeps it (it cannot be raised back).
+        assert!(nice.unwrap() >= NICE);
     }
 
     #[test]
@@ -121,9 +123,13 @@ mod tests {
             .unwrap();
         rx.recv().unwrap();
         let before = nice_of_current_thread();
+        assert!(
+            before < NICE,
+            "this test needs to start below the background value"
+        );
         lower_threads_named(SQLITE_THREADS);
         done_tx.send(()).unwrap();
-        assert_eq!(named.join().unwrap(), NICE);
+        assert!(named.join().unwrap() >= NICE);
         assert_eq!(
             nice_of_current_thread(),
             before,
