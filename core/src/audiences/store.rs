@@ -662,9 +662,7 @@ where
                     exit_all::<DB>(tx, &gone, now).await?;
                     continue;
                 }
-                for c in run {
-                    Self::apply_one(tx, c, now, seq, reason).await?;
-                }
+                Self::apply_memberships(tx, run, now, seq, reason).await?;
             }
             // Re-check times in multi-row statements: a window touches many profiles.
             let mut clear: HashMap<&str, Vec<&ProfileId>> = HashMap::new();
@@ -871,93 +869,100 @@ where
         Ok(())
     }
 
-    /// Writes one membership change (merged-away profiles and re-check times are written in
-    /// sets by the caller).
-    async fn apply_one(
+    /// Writes a run of entries and exits in a few statements per hundred: the memberships that
+    /// really change (only live profiles enter: one deleted or merged since the snapshot never
+    /// does; only members leave), their history, and one event each, in the order of the changes.
+    async fn apply_memberships(
         tx: &mut sqlx::Transaction<'static, DB>,
-        change: &Change,
+        run: &[Change],
         now: i64,
         seq: i64,
         reason: &str,
     ) -> Result<(), StorageError> {
-        match change {
-            Change::Enter { audience, profile } => {
-                // Only live profiles: one deleted or merged since the snapshot never enters.
-                let added = DB::rows_affected(
-                    &sqlx::query(
-                        "INSERT INTO audience_members (audience, profile_id, entered_at) \
-                             SELECT $1, $2, $3 WHERE EXISTS \
-                             (SELECT 1 FROM profiles WHERE id = $2 AND merged_into IS NULL) \
-                             ON CONFLICT DO NOTHING",
-                    )
-                    .bind(audience)
-                    .bind(profile)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?,
-                );
-                if added == 0 {
-                    return Ok(());
+        const ROWS: usize = 100;
+        let pairs = |want_enter: bool| -> Vec<(String, String)> {
+            run.iter()
+                .filter_map(|c| match c {
+                    Change::Enter { audience, profile } if want_enter => {
+                        Some((audience.clone(), profile.as_str().to_owned()))
+                    }
+                    Change::Exit { audience, profile } if !want_enter => {
+                        Some((audience.clone(), profile.as_str().to_owned()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for (entering, statement, kind) in [
+            (
+                false,
+                ") DELETE FROM audience_members \
+                 WHERE (audience, profile_id) IN (SELECT audience, profile_id FROM v) \
+                 RETURNING audience, profile_id",
+                "audience_exited",
+            ),
+            (
+                true,
+                ") INSERT INTO audience_members (audience, profile_id, entered_at) \
+                 SELECT v.audience, v.profile_id, ",
+                "audience_entered",
+            ),
+        ] {
+            let wanted = pairs(entering);
+            for chunk in wanted.chunks(ROWS) {
+                let mut q = QueryBuilder::<DB>::new("WITH v (audience, profile_id) AS (");
+                q.push_values(chunk, |mut b, (a, p)| {
+                    b.push_bind(a.clone()).push_bind(p.clone());
+                });
+                q.push(statement);
+                if entering {
+                    q.push_bind(now).push(
+                        " FROM v JOIN profiles p ON p.id = v.profile_id \
+                         WHERE p.merged_into IS NULL \
+                         ON CONFLICT DO NOTHING RETURNING audience, profile_id",
+                    );
                 }
-                sqlx::query(
-                            "INSERT INTO audience_history (audience, profile_id, entered_at) VALUES ($1, $2, $3)",
-                        )
-                        .bind(audience)
-                        .bind(profile)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                Self::event(tx, audience, profile, "audience_entered", now, seq, reason).await?;
-            }
-            Change::Exit { audience, profile } => {
-                let removed = DB::rows_affected(
-                    &sqlx::query(
-                        "DELETE FROM audience_members WHERE audience = $1 AND profile_id = $2",
-                    )
-                    .bind(audience)
-                    .bind(profile)
-                    .execute(&mut **tx)
-                    .await?,
-                );
-                if removed == 0 {
-                    return Ok(());
+                let mut changed: Vec<(String, String)> =
+                    DB::build_query_as(&mut q).fetch_all(&mut **tx).await?;
+                if changed.is_empty() {
+                    continue;
                 }
-                sqlx::query(
-                    "UPDATE audience_history SET exited_at = $3 \
-                             WHERE audience = $1 AND profile_id = $2 AND exited_at IS NULL",
-                )
-                .bind(audience)
-                .bind(profile)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                Self::event(tx, audience, profile, "audience_exited", now, seq, reason).await?;
+                // RETURNING gives no order: keep the changes' own.
+                changed.sort_by_key(|pair| chunk.iter().position(|c| c == pair));
+                if entering {
+                    let mut q = QueryBuilder::<DB>::new(
+                        "INSERT INTO audience_history (audience, profile_id, entered_at) ",
+                    );
+                    q.push_values(&changed, |mut b, (a, p)| {
+                        b.push_bind(a.clone()).push_bind(p.clone()).push_bind(now);
+                    });
+                    DB::build(&mut q).execute(&mut **tx).await?;
+                } else {
+                    let mut q = QueryBuilder::<DB>::new("WITH v (audience, profile_id) AS (");
+                    q.push_values(&changed, |mut b, (a, p)| {
+                        b.push_bind(a.clone()).push_bind(p.clone());
+                    });
+                    q.push(") UPDATE audience_history SET exited_at = ");
+                    q.push_bind(now).push(
+                        " WHERE exited_at IS NULL \
+                         AND (audience, profile_id) IN (SELECT audience, profile_id FROM v)",
+                    );
+                    DB::build(&mut q).execute(&mut **tx).await?;
+                }
+                let mut q = QueryBuilder::<DB>::new(
+                    "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) ",
+                );
+                q.push_values(&changed, |mut b, (a, p)| {
+                    b.push_bind(a.clone())
+                        .push_bind(p.clone())
+                        .push_bind(kind)
+                        .push_bind(now)
+                        .push_bind(seq)
+                        .push_bind(reason.to_owned());
+                });
+                DB::build(&mut q).execute(&mut **tx).await?;
             }
-            Change::ExitAll { .. } | Change::Due { .. } => {}
         }
-        Ok(())
-    }
-
-    async fn event(
-        tx: &mut sqlx::Transaction<'static, DB>,
-        audience: &str,
-        profile: &ProfileId,
-        kind: &str,
-        now: i64,
-        seq: i64,
-        reason: &str,
-    ) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO audience_events (audience, profile_id, kind, at, seq, reason) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(audience)
-        .bind(profile)
-        .bind(kind)
-        .bind(now)
-        .bind(seq)
-        .bind(reason)
-        .execute(&mut **tx)
-        .await?;
         Ok(())
     }
 
