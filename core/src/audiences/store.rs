@@ -880,22 +880,22 @@ where
         reason: &str,
     ) -> Result<(), StorageError> {
         const ROWS: usize = 100;
-        let pairs = |want_enter: bool| -> Vec<(String, String)> {
-            run.iter()
-                .filter_map(|c| match c {
-                    Change::Enter { audience, profile } if want_enter => {
-                        Some((audience.clone(), profile.as_str().to_owned()))
-                    }
-                    Change::Exit { audience, profile } if !want_enter => {
-                        Some((audience.clone(), profile.as_str().to_owned()))
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
-        for (entering, statement, kind) in [
+        let (mut enters, mut exits) = (Vec::new(), Vec::new());
+        for change in run {
+            match change {
+                Change::Enter { audience, profile } => {
+                    enters.push((audience.clone(), profile.as_str().to_owned()));
+                }
+                Change::Exit { audience, profile } => {
+                    exits.push((audience.clone(), profile.as_str().to_owned()));
+                }
+                Change::ExitAll { .. } | Change::Due { .. } => {}
+            }
+        }
+        for (entering, wanted, statement, kind) in [
             (
                 false,
+                exits,
                 ") DELETE FROM audience_members \
                  WHERE (audience, profile_id) IN (SELECT audience, profile_id FROM v) \
                  RETURNING audience, profile_id",
@@ -903,12 +903,12 @@ where
             ),
             (
                 true,
+                enters,
                 ") INSERT INTO audience_members (audience, profile_id, entered_at) \
                  SELECT v.audience, v.profile_id, ",
                 "audience_entered",
             ),
         ] {
-            let wanted = pairs(entering);
             for chunk in wanted.chunks(ROWS) {
                 let mut q = QueryBuilder::<DB>::new("WITH v (audience, profile_id) AS (");
                 q.push_values(chunk, |mut b, (a, p)| {

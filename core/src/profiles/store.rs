@@ -774,13 +774,8 @@ where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    usize: ColumnIndex<DB::Row>,
-    String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
-    Option<String>: Type<DB> + for<'q> Encode<'q, DB>,
-    Option<ProfileId>: Type<DB> + for<'q> Encode<'q, DB>,
-    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
-    f64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
-    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+    String: Type<DB> + for<'q> Encode<'q, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB>,
 {
     const ROWS: usize = 100;
     const MOVES: [&str; 11] = [

@@ -49,6 +49,14 @@ async fn settle(app: &TestApp) {
     panic!("the audience stage did not catch up");
 }
 
+/// The id of the profile holding identifier `kind:value`.
+async fn profile_id(app: &TestApp, kind: &str, value: &str) -> String {
+    app.profile(kind, value).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn members(app: &TestApp, audience: &str) -> Vec<String> {
     let (_, m) = app
         .admin_get(&format!("/admin/audiences/{audience}/members"))
@@ -137,10 +145,7 @@ async fn free_users_who_invited_two_teammates_without_an_integration_are_found(d
         invite("pro-d"), invite("pro-d"),
     ]).await;
     settle(&app).await;
-    let a = app.profile("user_id", "free-a").await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = profile_id(&app, "user_id", "free-a").await;
     assert_eq!(
         members(&app, "free_inviters_without_integration").await,
         vec![a]
@@ -293,10 +298,7 @@ async fn a_membership_ends_on_schedule_when_its_time_window_expires(db: Db) {
                "properties": {"integration_name": "slack"}, "timestamp": almost_expired}),
     ]).await;
     settle(&app).await;
-    let id = app.profile("user_id", "win-1").await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = profile_id(&app, "user_id", "win-1").await;
     assert_eq!(
         members(&app, "product_qualified_lead").await,
         vec![id.clone()]
@@ -328,30 +330,21 @@ async fn pro_users_without_activity_for_seven_days_are_dormant(db: Db) {
         json!({"type": "page", "userId": "active", "name": "Home", "timestamp": now_iso(-1)}),
     ]).await;
     settle(&app).await;
-    let dormant = app.profile("user_id", "dormant").await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dormant = profile_id(&app, "user_id", "dormant").await;
     assert_eq!(members(&app, "dormant_pro_users").await, vec![dormant]);
 }
 
 async fn a_member_merged_into_another_profile_leaves_quietly_and_the_winner_is_evaluated(db: Db) {
     let app = spawn_app(db).await;
-    let invite = |who: Value| {
-        let mut m = json!({"type": "track", "event": "teammate_invited",
-            "properties": {"workspace_id": "w", "invitee_role": "member"}});
-        m.as_object_mut()
-            .unwrap()
-            .extend(who.as_object().unwrap().clone());
-        m
-    };
+    let invite = json!({"type": "track", "event": "teammate_invited", "anonymousId": "merge-dev",
+        "properties": {"workspace_id": "w", "invitee_role": "member"}});
     // An anonymous free user who invited two teammates is a member; the server knows the user.
     app.send_batch(
         WEB_KEY,
         vec![
             json!({"type": "identify", "anonymousId": "merge-dev", "traits": {"plan_tier": "free"}}),
-            invite(json!({"anonymousId": "merge-dev"})),
-            invite(json!({"anonymousId": "merge-dev"})),
+            invite.clone(),
+            invite,
         ],
     )
     .await;
@@ -361,10 +354,7 @@ async fn a_member_merged_into_another_profile_leaves_quietly_and_the_winner_is_e
     )
     .await;
     settle(&app).await;
-    let device = app.profile("anonymous_id", "merge-dev").await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let device = profile_id(&app, "anonymous_id", "merge-dev").await;
     assert_eq!(
         members(&app, "free_inviters_without_integration").await,
         vec![device.clone()]
@@ -377,10 +367,7 @@ async fn a_member_merged_into_another_profile_leaves_quietly_and_the_winner_is_e
     )
     .await;
     settle(&app).await;
-    let user = app.profile("user_id", "merge-user").await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = profile_id(&app, "user_id", "merge-user").await;
     assert_ne!(user, device, "the user's profile won the merge");
     assert_eq!(
         members(&app, "free_inviters_without_integration").await,

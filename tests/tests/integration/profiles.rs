@@ -15,6 +15,24 @@ crate::on_both_stores!(
     one_batch_stitching_three_devices_ends_in_one_profile_with_the_latest_traits_and_every_count,
 );
 
+/// A `report_generated` track with `row_count = rows`, sent as `who` (`userId`/`anonymousId`).
+fn report(who: Value, rows: i64) -> Value {
+    let mut m = json!({"type": "track", "event": "report_generated",
+        "properties": {"report_type": "usage", "row_count": rows}});
+    m.as_object_mut()
+        .unwrap()
+        .extend(who.as_object().unwrap().clone());
+    m
+}
+
+/// The profile's aggregate of `report_generated.row_count`.
+fn row_count_aggregate(profile: &Value) -> &Value {
+    let aggs = profile["aggregates"].as_array().unwrap();
+    aggs.iter()
+        .find(|a| a["event"] == "report_generated" && a["property"] == "row_count")
+        .unwrap_or_else(|| panic!("aggregate missing: {aggs:?}"))
+}
+
 fn kinds_and_values(profile: &Value) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = profile["identities"]
         .as_array()
@@ -283,14 +301,6 @@ async fn processing_resumes_from_the_log_after_a_restart(db: Db) {
 
 async fn numeric_properties_are_aggregated_per_event_and_survive_a_merge(db: Db) {
     let app = spawn_app(db).await;
-    let report = |who: serde_json::Value, rows: i64| {
-        let mut m = json!({"type": "track", "event": "report_generated",
-            "properties": {"report_type": "usage", "row_count": rows}});
-        m.as_object_mut()
-            .unwrap()
-            .extend(who.as_object().unwrap().clone());
-        m
-    };
     // Two reports while anonymous, one as the known user on another device, then the stitch.
     app.send_batch(
         WEB_KEY,
@@ -304,11 +314,7 @@ async fn numeric_properties_are_aggregated_per_event_and_survive_a_merge(db: Db)
     .await;
     app.wait_processed().await;
     let p = app.profile("user_id", "agg-user").await.unwrap();
-    let aggs = p["aggregates"].as_array().unwrap();
-    let rows = aggs
-        .iter()
-        .find(|a| a["event"] == "report_generated" && a["property"] == "row_count")
-        .unwrap_or_else(|| panic!("aggregate missing: {aggs:?}"));
+    let rows = row_count_aggregate(&p);
     assert_eq!(rows["count"], 3);
     assert_eq!(rows["sum"], 45.0);
     assert_eq!(rows["min"], 5.0);
@@ -319,14 +325,6 @@ async fn one_batch_stitching_three_devices_ends_in_one_profile_with_the_latest_t
     db: Db,
 ) {
     let app = spawn_app(db).await;
-    let report = |who: Value, rows: i64| {
-        let mut m = json!({"type": "track", "event": "report_generated",
-            "properties": {"report_type": "usage", "row_count": rows}});
-        m.as_object_mut()
-            .unwrap()
-            .extend(who.as_object().unwrap().clone());
-        m
-    };
     // Three profiles: a device known by its email, another device, and the user on the server,
     // each with a plan (at different times) and a report.
     app.send_batch(
@@ -384,11 +382,7 @@ async fn one_batch_stitching_three_devices_ends_in_one_profile_with_the_latest_t
         p["traits"]["user_role"], "admin",
         "a trait of one profile only is kept"
     );
-    let aggs = p["aggregates"].as_array().unwrap();
-    let rows = aggs
-        .iter()
-        .find(|a| a["event"] == "report_generated" && a["property"] == "row_count")
-        .unwrap_or_else(|| panic!("aggregate missing: {aggs:?}"));
+    let rows = row_count_aggregate(&p);
     assert_eq!(rows["count"], 3);
     assert_eq!(rows["sum"], 111.0);
     assert_eq!(rows["min"], 1.0);
