@@ -20,7 +20,7 @@ pub fn limit_of(rules: &IdentityRules, kind: &str) -> u32 {
     rules.limit(kind).unwrap_or(DEFAULT_LIMIT_PER_KIND)
 }
 
-/// A profile's id: a UUID (v4, hyphenated lower-case text) the profiles stage mints when a message
+/// A profile's id: a UUID (v7, hyphenated lower-case text) the profiles stage mints when a message
 /// reaches no existing profile ([`ProfileId::generate`]). Ids are never reused or rewritten: when a
 /// merge folds a profile into another, the loser's id keeps existing (its `profiles` row points at
 /// the winner through `merged_into`) and keeps resolving to the winner, so an id handed out earlier
@@ -53,9 +53,10 @@ impl ProfileId {
         ProfileId(id.into())
     }
 
-    /// Mints the id of a new profile: a random UUID v4.
+    /// Mints the id of a new profile: a UUID v7, so ids minted later sort later and new profiles
+    /// land together at the end of every index keyed by profile instead of all over it.
     pub fn generate() -> ProfileId {
-        ProfileId(uuid::Uuid::new_v4().to_string())
+        ProfileId(uuid::Uuid::now_v7().to_string())
     }
 
     /// The id as text.
@@ -759,6 +760,18 @@ mod tests {
         let back: ProfileId = serde_json::from_value(json!(id.as_str())).unwrap();
         assert_eq!(back, id);
         assert_eq!(id.to_string(), id.as_str());
+    }
+
+    #[test]
+    fn profile_ids_minted_later_sort_after_earlier_ones() {
+        let ids: Vec<ProfileId> = (0..1000).map(|_| ProfileId::generate()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids out of order or repeated"
+        );
+        let parsed = uuid::Uuid::parse_str(ids[0].as_str()).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 7);
+        assert_eq!(ids[0].as_str(), parsed.hyphenated().to_string());
     }
 
     #[test]
