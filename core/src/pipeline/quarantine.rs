@@ -242,16 +242,21 @@ where
     fn reappend(&self, seq: i64) -> BoxFuture<'_, Result<Option<i64>, StorageError>> {
         Box::pin(async move {
             let (mut tx, _gate) = self.pool.begin_write().await?;
-            let new: Option<i64> = sqlx::query_scalar::<DB, i64>(
+            // The copy keeps its partition (on PostgreSQL a trigger gives it the partition's
+            // next offset under the partition's lock, as an append would).
+            let partition = DB::LOG_PARTITION_COLUMN;
+            let sql = format!(
                 "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
-                 anonymous_id, event_time, received_at, plan_version, status, violations, body) \
+                 anonymous_id, event_time, received_at, plan_version, status, violations, \
+                 body{partition}) \
                  SELECT source_id, message_id, NULL, kind, event, user_id, anonymous_id, \
-                 event_time, received_at, plan_version, status, violations, body \
-                 FROM messages WHERE seq = $1 RETURNING seq",
-            )
-            .bind(seq)
-            .fetch_optional(&mut *tx)
-            .await?;
+                 event_time, received_at, plan_version, status, violations, body{partition} \
+                 FROM messages WHERE seq = $1 RETURNING seq"
+            );
+            let new: Option<i64> = sqlx::query_scalar::<DB, i64>(&sql)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(new)
         })

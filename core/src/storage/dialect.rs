@@ -8,6 +8,11 @@ use sqlx::{Database, FromRow, QueryBuilder};
 
 /// Implemented for `sqlx::Sqlite` and `sqlx::Postgres`.
 pub(crate) trait Dialect: Database {
+    /// The log's partition column, copied when a row is appended again (a quarantined message
+    /// replayed) so the copy stays in its key's partition: `", partition"` on PostgreSQL, nothing
+    /// on SQLite (its log has one partition and no such column).
+    const LOG_PARTITION_COLUMN: &'static str;
+
     /// The number of rows a statement changed (each driver's result type has its own
     /// `rows_affected`, with no trait in common).
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -33,6 +38,8 @@ pub(crate) trait Dialect: Database {
 }
 
 impl Dialect for sqlx::Sqlite {
+    const LOG_PARTITION_COLUMN: &'static str = "";
+
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
@@ -63,6 +70,8 @@ impl Dialect for sqlx::Sqlite {
 }
 
 impl Dialect for sqlx::Postgres {
+    const LOG_PARTITION_COLUMN: &'static str = ", partition";
+
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }

@@ -264,16 +264,16 @@ async fn a_message_that_keeps_failing_is_quarantined_and_replayed_after_a_fix(db
     let app = spawn_app_with(config, tmp).await;
     // A fault only this message meets: the identity insert for its user id fails in the database.
     let poison = if db == Db::Sqlite {
-        "CREATE TRIGGER poison BEFORE INSERT ON identities WHEN NEW.value = 'poison-user' \
+        "CREATE TRIGGER poison BEFORE INSERT ON identities WHEN NEW.value = 'poisoned-user' \
          BEGIN SELECT RAISE(ABORT, 'poisoned identity'); END;"
     } else {
         "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN \
-         IF NEW.value = 'poison-user' THEN RAISE EXCEPTION 'poisoned identity'; END IF; \
+         IF NEW.value = 'poisoned-user' THEN RAISE EXCEPTION 'poisoned identity'; END IF; \
          RETURN NEW; END $$ LANGUAGE plpgsql; \
          CREATE TRIGGER poison BEFORE INSERT ON identities FOR EACH ROW EXECUTE FUNCTION poison();"
     };
     app.sql(poison).await;
-    let batch: Vec<Value> = ["before-user", "poison-user", "after-user"]
+    let batch: Vec<Value> = ["before-user", "poisoned-user", "after-user"]
         .iter()
         .map(|u| json!({"type": "identify", "userId": u, "traits": {"name": u}}))
         .collect();
@@ -284,7 +284,7 @@ async fn a_message_that_keeps_failing_is_quarantined_and_replayed_after_a_fix(db
     app.wait_processed().await;
     assert!(app.profile("user_id", "before-user").await.is_some());
     assert!(app.profile("user_id", "after-user").await.is_some());
-    assert!(app.profile("user_id", "poison-user").await.is_none());
+    assert!(app.profile("user_id", "poisoned-user").await.is_none());
 
     let (_, q) = app.admin_get("/admin/quarantine").await;
     let entries = q["entries"].as_array().unwrap();
@@ -319,7 +319,20 @@ async fn a_message_that_keeps_failing_is_quarantined_and_replayed_after_a_fix(db
         .await;
     assert_eq!(status, 200, "{body}");
     app.wait_processed().await;
-    assert!(app.profile("user_id", "poison-user").await.is_some());
+    assert!(app.profile("user_id", "poisoned-user").await.is_some());
+    if db == Db::Postgres {
+        // The copy stays in its key's partition, behind the same `profiles/P` stage (this user
+        // id routes to partition 1 of the default 8, so a copy sent to partition 0 would fail).
+        let partitions = app
+            .sql_number(
+                "SELECT COUNT(DISTINCT partition) FROM messages WHERE user_id = 'poisoned-user'",
+            )
+            .await;
+        let copies = app
+            .sql_number("SELECT COUNT(*) FROM messages WHERE user_id = 'poisoned-user'")
+            .await;
+        assert_eq!((copies, partitions), (2, 1));
+    }
     let (_, q) = app.admin_get("/admin/quarantine").await;
     assert_eq!(q["entries"], json!([]));
     let (status, _) = app
