@@ -137,6 +137,6 @@ async fn main() {
         .unwrap_or(500);
     pipeline("SQLite", &sqlite, pipeline_n, batch).await;
     if let Ok(pg) = std::env::var("TOUCHPOINT_BENCH_PG_URL") {
-        pipeline("PostgreSQL (fsync off)", &pg, pipeline_n, batch).await;
+        pipeline("PostgreSQL", &pg, pipeline_n, batch).await;
     }
 }
