@@ -231,7 +231,7 @@ impl SqliteStore {
 /// Messages per multi-row insert: 13 values each, 26,000 in all, under SQLite's limit of 32,766
 /// variables per statement. A group commit of up to this many messages is one statement, one trip
 /// through sqlx's SQLite worker (a batch of 20-message requests from 64 connections fills about
-/// 1,300); 2,000 rather than 100 gave `/v1/batch` 1.35× (BENCHMARKS.md).
+/// 1,300); 2,000 rather than 100 gave `/v1/batch` 1.36× (BENCHMARKS.md).
 const ROWS_PER_INSERT: usize = 2_000;
 /// Inserts of at most this many rows keep their prepared statement in the connection's cache (one
 /// per row count: at most 100, sqlx's default capacity); larger ones, which SQLite compiles to
