@@ -416,10 +416,7 @@ impl Db<sqlx::Sqlite> {
     pub(crate) async fn begin_ingest_write(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {
-        use std::sync::atomic::Ordering;
-        self.log_gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
-        let guard = self.log_gate.lock.clone().lock_owned().await;
-        self.log_gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
+        let guard = self.ingest_gate().await;
         let begin = if self.is_split() {
             "BEGIN"
         } else {
@@ -437,16 +434,22 @@ impl Db<sqlx::Sqlite> {
     pub(crate) async fn ingest_connection(
         &self,
     ) -> Result<Option<(sqlx::pool::PoolConnection<sqlx::Sqlite>, Gate)>, sqlx::Error> {
-        use std::sync::atomic::Ordering;
         if !self.is_split() {
             return Ok(None);
         }
-        self.log_gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
-        let guard = self.log_gate.lock.clone().lock_owned().await;
-        self.log_gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
+        let guard = self.ingest_gate().await;
         let pool = self.intake.as_ref().unwrap_or(&self.pool);
         let conn = pool.acquire().await?;
         Ok(Some((conn, Gate { _held: vec![guard] })))
+    }
+
+    /// The log gate, ahead of the other writers waiting for it (they see `ingest_waiting`).
+    async fn ingest_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        use std::sync::atomic::Ordering;
+        self.log_gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = self.log_gate.lock.clone().lock_owned().await;
+        self.log_gate.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
+        guard
     }
 }
 
