@@ -871,7 +871,8 @@ where
 
     /// Writes a run of entries and exits in a few statements per hundred: the memberships that
     /// really change (only live profiles enter: one deleted or merged since the snapshot never
-    /// does; only members leave), their history, and one event each, in the order of the changes.
+    /// does; only members leave), their history, and one event each: the exits first, then the
+    /// entries, each in the order of the changes.
     async fn apply_memberships(
         tx: &mut sqlx::Transaction<'static, DB>,
         run: &[Change],
