@@ -8,6 +8,7 @@ pub mod partition;
 mod postgres;
 mod shared;
 mod sqlite;
+mod sqlite_log_writer;
 
 pub(crate) use dialect::Dialect;
 pub(crate) use partition::fnv1a;
@@ -144,6 +145,12 @@ pub enum StorageError {
     /// The database driver failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The embedded log writer's SQLite call failed.
+    #[error("log write failed: {0}")]
+    LogWrite(#[from] rusqlite::Error),
+    /// The embedded log writer's thread is gone (it panicked or the store shut down).
+    #[error("the log writer stopped")]
+    LogWriterStopped,
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -296,9 +303,9 @@ const LOCK_STATE_FILE: &str = "UPDATE main.pipeline_cursors SET seq = seq WHERE 
 /// (`.fetch_all(&self.pool)`).
 pub struct Db<D: sqlx::Database> {
     pool: sqlx::Pool<D>,
-    /// The ingest writer's own connection, when it has one (the embedded default): its SQLite
-    /// worker thread keeps the intake's priority while the shared pool's run in the background.
-    intake: Option<sqlx::Pool<D>>,
+    /// The log writer thread, when the log has a file of its own (the embedded default): it keeps
+    /// the intake's priority while the shared pool's SQLite threads run in the background.
+    log_writer: Option<Arc<sqlite_log_writer::LogWriter>>,
     log_gate: Arc<SqliteGate>,
     state_gate: Arc<SqliteGate>,
 }
@@ -307,7 +314,7 @@ impl<D: sqlx::Database> Clone for Db<D> {
     fn clone(&self) -> Self {
         Db {
             pool: self.pool.clone(),
-            intake: self.intake.clone(),
+            log_writer: self.log_writer.clone(),
             log_gate: self.log_gate.clone(),
             state_gate: self.state_gate.clone(),
         }
@@ -329,7 +336,7 @@ impl<D: sqlx::Database> Db<D> {
         let gate = Arc::<SqliteGate>::default();
         Db {
             pool,
-            intake: None,
+            log_writer: None,
             log_gate: gate.clone(),
             state_gate: gate,
         }
@@ -340,18 +347,23 @@ impl<D: sqlx::Database> Db<D> {
     pub(crate) fn split(pool: sqlx::Pool<D>) -> Db<D> {
         Db {
             pool,
-            intake: None,
+            log_writer: None,
             log_gate: Arc::default(),
             state_gate: Arc::default(),
         }
     }
 
-    /// The same database, with `intake` as the ingest writer's own pool.
-    pub(crate) fn with_intake(self, intake: sqlx::Pool<D>) -> Db<D> {
+    /// The same database, appending through `writer`.
+    pub(crate) fn with_log_writer(self, writer: sqlite_log_writer::LogWriter) -> Db<D> {
         Db {
-            intake: Some(intake),
+            log_writer: Some(Arc::new(writer)),
             ..self
         }
+    }
+
+    /// The log writer thread, if the log has a file of its own.
+    pub(crate) fn log_writer(&self) -> Option<&sqlite_log_writer::LogWriter> {
+        self.log_writer.as_deref()
     }
 
     /// Whether the log and the pipeline state have separate files and gates.
@@ -422,29 +434,13 @@ impl Db<sqlx::Sqlite> {
         } else {
             "BEGIN IMMEDIATE"
         };
-        let pool = self.intake.as_ref().unwrap_or(&self.pool);
-        let tx = pool.begin_with(begin).await?;
+        let tx = self.pool.begin_with(begin).await?;
         Ok((tx, Gate { _held: vec![guard] }))
     }
 
-    /// The ingest writer's connection for an append of one statement, which commits by itself
-    /// (autocommit): one trip to SQLite's thread instead of three (begin, insert, commit). Behind
-    /// the log gate like [`Db::begin_ingest_write`]. `None` on a database of one file, where the
-    /// ingest transaction must take the write lock up front.
-    pub(crate) async fn ingest_connection(
-        &self,
-    ) -> Result<Option<(sqlx::pool::PoolConnection<sqlx::Sqlite>, Gate)>, sqlx::Error> {
-        if !self.is_split() {
-            return Ok(None);
-        }
-        let guard = self.ingest_gate().await;
-        let pool = self.intake.as_ref().unwrap_or(&self.pool);
-        let conn = pool.acquire().await?;
-        Ok(Some((conn, Gate { _held: vec![guard] })))
-    }
-
-    /// The log gate, ahead of the other writers waiting for it (they see `ingest_waiting`).
-    async fn ingest_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
+    /// The log gate, ahead of the other writers waiting for it (they see `ingest_waiting`). Hold
+    /// it while the log writer appends.
+    pub(crate) async fn ingest_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
         use std::sync::atomic::Ordering;
         self.log_gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);
         let guard = self.log_gate.lock.clone().lock_owned().await;

@@ -7,6 +7,7 @@
 //! while a stage's transaction is open on the state file (see [`super::BeginWrite`]). Back up the
 //! folder. An in-memory database keeps everything in one file with one gate.
 
+use super::sqlite_log_writer::{CACHED_ROWS, ROWS_PER_INSERT};
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
@@ -80,25 +81,11 @@ impl SqliteStore {
         attach_log(&mut conn, &log).await?;
         move_log_tables(&mut conn).await?;
         conn.close().await?;
-        let log = log.display().to_string();
-        let intake_log = log.clone();
-        // The ingest writer commits on a connection of its own at the intake's priority; the
-        // shared pool (stages, API, console) runs its SQLite threads in the background (see
+        // Appends go through a thread of their own (see `sqlite_log_writer`); the shared pool
+        // (stages, API, console) runs its SQLite threads in the background (see
         // `crate::background`), so under a burst acknowledgements go first.
-        let intake = SqlitePoolOptions::new()
-            .max_connections(1)
-            // A local file's connection does not go stale; skip the ping before every commit.
-            .test_before_acquire(false)
-            .after_connect(move |conn, _| {
-                let log = intake_log.clone();
-                Box::pin(async move { attach_log(conn, Path::new(&log)).await })
-            })
-            .connect_with(
-                options
-                    .clone()
-                    .thread_name(|id| format!("tp-sqlite-in-{id}")),
-            )
-            .await?;
+        let writer = super::sqlite_log_writer::LogWriter::open(&log)?;
+        let log = log.display().to_string();
         let pool = pool
             .after_connect(move |conn, _| {
                 let log = log.clone();
@@ -114,7 +101,7 @@ impl SqliteStore {
             )
             .await?;
         Ok(SqliteStore {
-            pool: super::Db::split(pool).with_intake(intake),
+            pool: super::Db::split(pool).with_log_writer(writer),
             layout: super::partition::Layout::single(),
         })
     }
@@ -187,23 +174,19 @@ async fn move_log_tables(conn: &mut SqliteConnection) -> Result<(), sqlx::Error>
 }
 
 impl SqliteStore {
-    /// Appends messages and rejected items in one durable transaction (see [`EventStore::append`]).
+    /// Appends messages and rejected items in one durable commit (see [`EventStore::append`]):
+    /// through the log writer thread when the log has a file of its own.
     async fn append_rows(
         &self,
         messages: &[NewMessage],
         rejected: &[NewRejected],
     ) -> Result<Vec<InsertOutcome>, StorageError> {
-        let mut out = vec![InsertOutcome::Duplicate; messages.len()];
-        // Most group commits are one statement: it then runs alone and commits by itself,
-        // durably (synchronous = FULL) before its last row comes back.
-        if !messages.is_empty()
-            && messages.len() <= ROWS_PER_INSERT
-            && rejected.is_empty()
-            && let Some((mut conn, _gate)) = self.pool.ingest_connection().await?
-        {
-            insert_messages(&mut conn, messages, &mut out).await?;
-            return Ok(out);
+        if let Some(writer) = self.pool.log_writer() {
+            let _gate = self.pool.ingest_gate().await;
+            return writer.append(messages, rejected).await;
         }
+        // A database of one file (in memory): one transaction on the shared pool.
+        let mut out = vec![InsertOutcome::Duplicate; messages.len()];
         let (mut tx, _gate) = self.pool.begin_ingest_write().await?;
         for (chunk, out) in messages
             .chunks(ROWS_PER_INSERT)
@@ -227,16 +210,6 @@ impl SqliteStore {
         Ok(out)
     }
 }
-
-/// Messages per multi-row insert: 13 values each, 26,000 in all, under SQLite's limit of 32,766
-/// variables per statement. A group commit of up to this many messages is one statement, one trip
-/// through sqlx's SQLite worker (a batch of 20-message requests from 64 connections fills about
-/// 1,300); 2,000 rather than 100 gave `/v1/batch` 1.36× (BENCHMARKS.md).
-const ROWS_PER_INSERT: usize = 2_000;
-/// Inserts of at most this many rows keep their prepared statement in the connection's cache (one
-/// per row count: at most 100, sqlx's default capacity); larger ones, which SQLite compiles to
-/// hundreds of kilobytes, are prepared for the one use.
-const CACHED_ROWS: usize = 100;
 
 /// Inserts `chunk` (at most [`ROWS_PER_INSERT`] messages) in one statement, setting `out[i]` to
 /// where each new message was stored; duplicates keep their outcome. Within a chunk the first input
@@ -316,6 +289,12 @@ mod tests {
         }
     }
 
+    /// A store on a new database in `dir`, the log in a file of its own.
+    async fn store_in(dir: &Path) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        SqliteStore::connect(&url).await.unwrap()
+    }
+
     /// A connection to `file` (created in WAL mode if missing), migrated by `migrations`.
     async fn migrated(file: &Path, migrations: sqlx::migrate::Migrator) -> SqliteConnection {
         let mut conn = SqliteConnectOptions::new()
@@ -367,8 +346,7 @@ mod tests {
     #[tokio::test]
     async fn an_append_longer_than_one_statement_stores_each_message_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::connect(&url).await.unwrap();
+        let store = store_in(dir.path()).await;
         let source = store.upsert_source("web", "wk").await.unwrap().id;
         // Three statements' worth, a duplicate inside the first and one across statements.
         let n = 2 * ROWS_PER_INSERT + 10;
@@ -484,5 +462,70 @@ mod tests {
             .map(|m| m.message_id)
             .collect();
         assert_eq!(ids, ["m2"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_an_error_for_its_caller_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        // No such source: the foreign key refuses the whole statement.
+        let failed = store
+            .append(&[message(source, "m1"), message(source + 99, "m2")], &[])
+            .await;
+        assert!(
+            matches!(failed, Err(StorageError::LogWrite(_))),
+            "{failed:?}"
+        );
+        let out = store.append(&[message(source, "m1")], &[]).await.unwrap();
+        assert!(matches!(out[..], [InsertOutcome::Stored(_)]), "{out:?}");
+        assert_eq!(
+            store.counts().await.unwrap().0,
+            1,
+            "nothing of the failed commit"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_append_stores_nothing_and_fails_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        assert!(store.append(&[], &[]).await.unwrap().is_empty());
+        assert_eq!(store.counts().await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn rejected_items_commit_with_the_messages_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        let rejected = NewRejected {
+            source_id: source,
+            received_at_ms: 5,
+            reason: "missing messageId".into(),
+            body: "x".repeat(40_000),
+        };
+        let out = store
+            .append(&[message(source, "m1"), message(source, "m1")], &[rejected])
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                out[..],
+                [InsertOutcome::Stored(_), InsertOutcome::Duplicate]
+            ),
+            "{out:?}"
+        );
+        let (reason, body): (String, String) =
+            sqlx::query_as("SELECT reason, body FROM rejected_messages")
+                .fetch_one(store.db().pool())
+                .await
+                .unwrap();
+        assert_eq!(reason, "missing messageId");
+        assert!(
+            body.len() <= 32 * 1024,
+            "stored body is truncated: {}",
+            body.len()
+        );
     }
 }

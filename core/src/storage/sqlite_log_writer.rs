@@ -1,0 +1,200 @@
+//! The embedded default's log writer: one OS thread that owns a rusqlite connection to the log file
+//! and appends every group commit with prepared statements.
+//!
+//! Through sqlx, an append went to sqlx's SQLite worker thread as a boxed command whose arguments
+//! were copied into owned values, and each `RETURNING` row came back over a channel on its own. Here
+//! the whole commit is one hand-off each way: the messages go to the thread, the thread binds them
+//! straight into a cached statement, steps it, commits, and sends back one vector of outcomes. The
+//! thread keeps the intake's CPU priority (it is not one of the background threads).
+//!
+//! Callers hold the log's write gate while they wait (see [`super::Db::ingest_gate`]), as for any
+//! other writer of the log file; the thread itself serialises nothing.
+
+use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
+use rusqlite::{Connection, TransactionBehavior};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Messages per multi-row insert: 13 values each, 26,000 in all, under SQLite's limit of 32,766
+/// variables per statement. A group commit of up to this many messages is one statement (a batch
+/// of 20-message requests from 64 connections fills about 1,300); 2,000 rather than 100 gave
+/// `/v1/batch` 1.36× (BENCHMARKS.md).
+pub(crate) const ROWS_PER_INSERT: usize = 2_000;
+/// Inserts of at most this many rows keep their prepared statement (one per row count); larger ones,
+/// which SQLite compiles to hundreds of kilobytes, are prepared for the one use.
+pub(crate) const CACHED_ROWS: usize = 100;
+
+/// One group commit and where its answer goes.
+struct Job {
+    messages: Vec<NewMessage>,
+    rejected: Vec<NewRejected>,
+    done: oneshot::Sender<rusqlite::Result<Vec<InsertOutcome>>>,
+}
+
+/// The handle: appends go to the writer thread; the thread ends when this is dropped.
+#[derive(Debug)]
+pub(crate) struct LogWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl LogWriter {
+    /// Opens the log file at `path` (created and migrated already) and starts the writer thread.
+    pub(crate) fn open(path: &Path) -> Result<LogWriter, StorageError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // Durable when a commit returns, as every connection of the embedded default.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Corrupt(format!(
+                "the log file {} stays in journal mode {mode}, not WAL",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(CACHED_ROWS + 4);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("tp-sqlite-in".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = queue.recv() {
+                    let result = write(&mut conn, &job.messages, &job.rejected);
+                    // The caller may have gone (its request was cancelled): the commit stands.
+                    let _ = job.done.send(result);
+                }
+            })
+            .map_err(|e| StorageError::Database(sqlx::Error::Io(e)))?;
+        Ok(LogWriter { jobs })
+    }
+
+    /// Appends `messages` and `rejected` in one durable commit; one outcome per message.
+    pub(crate) async fn append(
+        &self,
+        messages: &[NewMessage],
+        rejected: &[NewRejected],
+    ) -> Result<Vec<InsertOutcome>, StorageError> {
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            messages: messages.to_vec(),
+            rejected: rejected.to_vec(),
+            done,
+        };
+        self.jobs
+            .send(job)
+            .map_err(|_| StorageError::LogWriterStopped)?;
+        match answer.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StorageError::LogWriterStopped),
+        }
+    }
+}
+
+/// One group commit. A commit that fits one statement runs it alone and SQLite commits it by itself
+/// (autocommit; durable before the statement finishes, with `synchronous = FULL`); anything larger,
+/// or with rejected items, is one transaction.
+fn write(
+    conn: &mut Connection,
+    messages: &[NewMessage],
+    rejected: &[NewRejected],
+) -> rusqlite::Result<Vec<InsertOutcome>> {
+    let mut out = vec![InsertOutcome::Duplicate; messages.len()];
+    if messages.is_empty() && rejected.is_empty() {
+        return Ok(out);
+    }
+    if rejected.is_empty() && messages.len() <= ROWS_PER_INSERT {
+        insert_messages(conn, messages, &mut out)?;
+        return Ok(out);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (chunk, out) in messages
+        .chunks(ROWS_PER_INSERT)
+        .zip(out.chunks_mut(ROWS_PER_INSERT))
+    {
+        insert_messages(&tx, chunk, out)?;
+    }
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO rejected_messages (source_id, received_at, reason, body) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for r in rejected {
+            insert.execute((
+                r.source_id,
+                r.received_at_ms,
+                &r.reason,
+                super::truncate_body(&r.body),
+            ))?;
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Inserts `chunk` (at most [`ROWS_PER_INSERT`] messages) in one statement, setting `out[i]` to
+/// where each new message was stored; duplicates keep their outcome. Within a chunk the first input
+/// of a messageId wins.
+fn insert_messages(
+    conn: &Connection,
+    chunk: &[NewMessage],
+    out: &mut [InsertOutcome],
+) -> rusqlite::Result<()> {
+    const COLUMNS: usize = 13;
+    let mut sql = String::with_capacity(200 + chunk.len() * 30);
+    sql.push_str(
+        "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
+         anonymous_id, event_time, received_at, plan_version, status, violations, body) VALUES ",
+    );
+    for i in 0..chunk.len() {
+        sql.push_str(if i == 0 { "(?" } else { ",(?" });
+        sql.push_str(&",?".repeat(COLUMNS - 1));
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (source_id, dedup_key) DO NOTHING RETURNING seq, source_id, message_id",
+    );
+    let mut cached;
+    let mut once;
+    let statement = if chunk.len() <= CACHED_ROWS {
+        cached = conn.prepare_cached(&sql)?;
+        &mut *cached
+    } else {
+        once = conn.prepare(&sql)?;
+        &mut once
+    };
+    for (i, m) in chunk.iter().enumerate() {
+        let at = i * COLUMNS;
+        statement.raw_bind_parameter(at + 1, m.source_id)?;
+        statement.raw_bind_parameter(at + 2, &m.message_id)?;
+        statement.raw_bind_parameter(at + 3, &m.message_id)?;
+        statement.raw_bind_parameter(at + 4, m.kind)?;
+        statement.raw_bind_parameter(at + 5, &m.event)?;
+        statement.raw_bind_parameter(at + 6, &m.user_id)?;
+        statement.raw_bind_parameter(at + 7, &m.anonymous_id)?;
+        statement.raw_bind_parameter(at + 8, m.event_time_ms)?;
+        statement.raw_bind_parameter(at + 9, m.received_at_ms)?;
+        statement.raw_bind_parameter(at + 10, &*m.plan_version)?;
+        statement.raw_bind_parameter(at + 11, m.status.as_str())?;
+        statement.raw_bind_parameter(at + 12, &m.violations_json)?;
+        statement.raw_bind_parameter(at + 13, &m.body_json)?;
+    }
+    let mut stored: Vec<(i64, i64, String)> = Vec::with_capacity(chunk.len());
+    let mut rows = statement.raw_query();
+    while let Some(row) = rows.next()? {
+        stored.push((row.get(0)?, row.get(1)?, row.get(2)?));
+    }
+    // RETURNING gives rows in no promised order: match them back by (source, messageId).
+    let mut inserted: HashMap<(i64, &str), i64> = stored
+        .iter()
+        .map(|(seq, source, id)| ((*source, id.as_str()), *seq))
+        .collect();
+    for (m, slot) in chunk.iter().zip(out.iter_mut()) {
+        if let Some(seq) = inserted.remove(&(m.source_id, m.message_id.as_str())) {
+            *slot = InsertOutcome::Stored(seq);
+        }
+    }
+    Ok(())
+}
