@@ -4,7 +4,7 @@
 //! acknowledgement; nobody waits for a stage, which processes whatever the log holds whenever it
 //! runs. So on Linux the threads doing stage work (the pipeline's Tokio runtime and the SQLite
 //! worker threads of the shared pool) run at a higher nice value than the HTTP workers and the
-//! ingest writer's own connection: when the CPU is short the intake goes first, and the stages
+//! log writer's thread: when the CPU is short the intake goes first, and the stages
 //! take every cycle the intake leaves and catch up after a burst. Nice values only matter when the
 //! CPU is contended; on an idle machine the stages run as fast as before.
 //!

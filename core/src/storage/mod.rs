@@ -148,7 +148,8 @@ pub enum StorageError {
     /// The embedded log writer's SQLite call failed.
     #[error("log write failed: {0}")]
     LogWrite(#[from] rusqlite::Error),
-    /// The embedded log writer's thread is gone (it panicked or the store shut down).
+    /// The embedded log writer did not answer: its thread is gone, or it panicked on this commit
+    /// (rolled back; it goes on with the next).
     #[error("the log writer stopped")]
     LogWriterStopped,
     /// A migration failed.

@@ -62,9 +62,19 @@ impl LogWriter {
             .spawn(move || {
                 let mut conn = conn;
                 while let Ok(job) = queue.recv() {
-                    let result = write(&mut conn, &job.messages, &job.rejected);
-                    // The caller may have gone (its request was cancelled): the commit stands.
-                    let _ = job.done.send(result);
+                    // A panic (a bug) fails its own commit, which unwinding rolled back, and
+                    // not every later one: its caller sees the writer stop for that commit.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write(&mut conn, &job.messages, &job.rejected)
+                    }));
+                    match result {
+                        // The caller may have gone (its request was cancelled): the commit stands.
+                        Ok(result) => drop(job.done.send(result)),
+                        Err(_) => tracing::error!(
+                            messages = job.messages.len(),
+                            "the log writer panicked on a commit; it was rolled back"
+                        ),
+                    }
                 }
             })
             .map_err(|e| StorageError::Database(sqlx::Error::Io(e)))?;
