@@ -145,11 +145,14 @@ pub enum StorageError {
     /// The database driver failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The embedded log writer's SQLite call failed.
+    /// The embedded log writer's SQLite call failed. Nothing of a transaction is stored; a
+    /// one-statement commit that failed only while its returned rows were read may be (a retry
+    /// comes back as a duplicate).
     #[error("log write failed: {0}")]
     LogWrite(#[from] rusqlite::Error),
     /// The embedded log writer did not answer: its thread is gone, or it panicked on this commit
-    /// (rolled back; it goes on with the next).
+    /// (a transaction is rolled back; a one-statement commit may already be stored, and a retry
+    /// comes back as a duplicate) and goes on with the next.
     #[error("the log writer stopped")]
     LogWriterStopped,
     /// A migration failed.
@@ -423,9 +426,10 @@ where
 }
 
 impl Db<sqlx::Sqlite> {
-    /// Begins the ingest writer's transaction, ahead of waiting writers of the log file. It writes
-    /// the log file only: on a split database it takes the log gate alone and starts deferred (its
-    /// first statement is the insert, which takes the log file's write lock and no other).
+    /// Begins an append's transaction on the shared pool, ahead of waiting writers of the log
+    /// file: the path of a database of one file (in memory), whose appends have no log writer
+    /// thread. On a split database it would take the log gate alone and start deferred (its first
+    /// statement is the insert, which takes the log file's write lock and no other).
     pub(crate) async fn begin_ingest_write(
         &self,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Gate), sqlx::Error> {

@@ -267,12 +267,13 @@ impl super::shared::AppendRows for sqlx::Sqlite {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::storage::{EventStore, Status};
     use std::sync::Arc;
 
-    fn message(source_id: i64, id: &str) -> NewMessage {
+    /// A track message of `source_id` with messageId `id`.
+    pub(in crate::storage) fn message(source_id: i64, id: &str) -> NewMessage {
         NewMessage {
             source_id,
             message_id: id.into(),

@@ -62,8 +62,9 @@ impl LogWriter {
             .spawn(move || {
                 let mut conn = conn;
                 while let Ok(job) = queue.recv() {
-                    // A panic (a bug) fails its own commit, which unwinding rolled back, and
-                    // not every later one: its caller sees the writer stop for that commit.
+                    // A panic (a bug) fails its own commit and not every later one: its caller
+                    // sees the writer stop for that commit. Unwinding rolls a transaction back;
+                    // a one-statement commit may have committed (a retry deduplicates).
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         write(&mut conn, &job.messages, &job.rejected)
                     }));
@@ -72,7 +73,7 @@ impl LogWriter {
                         Ok(result) => drop(job.done.send(result)),
                         Err(_) => tracing::error!(
                             messages = job.messages.len(),
-                            "the log writer panicked on a commit; it was rolled back"
+                            "the log writer panicked on a commit; its caller gets an error"
                         ),
                     }
                 }
@@ -104,13 +105,19 @@ impl LogWriter {
 }
 
 /// One group commit. A commit that fits one statement runs it alone and SQLite commits it by itself
-/// (autocommit; durable before the statement finishes, with `synchronous = FULL`); anything larger,
-/// or with rejected items, is one transaction.
+/// (autocommit, `synchronous = FULL`: it commits on the step that ends the statement, which the row
+/// loop waits for); anything larger, or with rejected items, is one transaction.
 fn write(
     conn: &mut Connection,
     messages: &[NewMessage],
     rejected: &[NewRejected],
 ) -> rusqlite::Result<Vec<InsertOutcome>> {
+    // A one-statement commit is durable only if it runs outside a transaction: end any that an
+    // earlier failure left open (rusqlite ignores a failed rollback when a transaction drops).
+    if !conn.is_autocommit() {
+        tracing::warn!("the log writer found a transaction left open; rolling it back");
+        conn.execute_batch("ROLLBACK")?;
+    }
     let mut out = vec![InsertOutcome::Duplicate; messages.len()];
     if messages.is_empty() && rejected.is_empty() {
         return Ok(out);
@@ -207,4 +214,34 @@ fn insert_messages(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::tests::message;
+    use crate::storage::{EventStore, SqliteStore, sqlite_log_file};
+
+    #[tokio::test]
+    async fn a_transaction_left_open_is_rolled_back_before_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("t.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", state.display()))
+            .await
+            .unwrap();
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        let mut conn = Connection::open(sqlite_log_file(&state)).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        let out = write(&mut conn, &[message(source, "m1")], &[]).unwrap();
+        assert!(matches!(out[..], [InsertOutcome::Stored(_)]), "{out:?}");
+        assert!(
+            conn.is_autocommit(),
+            "the commit is not left in a transaction"
+        );
+        assert_eq!(
+            store.counts().await.unwrap().0,
+            1,
+            "another connection sees the message: it committed"
+        );
+    }
 }
