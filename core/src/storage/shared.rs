@@ -209,6 +209,9 @@ where
     fn ping(&self) -> BoxFuture<'_, Result<(), StorageError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
+            if self.pool.log_writer().is_some_and(|w| !w.is_running()) {
+                return Err(StorageError::LogWriterStopped);
+            }
             Ok(())
         })
     }

@@ -182,8 +182,8 @@ impl SqliteStore {
         rejected: &[NewRejected],
     ) -> Result<Vec<InsertOutcome>, StorageError> {
         if let Some(writer) = self.pool.log_writer() {
-            let _gate = self.pool.ingest_gate().await;
-            return writer.append(messages, rejected).await;
+            let gate = self.pool.ingest_gate().await;
+            return writer.append(messages, rejected, gate).await;
         }
         // A database of one file (in memory): one transaction on the shared pool.
         let mut out = vec![InsertOutcome::Duplicate; messages.len()];
@@ -485,6 +485,36 @@ pub(super) mod tests {
             1,
             "nothing of the failed commit"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_append_keeps_the_log_gate_until_its_commit_has_ended() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        // Another process holds the log's write lock: the writer's commit waits for it.
+        let blocker = rusqlite::Connection::open(log_file(&dir.path().join("t.db"))).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // One poll hands the commit to the writer thread; then the caller gives up on it.
+        let messages = [message(source, "m1")];
+        assert!(store.append(&messages, &[]).now_or_never().is_none());
+        let gate = &store.db().log_gate.lock;
+        assert!(
+            gate.try_lock().is_err(),
+            "the gate is held while the cancelled commit is still running"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        let mut released = false;
+        for _ in 0..1_000 {
+            if gate.try_lock().is_ok() {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(released, "the gate is let go once the commit has ended");
+        assert_eq!(store.counts().await.unwrap().0, 1, "the commit stands");
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@
 //! straight into a cached statement, steps it, commits, and sends back one vector of outcomes. The
 //! thread keeps the intake's CPU priority (it is not one of the background threads).
 //!
-//! Callers hold the log's write gate while they wait (see [`super::Db::ingest_gate`]), as for any
-//! other writer of the log file; the thread itself serialises nothing.
+//! Callers take the log's write gate (see [`super::Db::ingest_gate`]), as any other writer of the
+//! log file does, and hand it to the thread with their commit: the thread lets go of it when the
+//! commit has ended, so a caller that stops waiting (a cancelled request) does not let another
+//! writer in while its commit is still running.
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use rusqlite::{Connection, TransactionBehavior};
@@ -16,7 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedMutexGuard, oneshot};
 
 /// Messages per multi-row insert: 13 values each, 26,000 in all, under SQLite's limit of 32,766
 /// variables per statement. A group commit of up to this many messages is one statement (a batch
@@ -27,10 +29,11 @@ pub(crate) const ROWS_PER_INSERT: usize = 2_000;
 /// which SQLite compiles to hundreds of kilobytes, are prepared for the one use.
 pub(crate) const CACHED_ROWS: usize = 100;
 
-/// One group commit and where its answer goes.
+/// One group commit, the log gate its caller took, and where its answer goes.
 struct Job {
     messages: Vec<NewMessage>,
     rejected: Vec<NewRejected>,
+    gate: OwnedMutexGuard<()>,
     done: oneshot::Sender<rusqlite::Result<Vec<InsertOutcome>>>,
 }
 
@@ -38,6 +41,7 @@ struct Job {
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     jobs: mpsc::Sender<Job>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl LogWriter {
@@ -57,7 +61,7 @@ impl LogWriter {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(CACHED_ROWS + 4);
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tp-sqlite-in".into())
             .spawn(move || {
                 let mut conn = conn;
@@ -68,6 +72,8 @@ impl LogWriter {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         write(&mut conn, &job.messages, &job.rejected)
                     }));
+                    // The commit has ended either way: the next writer of the log may go.
+                    drop(job.gate);
                     match result {
                         // The caller may have gone (its request was cancelled): the commit stands.
                         Ok(result) => drop(job.done.send(result)),
@@ -79,19 +85,29 @@ impl LogWriter {
                 }
             })
             .map_err(|e| StorageError::Database(sqlx::Error::Io(e)))?;
-        Ok(LogWriter { jobs })
+        Ok(LogWriter { jobs, thread })
     }
 
-    /// Appends `messages` and `rejected` in one durable commit; one outcome per message.
+    /// Whether the writer thread still runs (`/readyz` asks): it ends only if something outside
+    /// a commit failed, since a panic inside one fails that commit alone.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+
+    /// Appends `messages` and `rejected` in one durable commit; one outcome per message. `gate`
+    /// is the log gate the caller took; the writer thread lets go of it when the commit has ended,
+    /// whether or not the caller still waits.
     pub(crate) async fn append(
         &self,
         messages: &[NewMessage],
         rejected: &[NewRejected],
+        gate: OwnedMutexGuard<()>,
     ) -> Result<Vec<InsertOutcome>, StorageError> {
         let (done, answer) = oneshot::channel();
         let job = Job {
             messages: messages.to_vec(),
             rejected: rejected.to_vec(),
+            gate,
             done,
         };
         self.jobs
