@@ -7,14 +7,13 @@
 //! while a stage's transaction is open on the state file (see [`super::BeginWrite`]). Back up the
 //! folder. An in-memory database keeps everything in one file with one gate.
 
-use super::sqlite_log_writer::{CACHED_ROWS, ROWS_PER_INSERT};
+use super::sqlite_log_writer::{CACHED_ROWS, ROWS_PER_INSERT, insert_sql, match_stored};
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Executor};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -211,48 +210,36 @@ impl SqliteStore {
     }
 }
 
-/// Inserts `chunk` (at most [`ROWS_PER_INSERT`] messages) in one statement, setting `out[i]` to
-/// where each new message was stored; duplicates keep their outcome. Within a chunk the first input
-/// of a messageId wins.
+/// Inserts `chunk` (at most [`ROWS_PER_INSERT`] messages) with the log writer's statement
+/// ([`insert_sql`]), setting `out[i]` to where each new message was stored.
 async fn insert_messages(
     conn: &mut SqliteConnection,
     chunk: &[NewMessage],
     out: &mut [InsertOutcome],
 ) -> Result<(), StorageError> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
-         anonymous_id, event_time, received_at, plan_version, status, violations, body) ",
-    );
-    q.push_values(chunk, |mut b, m| {
-        b.push_bind(m.source_id)
-            .push_bind(&m.message_id)
-            .push_bind(&m.message_id)
-            .push_bind(m.kind)
-            .push_bind(&m.event)
-            .push_bind(&m.user_id)
-            .push_bind(&m.anonymous_id)
-            .push_bind(m.event_time_ms)
-            .push_bind(m.received_at_ms)
-            .push_bind(&*m.plan_version)
-            .push_bind(m.status.as_str())
-            .push_bind(&m.violations_json)
-            .push_bind(&m.body_json);
-    });
-    q.push(" ON CONFLICT (source_id, dedup_key) DO NOTHING RETURNING seq, source_id, message_id");
-    let rows: Vec<(i64, i64, String)> = q
-        .build_query_as()
+    let sql = insert_sql(chunk.len());
+    let mut q = sqlx::query_as::<_, (i64, i64, String)>(&sql);
+    for m in chunk {
+        q = q
+            .bind(m.source_id)
+            .bind(&m.message_id)
+            .bind(&m.message_id)
+            .bind(m.kind)
+            .bind(&m.event)
+            .bind(&m.user_id)
+            .bind(&m.anonymous_id)
+            .bind(m.event_time_ms)
+            .bind(m.received_at_ms)
+            .bind(&*m.plan_version)
+            .bind(m.status.as_str())
+            .bind(&m.violations_json)
+            .bind(&m.body_json);
+    }
+    let stored = q
         .persistent(chunk.len() <= CACHED_ROWS)
         .fetch_all(&mut *conn)
         .await?;
-    let mut inserted: HashMap<(i64, &str), i64> = rows
-        .iter()
-        .map(|(seq, source, id)| ((*source, id.as_str()), *seq))
-        .collect();
-    for (m, slot) in chunk.iter().zip(out.iter_mut()) {
-        if let Some(seq) = inserted.remove(&(m.source_id, m.message_id.as_str())) {
-            *slot = InsertOutcome::Stored(seq);
-        }
-    }
+    match_stored(chunk, &stored, out);
     Ok(())
 }
 
@@ -515,6 +502,35 @@ pub(super) mod tests {
         }
         assert!(released, "the gate is let go once the commit has ended");
         assert_eq!(store.counts().await.unwrap().0, 1, "the commit stands");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_appends_through_the_same_statement_and_deduplicates() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        assert!(store.db().log_writer().is_none(), "no log file, no writer");
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        // Two statements: a full one and the rest; a repeat in each, and one across them.
+        let mut batch: Vec<NewMessage> = (0..ROWS_PER_INSERT + 3)
+            .map(|i| message(source, &format!("m{i}")))
+            .collect();
+        batch[7] = message(source, "m1");
+        batch[ROWS_PER_INSERT + 1] = message(source, "m2");
+        let out = store.append(&batch, &[]).await.unwrap();
+        assert_eq!(out[7], InsertOutcome::Duplicate);
+        assert_eq!(out[ROWS_PER_INSERT + 1], InsertOutcome::Duplicate);
+        let stored: Vec<i64> = out
+            .iter()
+            .filter_map(|o| match o {
+                InsertOutcome::Stored(seq) => Some(*seq),
+                InsertOutcome::Duplicate => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), ROWS_PER_INSERT + 1);
+        assert!(
+            stored.windows(2).all(|w| w[0] < w[1]),
+            "stored in input order"
+        );
+        assert_eq!(store.counts().await.unwrap().0, stored.len() as i64);
     }
 
     #[tokio::test]

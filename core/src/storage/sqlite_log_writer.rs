@@ -167,21 +167,20 @@ fn write(
     Ok(out)
 }
 
-/// Inserts `chunk` (at most [`ROWS_PER_INSERT`] messages) in one statement, setting `out[i]` to
-/// where each new message was stored; duplicates keep their outcome. Within a chunk the first input
-/// of a messageId wins.
-fn insert_messages(
-    conn: &Connection,
-    chunk: &[NewMessage],
-    out: &mut [InsertOutcome],
-) -> rusqlite::Result<()> {
-    const COLUMNS: usize = 13;
-    let mut sql = String::with_capacity(200 + chunk.len() * 30);
+/// Values per message in [`insert_sql`]'s statement.
+const COLUMNS: usize = 13;
+
+/// The insert of `rows` messages in one statement, `?` placeholders in the order the callers bind
+/// (source, messageId twice (the id and its dedup key), kind, event, userId, anonymousId, event
+/// time, received at, plan version, status, violations, body). The in-memory path runs the same
+/// statement through sqlx (`storage::sqlite`).
+pub(crate) fn insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(200 + rows * 2 * COLUMNS);
     sql.push_str(
         "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
          anonymous_id, event_time, received_at, plan_version, status, violations, body) VALUES ",
     );
-    for i in 0..chunk.len() {
+    for i in 0..rows {
         sql.push_str(if i == 0 { "(?" } else { ",(?" });
         sql.push_str(&",?".repeat(COLUMNS - 1));
         sql.push(')');
@@ -189,6 +188,36 @@ fn insert_messages(
     sql.push_str(
         " ON CONFLICT (source_id, dedup_key) DO NOTHING RETURNING seq, source_id, message_id",
     );
+    sql
+}
+
+/// Sets `out[i]` to where `chunk[i]` was stored, from the `RETURNING` rows of [`insert_sql`]
+/// (seq, source, messageId), which come in no promised order; a message without a row was a
+/// duplicate and keeps its outcome. Within a chunk the first input of a messageId wins.
+pub(crate) fn match_stored(
+    chunk: &[NewMessage],
+    stored: &[(i64, i64, String)],
+    out: &mut [InsertOutcome],
+) {
+    let mut inserted: HashMap<(i64, &str), i64> = stored
+        .iter()
+        .map(|(seq, source, id)| ((*source, id.as_str()), *seq))
+        .collect();
+    for (m, slot) in chunk.iter().zip(out.iter_mut()) {
+        if let Some(seq) = inserted.remove(&(m.source_id, m.message_id.as_str())) {
+            *slot = InsertOutcome::Stored(seq);
+        }
+    }
+}
+
+/// Inserts `chunk` (at most [`ROWS_PER_INSERT`] messages) with [`insert_sql`], setting `out[i]` to
+/// where each new message was stored.
+fn insert_messages(
+    conn: &Connection,
+    chunk: &[NewMessage],
+    out: &mut [InsertOutcome],
+) -> rusqlite::Result<()> {
+    let sql = insert_sql(chunk.len());
     let mut cached;
     let mut once;
     let statement = if chunk.len() <= CACHED_ROWS {
@@ -219,16 +248,7 @@ fn insert_messages(
     while let Some(row) = rows.next()? {
         stored.push((row.get(0)?, row.get(1)?, row.get(2)?));
     }
-    // RETURNING gives rows in no promised order: match them back by (source, messageId).
-    let mut inserted: HashMap<(i64, &str), i64> = stored
-        .iter()
-        .map(|(seq, source, id)| ((*source, id.as_str()), *seq))
-        .collect();
-    for (m, slot) in chunk.iter().zip(out.iter_mut()) {
-        if let Some(seq) = inserted.remove(&(m.source_id, m.message_id.as_str())) {
-            *slot = InsertOutcome::Stored(seq);
-        }
-    }
+    match_stored(chunk, &stored, out);
     Ok(())
 }
 
@@ -237,6 +257,39 @@ mod tests {
     use super::*;
     use crate::storage::sqlite::tests::message;
     use crate::storage::{EventStore, SqliteStore, sqlite_log_file};
+
+    #[test]
+    fn the_insert_binds_thirteen_values_per_message() {
+        let sql = insert_sql(3);
+        assert_eq!(sql.matches('?').count(), 3 * COLUMNS);
+        assert_eq!(sql.matches("),(").count(), 2);
+    }
+
+    #[test]
+    fn returned_rows_in_any_order_are_matched_back_and_duplicates_keep_their_outcome() {
+        let chunk = [
+            message(1, "a"),
+            message(2, "a"),
+            message(1, "b"),
+            message(1, "a"),
+        ];
+        let mut out = [InsertOutcome::Duplicate; 4];
+        let stored = [
+            (12, 1, "b".to_owned()),
+            (10, 1, "a".to_owned()),
+            (11, 2, "a".to_owned()),
+        ];
+        match_stored(&chunk, &stored, &mut out);
+        assert_eq!(
+            out,
+            [
+                InsertOutcome::Stored(10),
+                InsertOutcome::Stored(11),
+                InsertOutcome::Stored(12),
+                InsertOutcome::Duplicate,
+            ]
+        );
+    }
 
     #[tokio::test]
     async fn a_transaction_left_open_is_rolled_back_before_the_next_commit() {
