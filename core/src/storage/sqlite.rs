@@ -7,7 +7,9 @@
 //! while a stage's transaction is open on the state file (see [`super::BeginWrite`]). Back up the
 //! folder. An in-memory database keeps everything in one file with one gate.
 
-use super::sqlite_log_writer::{CACHED_ROWS, ROWS_PER_INSERT, insert_sql, match_stored};
+use super::sqlite_log_writer::{
+    CACHED_ROWS, INSERT_REJECTED, ROWS_PER_INSERT, insert_sql, match_stored,
+};
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
@@ -194,16 +196,13 @@ impl SqliteStore {
             insert_messages(&mut tx, chunk, out).await?;
         }
         for r in rejected {
-            sqlx::query(
-                "INSERT INTO rejected_messages (source_id, received_at, reason, body) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(r.source_id)
-            .bind(r.received_at_ms)
-            .bind(&r.reason)
-            .bind(super::truncate_body(&r.body))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(INSERT_REJECTED)
+                .bind(r.source_id)
+                .bind(r.received_at_ms)
+                .bind(&r.reason)
+                .bind(super::truncate_body(&r.body))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -277,8 +276,18 @@ pub(super) mod tests {
         }
     }
 
-    /// A store on a new database in `dir`, the log in a file of its own.
-    async fn store_in(dir: &Path) -> SqliteStore {
+    /// The positions of the stored messages among `out`, in input order.
+    fn stored_positions(out: &[InsertOutcome]) -> Vec<i64> {
+        out.iter()
+            .filter_map(|o| match o {
+                InsertOutcome::Stored(seq) => Some(*seq),
+                InsertOutcome::Duplicate => None,
+            })
+            .collect()
+    }
+
+    /// A store on a new database in `dir` (`t.db`), the log in a file of its own.
+    pub(in crate::storage) async fn store_in(dir: &Path) -> SqliteStore {
         let url = format!("sqlite://{}", dir.join("t.db").display());
         SqliteStore::connect(&url).await.unwrap()
     }
@@ -343,13 +352,7 @@ pub(super) mod tests {
         batch[7] = message(source, "m3");
         batch[ROWS_PER_INSERT + 5] = message(source, "m4");
         let out = store.append(&batch, &[]).await.unwrap();
-        let stored: Vec<i64> = out
-            .iter()
-            .filter_map(|o| match o {
-                InsertOutcome::Stored(seq) => Some(*seq),
-                InsertOutcome::Duplicate => None,
-            })
-            .collect();
+        let stored = stored_positions(&out);
         assert_eq!(stored.len(), n - 2);
         assert!(
             stored.windows(2).all(|w| w[0] < w[1]),
@@ -518,13 +521,7 @@ pub(super) mod tests {
         let out = store.append(&batch, &[]).await.unwrap();
         assert_eq!(out[7], InsertOutcome::Duplicate);
         assert_eq!(out[ROWS_PER_INSERT + 1], InsertOutcome::Duplicate);
-        let stored: Vec<i64> = out
-            .iter()
-            .filter_map(|o| match o {
-                InsertOutcome::Stored(seq) => Some(*seq),
-                InsertOutcome::Duplicate => None,
-            })
-            .collect();
+        let stored = stored_positions(&out);
         assert_eq!(stored.len(), ROWS_PER_INSERT + 1);
         assert!(
             stored.windows(2).all(|w| w[0] < w[1]),

@@ -150,10 +150,7 @@ fn write(
         insert_messages(&tx, chunk, out)?;
     }
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO rejected_messages (source_id, received_at, reason, body) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut insert = tx.prepare_cached(INSERT_REJECTED)?;
         for r in rejected {
             insert.execute((
                 r.source_id,
@@ -166,6 +163,11 @@ fn write(
     tx.commit()?;
     Ok(out)
 }
+
+/// The insert of one rejected item (source, received at, reason, truncated body); the in-memory
+/// path runs it through sqlx.
+pub(crate) const INSERT_REJECTED: &str =
+    "INSERT INTO rejected_messages (source_id, received_at, reason, body) VALUES (?1, ?2, ?3, ?4)";
 
 /// Values per message in [`insert_sql`]'s statement.
 const COLUMNS: usize = 13;
@@ -255,8 +257,8 @@ fn insert_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sqlite::tests::message;
-    use crate::storage::{EventStore, SqliteStore, sqlite_log_file};
+    use crate::storage::sqlite::tests::{message, store_in};
+    use crate::storage::{EventStore, sqlite_log_file};
 
     #[test]
     fn the_insert_binds_thirteen_values_per_message() {
@@ -294,12 +296,9 @@ mod tests {
     #[tokio::test]
     async fn a_transaction_left_open_is_rolled_back_before_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("t.db");
-        let store = SqliteStore::connect(&format!("sqlite://{}", state.display()))
-            .await
-            .unwrap();
+        let store = store_in(dir.path()).await;
         let source = store.upsert_source("web", "wk").await.unwrap().id;
-        let mut conn = Connection::open(sqlite_log_file(&state)).unwrap();
+        let mut conn = Connection::open(sqlite_log_file(&dir.path().join("t.db"))).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let out = write(&mut conn, &[message(source, "m1")], &[]).unwrap();
         assert!(matches!(out[..], [InsertOutcome::Stored(_)]), "{out:?}");
