@@ -356,7 +356,8 @@ pub trait ProfileTx: Send {
 /// Profiles: processing transactions and the read API (erasure lives in `crate::privacy`).
 pub trait ProfileStore: Send + Sync + 'static {
     /// Starts the transaction that will apply `ops`: it writes the pipeline state only, unless an
-    /// op drops a message from the log (then it writes the log file too).
+    /// op drops a message from the log (then it writes the log file too; where the log has a file
+    /// of its own, the drops are committed first, on their own).
     fn begin<'a>(&'a self, ops: &[Op]) -> BoxFuture<'a, Result<Box<dyn ProfileTx>, StorageError>>;
     /// Starts a read-only transaction (a consistent snapshot that never blocks writers).
     fn begin_read(&self) -> BoxFuture<'_, Result<Box<dyn ProfileTx>, StorageError>>;
@@ -1200,12 +1201,35 @@ where
     }
 
     fn begin<'a>(&'a self, ops: &[Op]) -> BoxFuture<'a, Result<Box<dyn ProfileTx>, StorageError>> {
-        let writes_log = ops.iter().any(|op| matches!(op, Op::DropMessage { .. }));
+        let drops: Vec<i64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::DropMessage { seq } => Some(*seq),
+                _ => None,
+            })
+            .collect();
         Box::pin(async move {
-            let (tx, gate) = if writes_log {
-                self.pool.begin_write().await?
-            } else {
+            let (tx, gate) = if drops.is_empty() {
                 self.pool.begin_state_write().await?
+            } else if self.pool.log_file_is_separate() {
+                // A transaction writing both files commits the state file (the cursor) first: a
+                // crash between the two would leave the cursor past messages never dropped. So
+                // they leave the log in a commit of their own first (a retry finds them gone),
+                // and the batch follows under the same gates.
+                let (mut first, gate) = self.pool.begin_write().await?;
+                for chunk in drops.chunks(500) {
+                    let mut q = QueryBuilder::<DB>::new("DELETE FROM messages WHERE seq IN (");
+                    let mut list = q.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    q.push(")");
+                    DB::build(&mut q).execute(&mut *first).await?;
+                }
+                first.commit().await?;
+                (self.pool.begin_write_under(&gate).await?, gate)
+            } else {
+                self.pool.begin_write().await?
             };
             Ok(Box::new(SqlProfileTx {
                 tx,
@@ -1724,6 +1748,40 @@ mod tests {
             values(&ops),
             [("p1".into(), "plan".into(), "\"team\"".into(), 2)]
         );
+    }
+
+    #[tokio::test]
+    async fn dropped_messages_leave_a_separate_log_file_even_if_the_batch_never_commits() {
+        use crate::storage::{EventStore, NewMessage, SqliteStore, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        let message = |id: &str| NewMessage {
+            source_id: source,
+            message_id: id.into(),
+            kind: "track",
+            event: Some("signed_up".into()),
+            user_id: None,
+            anonymous_id: Some("a".into()),
+            event_time_ms: 0,
+            received_at_ms: 0,
+            plan_version: std::sync::Arc::from("1"),
+            status: Status::Accepted,
+            violations_json: "[]".into(),
+            body_json: "{}".into(),
+        };
+        let out = store
+            .append(&[message("keep"), message("drop")], &[])
+            .await
+            .unwrap();
+        let crate::storage::InsertOutcome::Stored(seq) = out[1] else {
+            panic!("{out:?}")
+        };
+        let profiles = SqlProfiles::new(store.db().clone());
+        // The batch's transaction ends without a commit, as in a crash before it.
+        drop(profiles.begin(&[Op::DropMessage { seq }]).await.unwrap());
+        assert_eq!(store.counts().await.unwrap().0, 1, "the drop stands alone");
     }
 
     #[test]
