@@ -23,6 +23,12 @@ use std::time::Duration;
 /// The embedded default store.
 pub type SqliteStore = super::shared::SqlEventStore<sqlx::Sqlite>;
 
+/// Rows sqlx's SQLite thread may hand over before it waits for the reader to take them. sqlx's
+/// default (50) is below a stage's batch (500 log rows, a 1,000-position audience window), so the
+/// thread stopped and was woken again several times per read: 11 % less stage CPU per message
+/// with room for a whole batch (BENCHMARKS.md, "Ingestion").
+const ROW_BUFFER: usize = 1024;
+
 /// The log tables, parents first.
 const LOG_TABLES: [&str; 3] = ["sources", "messages", "rejected_messages"];
 
@@ -55,7 +61,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .row_buffer_size(ROW_BUFFER);
         let pool = SqlitePoolOptions::new().max_connections(8);
         if in_memory(url) {
             let pool = pool.connect_with(options).await?;
