@@ -279,7 +279,7 @@ impl Application {
             )),
             None => None,
         };
-        let state = AppState {
+        let state = AppState::new(crate::state::Services {
             handoff,
             webhooks: Arc::new(webhooks),
             crm: crate::crm::build(&config, &crm_wiring, stores.crm.clone()),
@@ -331,7 +331,7 @@ impl Application {
                 )),
                 None => None,
             },
-        };
+        });
         crate::privacy::start(&state, &config);
         crate::crm::start(&state);
         if config.process {
