@@ -81,6 +81,19 @@ pub fn lower_threads_named(prefix: &str) {
     let _ = prefix;
 }
 
+/// How many threads the stages' runtime gets: `setting` when it is not 0; else one on SQLite, one
+/// per CPU on PostgreSQL. On SQLite every stage writes the one state file in turn, so a second
+/// thread adds no throughput, only hand-offs between the two: one thread used 13 % less CPU per
+/// message catching up a backlog (BENCHMARKS.md, "Ingestion"). On PostgreSQL the stages (one per
+/// log partition, if so configured) write at once, and each can use a CPU.
+pub fn threads(setting: u16, sqlite: bool, cpus: usize) -> usize {
+    match (setting, sqlite) {
+        (0, true) => 1,
+        (0, false) => cpus.max(1),
+        (n, _) => usize::from(n),
+    }
+}
+
 /// The runtime the pipeline stages run on: its threads run at the background nice value.
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -97,6 +110,15 @@ mod tests {
 
     fn nice_of_current_thread() -> i32 {
         rustix::process::getpriority_process(None).unwrap()
+    }
+
+    #[test]
+    fn stages_get_one_thread_on_sqlite_one_per_cpu_on_postgres_unless_told() {
+        assert_eq!(threads(0, true, 8), 1);
+        assert_eq!(threads(0, false, 8), 8);
+        assert_eq!(threads(0, false, 0), 1);
+        assert_eq!(threads(3, true, 8), 3);
+        assert_eq!(threads(3, false, 8), 3);
     }
 
     #[test]

@@ -291,8 +291,8 @@ pub fn main() -> ExitCode {
     let background = match &cli.command {
         Command::Serve(settings) => {
             crate::background::set_nice(settings.background_nice());
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            match crate::background::runtime(threads) {
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            match crate::background::runtime(settings.background_threads(cpus)) {
                 Ok(rt) => Some(rt),
                 Err(e) => {
                     eprintln!("warning: no background runtime, the stages share the main one: {e}");

@@ -286,6 +286,11 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_BACKGROUND_NICE", default_value_t = crate::background::NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     background_nice: i32,
+    /// Threads of the stages' runtime (0: chosen by the database; see
+    /// [`crate::background::threads`]).
+    #[arg(long, env = "TOUCHPOINT_BACKGROUND_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    background_threads: u16,
     /// Seconds a stage lease lasts without renewal (PostgreSQL, several processing nodes).
     #[arg(long, env = "TOUCHPOINT_LEASE_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -325,6 +330,16 @@ impl Settings {
     /// for the process, before its runtimes start (see `crate::background`).
     pub fn background_nice(&self) -> i32 {
         self.background_nice
+    }
+
+    /// How many threads the stages' runtime gets (`TOUCHPOINT_BACKGROUND_THREADS`, or chosen by
+    /// the database when 0), on a machine with `cpus` of them.
+    pub fn background_threads(&self, cpus: usize) -> usize {
+        crate::background::threads(
+            self.background_threads,
+            self.database_url.starts_with("sqlite:"),
+            cpus,
+        )
     }
 }
 
