@@ -7,7 +7,7 @@
 use super::condition::Performed;
 use super::engine::{self, Bits, Column, Counts, Table};
 use crate::identity::ProfileId;
-use crate::storage::{BeginRead, BeginWrite, Db, Dialect, StorageError};
+use crate::storage::{BeginRead, BeginWrite, Db, Dialect, StorageError, params};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
@@ -485,10 +485,10 @@ where
                 Scope::Ids(ids) => {
                     let mut live = Vec::new();
                     for chunk in ids.chunks(500) {
-                        let sql = format!(
+                        let sql = params::<DB>(format!(
                             "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
                             placeholders(1, chunk.len())
-                        );
+                        ));
                         let mut q = sqlx::query_scalar::<_, ProfileId>(&sql);
                         for id in chunk {
                             q = q.bind(id);
@@ -568,10 +568,10 @@ where
                 for chunk in chunks {
                     let in_scope = chunk.map_or(String::new(), |c| scope_sql(c.len()));
                     if p.filters.is_empty() {
-                        let sql = format!(
+                        let sql = params::<DB>(format!(
                             "SELECT pm.profile_id, COUNT(*), MIN(pm.event_time) FROM profile_messages pm \
                              WHERE {pred} AND pm.event_time >= {since_param}{in_scope} GROUP BY pm.profile_id"
-                        );
+                        ));
                         let mut q = sqlx::query_as::<_, (ProfileId, i64, i64)>(&sql);
                         if let Some(e) = &event {
                             q = q.bind(e);
@@ -586,11 +586,11 @@ where
                             }
                         }
                     } else {
-                        let sql = format!(
+                        let sql = params::<DB>(format!(
                             "SELECT pm.profile_id, pm.event_time, CAST(m.body AS TEXT) FROM profile_messages pm \
                              JOIN messages m ON m.seq = pm.seq \
                              WHERE {pred} AND pm.event_time >= {since_param}{in_scope}"
-                        );
+                        ));
                         let mut q = sqlx::query_as::<_, (ProfileId, i64, String)>(&sql);
                         if let Some(e) = &event {
                             q = q.bind(e);
@@ -780,7 +780,7 @@ where
         let mut out = Vec::new();
         match scope {
             Scope::All => {
-                let sql = format!("{base} {order}");
+                let sql = params::<DB>(format!("{base} {order}"));
                 out.extend(
                     sqlx::query_as::<_, (ProfileId, String)>(&sql)
                         .bind(key)
@@ -790,10 +790,10 @@ where
             }
             Scope::Ids(ids) => {
                 for chunk in ids.chunks(500) {
-                    let sql = format!(
+                    let sql = params::<DB>(format!(
                         "{base} {join}{column} IN ({}) {order}",
                         placeholders(2, chunk.len())
-                    );
+                    ));
                     let mut q = sqlx::query_as::<_, (ProfileId, String)>(&sql).bind(key);
                     for id in chunk {
                         q = q.bind(id);
@@ -820,14 +820,13 @@ where
         };
         for chunk in chunks {
             let in_scope = chunk.map_or(String::new(), |c| {
-                format!(" AND profile_id IN ({})", placeholders(2, c.len()))
+                format!(" WHERE profile_id IN ({})", placeholders(1, c.len()))
             });
             if name == "journey_stage" {
-                let sql = format!(
-                    "SELECT DISTINCT profile_id, kind, COALESCE(event, '') FROM profile_messages \
-                     WHERE $1 = $1{in_scope}"
-                );
-                let mut q = sqlx::query_as::<_, (ProfileId, String, String)>(&sql).bind(0_i64);
+                let sql = params::<DB>(format!(
+                    "SELECT DISTINCT profile_id, kind, COALESCE(event, '') FROM profile_messages{in_scope}"
+                ));
+                let mut q = sqlx::query_as::<_, (ProfileId, String, String)>(&sql);
                 for id in chunk.unwrap_or(&[]) {
                     q = q.bind(id);
                 }
@@ -844,19 +843,21 @@ where
                 }
                 continue;
             }
+            // The 30-day threshold is a number computed here, written into the statement.
             let expr = match name {
-                "messages_total" => "COUNT(*)",
-                "first_seen" => "MIN(event_time)",
-                "last_seen" => "MAX(event_time)",
-                "active_days_30d" => {
-                    "COUNT(DISTINCT CASE WHEN event_time >= $1 THEN event_time / 86400000 END)"
-                }
+                "messages_total" => "COUNT(*)".to_owned(),
+                "first_seen" => "MIN(event_time)".to_owned(),
+                "last_seen" => "MAX(event_time)".to_owned(),
+                "active_days_30d" => format!(
+                    "COUNT(DISTINCT CASE WHEN event_time >= {} THEN event_time / 86400000 END)",
+                    now - 30 * 86_400_000
+                ),
                 _ => return Ok(()),
             };
-            let sql = format!(
-                "SELECT profile_id, {expr} FROM profile_messages WHERE $1 = $1{in_scope} GROUP BY profile_id"
-            );
-            let mut q = sqlx::query_as::<_, (ProfileId, i64)>(&sql).bind(now - 30 * 86_400_000);
+            let sql = params::<DB>(format!(
+                "SELECT profile_id, {expr} FROM profile_messages{in_scope} GROUP BY profile_id"
+            ));
+            let mut q = sqlx::query_as::<_, (ProfileId, i64)>(&sql);
             for id in chunk.unwrap_or(&[]) {
                 q = q.bind(id);
             }

@@ -1,7 +1,7 @@
 //! The small dialect trait the repositories are generic over: what SQLite and PostgreSQL do not share
-//! through sqlx's own traits. The SQL text is the same on both (`$N` placeholders); only how a
-//! statement reports the rows it changed, and running a `QueryBuilder` from generic code, need the
-//! concrete driver.
+//! through sqlx's own traits. The SQL text is the same on both (`$N` placeholders, which [`params`]
+//! turns into `?` on SQLite); only how a statement reports the rows it changed, and running a
+//! `QueryBuilder` from generic code, need the concrete driver.
 
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Database, FromRow, QueryBuilder};
@@ -12,6 +12,10 @@ pub(crate) trait Dialect: Database {
     /// replayed) so the copy stays in its key's partition: `", partition"` on PostgreSQL, nothing
     /// on SQLite (its log has one partition and no such column).
     const LOG_PARTITION_COLUMN: &'static str;
+
+    /// Whether statements should bind anonymous `?` parameters rather than `$N` (see
+    /// [`params`]).
+    const ANONYMOUS_PARAMS: bool;
 
     /// The number of rows a statement changed (each driver's result type has its own
     /// `rows_affected`, with no trait in common).
@@ -39,6 +43,7 @@ pub(crate) trait Dialect: Database {
 
 impl Dialect for sqlx::Sqlite {
     const LOG_PARTITION_COLUMN: &'static str = "";
+    const ANONYMOUS_PARAMS: bool = true;
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
@@ -71,6 +76,7 @@ impl Dialect for sqlx::Sqlite {
 
 impl Dialect for sqlx::Postgres {
     const LOG_PARTITION_COLUMN: &'static str = ", partition";
+    const ANONYMOUS_PARAMS: bool = false;
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
@@ -98,5 +104,78 @@ impl Dialect for sqlx::Postgres {
         (T,): for<'r> FromRow<'r, sqlx::postgres::PgRow>,
     {
         q.build_query_scalar()
+    }
+}
+
+/// `sql`, written with `$1, $2, …` each used once and in that order, as `DB` binds it best. On
+/// SQLite every `$N` becomes `?`: sqlx asks SQLite for each parameter's name when it binds, and
+/// SQLite finds a name by walking the statement's list of names, so a statement with hundreds of
+/// `$N` (an `IN` list of profile ids) cost the square of their number; `?` has no name. That
+/// lookup was 12 % of the CPU of the audience stage catching up. A statement that repeats a `$N`
+/// or numbers out of order cannot be written this way and is refused (a bug, caught by tests).
+pub(crate) fn params<DB: Dialect>(sql: String) -> String {
+    if !DB::ANONYMOUS_PARAMS {
+        return sql;
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut expected = 1_usize;
+    let mut rest = sql.as_str();
+    while let Some(at) = rest.find('$') {
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        out.push_str(&rest[..at]);
+        if digits == 0 {
+            out.push('$');
+        } else {
+            let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+            assert_eq!(
+                n, expected,
+                "parameters must be numbered $1, $2, … in the order they appear: {sql}"
+            );
+            expected += 1;
+            out.push('?');
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_parameters_become_anonymous_on_sqlite_and_stay_on_postgres() {
+        let sql = "SELECT a FROM t WHERE k = $1 AND json_extract(b, '$.x') IN ($2, $3)".to_owned();
+        assert_eq!(
+            params::<sqlx::Sqlite>(sql.clone()),
+            "SELECT a FROM t WHERE k = ? AND json_extract(b, '$.x') IN (?, ?)"
+        );
+        assert_eq!(params::<sqlx::Postgres>(sql.clone()), sql);
+    }
+
+    #[test]
+    #[should_panic(expected = "numbered $1, $2")]
+    fn a_repeated_parameter_is_refused_on_sqlite() {
+        params::<sqlx::Sqlite>("SELECT 1 WHERE $1 = $1".to_owned());
+    }
+
+    #[tokio::test]
+    async fn anonymous_parameters_bind_in_order_on_sqlite() {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let sql = params::<sqlx::Sqlite>("SELECT $1 || $2 || $3".to_owned());
+        let got: String = sqlx::query_scalar(&sql)
+            .bind("a")
+            .bind("b")
+            .bind("c")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(got, "abc");
     }
 }

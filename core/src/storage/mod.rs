@@ -10,7 +10,7 @@ mod shared;
 mod sqlite;
 mod sqlite_log_writer;
 
-pub(crate) use dialect::Dialect;
+pub(crate) use dialect::{Dialect, params};
 pub(crate) use partition::fnv1a;
 pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
 pub use sqlite::{SqliteStore, log_file as sqlite_log_file};
