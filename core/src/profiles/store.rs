@@ -1752,25 +1752,11 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_messages_leave_a_separate_log_file_even_if_the_batch_never_commits() {
-        use crate::storage::{EventStore, NewMessage, SqliteStore, Status};
+        use crate::storage::{EventStore, test_message, test_store_in};
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::connect(&url).await.unwrap();
+        let store = test_store_in(dir.path()).await;
         let source = store.upsert_source("web", "wk").await.unwrap().id;
-        let message = |id: &str| NewMessage {
-            source_id: source,
-            message_id: id.into(),
-            kind: "track",
-            event: Some("signed_up".into()),
-            user_id: None,
-            anonymous_id: Some("a".into()),
-            event_time_ms: 0,
-            received_at_ms: 0,
-            plan_version: std::sync::Arc::from("1"),
-            status: Status::Accepted,
-            violations_json: "[]".into(),
-            body_json: "{}".into(),
-        };
+        let message = |id: &str| test_message(source, id);
         let out = store
             .append(&[message("keep"), message("drop")], &[])
             .await

@@ -8,6 +8,9 @@ pub mod partition;
 mod postgres;
 mod shared;
 mod sqlite;
+/// Helpers for the tests of the feature modules' stores: a message, a store on a new file.
+#[cfg(test)]
+pub(crate) use sqlite::tests::{message as test_message, store_in as test_store_in};
 mod sqlite_log_writer;
 
 pub(crate) use dialect::{Dialect, params};

@@ -266,7 +266,7 @@ pub(super) mod tests {
     use std::sync::Arc;
 
     /// A track message of `source_id` with messageId `id`.
-    pub(in crate::storage) fn message(source_id: i64, id: &str) -> NewMessage {
+    pub(crate) fn message(source_id: i64, id: &str) -> NewMessage {
         NewMessage {
             source_id,
             message_id: id.into(),
@@ -294,7 +294,7 @@ pub(super) mod tests {
     }
 
     /// A store on a new database in `dir` (`t.db`), the log in a file of its own.
-    pub(in crate::storage) async fn store_in(dir: &Path) -> SqliteStore {
+    pub(crate) async fn store_in(dir: &Path) -> SqliteStore {
         let url = format!("sqlite://{}", dir.join("t.db").display());
         SqliteStore::connect(&url).await.unwrap()
     }
