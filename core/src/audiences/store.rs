@@ -228,6 +228,14 @@ pub trait AudienceStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<AudienceEvent>, StorageError>>;
 }
 
+/// The live (not merged-away) profiles among `n` ids, in id order.
+fn live_among<DB: Dialect>(n: usize) -> String {
+    params::<DB>(format!(
+        "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
+        placeholders(1, n)
+    ))
+}
+
 fn placeholders(start: usize, n: usize) -> String {
     (start..start + n)
         .map(|i| format!("${i}"))
@@ -485,10 +493,7 @@ where
                 Scope::Ids(ids) => {
                     let mut live = Vec::new();
                     for chunk in ids.chunks(500) {
-                        let sql = params::<DB>(format!(
-                            "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
-                            placeholders(1, chunk.len())
-                        ));
+                        let sql = live_among::<DB>(chunk.len());
                         let mut q = sqlx::query_scalar::<_, ProfileId>(&sql);
                         for id in chunk {
                             q = q.bind(id);
@@ -1161,5 +1166,41 @@ where
                 )
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn live_profiles_among_a_window_are_found_by_id_not_by_walking_every_live_profile() {
+        // With a full index on `merged_into`, SQLite (no statistics on a fresh database) answered
+        // this by walking every live profile through `merged_into IS NULL`, so each window of the
+        // audience stage took longer as profiles accumulated.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::test_store_in(dir.path()).await;
+        let sql = format!("EXPLAIN QUERY PLAN {}", live_among::<sqlx::Sqlite>(500));
+        let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql);
+        for i in 0..500 {
+            q = q.bind(format!("p-{i}"));
+        }
+        let plan: Vec<String> = q
+            .fetch_all(store.db().pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.3)
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("(id=?)")),
+            "expected a lookup by id, got {plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.contains("profiles_merged_into")),
+            "expected no walk of the merged_into index, got {plan:?}"
+        );
     }
 }
