@@ -6,7 +6,7 @@
 use super::decide::{self, Candidate, Followup, Load};
 use super::model::{Model, Priority, Rep, Trigger};
 use super::score::{self, DAY_MS, Event, Facts};
-use super::store::{CURSOR, HandoffRow, HandoffStore, NewHandoff, ScoreRow, Update};
+use super::store::{CURSOR, HandoffRow, HandoffStore, NewHandoff, Person, ScoreRow, Update};
 use crate::crm::{hubspot, salesforce};
 use crate::destinations::Method;
 use crate::destinations::resend::config::ResendConfig;
@@ -131,29 +131,28 @@ impl Handoff {
 
     /// Decides for one person; pushes a handoff (and records it in `load`) when one is due.
     #[allow(clippy::too_many_arguments)]
-    async fn consider(
+    fn consider(
         &self,
         profile: &ProfileId,
-        facts: &Facts,
+        person: &Person,
         s: &score::Score,
         new_events: &[Event],
         load: &mut Load,
         now: i64,
         out: &mut Vec<NewHandoff>,
         skipped: &mut Vec<Value>,
-    ) -> Result<(), StorageError> {
-        let memberships = self.store.memberships(profile).await?;
-        let last = self.store.last_handoff(profile).await?;
+    ) {
+        let facts = &person.facts;
         let candidate = Candidate {
             facts,
             score: s,
             new_events,
-            memberships: &memberships,
-            last_handoff: last,
+            memberships: &person.memberships,
+            last_handoff: person.last_handoff,
         };
         let rule = match decide::decide(&self.model, &candidate, now) {
             Ok(Some(rule)) => rule,
-            Ok(None) => return Ok(()),
+            Ok(None) => return,
             Err(skip) => {
                 tracing::debug!(
                     profile = %profile,
@@ -161,7 +160,7 @@ impl Handoff {
                     "handoff rule applies but the person is excluded"
                 );
                 skipped.push(json!({"profile": profile, "skip": skip}));
-                return Ok(());
+                return;
             }
         };
         match decide::assign(&self.model, facts, load) {
@@ -187,7 +186,6 @@ impl Handoff {
                 skipped.push(json!({"profile": profile, "skip": {"reason": "no_rep", "detail": e.to_string()}}));
             }
         }
-        Ok(())
     }
 
     /// Scores and decides for the people a window of processed messages touched, records the
@@ -212,20 +210,23 @@ impl Handoff {
             touched.entry(r.profile).or_default().push(r.event);
         }
         let mut load = self.store.load().await?;
+        let profiles: Vec<ProfileId> = touched.keys().cloned().collect();
+        let people = self
+            .store
+            .people(&profiles, now - HISTORY_DAYS * DAY_MS)
+            .await?;
         let mut scores = Vec::new();
         let mut messages = Vec::new();
         let mut handoffs = Vec::new();
         let mut skipped = Vec::new();
         for (profile, new_events) in &touched {
-            let facts = self
-                .store
-                .facts(profile, now - HISTORY_DAYS * DAY_MS)
-                .await?;
-            let s = score::score(&self.model, &facts, now);
+            let Some(person) = people.get(profile) else {
+                continue;
+            };
+            let s = score::score(&self.model, &person.facts, now);
             let breakdown = s.breakdown_json().to_string();
-            let before = self.store.score(profile).await?;
-            if before.as_ref() != Some(&(s.total, breakdown.clone()))
-                && let Some((kind, value)) = self.store.who(profile).await?
+            if person.score.as_ref() != Some(&(s.total, breakdown.clone()))
+                && let Some((kind, value)) = &person.who
             {
                 let id_field = if kind == "user_id" {
                     "userId"
@@ -246,15 +247,14 @@ impl Handoff {
             }
             self.consider(
                 profile,
-                &facts,
+                person,
                 &s,
                 new_events,
                 &mut load,
                 now,
                 &mut handoffs,
                 &mut skipped,
-            )
-            .await?;
+            );
         }
         // The scores go to the intake first: a step redone after a failed commit sends the same
         // messageIds again, which the intake drops as duplicates.
@@ -287,27 +287,31 @@ impl Handoff {
                 continue;
             };
             let before = now - i64::from(*days) * DAY_MS;
-            for profile in self.store.members_since(audience, before, 500).await? {
-                let facts = self
-                    .store
-                    .facts(&profile, now - HISTORY_DAYS * DAY_MS)
-                    .await?;
-                let s = score::score(&self.model, &facts, now);
+            let members = self.store.members_since(audience, before, 500).await?;
+            let people = self
+                .store
+                .people(&members, now - HISTORY_DAYS * DAY_MS)
+                .await?;
+            // Oldest members first, as `members_since` lists them.
+            for profile in &members {
+                let Some(person) = people.get(profile) else {
+                    continue;
+                };
+                let s = score::score(&self.model, &person.facts, now);
                 let already = handoffs
                     .iter()
-                    .any(|h: &NewHandoff| h.profile_id == profile);
+                    .any(|h: &NewHandoff| &h.profile_id == profile);
                 if !already {
                     self.consider(
-                        &profile,
-                        &facts,
+                        profile,
+                        person,
                         &s,
                         &[],
                         &mut load,
                         now,
                         &mut handoffs,
                         &mut report.skipped,
-                    )
-                    .await?;
+                    );
                 }
             }
         }
@@ -379,8 +383,14 @@ impl Handoff {
                 return Ok(update);
             }
         };
-        let facts = self.store.facts(&row.profile_id, now).await?;
-        let user = self.store.who(&row.profile_id).await?;
+        let Person {
+            facts, who: user, ..
+        } = self
+            .store
+            .people(std::slice::from_ref(&row.profile_id), now)
+            .await?
+            .remove(&row.profile_id)
+            .unwrap_or_default();
         let priority = match row.priority.as_str() {
             "standard" => Priority::Standard,
             "priority" => Priority::Priority,

@@ -5,12 +5,12 @@
 use super::decide::Load;
 use super::score::{Event, Facts};
 use crate::identity::ProfileId;
-use crate::storage::Db;
-use crate::storage::{BeginWrite, StorageError};
+use crate::storage::{BeginWrite, Db, Dialect, StorageError};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use std::collections::BTreeMap;
 
 /// The stage's cursor in `pipeline_cursors`.
 pub const CURSOR: &str = "handoff";
@@ -104,6 +104,25 @@ pub struct ScoreRow {
     pub breakdown: String,
 }
 
+/// What deciding about one person needs, read for a whole window at once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    /// Their traits, their account's traits and their events since the time asked for (the
+    /// latest 1,000).
+    pub facts: Facts,
+    /// The audiences they are in, with when they entered.
+    pub memberships: Vec<(String, i64)>,
+    /// When they were last handed off (failed handoffs do not count).
+    pub last_handoff: Option<i64>,
+    /// The score last emitted for them: (total, breakdown JSON text).
+    pub score: Option<(i64, String)>,
+    /// Their `user_id` (preferred) or latest `anonymous_id`: (kind, value).
+    pub who: Option<(String, String)>,
+}
+
+/// Most profiles one statement of [`HandoffStore::people`] names.
+const PEOPLE_PER_STATEMENT: usize = 500;
+
 /// A handoff's new state after a delivery or follow-up step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {
@@ -129,17 +148,14 @@ pub trait HandoffStore: Send + Sync + 'static {
     fn cursors(&self) -> BoxFuture<'_, Result<(i64, i64), StorageError>>;
     /// Messages of live profiles in `(after, upto]`.
     fn window(&self, after: i64, upto: i64) -> BoxFuture<'_, Result<Vec<WindowRow>, StorageError>>;
-    /// A person's traits, their account's traits, and their events since `since` (latest 1000).
-    fn facts<'a>(
+    /// What deciding needs of each of `profiles`, in a few statements whatever their number (every
+    /// profile asked for has an entry; one without rows gets [`Person::default`]). Events count from
+    /// `since`.
+    fn people<'a>(
         &'a self,
-        profile: &'a ProfileId,
+        profiles: &'a [ProfileId],
         since: i64,
-    ) -> BoxFuture<'a, Result<Facts, StorageError>>;
-    /// The audiences a person is in, with when they entered.
-    fn memberships<'a>(
-        &'a self,
-        profile: &'a ProfileId,
-    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>>;
+    ) -> BoxFuture<'a, Result<BTreeMap<ProfileId, Person>, StorageError>>;
     /// Members of an audience who entered before `before` (at most `limit`, oldest first).
     fn members_since<'a>(
         &'a self,
@@ -147,11 +163,6 @@ pub trait HandoffStore: Send + Sync + 'static {
         before: i64,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<ProfileId>, StorageError>>;
-    /// When a person was last handed off.
-    fn last_handoff<'a>(
-        &'a self,
-        profile: &'a ProfileId,
-    ) -> BoxFuture<'a, Result<Option<i64>, StorageError>>;
     /// Open handoffs per rep and the last rep of each team.
     fn load(&self) -> BoxFuture<'_, Result<Load, StorageError>>;
     /// The score last emitted for a person: (total, breakdown JSON text).
@@ -159,11 +170,6 @@ pub trait HandoffStore: Send + Sync + 'static {
         &'a self,
         profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<(i64, String)>, StorageError>>;
-    /// The `user_id` (preferred) or an `anonymous_id` of a live profile.
-    fn who<'a>(
-        &'a self,
-        profile: &'a ProfileId,
-    ) -> BoxFuture<'a, Result<Option<(String, String)>, StorageError>>;
     /// Records scores and handoffs and, with `cursor = Some((from, to))`, moves the cursor in the
     /// same transaction; `None` when the cursor was no longer at `from` (nothing written).
     /// Returns the new handoffs' ids.
@@ -299,6 +305,100 @@ fn event(kind: String, name: Option<String>, at: i64, body: Option<String>) -> E
     }
 }
 
+/// Most events per person [`HandoffStore::people`] reads (the latest).
+const EVENTS_PER_PERSON: usize = 1000;
+
+/// (profile, kind, event, event time, page body).
+type EventTuple = (ProfileId, String, Option<String>, i64, Option<String>);
+
+/// `head`, then the ids as a bound list, then `tail`.
+fn among<'a, DB>(head: &str, ids: &'a [ProfileId], tail: &str) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    ProfileId: Type<DB> + Encode<'a, DB>,
+{
+    let mut q = QueryBuilder::new(head);
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    q.push(tail);
+    q
+}
+
+/// What the statements of [`HandoffStore::people`] returned for one chunk of profiles.
+struct Rows {
+    traits: Vec<(ProfileId, String, String)>,
+    account: Vec<(ProfileId, String, String)>,
+    events: Vec<EventTuple>,
+    memberships: Vec<(ProfileId, String, i64)>,
+    last: Vec<(ProfileId, Option<i64>)>,
+    scores: Vec<(ProfileId, i64, String)>,
+    ids: Vec<(ProfileId, String, String, i64)>,
+}
+
+/// Sorts `rows` into the people they belong to (rows of profiles not asked for are ignored). A
+/// person's `who` is their `user_id`, else their latest `anonymous_id` (by when it was added, then
+/// by value).
+fn gather(out: &mut BTreeMap<ProfileId, Person>, rows: Rows) {
+    let mut traits: BTreeMap<ProfileId, Vec<(String, String)>> = BTreeMap::new();
+    for (p, k, v) in rows.traits {
+        traits.entry(p).or_default().push((k, v));
+    }
+    let mut account: BTreeMap<ProfileId, Vec<(String, String)>> = BTreeMap::new();
+    for (p, k, v) in rows.account {
+        account.entry(p).or_default().push((k, v));
+    }
+    for (p, kvs) in traits {
+        if let Some(person) = out.get_mut(&p) {
+            person.facts.traits = object(kvs);
+        }
+    }
+    for (p, kvs) in account {
+        if let Some(person) = out.get_mut(&p) {
+            person.facts.account = object(kvs);
+        }
+    }
+    for (p, kind, name, at, body) in rows.events {
+        if let Some(person) = out.get_mut(&p) {
+            person.facts.events.push(event(kind, name, at, body));
+        }
+    }
+    for (p, audience, entered_at) in rows.memberships {
+        if let Some(person) = out.get_mut(&p) {
+            person.memberships.push((audience, entered_at));
+        }
+    }
+    for (p, at) in rows.last {
+        if let Some(person) = out.get_mut(&p) {
+            person.last_handoff = at;
+        }
+    }
+    for (p, score, breakdown) in rows.scores {
+        if let Some(person) = out.get_mut(&p) {
+            person.score = Some((score, breakdown));
+        }
+    }
+    let mut ids: BTreeMap<ProfileId, Vec<(String, String, i64)>> = BTreeMap::new();
+    for (p, kind, value, added_at) in rows.ids {
+        ids.entry(p).or_default().push((kind, value, added_at));
+    }
+    for (p, candidates) in ids {
+        if let Some(person) = out.get_mut(&p) {
+            person.who = candidates
+                .into_iter()
+                .min_by(|a, b| {
+                    (a.0 != "user_id", std::cmp::Reverse(a.2), &a.1).cmp(&(
+                        b.0 != "user_id",
+                        std::cmp::Reverse(b.2),
+                        &b.1,
+                    ))
+                })
+                .map(|(kind, value, _)| (kind, value));
+        }
+    }
+}
+
 fn object(rows: Vec<(String, String)>) -> Map<String, Value> {
     rows.into_iter()
         .map(|(k, v)| {
@@ -310,7 +410,7 @@ fn object(rows: Vec<(String, String)>) -> Map<String, Value> {
 
 impl<DB> HandoffStore for SqlHandoffs<DB>
 where
-    DB: Database,
+    DB: Dialect,
     Db<DB>: BeginWrite<Db = DB>,
     for<'c> &'c Db<DB>: Executor<'c, Database = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -360,59 +460,95 @@ where
         })
     }
 
-    fn facts<'a>(
+    fn people<'a>(
         &'a self,
-        profile: &'a ProfileId,
+        profiles: &'a [ProfileId],
         since: i64,
-    ) -> BoxFuture<'a, Result<Facts, StorageError>> {
+    ) -> BoxFuture<'a, Result<BTreeMap<ProfileId, Person>, StorageError>> {
         Box::pin(async move {
-            let traits = sqlx::query_as::<DB, (String, String)>(
-                "SELECT key, value FROM profile_traits WHERE profile_id = $1",
-            )
-            .bind(profile)
-            .fetch_all(&self.pool)
-            .await?;
-            // The account the person joined first (by group id when several).
-            let account = sqlx::query_as::<DB, (String, String)>(
-                "SELECT t.key, t.value FROM account_traits t WHERE t.group_id = \
-                 (SELECT MIN(group_id) FROM profile_accounts WHERE profile_id = $1)",
-            )
-            .bind(profile)
-            .fetch_all(&self.pool)
-            .await?;
-            let events = sqlx::query_as::<DB, (String, Option<String>, i64, Option<String>)>(
-                "SELECT pm.kind, pm.event, pm.event_time, \
-                 CASE WHEN pm.kind = 'page' THEN CAST(m.body AS TEXT) END \
-                 FROM profile_messages pm LEFT JOIN messages m ON m.seq = pm.seq \
-                 WHERE pm.profile_id = $1 AND pm.event_time >= $2 AND pm.kind IN ('track', 'page') \
-                 ORDER BY pm.event_time DESC LIMIT 1000",
-            )
-            .bind(profile)
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(Facts {
-                traits: object(traits),
-                account: object(account),
-                events: events
-                    .into_iter()
-                    .map(|(k, n, at, body)| event(k, n, at, body))
-                    .collect(),
-            })
-        })
-    }
-
-    fn memberships<'a>(
-        &'a self,
-        profile: &'a ProfileId,
-    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, StorageError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_as::<DB, (String, i64)>(
-                "SELECT audience, entered_at FROM audience_members WHERE profile_id = $1",
-            )
-            .bind(profile)
-            .fetch_all(&self.pool)
-            .await?)
+            let mut out: BTreeMap<ProfileId, Person> = profiles
+                .iter()
+                .map(|p| (p.clone(), Person::default()))
+                .collect();
+            for chunk in profiles.chunks(PEOPLE_PER_STATEMENT) {
+                let mut q = among(
+                    "SELECT profile_id, key, value FROM profile_traits WHERE profile_id IN (",
+                    chunk,
+                    ")",
+                );
+                let traits: Vec<(ProfileId, String, String)> =
+                    DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                // The account each person joined first (by group id when several).
+                let mut q = among(
+                    "SELECT pa.profile_id, t.key, t.value FROM \
+                     (SELECT profile_id, MIN(group_id) AS group_id FROM profile_accounts \
+                      WHERE profile_id IN (",
+                    chunk,
+                    ") GROUP BY profile_id) pa \
+                     JOIN account_traits t ON t.group_id = pa.group_id",
+                );
+                let account: Vec<(ProfileId, String, String)> =
+                    DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                let mut q = among(
+                    "SELECT profile_id, kind, event, event_time, body FROM \
+                     (SELECT pm.profile_id, pm.kind, pm.event, pm.event_time, \
+                      CASE WHEN pm.kind = 'page' THEN CAST(m.body AS TEXT) END AS body, \
+                      ROW_NUMBER() OVER (PARTITION BY pm.profile_id \
+                                         ORDER BY pm.event_time DESC, pm.seq DESC) AS n \
+                      FROM profile_messages pm LEFT JOIN messages m ON m.seq = pm.seq \
+                      WHERE pm.kind IN ('track', 'page') AND pm.profile_id IN (",
+                    chunk,
+                    ") AND pm.event_time >= ",
+                );
+                q.push_bind(since)
+                    .push(format!(") e WHERE n <= {EVENTS_PER_PERSON}"));
+                let events: Vec<EventTuple> =
+                    DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                let mut q = among(
+                    "SELECT profile_id, audience, entered_at FROM audience_members \
+                     WHERE profile_id IN (",
+                    chunk,
+                    ")",
+                );
+                let memberships: Vec<(ProfileId, String, i64)> =
+                    DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                let mut q = among(
+                    "SELECT profile_id, MAX(created_at) FROM handoffs WHERE state <> 'failed' \
+                     AND profile_id IN (",
+                    chunk,
+                    ") GROUP BY profile_id",
+                );
+                let last: Vec<(ProfileId, Option<i64>)> =
+                    DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                let mut q = among(
+                    "SELECT profile_id, score, breakdown FROM lead_scores WHERE profile_id IN (",
+                    chunk,
+                    ")",
+                );
+                let scores: Vec<(ProfileId, i64, String)> =
+                    DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                let mut q = among(
+                    "SELECT profile_id, kind, value, added_at FROM identities \
+                     WHERE kind IN ('user_id', 'anonymous_id') AND profile_id IN (",
+                    chunk,
+                    ")",
+                );
+                let ids: Vec<(ProfileId, String, String, i64)> =
+                    DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                gather(
+                    &mut out,
+                    Rows {
+                        traits,
+                        account,
+                        events,
+                        memberships,
+                        last,
+                        scores,
+                        ids,
+                    },
+                );
+            }
+            Ok(out)
         })
     }
 
@@ -433,21 +569,6 @@ where
             .fetch_all(&self.pool)
             .await?;
             Ok(rows.into_iter().map(|(p,)| p).collect())
-        })
-    }
-
-    fn last_handoff<'a>(
-        &'a self,
-        profile: &'a ProfileId,
-    ) -> BoxFuture<'a, Result<Option<i64>, StorageError>> {
-        Box::pin(async move {
-            let r: Option<(Option<i64>,)> = sqlx::query_as::<DB, (Option<i64>,)>(
-                "SELECT MAX(created_at) FROM handoffs WHERE profile_id = $1 AND state <> 'failed'",
-            )
-            .bind(profile)
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(r.and_then(|(m,)| m))
         })
     }
 
@@ -482,22 +603,6 @@ where
         Box::pin(async move {
             Ok(sqlx::query_as::<DB, (i64, String)>(
                 "SELECT score, breakdown FROM lead_scores WHERE profile_id = $1",
-            )
-            .bind(profile)
-            .fetch_optional(&self.pool)
-            .await?)
-        })
-    }
-
-    fn who<'a>(
-        &'a self,
-        profile: &'a ProfileId,
-    ) -> BoxFuture<'a, Result<Option<(String, String)>, StorageError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_as::<DB, (String, String)>(
-                "SELECT kind, value FROM identities WHERE profile_id = $1 \
-                 AND kind IN ('user_id', 'anonymous_id') \
-                 ORDER BY CASE kind WHEN 'user_id' THEN 0 ELSE 1 END, added_at DESC, value LIMIT 1",
             )
             .bind(profile)
             .fetch_optional(&self.pool)
@@ -665,7 +770,8 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{NewHandoff, page_path};
+    use super::{HandoffStore, NewHandoff, Person, ScoreRow, SqliteHandoffs, page_path};
+    use crate::identity::ProfileId;
 
     fn handoff(profile: &str, window_ms: i64) -> NewHandoff {
         NewHandoff {
@@ -680,6 +786,81 @@ mod tests {
             brief: serde_json::json!({}),
             window_ms,
         }
+    }
+
+    #[tokio::test]
+    async fn people_are_read_for_a_whole_window_at_once_each_with_their_own_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::test_store_in(dir.path()).await;
+        let pool = db.db().pool().clone();
+        let store = SqliteHandoffs::new(db.db().clone());
+        let run = |sql: String| {
+            let pool = pool.clone();
+            async move { sqlx::query(&sql).execute(&pool).await.unwrap() }
+        };
+        // p1: traits, two accounts (the first by id counts), 1,002 events, both kinds of id.
+        run(
+            "INSERT INTO profile_traits VALUES ('p1', 'email', '\"p1@example.com\"', 1, 1), \
+             ('p4', 'email', '\"p4@example.com\"', 1, 1)"
+                .into(),
+        )
+        .await;
+        run("INSERT INTO profile_accounts VALUES ('p1', 'g3'), ('p1', 'g2')".into()).await;
+        run(
+            "INSERT INTO account_traits VALUES ('g2', 'industry', '\"software\"', 1), \
+             ('g3', 'industry', '\"retail\"', 1)"
+                .into(),
+        )
+        .await;
+        let events: Vec<String> = (1..=1002)
+            .map(|t| format!("({t}, 'p1', 'track', 'report_generated', {t})"))
+            .collect();
+        run(format!(
+            "INSERT INTO profile_messages VALUES {}",
+            events.join(", ")
+        ))
+        .await;
+        run(
+            "INSERT INTO identities VALUES ('anonymous_id', 'a1', 'p1', 9, 1), \
+             ('user_id', 'u1', 'p1', 2, 1), \
+             ('anonymous_id', 'a-old', 'p2', 1, 1), ('anonymous_id', 'a-new', 'p2', 5, 1), \
+             ('email', 'p2@example.com', 'p2', 7, 1)"
+                .into(),
+        )
+        .await;
+        run("INSERT INTO audience_members VALUES ('pql', 'p1', 50)".into()).await;
+        let day = 86_400_000;
+        let handoff = NewHandoff {
+            profile_id: "p1".into(),
+            ..handoff("p1", 90 * day)
+        };
+        let score = ScoreRow {
+            profile_id: "p1".into(),
+            score: 42,
+            breakdown: "{}".into(),
+        };
+        store.commit(None, &[score], &[handoff], 70).await.unwrap();
+
+        let asked: Vec<ProfileId> = ["p1", "p2", "p3"].map(ProfileId::from).to_vec();
+        let people = store.people(&asked, 2).await.unwrap();
+
+        assert_eq!(people.keys().cloned().collect::<Vec<_>>(), asked);
+        let p1 = &people[&ProfileId::from("p1")];
+        assert_eq!(p1.facts.traits["email"], "p1@example.com");
+        assert_eq!(p1.facts.account["industry"], "software");
+        // Events from `since` on (1,001 of them), the latest 1,000.
+        assert_eq!(p1.facts.events.len(), 1000);
+        assert_eq!(p1.facts.events.iter().map(|e| e.at).min(), Some(3));
+        assert_eq!(p1.memberships, vec![("pql".to_owned(), 50)]);
+        assert_eq!(p1.last_handoff, Some(70));
+        assert_eq!(p1.score, Some((42, "{}".to_owned())));
+        assert_eq!(p1.who, Some(("user_id".to_owned(), "u1".to_owned())));
+        let p2 = &people[&ProfileId::from("p2")];
+        assert_eq!(
+            p2.who,
+            Some(("anonymous_id".to_owned(), "a-new".to_owned()))
+        );
+        assert_eq!(people[&ProfileId::from("p3")], Person::default());
     }
 
     #[tokio::test]
