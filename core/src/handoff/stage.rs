@@ -182,7 +182,9 @@ impl Handoff {
                 });
             }
             Err(e) => {
-                tracing::warn!(profile = %profile, rule = %rule.id, error = %e, "lead not handed off: nobody to assign");
+                // Summed up once per window by `warn_unassigned`: a full team would otherwise
+                // log a line for every lead that touches the site.
+                tracing::debug!(profile = %profile, rule = %rule.id, error = %e, "lead not handed off: nobody to assign");
                 skipped.push(json!({"profile": profile, "skip": {"reason": "no_rep", "detail": e.to_string()}}));
             }
         }
@@ -256,6 +258,7 @@ impl Handoff {
                 &mut skipped,
             );
         }
+        warn_unassigned(&skipped);
         // The scores go to the intake first: a step redone after a failed commit sends the same
         // messageIds again, which the intake drops as duplicates.
         emit(state, &messages).await?;
@@ -315,6 +318,7 @@ impl Handoff {
                 }
             }
         }
+        warn_unassigned(&report.skipped);
         if !handoffs.is_empty() {
             // Fewer than decided when another process handed someone off meanwhile.
             report.handed_off = self
@@ -770,6 +774,22 @@ impl Handoff {
 }
 
 /// `YYYY-MM-DD` of a time (Salesforce's date fields).
+/// One warning for the leads of a step that no rep could take (`skipped` as [`Handoff::consider`]
+/// records them), with how many and the first reason.
+fn warn_unassigned(skipped: &[Value]) {
+    let unassigned: Vec<&Value> = skipped
+        .iter()
+        .filter(|s| s["skip"]["reason"] == "no_rep")
+        .collect();
+    if let Some(first) = unassigned.first() {
+        tracing::warn!(
+            leads = unassigned.len(),
+            first = %first["skip"]["detail"].as_str().unwrap_or_default(),
+            "leads not handed off: nobody to assign"
+        );
+    }
+}
+
 fn date(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%d").to_string())

@@ -120,6 +120,9 @@ pub struct Person {
     pub who: Option<(String, String)>,
 }
 
+/// Most scores one statement of [`HandoffStore::commit`] writes (4 parameters each).
+const SCORES_PER_STATEMENT: usize = 200;
+
 /// Most profiles one statement of [`HandoffStore::people`] names.
 const PEOPLE_PER_STATEMENT: usize = 500;
 
@@ -381,7 +384,9 @@ fn gather(out: &mut BTreeMap<ProfileId, Person>, rows: Rows) {
     }
     let mut ids: BTreeMap<ProfileId, Vec<(String, String, i64)>> = BTreeMap::new();
     for (p, kind, value, added_at) in rows.ids {
-        ids.entry(p).or_default().push((kind, value, added_at));
+        if kind == "user_id" || kind == "anonymous_id" {
+            ids.entry(p).or_default().push((kind, value, added_at));
+        }
     }
     for (p, candidates) in ids {
         if let Some(person) = out.get_mut(&p) {
@@ -527,9 +532,11 @@ where
                 );
                 let scores: Vec<(ProfileId, i64, String)> =
                     DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                // Every identifier of these people, by the profile index (a filter on `kind`
+                // here made SQLite walk the primary key's `user_id` and `anonymous_id` entries
+                // instead); `gather` keeps the two kinds that name a person.
                 let mut q = among(
-                    "SELECT profile_id, kind, value, added_at FROM identities \
-                     WHERE kind IN ('user_id', 'anonymous_id') AND profile_id IN (",
+                    "SELECT profile_id, kind, value, added_at FROM identities WHERE profile_id IN (",
                     chunk,
                     ")",
                 );
@@ -640,18 +647,23 @@ where
                     return Ok(None);
                 }
             }
-            for s in scores {
-                sqlx::query::<DB>(
-                    "INSERT INTO lead_scores (profile_id, score, breakdown, updated_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (profile_id) DO UPDATE SET \
-                     score = excluded.score, breakdown = excluded.breakdown, updated_at = excluded.updated_at",
-                )
-                .bind(s.profile_id.clone())
-                .bind(s.score)
-                .bind(s.breakdown.clone())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            // Multi-row: a window of new visitors changes hundreds of scores (one profile once
+            // each, as `ON CONFLICT … DO UPDATE` on PostgreSQL requires).
+            for chunk in scores.chunks(SCORES_PER_STATEMENT) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "INSERT INTO lead_scores (profile_id, score, breakdown, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, s| {
+                    row.push_bind(&s.profile_id)
+                        .push_bind(s.score)
+                        .push_bind(&s.breakdown)
+                        .push_bind(now);
+                });
+                q.push(
+                    " ON CONFLICT (profile_id) DO UPDATE SET score = excluded.score, \
+                     breakdown = excluded.breakdown, updated_at = excluded.updated_at",
+                );
+                DB::build(&mut q).execute(&mut *tx).await?;
             }
             let mut ids = Vec::with_capacity(handoffs.len());
             for h in handoffs {
