@@ -526,6 +526,56 @@ fn latest_traits(ops: &[Op]) -> Vec<TraitWrite<'_>> {
     latest
 }
 
+/// One account trait write of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AccountTraitWrite<'a> {
+    group_id: &'a str,
+    key: &'a str,
+    value: &'a str,
+    updated_at: i64,
+}
+
+/// The account writes of `ops` as applying them one by one would leave them: each (profile,
+/// account) link once, in order, and per (account, key) the latest value, the last in order among
+/// equal times, as [`latest_traits`] does for people's traits.
+fn account_writes(ops: &[Op]) -> (Vec<(&ProfileId, &str)>, Vec<AccountTraitWrite<'_>>) {
+    let mut links: Vec<(&ProfileId, &str)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut latest: Vec<AccountTraitWrite<'_>> = Vec::new();
+    let mut at: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    for op in ops {
+        let Op::SetAccount {
+            profile,
+            group_id,
+            traits,
+            updated_at,
+        } = op
+        else {
+            continue;
+        };
+        if seen.insert((profile, group_id.as_str())) {
+            links.push((profile, group_id.as_str()));
+        }
+        for (key, value) in traits {
+            let write = AccountTraitWrite {
+                group_id,
+                key,
+                value,
+                updated_at: *updated_at,
+            };
+            match at.get(&(group_id.as_str(), key.as_str())) {
+                Some(&i) if latest[i].updated_at > write.updated_at => {}
+                Some(&i) => latest[i] = write,
+                None => {
+                    at.insert((group_id.as_str(), key.as_str()), latest.len());
+                    latest.push(write);
+                }
+            }
+        }
+    }
+    (links, latest)
+}
+
 /// One property aggregate of a batch, already folded over the batch's values.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct AggregateWrite<'a> {
@@ -628,6 +678,32 @@ where
             " ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, \
              updated_at = excluded.updated_at, seq = excluded.seq \
              WHERE excluded.updated_at >= profile_traits.updated_at",
+        );
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    let (account_links, account_traits) = account_writes(ops);
+    for chunk in account_links.chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new("INSERT INTO profile_accounts (profile_id, group_id) ");
+        q.push_values(chunk, |mut b, (profile, group_id)| {
+            b.push_bind(*profile).push_bind(*group_id);
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        DB::build(&mut q).execute(&mut **tx).await?;
+    }
+    for chunk in account_traits.chunks(ROWS) {
+        let mut q = QueryBuilder::<DB>::new(
+            "INSERT INTO account_traits (group_id, key, value, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, t| {
+            b.push_bind(t.group_id)
+                .push_bind(t.key)
+                .push_bind(t.value)
+                .push_bind(t.updated_at);
+        });
+        q.push(
+            " ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at \
+             WHERE excluded.updated_at >= account_traits.updated_at",
         );
         DB::build(&mut q).execute(&mut **tx).await?;
     }
@@ -1096,43 +1172,13 @@ where
     fn apply<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             let tx = &mut self.tx;
-            // The inserts (profiles, identities, timeline links, traits, aggregates, reports) go
-            // in multi-row statements, then the ops written one by one, in order, then every
+            // The inserts (profiles, identities, timeline links, traits, accounts, aggregates,
+            // reports) go in multi-row statements, then the ops written one by one, in order, then every
             // merge of the batch at once: rows a merged-away profile holds move to its final
             // winner, whichever op wrote them (`merge_all`).
             insert_batched(tx, ops).await?;
             for op in ops {
                 match op {
-                    Op::SetAccount {
-                        profile,
-                        group_id,
-                        traits,
-                        updated_at,
-                    } => {
-                        sqlx::query(
-                            "INSERT INTO profile_accounts (profile_id, group_id) VALUES ($1, $2) \
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .bind(profile)
-                        .bind(group_id)
-                        .execute(&mut **tx)
-                        .await?;
-                        for (key, value) in traits {
-                            sqlx::query(
-                                "INSERT INTO account_traits (group_id, key, value, updated_at) \
-                                 VALUES ($1, $2, $3, $4) \
-                                 ON CONFLICT (group_id, key) DO UPDATE SET value = excluded.value, \
-                                 updated_at = excluded.updated_at \
-                                 WHERE excluded.updated_at >= account_traits.updated_at",
-                            )
-                            .bind(group_id)
-                            .bind(key)
-                            .bind(value)
-                            .bind(updated_at)
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                    }
                     Op::DropMessage { seq } => {
                         sqlx::query("DELETE FROM messages WHERE seq = $1")
                             .bind(seq)
@@ -1142,6 +1188,7 @@ where
                     // Written by `insert_batched` (traits the latest per key, aggregates folded
                     // per profile, event and property) or by `merge_all` below.
                     Op::CreateProfile { .. }
+                    | Op::SetAccount { .. }
                     | Op::Attach { .. }
                     | Op::Link { .. }
                     | Op::Report { .. }
@@ -1630,6 +1677,52 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    fn join(profile: &str, group: &str, traits: &[(&str, &str)], updated_at: i64) -> Op {
+        Op::SetAccount {
+            profile: ProfileId::from(profile),
+            group_id: group.into(),
+            traits: traits
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            updated_at,
+        }
+    }
+
+    #[test]
+    fn account_writes_keep_each_link_once_and_per_account_key_the_value_one_by_one_writes_leave() {
+        let ops = [
+            join("p1", "acme", &[("plan", "\"pro\""), ("seats", "5")], 20),
+            join("p2", "acme", &[("plan", "\"free\"")], 10),
+            join("p1", "acme", &[("seats", "7")], 20),
+            join("p1", "beta", &[("seats", "1")], 5),
+        ];
+        let (links, traits) = account_writes(&ops);
+        let links: Vec<(String, &str)> =
+            links.into_iter().map(|(p, g)| (p.to_string(), g)).collect();
+        assert_eq!(
+            links,
+            [
+                ("p1".into(), "acme"),
+                ("p2".into(), "acme"),
+                ("p1".into(), "beta")
+            ]
+        );
+        let traits: Vec<(&str, &str, &str, i64)> = traits
+            .iter()
+            .map(|t| (t.group_id, t.key, t.value, t.updated_at))
+            .collect();
+        // An older value does not replace a newer one; at equal times the later op wins.
+        assert_eq!(
+            traits,
+            [
+                ("acme", "plan", "\"pro\"", 20),
+                ("acme", "seats", "7", 20),
+                ("beta", "seats", "1", 5)
+            ]
+        );
     }
 
     fn aggregate(profile: &str, event: &str, values: &[(&str, f64)]) -> Op {
