@@ -3,7 +3,9 @@
 # then a processing node starts on the same file; the run ends when every stage stands still (polled
 # on /metrics, at most 5 minutes). Prints the messages processed, the wall time, and the stages'
 # CPU (their `tp-pipeline*` and `tp-sqlite-bg*` threads, utime + stime from /proc) per message.
-# Every message is a `feature_toggled` track with a new anonymousId, so each one makes a profile.
+# Every message is a `feature_toggled` track with a new anonymousId, so each one makes a profile;
+# TOUCHPOINT_BENCH_WORKLOAD=mixed sends scripts/bench/mixed.lua instead (page, identify, group and
+# two tracks per person, some people merging).
 #
 # Usage: scripts/bench-catchup.sh [FILL_SECS (4)]; the server's environment passes through, e.g.
 #        TOUCHPOINT_BACKGROUND_THREADS=2 scripts/bench-catchup.sh. Uses target/release/tp-server (or
@@ -12,6 +14,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/release/tp-server"
 fill="${1:-4}"
+workload="$root/scripts/bench/${TOUCHPOINT_BENCH_WORKLOAD:-batch}.lua"
+[ -f "$workload" ] || { echo "no such workload: $workload" >&2; exit 1; }
 [ -x "$bin" ] || { echo "build it first: cargo build --release -p touchpoint-tests --bin tp-server" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is missing (scripts/bench-ingest.sh installs it)" >&2; exit 1; }
 work="$(mktemp -d /tmp/tp-catchup.XXXXXX)"
@@ -29,7 +33,7 @@ start() {
 }
 start env TOUCHPOINT_PROCESS=false
 auth="$(printf 'wk_bench:' | base64)"
-timeout 120 wrk -t1 -c16 -d"${fill}s" -H "Authorization: Basic $auth" -s "$root/scripts/bench/batch.lua" \
+timeout 120 wrk -t1 -c16 -d"${fill}s" -H "Authorization: Basic $auth" -s "$workload" \
   "http://127.0.0.1:$port/v1/batch" -- "fill$RANDOM" 20 > /dev/null
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 t0="$(date +%s.%N)"
