@@ -1,7 +1,8 @@
 -- wrk script: POST /v1/batch with 4 people per request, 5 messages each: a page view by
 -- anonymousId, an identify (userId, email, plan_tier; every tenth person after the first 2,000
 -- reuses an earlier userId, so profiles merge), a group call (one of 500 accounts), a track by
--- userId and a track by anonymousId. Usage: wrk -s scripts/bench/mixed.lua URL -- RUN_ID
+-- userId and a track by anonymousId. Usage: wrk -s scripts/bench/mixed.lua URL (arguments after
+-- `--` are ignored; message ids start with "mixed<unix time>-", unique per run).
 dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "common.lua")
 
 wrk.method = "POST"

@@ -773,7 +773,6 @@ impl Handoff {
     }
 }
 
-/// `YYYY-MM-DD` of a time (Salesforce's date fields).
 /// One warning for the leads of a step that no rep could take (`skipped` as [`Handoff::consider`]
 /// records them), with how many and the first reason.
 fn warn_unassigned(skipped: &[Value]) {
@@ -790,6 +789,7 @@ fn warn_unassigned(skipped: &[Value]) {
     }
 }
 
+/// `YYYY-MM-DD` of a time (Salesforce's date fields).
 fn date(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%d").to_string())

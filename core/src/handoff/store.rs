@@ -173,7 +173,7 @@ pub trait HandoffStore: Send + Sync + 'static {
         &'a self,
         profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<(i64, String)>, StorageError>>;
-    /// Records scores and handoffs and, with `cursor = Some((from, to))`, moves the cursor in the
+    /// Records scores (at most one per profile) and handoffs and, with `cursor = Some((from, to))`, moves the cursor in the
     /// same transaction; `None` when the cursor was no longer at `from` (nothing written).
     /// Returns the new handoffs' ids.
     fn commit<'a>(
@@ -475,7 +475,9 @@ where
                 .iter()
                 .map(|p| (p.clone(), Person::default()))
                 .collect();
-            for chunk in profiles.chunks(PEOPLE_PER_STATEMENT) {
+            // Each person once, whatever the caller passed: rows are added to a person.
+            let unique: Vec<ProfileId> = out.keys().cloned().collect();
+            for chunk in unique.chunks(PEOPLE_PER_STATEMENT) {
                 let mut q = among(
                     "SELECT profile_id, key, value FROM profile_traits WHERE profile_id IN (",
                     chunk,
@@ -494,19 +496,22 @@ where
                 );
                 let account: Vec<(ProfileId, String, String)> =
                     DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
+                // Numbered on the timeline alone; only the kept events' page bodies are read.
                 let mut q = among(
-                    "SELECT profile_id, kind, event, event_time, body FROM \
-                     (SELECT pm.profile_id, pm.kind, pm.event, pm.event_time, \
-                      CASE WHEN pm.kind = 'page' THEN CAST(m.body AS TEXT) END AS body, \
+                    "SELECT e.profile_id, e.kind, e.event, e.event_time, \
+                     CASE WHEN e.kind = 'page' THEN CAST(m.body AS TEXT) END FROM \
+                     (SELECT pm.seq, pm.profile_id, pm.kind, pm.event, pm.event_time, \
                       ROW_NUMBER() OVER (PARTITION BY pm.profile_id \
                                          ORDER BY pm.event_time DESC, pm.seq DESC) AS n \
-                      FROM profile_messages pm LEFT JOIN messages m ON m.seq = pm.seq \
+                      FROM profile_messages pm \
                       WHERE pm.kind IN ('track', 'page') AND pm.profile_id IN (",
                     chunk,
                     ") AND pm.event_time >= ",
                 );
-                q.push_bind(since)
-                    .push(format!(") e WHERE n <= {EVENTS_PER_PERSON}"));
+                q.push_bind(since).push(format!(
+                    ") e LEFT JOIN messages m ON m.seq = e.seq WHERE e.n <= {EVENTS_PER_PERSON} \
+                     ORDER BY e.profile_id, e.event_time DESC, e.seq DESC"
+                ));
                 let events: Vec<EventTuple> =
                     DB::build_query_as(&mut q).fetch_all(&self.pool).await?;
                 let mut q = among(
