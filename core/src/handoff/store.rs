@@ -173,8 +173,9 @@ pub trait HandoffStore: Send + Sync + 'static {
         &'a self,
         profile: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Option<(i64, String)>, StorageError>>;
-    /// Records scores (at most one per profile) and handoffs and, with `cursor = Some((from, to))`, moves the cursor in the
-    /// same transaction; `None` when the cursor was no longer at `from` (nothing written).
+    /// Records scores (at most one per profile) and handoffs and, with `cursor = Some((from,
+    /// to))`, moves the cursor in the same transaction; `None` when the cursor was no longer at
+    /// `from` (nothing written).
     /// Returns the new handoffs' ids.
     fn commit<'a>(
         &'a self,

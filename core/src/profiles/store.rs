@@ -492,9 +492,7 @@ struct TraitWrite<'a> {
 /// rule against the stored row, ends where the per-op statements ended, in one round trip per
 /// hundred rows instead of one per trait.
 fn latest_traits(ops: &[Op]) -> Vec<TraitWrite<'_>> {
-    let mut latest: Vec<TraitWrite<'_>> = Vec::new();
-    let mut at: std::collections::HashMap<(&ProfileId, &str), usize> =
-        std::collections::HashMap::new();
+    let mut latest = Latest::default();
     for op in ops {
         let Op::SetTraits {
             profile,
@@ -513,17 +511,44 @@ fn latest_traits(ops: &[Op]) -> Vec<TraitWrite<'_>> {
                 updated_at: *updated_at,
                 seq: *seq,
             };
-            match at.get(&(profile, key.as_str())) {
-                Some(&i) if latest[i].updated_at > write.updated_at => {}
-                Some(&i) => latest[i] = write,
-                None => {
-                    at.insert((profile, key.as_str()), latest.len());
-                    latest.push(write);
-                }
+            latest.offer((profile, key.as_str()), *updated_at, write);
+        }
+    }
+    latest.into_writes()
+}
+
+/// Per key, the write that applying the writes one by one under a "not older" guard leaves
+/// standing: the latest time, and among equal times the last offered. Keys keep the order they
+/// were first offered in.
+struct Latest<K, W> {
+    writes: Vec<(i64, W)>,
+    at: std::collections::HashMap<K, usize>,
+}
+
+impl<K, W> Default for Latest<K, W> {
+    fn default() -> Self {
+        Latest {
+            writes: Vec::new(),
+            at: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, W> Latest<K, W> {
+    fn offer(&mut self, key: K, updated_at: i64, write: W) {
+        match self.at.get(&key) {
+            Some(&i) if self.writes[i].0 > updated_at => {}
+            Some(&i) => self.writes[i] = (updated_at, write),
+            None => {
+                self.at.insert(key, self.writes.len());
+                self.writes.push((updated_at, write));
             }
         }
     }
-    latest
+
+    fn into_writes(self) -> Vec<W> {
+        self.writes.into_iter().map(|(_, w)| w).collect()
+    }
 }
 
 /// One account trait write of a batch.
@@ -536,13 +561,11 @@ struct AccountTraitWrite<'a> {
 }
 
 /// The account writes of `ops` as applying them one by one would leave them: each (profile,
-/// account) link once, in order, and per (account, key) the latest value, the last in order among
-/// equal times, as [`latest_traits`] does for people's traits.
+/// account) link once, in order, and per (account, key) the [`Latest`] value, as people's traits.
 fn account_writes(ops: &[Op]) -> (Vec<(&ProfileId, &str)>, Vec<AccountTraitWrite<'_>>) {
     let mut links: Vec<(&ProfileId, &str)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut latest: Vec<AccountTraitWrite<'_>> = Vec::new();
-    let mut at: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    let mut latest = Latest::default();
     for op in ops {
         let Op::SetAccount {
             profile,
@@ -563,17 +586,10 @@ fn account_writes(ops: &[Op]) -> (Vec<(&ProfileId, &str)>, Vec<AccountTraitWrite
                 value,
                 updated_at: *updated_at,
             };
-            match at.get(&(group_id.as_str(), key.as_str())) {
-                Some(&i) if latest[i].updated_at > write.updated_at => {}
-                Some(&i) => latest[i] = write,
-                None => {
-                    at.insert((group_id.as_str(), key.as_str()), latest.len());
-                    latest.push(write);
-                }
-            }
+            latest.offer((group_id.as_str(), key.as_str()), *updated_at, write);
         }
     }
-    (links, latest)
+    (links, latest.into_writes())
 }
 
 /// One property aggregate of a batch, already folded over the batch's values.
