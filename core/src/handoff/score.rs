@@ -85,6 +85,20 @@ pub struct Score {
 }
 
 impl Score {
+    /// Whether this score is news against the one last recorded (total, breakdown as JSON text):
+    /// a different total or breakdown. Nothing recorded counts as zero from no factor, so a visitor
+    /// who never scored is not sent a `lead_score` of 0 (on new-visitor traffic that was one more
+    /// message in the log for every new profile).
+    pub fn differs_from(&self, recorded: Option<&(i64, String)>) -> bool {
+        match recorded {
+            Some((total, breakdown)) => {
+                *total != self.total
+                    || serde_json::from_str::<Value>(breakdown).ok() != Some(self.breakdown_json())
+            }
+            None => self.total != 0 || !self.breakdown.is_empty(),
+        }
+    }
+
     /// The breakdown as a JSON object.
     pub fn breakdown_json(&self) -> Value {
         Value::Object(
@@ -146,6 +160,32 @@ mod tests {
 
     fn model() -> Model {
         parse(include_str!("../../../LEAD_HANDOFF.md")).0
+    }
+
+    #[test]
+    fn a_score_is_news_when_its_total_or_breakdown_moved_and_a_first_score_of_nothing_is_not() {
+        let nothing = Score::default();
+        assert!(!nothing.differs_from(None));
+        let some = Score {
+            total: 60,
+            breakdown: BTreeMap::from([("pricing_page".to_string(), 60)]),
+        };
+        assert!(some.differs_from(None));
+        let recorded = (60, some.breakdown_json().to_string());
+        assert!(!some.differs_from(Some(&recorded)));
+        let same_total = Score {
+            total: 60,
+            breakdown: BTreeMap::from([("trial_started".to_string(), 60)]),
+        };
+        assert!(same_total.differs_from(Some(&recorded)));
+        // Decayed back to nothing after having scored: news, the trait must come down.
+        assert!(nothing.differs_from(Some(&recorded)));
+        // Points that cancel out to a clamped zero still name their factors.
+        let cancelled = Score {
+            total: 0,
+            breakdown: BTreeMap::from([("unsubscribed".to_string(), -80)]),
+        };
+        assert!(cancelled.differs_from(None));
     }
 
     fn track(name: &str, at: i64) -> Event {

@@ -226,8 +226,7 @@ impl Handoff {
                 continue;
             };
             let s = score::score(&self.model, &person.facts, now);
-            let breakdown = s.breakdown_json().to_string();
-            if person.score.as_ref() != Some(&(s.total, breakdown.clone()))
+            if s.differs_from(person.score.as_ref())
                 && let Some((kind, value)) = &person.who
             {
                 let id_field = if kind == "user_id" {
@@ -244,7 +243,7 @@ impl Handoff {
                 scores.push(ScoreRow {
                     profile_id: profile.clone(),
                     score: s.total,
-                    breakdown,
+                    breakdown: s.breakdown_json().to_string(),
                 });
             }
             self.consider(
