@@ -266,6 +266,11 @@ impl Stage for Realtime {
         CURSOR
     }
 
+    /// Re-evaluates every touched profile against every audience.
+    fn weight(&self) -> u32 {
+        4
+    }
+
     async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
         let limit = match batch {
             Batch::Full => WINDOW,

@@ -842,6 +842,11 @@ impl Stage for HandoffStage {
         CURSOR
     }
 
+    /// Scores every touched person from their traits and recent events.
+    fn weight(&self) -> u32 {
+        4
+    }
+
     async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
         let limit = match batch {
             Batch::Full => WINDOW,

@@ -1,14 +1,18 @@
 //! Stage leases: which processing node runs which pipeline stage, when several share one
 //! PostgreSQL database.
 //!
-//! Every processing node heartbeats a row in `pipeline_nodes` naming the stages it can run. The
-//! owner of a stage is chosen among the live nodes that run it by rendezvous hashing
-//! ([`owner`]): every node computes the same answer from the same heartbeats, a joining node takes
-//! over only its share, and a node that stops heartbeating (killed, partitioned away) loses its
-//! stages to the survivors once its heartbeat is older than the lease time. A node runs a stage
-//! only while it holds that stage's row in `stage_leases`: it renews it every third of the lease
-//! time, releases it as soon as the stage is someone else's, and can claim it only when the row is
-//! free or expired, so two nodes never both think they own a stage for longer than one lease.
+//! Every processing node heartbeats a row in `pipeline_nodes` naming the stages it can run, each
+//! with a weight (its rough cost: the stages that weigh every message against people's state
+//! weigh more). The owner of each stage is chosen among the live nodes that run it by [`assign`]:
+//! rendezvous hashing with bounded loads. Every node computes the same answer from the same
+//! heartbeats; each stage goes to its highest-ranked node that stays within an even share of the
+//! total weight, so the heavy stages spread over the nodes instead of landing together by chance,
+//! and a node joining or leaving moves its share and little else. A node that stops heartbeating
+//! (killed, partitioned away) loses its stages to the survivors once its heartbeat is older than
+//! the lease time. A node runs a stage only while it holds that stage's row in `stage_leases`: it
+//! renews it every third of the lease time, releases it as soon as the stage is someone else's, and
+//! can claim it only when the row is free or expired, so two nodes never both think they own a
+//! stage for longer than one lease.
 //!
 //! Leases spread the stages over the nodes and keep idle nodes from re-reading what another node
 //! is processing. They are not what makes processing exactly-once: each stage still moves its
@@ -23,13 +27,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The stages a node runs, each with its weight.
+pub type Stages = BTreeMap<String, u32>;
+
 /// A live node as its heartbeat shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// The node's id (random per process start).
     pub id: String,
-    /// The stages it runs.
-    pub stages: BTreeSet<String>,
+    /// The stages it runs, with their weights.
+    pub stages: Stages,
 }
 
 /// A lease row, for `/admin/pipeline/leases`.
@@ -44,13 +51,46 @@ pub struct LeaseRow {
     pub expires_at: i64,
 }
 
-/// The node that should run `stage`: the highest-scoring live node that runs it (rendezvous
-/// hashing, so a node joining or leaving moves only the stages it wins or held).
-pub fn owner<'a>(stage: &str, live: &'a [Node]) -> Option<&'a str> {
-    live.iter()
-        .filter(|n| n.stages.contains(stage))
-        .max_by_key(|n| (fnv1a(&[stage, &n.id]), n.id.as_str()))
-        .map(|n| n.id.as_str())
+/// The node that should run each stage any live node runs (stage → node id).
+///
+/// Rendezvous hashing with bounded loads: stages are placed heaviest first (then by name); each
+/// goes to the first node, in its own rendezvous order, whose load plus the stage's weight stays
+/// within an even share of the total weight (rounded up), or, when none has room, to the least
+/// loaded node (ties in rendezvous order). Only nodes that run a stage are considered for it. The
+/// answer depends on nothing but the nodes' ids and stages, so every node computes the same one.
+pub fn assign(live: &[Node]) -> BTreeMap<String, String> {
+    let mut stages: Stages = BTreeMap::new();
+    for n in live {
+        for (stage, &w) in &n.stages {
+            let e = stages.entry(stage.clone()).or_insert(w);
+            *e = (*e).max(w);
+        }
+    }
+    let mut order: Vec<(&String, u32)> = stages.iter().map(|(s, &w)| (s, w)).collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let total: u32 = order.iter().map(|(_, w)| w).sum();
+    let nodes = u32::try_from(live.len()).unwrap_or(u32::MAX).max(1);
+    let share = total.div_ceil(nodes);
+    let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut owners = BTreeMap::new();
+    for (stage, w) in order {
+        let mut ranked: Vec<&Node> = live
+            .iter()
+            .filter(|n| n.stages.contains_key(stage))
+            .collect();
+        ranked.sort_by_key(|n| std::cmp::Reverse((fnv1a(&[stage, &n.id]), n.id.as_str())));
+        let load_of =
+            |n: &Node, load: &BTreeMap<&str, u32>| load.get(n.id.as_str()).copied().unwrap_or(0);
+        let chosen = ranked
+            .iter()
+            .find(|n| load_of(n, &load) + w <= share)
+            .or_else(|| ranked.iter().min_by_key(|n| load_of(n, &load)));
+        if let Some(n) = chosen {
+            *load.entry(n.id.as_str()).or_insert(0) += w;
+            owners.insert(stage.clone(), n.id.clone());
+        }
+    }
+    owners
 }
 
 /// What a node does with its leases on one tick.
@@ -62,28 +102,49 @@ pub struct Moves {
     pub release: Vec<String>,
 }
 
-/// Decides one tick for node `me`: claim (or renew) every stage it owns among `live`, release
-/// every stage it holds that another node now owns.
-pub fn decide(
-    me: &str,
-    stages: &BTreeSet<String>,
-    live: &[Node],
-    held: &BTreeSet<String>,
-) -> Moves {
+/// Decides one tick for node `me`, which runs `stages`: claim (or renew) every stage
+/// [`assign`] gives it among `live`, release every stage it holds that another node now owns.
+/// A node always counts itself as live: its own heartbeat may not be visible yet.
+pub fn decide(me: &str, stages: &Stages, live: &[Node], held: &BTreeSet<String>) -> Moves {
+    let mut live = live.to_vec();
+    if !live.iter().any(|n| n.id == me) {
+        live.push(Node {
+            id: me.to_owned(),
+            stages: stages.clone(),
+        });
+    }
+    let owners = assign(&live);
     let mut moves = Moves::default();
-    for stage in stages {
-        // A node always counts itself as live: its own heartbeat may not be visible yet.
-        let mine = match owner(stage, live) {
-            Some(o) => o == me,
-            None => true,
-        };
-        if mine {
+    for stage in stages.keys() {
+        if owners.get(stage).is_none_or(|o| o == me) {
             moves.claim.push(stage.clone());
         } else if held.contains(stage) {
             moves.release.push(stage.clone());
         }
     }
     moves
+}
+
+/// A node's stages as its heartbeat row stores them: `name@weight`, comma-separated.
+pub fn encode_stages(stages: &Stages) -> String {
+    stages
+        .iter()
+        .map(|(s, w)| format!("{s}@{w}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The stages of a heartbeat row; a name without `@weight` (a node of an earlier version) weighs 1.
+pub fn decode_stages(text: &str) -> Stages {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.rsplit_once('@') {
+            Some((name, w)) if w.parse::<u32>().is_ok() => {
+                (name.to_owned(), w.parse().unwrap_or(1))
+            }
+            _ => (s.to_owned(), 1),
+        })
+        .collect()
 }
 
 /// Storage of heartbeats and leases.
@@ -93,7 +154,7 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn heartbeat<'a>(
         &'a self,
         node: &'a str,
-        stages: &'a [String],
+        stages: &'a Stages,
         now: i64,
         live_since: i64,
         forget_before: i64,
@@ -127,7 +188,7 @@ pub struct Leases {
     /// How long a lease lasts without renewal; the takeover time after a node dies.
     pub ttl: Duration,
     store: Arc<dyn LeaseStore>,
-    stages: Mutex<BTreeSet<String>>,
+    stages: Mutex<Stages>,
     held: Mutex<BTreeSet<String>>,
     live: Mutex<usize>,
     changed: watch::Sender<u64>,
@@ -154,9 +215,13 @@ impl Leases {
         })
     }
 
-    /// Declares that this node runs `stage` (called by the runner when the stage starts).
-    pub fn register(&self, stage: &str) {
-        if lock(&self.stages).insert(stage.to_owned()) {
+    /// Declares that this node runs `stage`, of weight `weight` (called by the runner when the
+    /// stage starts).
+    pub fn register(&self, stage: &str, weight: u32) {
+        if lock(&self.stages)
+            .insert(stage.to_owned(), weight.max(1))
+            .is_none()
+        {
             // Claim it now rather than at the next tick.
             self.registered.notify_one();
         }
@@ -174,7 +239,7 @@ impl Leases {
         match leases {
             None => true,
             Some(l) => {
-                l.register(job);
+                l.register(job, 1);
                 l.holds(job)
             }
         }
@@ -203,14 +268,14 @@ impl Leases {
     /// One tick: heartbeat, then claim, renew and release as [`decide`] says.
     pub async fn tick(&self, now: i64) -> Result<(), StorageError> {
         let ttl = self.ttl.as_millis() as i64;
-        let stages: Vec<String> = lock(&self.stages).iter().cloned().collect();
+        let stages = lock(&self.stages).clone();
         let live = self
             .store
             .heartbeat(&self.node, &stages, now, now - ttl, now - 20 * ttl)
             .await?;
         *lock(&self.live) = live.len().max(1);
         let held = lock(&self.held).clone();
-        let moves = decide(&self.node, &stages.iter().cloned().collect(), &live, &held);
+        let moves = decide(&self.node, &stages, &live, &held);
         let mut now_held = BTreeSet::new();
         for stage in &moves.release {
             // Stop first, then give the lease up: the new owner may start at once.
@@ -273,7 +338,7 @@ impl LeaseStore for PgLeases {
     fn heartbeat<'a>(
         &'a self,
         node: &'a str,
-        stages: &'a [String],
+        stages: &'a Stages,
         now: i64,
         live_since: i64,
         forget_before: i64,
@@ -284,7 +349,7 @@ impl LeaseStore for PgLeases {
                  ON CONFLICT (node) DO UPDATE SET stages = EXCLUDED.stages, heartbeat_at = EXCLUDED.heartbeat_at",
             )
             .bind(node)
-            .bind(stages.join(","))
+            .bind(encode_stages(stages))
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -300,11 +365,7 @@ impl LeaseStore for PgLeases {
             .await?;
             let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
             for (id, stages) in rows {
-                let stages = stages
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                let stages = decode_stages(&stages);
                 nodes.insert(id.clone(), Node { id, stages });
             }
             Ok(nodes.into_values().collect())
@@ -387,49 +448,79 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn node(id: &str, stages: &[&str]) -> Node {
-        Node {
-            id: id.into(),
-            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
-        }
-    }
-
-    fn set(items: &[&str]) -> BTreeSet<String> {
-        items.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    const STAGES: [&str; 7] = [
-        "profiles",
-        "audiences",
-        "activation",
-        "audience-activation",
-        "warehouse",
-        "warehouse-postgres",
-        "handoff",
+    /// The stages a node of the demo setup runs, with their weights.
+    const STAGES: [(&str, u32); 7] = [
+        ("profiles", 4),
+        ("audiences", 4),
+        ("handoff", 4),
+        ("destinations", 1),
+        ("destinations_audiences", 1),
+        ("warehouse", 2),
+        ("crm-poll", 1),
     ];
 
+    fn weighted(stages: &[(&str, u32)]) -> Stages {
+        stages.iter().map(|(s, w)| ((*s).to_owned(), *w)).collect()
+    }
+
+    fn node(id: &str, stages: &[(&str, u32)]) -> Node {
+        Node {
+            id: id.into(),
+            stages: weighted(stages),
+        }
+    }
+
+    fn names() -> BTreeSet<String> {
+        STAGES.iter().map(|(s, _)| (*s).to_owned()).collect()
+    }
+
+    /// Each node's summed weight under `owners`.
+    fn loads(owners: &BTreeMap<String, String>, live: &[Node]) -> BTreeMap<String, u32> {
+        let mut loads: BTreeMap<String, u32> = live.iter().map(|n| (n.id.clone(), 0)).collect();
+        for (stage, owner) in owners {
+            let w = live
+                .iter()
+                .find_map(|n| n.stages.get(stage))
+                .copied()
+                .unwrap_or(1);
+            *loads.entry(owner.clone()).or_default() += w;
+        }
+        loads
+    }
+
     #[test]
-    fn every_node_computes_the_same_owner_whatever_order_it_lists_the_nodes_in() {
+    fn every_node_computes_the_same_owners_whatever_order_it_lists_the_nodes_in() {
         let a = [node("a", &STAGES), node("b", &STAGES), node("c", &STAGES)];
         let b = [a[2].clone(), a[0].clone(), a[1].clone()];
-        for s in STAGES {
-            assert_eq!(owner(s, &a), owner(s, &b));
-        }
+        assert_eq!(assign(&a), assign(&b));
+        assert_eq!(assign(&a).len(), STAGES.len());
     }
 
     #[test]
     fn a_stage_goes_only_to_a_node_that_runs_it() {
         let live = [
-            node("a", &["profiles"]),
-            node("b", &["profiles", "warehouse"]),
+            node("a", &[("profiles", 4)]),
+            node("b", &[("profiles", 4), ("warehouse", 2)]),
         ];
-        assert_eq!(owner("warehouse", &live), Some("b"));
-        assert_eq!(owner("handoff", &live), None);
+        let owners = assign(&live);
+        assert_eq!(owners.get("warehouse").map(String::as_str), Some("b"));
+        assert_eq!(owners.get("handoff"), None);
+    }
+
+    #[test]
+    fn heartbeat_rows_keep_each_stages_weight_and_a_bare_name_weighs_one() {
+        let stages = weighted(&STAGES);
+        assert_eq!(decode_stages(&encode_stages(&stages)), stages);
+        assert_eq!(
+            decode_stages("profiles,audiences@4,odd@name"),
+            weighted(&[("profiles", 1), ("audiences", 4), ("odd@name", 1)])
+        );
+        assert!(decode_stages("").is_empty());
     }
 
     #[test]
     fn a_lone_node_claims_every_stage_even_before_its_heartbeat_is_visible() {
-        let moves = decide("a", &set(&STAGES), &[], &BTreeSet::new());
+        let moves = decide("a", &weighted(&STAGES), &[], &BTreeSet::new());
         assert_eq!(moves.claim.len(), STAGES.len());
         assert!(moves.release.is_empty());
     }
@@ -438,41 +529,104 @@ mod tests {
     fn a_node_releases_the_stages_a_joining_node_now_owns_and_keeps_the_rest() {
         let before = [node("a", &STAGES)];
         let after = [node("a", &STAGES), node("b", &STAGES), node("c", &STAGES)];
-        let held = set(&STAGES);
-        let moves = decide("a", &set(&STAGES), &after, &held);
+        let held = names();
+        let moves = decide("a", &weighted(&STAGES), &after, &held);
         let kept: BTreeSet<String> = moves.claim.iter().cloned().collect();
         let released: BTreeSet<String> = moves.release.iter().cloned().collect();
         assert_eq!(&kept | &released, held);
         assert!(kept.is_disjoint(&released));
+        assert!(!released.is_empty(), "the joining nodes get a share");
+        let owners = assign(&after);
         for s in &released {
-            assert_ne!(owner(s, &after), Some("a"));
+            assert_ne!(owners.get(s).map(String::as_str), Some("a"));
         }
         assert_eq!(
-            decide("a", &set(&STAGES), &before, &held).release,
+            decide("a", &weighted(&STAGES), &before, &held).release,
             Vec::<String>::new()
         );
     }
 
     #[test]
-    fn when_a_node_dies_only_its_stages_move() {
+    fn when_a_node_dies_its_stages_go_to_the_survivors() {
         let three = [node("a", &STAGES), node("b", &STAGES), node("c", &STAGES)];
         let two = [three[0].clone(), three[2].clone()];
-        for s in STAGES {
-            let before = owner(s, &three).unwrap();
-            if before != "b" {
-                assert_eq!(
-                    owner(s, &two),
-                    Some(before),
-                    "{s} moved although its node lives"
-                );
+        let owners = assign(&two);
+        assert_eq!(owners.len(), STAGES.len());
+        assert!(owners.values().all(|o| o != "b"));
+    }
+
+    proptest! {
+        #[test]
+        fn every_stage_has_exactly_one_claimant_among_the_live_nodes(
+            ids in proptest::collection::btree_set("[a-z0-9]{1,12}", 1..6),
+        ) {
+            let live: Vec<Node> = ids.iter().map(|id| node(id, &STAGES)).collect();
+            for (s, _) in STAGES {
+                let claimants = live
+                    .iter()
+                    .filter(|n| decide(&n.id, &weighted(&STAGES), &live, &BTreeSet::new()).claim.contains(&s.to_owned()))
+                    .count();
+                prop_assert_eq!(claimants, 1);
             }
+        }
+
+        #[test]
+        fn the_heavy_stages_never_pile_onto_one_node_while_another_has_room(
+            ids in proptest::collection::btree_set("[a-z0-9]{1,12}", 2..6),
+        ) {
+            let live: Vec<Node> = ids.iter().map(|id| node(id, &STAGES)).collect();
+            let owners = assign(&live);
+            // Three stages of weight 4: with two nodes or more, no node has two of them while
+            // another has none.
+            let heavy: Vec<&String> = ["profiles", "audiences", "handoff"].iter().map(|s| &owners[*s]).collect();
+            let carrying = |id: &String| heavy.iter().filter(|o| **o == id).count();
+            let most = live.iter().map(|n| carrying(&n.id)).max().unwrap_or(0);
+            let least = live.iter().map(|n| carrying(&n.id)).min().unwrap_or(0);
+            prop_assert!(most <= 1 || least >= 1, "{owners:?}");
+            // And no node carries more than an even share of the weight plus one stage.
+            let total: u32 = STAGES.iter().map(|(_, w)| w).sum();
+            let share = total.div_ceil(live.len() as u32);
+            for (id, load) in loads(&owners, &live) {
+                prop_assert!(load <= share + 4, "{id} carries {load}, share {share}: {owners:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_joining_moves_about_its_own_share_of_the_stages_not_all_of_them() {
+        // Twenty equal stages (partitioned stages), 300 sets of node ids per cluster size: the
+        // bounded loads move somewhat more than a joining node's share (its share is the least
+        // that can move), never a reshuffle of everything.
+        let stages: Vec<(String, u32)> = (0..20).map(|k| (format!("profiles_p{k}"), 1)).collect();
+        let stages: Vec<(&str, u32)> = stages.iter().map(|(s, w)| (s.as_str(), *w)).collect();
+        for n in 2..8usize {
+            let (mut worst, mut total) = (0, 0u32);
+            for t in 0..300 {
+                let all: Vec<Node> = (0..n)
+                    .map(|i| node(&format!("node-{t}-{i}"), &stages))
+                    .collect();
+                let (before, after) = (assign(&all[1..]), assign(&all));
+                let moved = before.iter().filter(|(s, o)| after[*s] != **o).count();
+                worst = worst.max(moved);
+                total += u32::try_from(moved).unwrap_or(u32::MAX);
+            }
+            let share = 20.0 / n as f64;
+            let mean = f64::from(total) / 300.0;
+            assert!(
+                mean <= 2.0 * share,
+                "{n} nodes: {mean} moved on average, share {share}"
+            );
+            assert!(
+                worst <= 3 * 20usize.div_ceil(n),
+                "{n} nodes: {worst} moved at worst"
+            );
         }
     }
 
     /// The lease store in memory, with the PostgreSQL adapter's rules.
     #[derive(Default)]
     struct Memory {
-        nodes: Mutex<BTreeMap<String, (Vec<String>, i64)>>,
+        nodes: Mutex<BTreeMap<String, (Stages, i64)>>,
         leases: Mutex<BTreeMap<String, (String, i64)>>,
     }
 
@@ -480,20 +634,20 @@ mod tests {
         fn heartbeat<'a>(
             &'a self,
             node: &'a str,
-            stages: &'a [String],
+            stages: &'a Stages,
             now: i64,
             live_since: i64,
             _: i64,
         ) -> BoxFuture<'a, Result<Vec<Node>, StorageError>> {
             Box::pin(async move {
                 let mut nodes = lock(&self.nodes);
-                nodes.insert(node.to_owned(), (stages.to_vec(), now));
+                nodes.insert(node.to_owned(), (stages.clone(), now));
                 Ok(nodes
                     .iter()
                     .filter(|(_, (_, at))| *at >= live_since)
                     .map(|(id, (stages, _))| Node {
                         id: id.clone(),
-                        stages: stages.iter().cloned().collect(),
+                        stages: stages.clone(),
                     })
                     .collect())
             })
@@ -539,8 +693,8 @@ mod tests {
     fn held(l: &Leases) -> BTreeSet<String> {
         STAGES
             .iter()
-            .filter(|s| l.holds(s))
-            .map(|s| (*s).to_owned())
+            .filter(|(s, _)| l.holds(s))
+            .map(|(s, _)| (*s).to_owned())
             .collect()
     }
 
@@ -552,12 +706,12 @@ mod tests {
             Leases::for_node("a".into(), store.clone(), ttl),
             Leases::for_node("b".into(), store.clone(), ttl),
         );
-        for s in STAGES {
-            a.register(s);
-            b.register(s);
+        for (s, w) in STAGES {
+            a.register(s, w);
+            b.register(s, w);
         }
         a.tick(0).await.unwrap();
-        assert_eq!(held(&a), set(&STAGES), "a lone node runs everything");
+        assert_eq!(held(&a), names(), "a lone node runs everything");
         // b joins: it cannot take a stage a still holds; a gives up b's share on its next tick,
         // and b takes it on its own next tick.
         b.tick(100).await.unwrap();
@@ -566,27 +720,11 @@ mod tests {
         b.tick(300).await.unwrap();
         assert!(!held(&b).is_empty(), "b got its share");
         assert!(held(&a).is_disjoint(&held(&b)));
-        assert_eq!(&held(&a) | &held(&b), set(&STAGES));
+        assert_eq!(&held(&a) | &held(&b), names());
         // a dies (no more ticks): once its heartbeat and leases are a lease time old, b has all.
         b.tick(2_000).await.unwrap();
-        assert_ne!(held(&b), set(&STAGES), "a is still live at 2 s");
+        assert_ne!(held(&b), names(), "a is still live at 2 s");
         b.tick(200 + 5_001).await.unwrap();
-        assert_eq!(held(&b), set(&STAGES));
-    }
-
-    proptest! {
-        #[test]
-        fn every_stage_has_exactly_one_claimant_among_the_live_nodes(
-            ids in proptest::collection::btree_set("[a-z0-9]{1,12}", 1..6),
-        ) {
-            let live: Vec<Node> = ids.iter().map(|id| node(id, &STAGES)).collect();
-            for s in STAGES {
-                let claimants = live
-                    .iter()
-                    .filter(|n| decide(&n.id, &set(&[s]), &live, &BTreeSet::new()).claim.contains(&s.to_owned()))
-                    .count();
-                prop_assert_eq!(claimants, 1);
-            }
-        }
+        assert_eq!(held(&b), names());
     }
 }

@@ -79,6 +79,12 @@ pub trait Stage: Send + 'static {
     fn name(&self) -> &'static str;
     /// Its cursor in `pipeline_cursors`.
     fn cursor_name(&self) -> &'static str;
+    /// Its rough cost against the other stages, for spreading stages evenly over processing
+    /// nodes ([`lease::assign`]): 1 for a stage that only forwards or filters messages, more for
+    /// one that weighs every message against people's state.
+    fn weight(&self) -> u32 {
+        1
+    }
     /// Processes at most a batch (or one position) after the cursor and moves the cursor in the
     /// same transaction; returns how many positions were consumed (0: nothing to do).
     fn step(&mut self, batch: Batch) -> impl Future<Output = Result<usize, StorageError>> + Send;
@@ -279,7 +285,7 @@ impl Runner {
         health.ok(self.clock.now_ms(), 0);
         let mut guard = Guard::new(self.policy);
         let mut leases_changed = self.leases.as_ref().map(|l| {
-            l.register(stage.name());
+            l.register(stage.name(), stage.weight());
             l.subscribe()
         });
         let mut remote = self.remote_progress.clone();

@@ -339,6 +339,15 @@ impl Stage for Processor {
         self.scope.cursor()
     }
 
+    /// Resolves every message against the identity graph: as heavy as the audience stage over
+    /// the whole log; one partition's stage is a share of that.
+    fn weight(&self) -> u32 {
+        match self.scope {
+            Scope::Whole => 4,
+            Scope::Partition(_) => 1,
+        }
+    }
+
     async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
         let limit = match batch {
             Batch::Full => self.batch,

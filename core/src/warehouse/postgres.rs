@@ -632,6 +632,11 @@ impl Stage for PostgresStage {
         CURSOR
     }
 
+    /// Encodes every message into warehouse rows.
+    fn weight(&self) -> u32 {
+        2
+    }
+
     async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
         let r = self.export(batch).await.map_err(StorageError::from)?;
         Ok(r.messages + r.audience_events + usize::from(r.moved && r.messages == 0))

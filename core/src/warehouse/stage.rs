@@ -273,6 +273,11 @@ impl Stage for ParquetStage {
         CURSOR
     }
 
+    /// Encodes every message into warehouse rows.
+    fn weight(&self) -> u32 {
+        2
+    }
+
     async fn step(&mut self, batch: Batch) -> Result<usize, StorageError> {
         let r = self
             .export(batch, false)
