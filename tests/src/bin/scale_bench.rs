@@ -8,6 +8,17 @@
 //! `DELAY_MS` puts the processing nodes behind a delayed link: a proxy on 127.0.0.1 that holds every
 //! chunk it forwards, each way, for that long (so the database's round trips, not the CPU, are the
 //! limit). Run: `scripts/bench-scale.sh` (PostgreSQL with fsync on).
+//!
+//! `NODE_CPU` (a fraction of one core, e.g. `0.4`) gives each processing node a CPU of its own: a
+//! cgroup v1 `cpu` group per node with that quota, as separate machines would have. Without it,
+//! every node shares the same two cores with PostgreSQL and one another, so a second node adds no
+//! CPU; and since one node already runs every partition's stages at once, a slow database's round
+//! trips are overlapped inside one node. Needs root and `/sys/fs/cgroup/cpu` (cgroup v1).
+//!
+//! `FILL_FIRST=1` times the processing alone: the processing nodes are stopped (`SIGSTOP`, with
+//! leases long enough to outlast it) while the ingest node fills the log, and the clock runs from
+//! `SIGCONT` until the stages have drained it. Without it the nodes process while the log fills,
+//! and a run can measure the intake's speed rather than the processing's.
 #![allow(clippy::print_stdout)]
 
 use serde_json::json;
@@ -85,6 +96,121 @@ async fn delayed_link(port: u16, delay: Duration) -> u16 {
     own
 }
 
+/// A CPU of its own for one process: a cgroup v1 `cpu` group with a quota, removed on drop.
+struct CpuQuota {
+    dir: PathBuf,
+}
+
+impl CpuQuota {
+    const PERIOD_US: u64 = 100_000;
+
+    /// Puts process `pid` in a new group limited to `cores` of one core.
+    fn new(name: &str, cores: f64, pid: u32) -> CpuQuota {
+        let dir = PathBuf::from("/sys/fs/cgroup/cpu").join(name);
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "NODE_CPU needs a cgroup v1 cpu hierarchy and root: {}: {e}",
+                dir.display()
+            )
+        });
+        let quota = (cores * Self::PERIOD_US as f64).round() as u64;
+        let write = |file: &str, value: String| {
+            std::fs::write(dir.join(file), value)
+                .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()));
+        };
+        write("cpu.cfs_period_us", Self::PERIOD_US.to_string());
+        write("cpu.cfs_quota_us", quota.to_string());
+        write("cgroup.procs", pid.to_string());
+        CpuQuota { dir }
+    }
+
+    /// How long the quota has held the group's processes back.
+    fn throttled(&self) -> Duration {
+        std::fs::read_to_string(self.dir.join("cpu.stat"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("throttled_time "))
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(Duration::ZERO, Duration::from_nanos)
+    }
+}
+
+/// CPU time (user and system) process `pid` has used so far, from `/proc` (zero if gone).
+fn cpu_time(pid: Option<u32>) -> Duration {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+    else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name, which ends at the last ')': utime and stime are the 12th
+    // and 13th, in clock ticks of 1/100 s (USER_HZ on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        // The group can go only once its processes have; they were killed just before (bounded).
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// CPU time the database server has used so far: its postmaster and every process it started, found
+/// from the postmaster's pid file (`TOUCHPOINT_BENCH_PG_PIDFILE`; zero without it). A backend that
+/// exits between two readings takes its time with it; the nodes' pools keep theirs open.
+fn database_cpu_time() -> Duration {
+    let Some(postmaster) = std::env::var("TOUCHPOINT_BENCH_PG_PIDFILE")
+        .ok()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
+        return Duration::ZERO;
+    };
+    let parent = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+            })
+    };
+    let pids = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| pid == postmaster || parent(pid) == Some(postmaster))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    pids.into_iter().map(|pid| cpu_time(Some(pid))).sum()
+}
+
+/// Sends `SIGSTOP` or `SIGCONT` (`which`) to every child, waiting for `kill` to finish.
+fn signal(children: &[tokio::process::Child], which: &str) {
+    for pid in children.iter().filter_map(tokio::process::Child::id) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{which}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{which} {pid}");
+    }
+}
+
 /// `url` with its port replaced.
 fn via_port(url: &str, port: u16) -> String {
     let (head, rest) = url.rsplit_once(':').expect("url with a port");
@@ -108,7 +234,9 @@ async fn run(
     n: usize,
     setup: Setup,
     link: Option<u16>,
-) -> (Duration, Duration, i64) {
+    node_cpu: Option<f64>,
+    fill_first: bool,
+) -> Drained {
     let db_url = fresh_postgres_database(admin_url).await;
     let node_url = link.map_or_else(|| db_url.clone(), |port| via_port(&db_url, port));
     let exe = server_exe();
@@ -133,17 +261,30 @@ async fn run(
     wait_ready(client, &ingest_base).await;
     let mut children = Vec::new();
     let mut bases = Vec::new();
-    for _ in 0..setup.nodes {
+    let mut quotas = Vec::new();
+    for k in 0..setup.nodes {
         let port = free_port();
-        children.push(start_server_process_with(
+        let child = start_server_process_with(
             exe,
             &node_url,
             port,
-            &[(
-                "RUST_LOG",
-                std::env::var("NODE_LOG").as_deref().unwrap_or("error"),
-            )],
-        ));
+            &[
+                (
+                    "RUST_LOG",
+                    std::env::var("NODE_LOG").as_deref().unwrap_or("error"),
+                ),
+                ("TOUCHPOINT_LEASE_SECS", if fill_first { "60" } else { "5" }),
+            ],
+        );
+        if let Some(cores) = node_cpu {
+            let pid = child.id().expect("a running node");
+            quotas.push(CpuQuota::new(
+                &format!("touchpoint-bench-node-{k}"),
+                cores,
+                pid,
+            ));
+        }
+        children.push(child);
         bases.push(format!("http://127.0.0.1:{port}"));
     }
     for b in &bases {
@@ -163,7 +304,13 @@ async fn run(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let all: Vec<serde_json::Value> = (0..n).map(synthetic_message).collect();
-    let started = Instant::now();
+    if fill_first {
+        signal(&children, "STOP");
+    }
+    let cpu_before: Duration = children.iter().map(|c| cpu_time(c.id())).sum();
+    let throttled_before: Duration = quotas.iter().map(CpuQuota::throttled).sum();
+    let mut database_before = database_cpu_time();
+    let mut started = Instant::now();
     for chunk in all.chunks(250) {
         let r = client
             .post(format!("{ingest_base}/v1/batch"))
@@ -175,6 +322,11 @@ async fn run(
         assert_eq!(r.status(), 200);
     }
     let filled = started.elapsed();
+    if fill_first {
+        database_before = database_cpu_time();
+        started = Instant::now();
+        signal(&children, "CONT");
+    }
     // Bounded: at most 10 minutes.
     let deadline = started + Duration::from_secs(600);
     let mut profiles = 0;
@@ -201,11 +353,39 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
-    for mut c in children {
+    let node_cpu = children.iter().map(|c| cpu_time(c.id())).sum::<Duration>() - cpu_before;
+    let throttled = quotas.iter().map(CpuQuota::throttled).sum::<Duration>() - throttled_before;
+    let database_cpu = database_cpu_time().saturating_sub(database_before);
+    for c in &mut children {
         let _ = c.start_kill();
+        let _ = c.wait().await;
     }
+    drop(quotas);
     let _ = ingest.start_kill();
-    (took, filled, profiles)
+    Drained {
+        took,
+        filled,
+        profiles,
+        node_cpu,
+        throttled,
+        database_cpu,
+    }
+}
+
+/// What one setup's run measured.
+struct Drained {
+    /// From the first send (with `FILL_FIRST`, from the end of the fill) until the profiles and
+    /// audience stages reached the log's head.
+    took: Duration,
+    /// How long the ingest node took to take every message.
+    filled: Duration,
+    profiles: i64,
+    /// CPU time the processing nodes used while the clock ran, all nodes together.
+    node_cpu: Duration,
+    /// How long their CPU quotas (`NODE_CPU`) held them back, all nodes together.
+    throttled: Duration,
+    /// CPU time PostgreSQL used meanwhile (the fill included, unless `FILL_FIRST`).
+    database_cpu: Duration,
 }
 
 #[tokio::main]
@@ -228,11 +408,31 @@ async fn main() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
+    let node_cpu = std::env::var("NODE_CPU").ok().map(|v| {
+        let cores: f64 = v
+            .parse()
+            .expect("NODE_CPU: a fraction of one core, e.g. 0.4");
+        assert!(cores > 0.0, "NODE_CPU must be above 0");
+        cores
+    });
+    let fill_first = std::env::var("FILL_FIRST").is_ok_and(|v| v == "1");
     println!("link delay each way: {} ms", delay.as_millis());
     println!(
-        "| round | processing nodes | partitions | profiles stages | messages | log filled in | drained in | messages/s | profiles |"
+        "clock: {}",
+        if fill_first {
+            "from the end of the fill (processing nodes stopped meanwhile) until drained"
+        } else {
+            "from the first send until drained (processing while the log fills)"
+        }
     );
-    println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    match node_cpu {
+        Some(cores) => println!("CPU per processing node: {cores} of one core (cgroup quota)"),
+        None => println!("CPU per processing node: unlimited (all share the machine)"),
+    }
+    println!(
+        "| round | processing nodes | partitions | profiles stages | messages | log filled in | drained in | messages/s | profiles | nodes' CPU | throttled | PostgreSQL's CPU |"
+    );
+    println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let setup = |nodes, partitions, per_partition| Setup {
         nodes,
         partitions,
@@ -254,11 +454,11 @@ async fn main() {
                 continue;
             }
             let setup = setups[i];
-            let (took, filled, profiles) = run(&client, &url, n, setup, link).await;
-            let rate = n as f64 / took.as_secs_f64();
+            let d = run(&client, &url, n, setup, link, node_cpu, fill_first).await;
+            let rate = n as f64 / d.took.as_secs_f64();
             rates[i].push(rate);
             println!(
-                "| {round} | {} | {} | {} | {n} | {:.2} s | {:.2} s | {rate:.0} | {profiles} |",
+                "| {round} | {} | {} | {} | {n} | {:.2} s | {:.2} s | {rate:.0} | {} | {:.2} s | {:.2} s | {:.2} s |",
                 setup.nodes,
                 setup.partitions,
                 if setup.per_partition {
@@ -266,8 +466,12 @@ async fn main() {
                 } else {
                     "one"
                 },
-                filled.as_secs_f64(),
-                took.as_secs_f64()
+                d.filled.as_secs_f64(),
+                d.took.as_secs_f64(),
+                d.profiles,
+                d.node_cpu.as_secs_f64(),
+                d.throttled.as_secs_f64(),
+                d.database_cpu.as_secs_f64()
             );
         }
     }
