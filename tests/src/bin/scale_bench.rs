@@ -16,7 +16,7 @@
 //! trips are overlapped inside one node. Needs root and `/sys/fs/cgroup/cpu` (cgroup v1).
 //!
 //! `FILL_FIRST=1` times the processing alone: the processing nodes are stopped (`SIGSTOP`, with
-//! leases long enough to outlast it) while the ingest node fills the log, and the clock runs from
+//! 10-s leases, so a fill of a few seconds does not cost them their stages) while the ingest node fills the log, and the clock runs from
 //! `SIGCONT` until the stages have drained it. Without it the nodes process while the log fills,
 //! and a run can measure the intake's speed rather than the processing's.
 #![allow(clippy::print_stdout)]
@@ -273,7 +273,8 @@ async fn run(
                     "RUST_LOG",
                     std::env::var("NODE_LOG").as_deref().unwrap_or("error"),
                 ),
-                ("TOUCHPOINT_LEASE_SECS", if fill_first { "60" } else { "5" }),
+                // Long enough that a node stopped for the fill keeps its leases.
+                ("TOUCHPOINT_LEASE_SECS", if fill_first { "10" } else { "5" }),
             ],
         );
         if let Some(cores) = node_cpu {
@@ -290,19 +291,47 @@ async fn run(
     for b in &bases {
         wait_ready(client, b).await;
     }
-    // Let the nodes see each other and settle their leases before the clock starts (bounded).
-    for _ in 0..300 {
+    // Let the nodes see each other and settle their leases before the clock starts (bounded):
+    // every node live in every node's view, each holding its share, no stage held twice, every
+    // leased stage held by someone, twice in a row a second apart.
+    let mut settled_twice = 0;
+    for _ in 0..120 {
         let mut settled = true;
+        let mut held = Vec::new();
+        let mut leased = std::collections::BTreeSet::new();
         for b in &bases {
             let v = admin_json(client, b, "/admin/pipeline/leases").await;
             settled &= v["liveNodes"].as_u64() == Some(setup.nodes as u64);
+            let mine: Vec<String> = v["held"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            settled &= !mine.is_empty();
+            held.extend(mine);
+            leased.extend(
+                v["leases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l["stage"].as_str().map(str::to_owned)),
+            );
         }
-        if settled {
+        let distinct: std::collections::BTreeSet<String> = held.iter().cloned().collect();
+        settled &= distinct.len() == held.len() && distinct == leased;
+        settled_twice = if settled { settled_twice + 1 } else { 0 };
+        if settled_twice == 2 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        settled_twice, 2,
+        "the nodes' leases did not settle in 2 minutes"
+    );
     let all: Vec<serde_json::Value> = (0..n).map(synthetic_message).collect();
     if fill_first {
         signal(&children, "STOP");
@@ -323,6 +352,11 @@ async fn run(
     }
     let filled = started.elapsed();
     if fill_first {
+        if filled > Duration::from_secs(6) {
+            eprintln!(
+                "warning: the fill took {filled:?}; stopped nodes may have lost leases (10 s)"
+            );
+        }
         database_before = database_cpu_time();
         started = Instant::now();
         signal(&children, "CONT");
