@@ -450,7 +450,7 @@ mod tests {
 
     /// The stages a node of the demo setup runs, with their weights.
     const STAGES: [(&str, u32); 7] = [
-        ("profiles", 4),
+        ("profiles", 7),
         ("audiences", 4),
         ("handoff", 4),
         ("destinations", 1),
@@ -571,23 +571,25 @@ mod tests {
         }
 
         #[test]
-        fn the_heavy_stages_never_pile_onto_one_node_while_another_has_room(
+        fn the_profiles_stage_gets_a_node_of_its_own_and_the_other_heavy_stages_spread(
             ids in proptest::collection::btree_set("[a-z0-9]{1,12}", 2..6),
         ) {
             let live: Vec<Node> = ids.iter().map(|id| node(id, &STAGES)).collect();
             let owners = assign(&live);
-            // Three stages of weight 4: with two nodes or more, no node has two of them while
-            // another has none.
-            let heavy: Vec<&String> = ["profiles", "audiences", "handoff"].iter().map(|s| &owners[*s]).collect();
+            // The profiles stage, which every other stage waits for, shares its node with no
+            // other heavy stage; the other two heavy ones are never both on one node while
+            // another node has none.
+            let heavy: Vec<&String> = ["audiences", "handoff"].iter().map(|s| &owners[*s]).collect();
+            prop_assert!(!heavy.contains(&&owners["profiles"]), "{owners:?}");
             let carrying = |id: &String| heavy.iter().filter(|o| **o == id).count();
             let most = live.iter().map(|n| carrying(&n.id)).max().unwrap_or(0);
-            let least = live.iter().map(|n| carrying(&n.id)).min().unwrap_or(0);
+            let least = live.iter().filter(|n| n.id != owners["profiles"]).map(|n| carrying(&n.id)).min().unwrap_or(0);
             prop_assert!(most <= 1 || least >= 1, "{owners:?}");
             // And no node carries more than an even share of the weight plus one stage.
             let total: u32 = STAGES.iter().map(|(_, w)| w).sum();
             let share = total.div_ceil(live.len() as u32);
             for (id, load) in loads(&owners, &live) {
-                prop_assert!(load <= share + 4, "{id} carries {load}, share {share}: {owners:?}");
+                prop_assert!(load <= share + 7, "{id} carries {load}, share {share}: {owners:?}");
             }
         }
     }

@@ -339,11 +339,13 @@ impl Stage for Processor {
         self.scope.cursor()
     }
 
-    /// Resolves every message against the identity graph: as heavy as the audience stage over
-    /// the whole log; one partition's stage is a share of that.
+    /// Resolves every message against the identity graph, and every later stage reads only what
+    /// it has processed: over the whole log it weighs more than any other stage and than the
+    /// audience stage with a light one, so with two nodes or more it gets a node to itself (with
+    /// the other stages at 4, 2 and 1). One partition's stage is a share of that.
     fn weight(&self) -> u32 {
         match self.scope {
-            Scope::Whole => 4,
+            Scope::Whole => 7,
             Scope::Partition(_) => 1,
         }
     }
