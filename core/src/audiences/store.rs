@@ -7,7 +7,7 @@
 use super::condition::Performed;
 use super::engine::{self, Bits, Column, Counts, Table};
 use crate::identity::ProfileId;
-use crate::storage::{BeginRead, BeginWrite, Db, Dialect, StorageError, params};
+use crate::storage::{BeginRead, BeginWrite, Db, Dialect, StorageError, params, placeholders};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
@@ -234,13 +234,6 @@ fn live_among<DB: Dialect>(n: usize) -> String {
         "SELECT id FROM profiles WHERE merged_into IS NULL AND id IN ({}) ORDER BY id",
         placeholders(1, n)
     ))
-}
-
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Where an event condition's messages live: (SQL predicate on profile_messages, bound event name).

@@ -6,7 +6,7 @@
 //! databases differ.
 
 use crate::identity::ProfileId;
-use crate::storage::{Status, StorageError};
+use crate::storage::{Status, StorageError, placeholders};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
@@ -280,14 +280,6 @@ impl SqlConsole {
         let rows: Vec<(Option<i64>,)> = self.fetch(sql, args).await?;
         Ok(rows.first().and_then(|r| r.0).unwrap_or(0))
     }
-}
-
-/// `$start, $start+1, …` for `n` parameters.
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Most ids or positions looked up in one statement.
@@ -757,11 +749,5 @@ mod tests {
                 name: None
             }
         );
-    }
-
-    #[test]
-    fn placeholders_number_from_the_start() {
-        assert_eq!(placeholders(1, 3), "$1, $2, $3");
-        assert_eq!(placeholders(4, 1), "$4");
     }
 }

@@ -5,7 +5,7 @@
 
 use super::mapping::Crm;
 use crate::storage::Db;
-use crate::storage::{BeginWrite, StorageError};
+use crate::storage::{BeginWrite, StorageError, placeholders};
 use futures_util::future::BoxFuture;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use std::collections::HashMap;
@@ -132,13 +132,6 @@ impl<DB: Database> SqlCrm<DB> {
 pub type SqliteCrm = SqlCrm<sqlx::Sqlite>;
 /// PostgreSQL's CRM store.
 pub type PgCrm = SqlCrm<sqlx::Postgres>;
-
-fn placeholders(first: usize, n: usize) -> String {
-    (0..n)
-        .map(|i| format!("${}", first + i))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 type RecordTuple = (
     String,

@@ -107,6 +107,14 @@ impl Dialect for sqlx::Postgres {
     }
 }
 
+/// `n` numbered parameters from `$first`, comma-separated: an `IN (…)` list's body.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `sql`, written with `$1, $2, …` each used once and in that order, as `DB` binds it best. On
 /// SQLite every `$N` becomes `?`: sqlx asks SQLite for each parameter's name when it binds, and
 /// SQLite finds a name by walking the statement's list of names, so a statement with hundreds of
@@ -146,6 +154,13 @@ pub(crate) fn params<DB: Dialect>(sql: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_number_from_the_first_one_given() {
+        assert_eq!(placeholders(1, 3), "$1, $2, $3");
+        assert_eq!(placeholders(4, 1), "$4");
+        assert_eq!(placeholders(7, 0), "");
+    }
 
     #[test]
     fn numbered_parameters_become_anonymous_on_sqlite_and_stay_on_postgres() {

@@ -13,7 +13,7 @@ mod sqlite;
 pub(crate) use sqlite::tests::{message as test_message, store_in as test_store_in};
 mod sqlite_log_writer;
 
-pub(crate) use dialect::{Dialect, params};
+pub(crate) use dialect::{Dialect, params, placeholders};
 pub(crate) use partition::fnv1a;
 pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
 pub use sqlite::{SqliteStore, log_file as sqlite_log_file};
