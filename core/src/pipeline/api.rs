@@ -24,7 +24,7 @@ async fn leases(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, 
     };
     Ok(Json(json!({
         "node": leases.node,
-        "held": state.pipeline.stages().iter().filter(|s| leases.holds(s.name)).map(|s| s.name).collect::<Vec<_>>(),
+        "held": leases.held(),
         "liveNodes": leases.live_nodes(),
         "leases": leases.all().await?,
     })))

@@ -7,7 +7,8 @@
 //! rendezvous hashing with bounded loads. Every node computes the same answer from the same
 //! heartbeats; each stage goes to its highest-ranked node that stays within an even share of the
 //! total weight, so the heavy stages spread over the nodes instead of landing together by chance,
-//! and a node joining or leaving moves its share and little else. A node that stops heartbeating
+//! and a node joining or leaving moves its share and somewhat more (1.0–1.9× its share on average
+//! in the unit test, 2 to 7 nodes). A node that stops heartbeating
 //! (killed, partitioned away) loses its stages to the survivors once its heartbeat is older than
 //! the lease time. A node runs a stage only while it holds that stage's row in `stage_leases`: it
 //! renews it every third of the lease time, releases it as soon as the stage is someone else's, and
@@ -51,43 +52,62 @@ pub struct LeaseRow {
     pub expires_at: i64,
 }
 
+/// The most a stage can weigh; heavier declarations (or heartbeat rows) count as this much.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// The node that should run each stage any live node runs (stage → node id).
 ///
 /// Rendezvous hashing with bounded loads: stages are placed heaviest first (then by name); each
 /// goes to the first node, in its own rendezvous order, whose load plus the stage's weight stays
 /// within an even share of the total weight (rounded up), or, when none has room, to the least
-/// loaded node (ties in rendezvous order). Only nodes that run a stage are considered for it. The
-/// answer depends on nothing but the nodes' ids and stages, so every node computes the same one.
+/// loaded node (ties in rendezvous order). With two nodes or more, a stage heavier than every
+/// other takes its node's whole share, so the other heavy stages go elsewhere (the profiles stage,
+/// which every later stage waits for). Only nodes that run a stage are considered for it, and
+/// only nodes that run any stage count towards the share (a node just started has registered
+/// none yet). The answer depends on nothing but the nodes' ids and stages, so every node
+/// computes the same one.
 pub fn assign(live: &[Node]) -> BTreeMap<String, String> {
-    let mut stages: Stages = BTreeMap::new();
-    for n in live {
+    let live: Vec<&Node> = live.iter().filter(|n| !n.stages.is_empty()).collect();
+    let mut stages: BTreeMap<&str, u64> = BTreeMap::new();
+    for n in &live {
         for (stage, &w) in &n.stages {
-            let e = stages.entry(stage.clone()).or_insert(w);
+            let w = u64::from(w.clamp(1, MAX_WEIGHT));
+            let e = stages.entry(stage.as_str()).or_insert(w);
             *e = (*e).max(w);
         }
     }
-    let mut order: Vec<(&String, u32)> = stages.iter().map(|(s, &w)| (s, w)).collect();
+    let mut order: Vec<(&str, u64)> = stages.into_iter().collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let total: u32 = order.iter().map(|(_, w)| w).sum();
-    let nodes = u32::try_from(live.len()).unwrap_or(u32::MAX).max(1);
+    let total: u64 = order.iter().map(|(_, w)| w).sum();
+    let nodes = live.len().max(1) as u64;
     let share = total.div_ceil(nodes);
-    let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+    let leading = match order.as_slice() {
+        [(stage, w), (_, next), ..] if w > next && nodes > 1 => Some(*stage),
+        _ => None,
+    };
+    let mut load: BTreeMap<&str, u64> = BTreeMap::new();
     let mut owners = BTreeMap::new();
     for (stage, w) in order {
+        let charge = if leading == Some(stage) {
+            w.max(share)
+        } else {
+            w
+        };
         let mut ranked: Vec<&Node> = live
             .iter()
+            .copied()
             .filter(|n| n.stages.contains_key(stage))
             .collect();
         ranked.sort_by_key(|n| std::cmp::Reverse((fnv1a(&[stage, &n.id]), n.id.as_str())));
         let load_of =
-            |n: &Node, load: &BTreeMap<&str, u32>| load.get(n.id.as_str()).copied().unwrap_or(0);
+            |n: &Node, load: &BTreeMap<&str, u64>| load.get(n.id.as_str()).copied().unwrap_or(0);
         let chosen = ranked
             .iter()
-            .find(|n| load_of(n, &load) + w <= share)
+            .find(|n| load_of(n, &load) + charge <= share)
             .or_else(|| ranked.iter().min_by_key(|n| load_of(n, &load)));
         if let Some(n) = chosen {
-            *load.entry(n.id.as_str()).or_insert(0) += w;
-            owners.insert(stage.clone(), n.id.clone());
+            *load.entry(n.id.as_str()).or_insert(0) += charge;
+            owners.insert(stage.to_owned(), n.id.clone());
         }
     }
     owners
@@ -134,15 +154,20 @@ pub fn encode_stages(stages: &Stages) -> String {
         .join(",")
 }
 
-/// The stages of a heartbeat row; a name without `@weight` (a node of an earlier version) weighs 1.
+/// The stages of a heartbeat row, weights kept within 1 and [`MAX_WEIGHT`]; a name without
+/// `@weight` weighs 1. (A node of the version before weights writes bare names, which this reads;
+/// it cannot read `name@weight` itself, so upgrade the processing nodes together.)
 pub fn decode_stages(text: &str) -> Stages {
     text.split(',')
         .filter(|s| !s.is_empty())
-        .map(|s| match s.rsplit_once('@') {
-            Some((name, w)) if w.parse::<u32>().is_ok() => {
-                (name.to_owned(), w.parse().unwrap_or(1))
+        .map(|s| {
+            match s
+                .rsplit_once('@')
+                .and_then(|(name, w)| Some((name, w.parse::<u32>().ok()?)))
+            {
+                Some((name, w)) => (name.to_owned(), w.clamp(1, MAX_WEIGHT)),
+                None => (s.to_owned(), 1),
             }
-            _ => (s.to_owned(), 1),
         })
         .collect()
 }
@@ -219,12 +244,17 @@ impl Leases {
     /// stage starts).
     pub fn register(&self, stage: &str, weight: u32) {
         if lock(&self.stages)
-            .insert(stage.to_owned(), weight.max(1))
+            .insert(stage.to_owned(), weight.clamp(1, MAX_WEIGHT))
             .is_none()
         {
             // Claim it now rather than at the next tick.
             self.registered.notify_one();
         }
+    }
+
+    /// Every lease this node holds now: stages and periodic jobs.
+    pub fn held(&self) -> BTreeSet<String> {
+        lock(&self.held).clone()
     }
 
     /// Whether this node holds `stage`'s lease now.
@@ -555,43 +585,100 @@ mod tests {
         assert!(owners.values().all(|o| o != "b"));
     }
 
+    /// The stages a node may run besides profiles and audiences: a CRM, a warehouse export or
+    /// two, the lead handoff, destinations.
+    const OPTIONAL: [(&str, u32); 6] = [
+        ("handoff", 4),
+        ("warehouse_parquet", 2),
+        ("warehouse_postgres", 2),
+        ("destinations", 1),
+        ("destinations_audiences", 1),
+        ("crm-poll", 1),
+    ];
+
+    /// A node set: profiles and audiences always, each optional stage where `pick` says.
+    fn cluster(ids: &BTreeSet<String>, pick: &[bool]) -> Vec<Node> {
+        let mut stages = vec![("profiles", 7), ("audiences", 4)];
+        stages.extend(
+            OPTIONAL
+                .iter()
+                .zip(pick)
+                .filter(|(_, p)| **p)
+                .map(|(s, _)| *s),
+        );
+        ids.iter().map(|id| node(id, &stages)).collect()
+    }
+
     proptest! {
         #[test]
         fn every_stage_has_exactly_one_claimant_among_the_live_nodes(
             ids in proptest::collection::btree_set("[a-z0-9]{1,12}", 1..6),
+            pick in proptest::collection::vec(any::<bool>(), OPTIONAL.len()),
+            blind in any::<bool>(),
         ) {
-            let live: Vec<Node> = ids.iter().map(|id| node(id, &STAGES)).collect();
-            for (s, _) in STAGES {
+            let live = cluster(&ids, &pick);
+            let stages = live[0].stages.clone();
+            for stage in stages.keys() {
                 let claimants = live
                     .iter()
-                    .filter(|n| decide(&n.id, &weighted(&STAGES), &live, &BTreeSet::new()).claim.contains(&s.to_owned()))
+                    .filter(|n| {
+                        // A node may not see its own heartbeat yet: it counts itself anyway.
+                        let view: Vec<Node> = live
+                            .iter()
+                            .filter(|o| !blind || o.id != n.id)
+                            .cloned()
+                            .collect();
+                        decide(&n.id, &n.stages, &view, &BTreeSet::new()).claim.contains(stage)
+                    })
                     .count();
-                prop_assert_eq!(claimants, 1);
+                prop_assert_eq!(claimants, 1, "{}", stage);
             }
         }
 
         #[test]
-        fn the_profiles_stage_gets_a_node_of_its_own_and_the_other_heavy_stages_spread(
+        fn the_profiles_stage_shares_its_node_with_no_other_heavy_stage_whatever_else_runs(
             ids in proptest::collection::btree_set("[a-z0-9]{1,12}", 2..6),
+            pick in proptest::collection::vec(any::<bool>(), OPTIONAL.len()),
         ) {
-            let live: Vec<Node> = ids.iter().map(|id| node(id, &STAGES)).collect();
+            let live = cluster(&ids, &pick);
             let owners = assign(&live);
-            // The profiles stage, which every other stage waits for, shares its node with no
-            // other heavy stage; the other two heavy ones are never both on one node while
-            // another node has none.
-            let heavy: Vec<&String> = ["audiences", "handoff"].iter().map(|s| &owners[*s]).collect();
-            prop_assert!(!heavy.contains(&&owners["profiles"]), "{owners:?}");
-            let carrying = |id: &String| heavy.iter().filter(|o| **o == id).count();
-            let most = live.iter().map(|n| carrying(&n.id)).max().unwrap_or(0);
-            let least = live.iter().filter(|n| n.id != owners["profiles"]).map(|n| carrying(&n.id)).min().unwrap_or(0);
-            prop_assert!(most <= 1 || least >= 1, "{owners:?}");
-            // And no node carries more than an even share of the weight plus one stage.
-            let total: u32 = STAGES.iter().map(|(_, w)| w).sum();
+            prop_assert_eq!(owners.len(), live[0].stages.len());
+            let profiles = &owners["profiles"];
+            for (stage, owner) in &owners {
+                let w = live[0].stages[stage];
+                prop_assert!(stage == "profiles" || w < 4 || owner != profiles, "{owners:?}");
+            }
+            // The audience and handoff stages are never both on one node while a node other
+            // than the profiles one has neither.
+            if let Some(handoff) = owners.get("handoff") && *handoff == owners["audiences"] {
+                prop_assert!(live.len() == 2, "{owners:?}");
+            }
+            // No node carries more than an even share of the weight plus its heaviest stage.
+            let total: u32 = live[0].stages.values().sum();
             let share = total.div_ceil(live.len() as u32);
             for (id, load) in loads(&owners, &live) {
                 prop_assert!(load <= share + 7, "{id} carries {load}, share {share}: {owners:?}");
             }
         }
+
+        #[test]
+        fn weights_out_of_bounds_in_a_heartbeat_row_are_clamped_not_overflowed(
+            w in any::<u32>(),
+            ids in proptest::collection::btree_set("[a-z0-9]{1,12}", 1..4),
+        ) {
+            let stages = decode_stages(&format!("profiles@{w},audiences@{w},x@4294967295"));
+            prop_assert!(stages.values().all(|w| (1..=MAX_WEIGHT).contains(w)));
+            let live: Vec<Node> = ids.iter().map(|id| Node { id: id.clone(), stages: stages.clone() }).collect();
+            prop_assert_eq!(assign(&live).len(), 3);
+        }
+    }
+
+    #[test]
+    fn a_node_that_runs_no_stage_yet_does_not_change_the_others_shares() {
+        let two = [node("a", &STAGES), node("b", &STAGES)];
+        let mut three = two.to_vec();
+        three.push(node("c", &[]));
+        assert_eq!(assign(&two), assign(&three));
     }
 
     #[test]

@@ -340,9 +340,9 @@ impl Stage for Processor {
     }
 
     /// Resolves every message against the identity graph, and every later stage reads only what
-    /// it has processed: over the whole log it weighs more than any other stage and than the
-    /// audience stage with a light one, so with two nodes or more it gets a node to itself (with
-    /// the other stages at 4, 2 and 1). One partition's stage is a share of that.
+    /// it has processed. Over the whole log it is the heaviest stage, so with two nodes or more it
+    /// gets a node without the other heavy stages ([`crate::pipeline::lease::assign`]); one
+    /// partition's stage is a share of that.
     fn weight(&self) -> u32 {
         match self.scope {
             Scope::Whole => 7,
