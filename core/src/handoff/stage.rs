@@ -234,16 +234,17 @@ impl Handoff {
                 } else {
                     "anonymousId"
                 };
+                let breakdown = s.breakdown_json();
                 messages.push(json!({
                     "type": "identify", id_field: value,
                     "messageId": format!("lead-score-{profile}-{upto}"),
-                    "traits": {"lead_score": s.total, "lead_score_breakdown": s.breakdown_json()},
+                    "traits": {"lead_score": s.total, "lead_score_breakdown": breakdown},
                     "context": {"library": {"name": "touchpoint-lead-scoring"}},
                 }));
                 scores.push(ScoreRow {
                     profile_id: profile.clone(),
                     score: s.total,
-                    breakdown: s.breakdown_json().to_string(),
+                    breakdown: breakdown.to_string(),
                 });
             }
             self.consider(
