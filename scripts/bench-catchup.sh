@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stage CPU per message: an ingest-only node fills a fresh SQLite file with /v1/batch for FILL_SECS,
 # then a processing node starts on the same file; the run ends when every stage stands still (polled
-# on /metrics, at most 5 minutes). Prints the messages processed, the wall time, and the stages'
+# on /metrics, at most 5 minutes). Prints the messages filled and processed (more than filled when
+# a stage sends messages of its own, like the lead scores), the wall time, and the stages'
 # CPU (their `tp-pipeline*` and `tp-sqlite-bg*` threads, utime + stime from /proc) per message.
 # Every message is a `feature_toggled` track with a new anonymousId, so each one makes a profile;
 # TOUCHPOINT_BENCH_WORKLOAD=mixed sends scripts/bench/mixed.lua instead (page, identify, group and
@@ -35,6 +36,7 @@ start env TOUCHPOINT_PROCESS=false
 auth="$(printf 'wk_bench:' | base64)"
 timeout 120 wrk -t1 -c16 -d"${fill}s" -H "Authorization: Basic $auth" -s "$workload" \
   "http://127.0.0.1:$port/v1/batch" -- "fill$RANDOM" 20 > /dev/null
+filled="$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^touchpoint_commit_rows_total/ {s += $2} END {print s + 0}')"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 t0="$(date +%s.%N)"
 start env
@@ -50,4 +52,4 @@ t1="$(date +%s.%N)"
 msgs="$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^touchpoint_stage_processed_total\{stage="profiles"\}/ {print $2}')"
 ticks="$(for t in /proc/$pid/task/*; do case "$(cat "$t/comm")" in tp-pipeline*|tp-sqlite-bg*) awk '{print $14 + $15}' "$t/stat";; esac; done | awk '{s += $1} END {print s + 0}')"
 # The wall time leaves out the three still polls (1.5 s) that told the stages had finished.
-python3 -c "m = float('$msgs'); w = $t1 - $t0 - 1.5; print(f'processed={m:.0f} wall={w:.1f}s messages_per_s={m / w:.0f} stage_cpu_per_message={$ticks * 1e4 / m:.1f}us')"
+python3 -c "m = float('$msgs'); w = $t1 - $t0 - 1.5; print(f'filled=$filled processed={m:.0f} wall={w:.1f}s messages_per_s={m / w:.0f} stage_cpu_per_message={$ticks * 1e4 / m:.1f}us')"

@@ -16,9 +16,10 @@
 //! trips are overlapped inside one node. Needs root and `/sys/fs/cgroup/cpu` (cgroup v1).
 //!
 //! `FILL_FIRST=1` times the processing alone: the processing nodes are stopped (`SIGSTOP`, with
-//! 10-s leases, so a fill of a few seconds does not cost them their stages) while the ingest node fills the log, and the clock runs from
-//! `SIGCONT` until the stages have drained it. Without it the nodes process while the log fills,
-//! and a run can measure the intake's speed rather than the processing's.
+//! 10-s leases, so a fill of a few seconds does not cost them their stages) while the ingest node
+//! fills the log, and the clock runs from `SIGCONT` until the stages have drained it. Without it
+//! the nodes process while the log fills, and a run can measure the intake's speed rather than the
+//! processing's.
 #![allow(clippy::print_stdout)]
 
 use serde_json::json;
@@ -199,8 +200,19 @@ fn database_cpu_time() -> Duration {
     pids.into_iter().map(|pid| cpu_time(Some(pid))).sum()
 }
 
-/// Sends `SIGSTOP` or `SIGCONT` (`which`) to every child, waiting for `kill` to finish.
-fn signal(children: &[tokio::process::Child], which: &str) {
+/// Stopping or resuming a process.
+#[derive(Clone, Copy, Debug)]
+enum Signal {
+    Stop,
+    Cont,
+}
+
+/// Sends `which` to every child, waiting for `kill` to finish.
+fn signal(children: &[tokio::process::Child], which: Signal) {
+    let which = match which {
+        Signal::Stop => "STOP",
+        Signal::Cont => "CONT",
+    };
     for pid in children.iter().filter_map(tokio::process::Child::id) {
         let ok = std::process::Command::new("kill")
             .arg(format!("-{which}"))
@@ -259,9 +271,10 @@ async fn run(
         ],
     );
     wait_ready(client, &ingest_base).await;
+    // Declared before the nodes, so that on a panic the nodes go first and their groups after.
+    let mut quotas = Vec::new();
     let mut children = Vec::new();
     let mut bases = Vec::new();
-    let mut quotas = Vec::new();
     for k in 0..setup.nodes {
         let port = free_port();
         let child = start_server_process_with(
@@ -292,8 +305,9 @@ async fn run(
         wait_ready(client, b).await;
     }
     // Let the nodes see each other and settle their leases before the clock starts (bounded):
-    // every node live in every node's view, each holding its share, no stage held twice, every
-    // leased stage held by someone, twice in a row a second apart.
+    // every node live in every node's view, and every leased stage or job held by exactly one
+    // node (a handover in progress shows as a lease row nobody holds), twice in a row a second
+    // apart.
     let mut settled_twice = 0;
     for _ in 0..120 {
         let mut settled = true;
@@ -302,16 +316,13 @@ async fn run(
         for b in &bases {
             let v = admin_json(client, b, "/admin/pipeline/leases").await;
             settled &= v["liveNodes"].as_u64() == Some(setup.nodes as u64);
-            let mine: Vec<String> = v["held"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            settled &= !mine.is_empty();
-            held.extend(mine);
+            held.extend(
+                v["held"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_owned)),
+            );
             leased.extend(
                 v["leases"]
                     .as_array()
@@ -334,9 +345,10 @@ async fn run(
     );
     let all: Vec<serde_json::Value> = (0..n).map(synthetic_message).collect();
     if fill_first {
-        signal(&children, "STOP");
+        signal(&children, Signal::Stop);
     }
     let cpu_before: Duration = children.iter().map(|c| cpu_time(c.id())).sum();
+    let mut overlong_fill = false;
     let throttled_before: Duration = quotas.iter().map(CpuQuota::throttled).sum();
     let mut database_before = database_cpu_time();
     let mut started = Instant::now();
@@ -356,10 +368,11 @@ async fn run(
             eprintln!(
                 "warning: the fill took {filled:?}; stopped nodes may have lost leases (10 s)"
             );
+            overlong_fill = true;
         }
         database_before = database_cpu_time();
         started = Instant::now();
-        signal(&children, "CONT");
+        signal(&children, Signal::Cont);
     }
     // Bounded: at most 10 minutes.
     let deadline = started + Duration::from_secs(600);
@@ -367,7 +380,8 @@ async fn run(
     let verbose = std::env::var("VERBOSE").is_ok();
     let mut next_report = Instant::now();
     while Instant::now() < deadline {
-        let v = admin_json(client, &bases[0], "/admin/pipeline").await;
+        // Asked of the ingest node (same database), so the polling costs no processing node CPU.
+        let v = admin_json(client, &ingest_base, "/admin/pipeline").await;
         if verbose && Instant::now() >= next_report {
             next_report += Duration::from_secs(1);
             eprintln!(
@@ -384,11 +398,19 @@ async fn run(
             profiles = v["profiles"].as_i64().unwrap_or(0);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = started.elapsed();
-    let node_cpu = children.iter().map(|c| cpu_time(c.id())).sum::<Duration>() - cpu_before;
-    let throttled = quotas.iter().map(CpuQuota::throttled).sum::<Duration>() - throttled_before;
+    let node_cpu = children
+        .iter()
+        .map(|c| cpu_time(c.id()))
+        .sum::<Duration>()
+        .saturating_sub(cpu_before);
+    let throttled = quotas
+        .iter()
+        .map(CpuQuota::throttled)
+        .sum::<Duration>()
+        .saturating_sub(throttled_before);
     let database_cpu = database_cpu_time().saturating_sub(database_before);
     for c in &mut children {
         let _ = c.start_kill();
@@ -403,6 +425,7 @@ async fn run(
         node_cpu,
         throttled,
         database_cpu,
+        overlong_fill,
     }
 }
 
@@ -420,6 +443,8 @@ struct Drained {
     throttled: Duration,
     /// CPU time PostgreSQL used meanwhile (the fill included, unless `FILL_FIRST`).
     database_cpu: Duration,
+    /// With `FILL_FIRST`, the fill took so long that the stopped nodes may have lost leases.
+    overlong_fill: bool,
 }
 
 #[tokio::main]
@@ -492,7 +517,7 @@ async fn main() {
             let rate = n as f64 / d.took.as_secs_f64();
             rates[i].push(rate);
             println!(
-                "| {round} | {} | {} | {} | {n} | {:.2} s | {:.2} s | {rate:.0} | {} | {:.2} s | {:.2} s | {:.2} s |",
+                "| {round} | {} | {} | {} | {n} | {:.2} s{} | {:.2} s | {rate:.0} | {} | {:.2} s | {:.2} s | {:.2} s |",
                 setup.nodes,
                 setup.partitions,
                 if setup.per_partition {
@@ -501,6 +526,11 @@ async fn main() {
                     "one"
                 },
                 d.filled.as_secs_f64(),
+                if d.overlong_fill {
+                    " (too long: leases may have moved)"
+                } else {
+                    ""
+                },
                 d.took.as_secs_f64(),
                 d.profiles,
                 d.node_cpu.as_secs_f64(),
