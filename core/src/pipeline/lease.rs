@@ -99,15 +99,15 @@ pub fn assign(live: &[Node]) -> BTreeMap<String, String> {
             .filter(|n| n.stages.contains_key(stage))
             .collect();
         ranked.sort_by_key(|n| std::cmp::Reverse((fnv1a(&[stage, &n.id]), n.id.as_str())));
-        let load_of =
-            |n: &Node, load: &BTreeMap<&str, u64>| load.get(n.id.as_str()).copied().unwrap_or(0);
+        let load_of = |n: &&Node| load.get(n.id.as_str()).copied().unwrap_or(0);
         let chosen = ranked
             .iter()
-            .find(|n| load_of(n, &load) + charge <= share)
-            .or_else(|| ranked.iter().min_by_key(|n| load_of(n, &load)));
-        if let Some(n) = chosen {
-            *load.entry(n.id.as_str()).or_insert(0) += charge;
-            owners.insert(stage.to_owned(), n.id.clone());
+            .find(|n| load_of(n) + charge <= share)
+            .or_else(|| ranked.iter().min_by_key(|n| load_of(n)))
+            .map(|n| n.id.as_str());
+        if let Some(id) = chosen {
+            *load.entry(id).or_insert(0) += charge;
+            owners.insert(stage.to_owned(), id.to_owned());
         }
     }
     owners
@@ -243,8 +243,9 @@ impl Leases {
     /// Declares that this node runs `stage`, of weight `weight` (called by the runner when the
     /// stage starts).
     pub fn register(&self, stage: &str, weight: u32) {
+        // Kept as declared: `assign` and `decode_stages` bound every weight they read.
         if lock(&self.stages)
-            .insert(stage.to_owned(), weight.clamp(1, MAX_WEIGHT))
+            .insert(stage.to_owned(), weight)
             .is_none()
         {
             // Claim it now rather than at the next tick.

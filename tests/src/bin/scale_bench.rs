@@ -22,6 +22,7 @@
 //! processing's.
 #![allow(clippy::print_stdout)]
 
+use rustix::process::{Pid, Signal, kill_process};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -137,19 +138,20 @@ impl CpuQuota {
     }
 }
 
-/// CPU time (user and system) process `pid` has used so far, from `/proc` (zero if gone).
+/// The fields of `/proc/PID/stat` after the command name (which ends at the last ')'), so that
+/// `fields[0]` is the state, `[1]` the parent's pid, `[11]` and `[12]` utime and stime.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// CPU time (user and system) process `pid` has used so far, from `/proc` (zero if gone); utime
+/// and stime are in clock ticks of 1/100 s (USER_HZ on Linux).
 fn cpu_time(pid: Option<u32>) -> Duration {
-    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-    else {
+    let Some(fields) = pid.and_then(stat_fields) else {
         return Duration::ZERO;
     };
-    // Fields after the command name, which ends at the last ')': utime and stime are the 12th
-    // and 13th, in clock ticks of 1/100 s (USER_HZ on Linux).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
     let ticks = |i: usize| {
         fields
             .get(i)
@@ -182,14 +184,7 @@ fn database_cpu_time() -> Duration {
     else {
         return Duration::ZERO;
     };
-    let parent = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-            })
-    };
+    let parent = |pid: u32| stat_fields(pid)?.get(1)?.parse::<u32>().ok();
     let pids = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -200,26 +195,14 @@ fn database_cpu_time() -> Duration {
     pids.into_iter().map(|pid| cpu_time(Some(pid))).sum()
 }
 
-/// Stopping or resuming a process.
-#[derive(Clone, Copy, Debug)]
-enum Signal {
-    Stop,
-    Cont,
-}
-
-/// Sends `which` to every child, waiting for `kill` to finish.
-fn signal(children: &[tokio::process::Child], which: Signal) {
-    let which = match which {
-        Signal::Stop => "STOP",
-        Signal::Cont => "CONT",
-    };
+/// Sends `signal` (stop or continue) to every child.
+fn signal(children: &[tokio::process::Child], signal: Signal) {
     for pid in children.iter().filter_map(tokio::process::Child::id) {
-        let ok = std::process::Command::new("kill")
-            .arg(format!("-{which}"))
-            .arg(pid.to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{which} {pid}");
+        let target = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .expect("a child's pid");
+        kill_process(target, signal).unwrap_or_else(|e| panic!("signal {signal:?} to {pid}: {e}"));
     }
 }
 
@@ -345,7 +328,7 @@ async fn run(
     );
     let all: Vec<serde_json::Value> = (0..n).map(synthetic_message).collect();
     if fill_first {
-        signal(&children, Signal::Stop);
+        signal(&children, Signal::STOP);
     }
     let cpu_before: Duration = children.iter().map(|c| cpu_time(c.id())).sum();
     let mut overlong_fill = false;
@@ -372,7 +355,7 @@ async fn run(
         }
         database_before = database_cpu_time();
         started = Instant::now();
-        signal(&children, Signal::Cont);
+        signal(&children, Signal::CONT);
     }
     // Bounded: at most 10 minutes.
     let deadline = started + Duration::from_secs(600);
