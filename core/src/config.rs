@@ -74,6 +74,10 @@ pub struct Config {
     /// (`TOUCHPOINT_STAGE_POLL_MS`, 250). Stages are woken by new data (in this process, and on
     /// PostgreSQL by other processes' appends through `LISTEN`); the poll only covers lost wake-ups.
     pub stage_poll: Duration,
+    /// Requests answered by one group commit from which the intake counts as busy, and the
+    /// stages in the same process hold back for a bounded time (`TOUCHPOINT_INTAKE_BUSY_REQUESTS`,
+    /// 16; 0 = never; see [`crate::pipeline::intake_first`]).
+    pub intake_busy_requests: usize,
     /// On PostgreSQL with several processing nodes, how long a stage lease lasts without renewal
     /// (`TOUCHPOINT_LEASE_SECS`, 5): a dead node's stages move to the others within about this.
     pub lease_ttl: Duration,
@@ -147,6 +151,7 @@ impl Default for Config {
             stage_retry: crate::pipeline::Policy::default(),
             stall_after: Duration::from_secs(30),
             stage_poll: Duration::from_millis(250),
+            intake_busy_requests: crate::pipeline::intake_first::BUSY_REQUESTS,
             lease_ttl: Duration::from_secs(5),
             log_layout: Default::default(),
             reverse_etl: None,
@@ -281,6 +286,9 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_STAGE_POLL_MS", default_value_t = 250,
           value_parser = clap::value_parser!(u64).range(10..))]
     stage_poll_ms: u64,
+    /// Requests answered by one commit from which stages in this process hold back (0 = never).
+    #[arg(long, env = "TOUCHPOINT_INTAKE_BUSY_REQUESTS", default_value_t = crate::pipeline::intake_first::BUSY_REQUESTS)]
+    intake_busy_requests: usize,
     /// Nice value of the threads doing pipeline work (Linux; 0 to 19, 0 = the intake's priority),
     /// so under a CPU-bound burst acknowledgements go first; see `crate::background`.
     #[arg(long, env = "TOUCHPOINT_BACKGROUND_NICE", default_value_t = crate::background::NICE,
@@ -444,6 +452,7 @@ impl Config {
             process: s.process,
             stall_after: Duration::from_secs(s.stall_after_secs),
             stage_poll: Duration::from_millis(s.stage_poll_ms),
+            intake_busy_requests: s.intake_busy_requests,
             lease_ttl: Duration::from_secs(s.lease_secs),
             log_layout: crate::storage::partition::Layout {
                 partitions: s.log_partitions,

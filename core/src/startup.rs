@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::debugger::Debugger;
 use crate::domain::WriteKey;
 use crate::ingest::writer::Writer;
-use crate::pipeline::{Clock, Pipeline, Runner};
+use crate::pipeline::{Clock, IntakePressure, Pipeline, Runner};
 use crate::plan::PlanHandle;
 use crate::profiles::Processor;
 use crate::reverse_etl::{self, ReverseEtl};
@@ -133,11 +133,19 @@ impl Application {
         let sources = Sources::load(store.as_ref())
             .await
             .context("loading sources")?;
-        let writer = Writer::spawn(store.clone(), config.queue_capacity, config.max_commit);
+        let clock: Arc<dyn Clock> = config.clock.0.clone();
+        // Stages in this process hold back while many requests wait on the intake's commits.
+        let intake = (config.process && config.intake_busy_requests > 0)
+            .then(|| IntakePressure::new(clock.clone(), config.intake_busy_requests));
+        let writer = Writer::spawn(
+            store.clone(),
+            config.queue_capacity,
+            config.max_commit,
+            intake.clone(),
+        );
         spawn_dedup_janitor(store.clone(), config.dedup_window);
         let plan = Arc::new(plan);
         let pipeline_wake = Arc::new(Notify::new());
-        let clock: Arc<dyn Clock> = config.clock.0.clone();
         let audience_stage = Arc::new(AudienceStage::new(
             stores.audiences.clone(),
             plan.clone(),
@@ -178,6 +186,7 @@ impl Application {
             leases: leases.clone(),
             remote_progress: leases.as_ref().map(|_| remote_progress.subscribe()),
             on: config.background.clone(),
+            intake,
             quarantine: stores.quarantine.clone(),
             policy: config.stage_retry,
             clock: clock.clone(),

@@ -1,6 +1,7 @@
 //! Group commit: requests hand their messages to one writer task, which appends everything waiting
 //! in one transaction and acknowledges each request only after that commit returned.
 
+use crate::pipeline::IntakePressure;
 use crate::storage::{EventStore, InsertOutcome, NewMessage, NewRejected, StorageError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,8 +57,13 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task over `store`; at most `capacity` messages wait, at most `max_commit`
-    /// go in one transaction.
-    pub fn spawn(store: Arc<dyn EventStore>, capacity: usize, max_commit: usize) -> Writer {
+    /// go in one transaction. `pressure` hears how many requests each commit answers.
+    pub fn spawn(
+        store: Arc<dyn EventStore>,
+        capacity: usize,
+        max_commit: usize,
+        pressure: Option<Arc<IntakePressure>>,
+    ) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let pending_bytes = Arc::new(AtomicUsize::new(0));
@@ -69,6 +75,7 @@ impl Writer {
             pending_bytes.clone(),
             stats.clone(),
             max_commit,
+            pressure,
         ));
         Writer {
             tx,
@@ -130,6 +137,7 @@ async fn run(
     pending_bytes: Arc<AtomicUsize>,
     stats: Arc<WriterStats>,
     max_commit: usize,
+    pressure: Option<Arc<IntakePressure>>,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -143,6 +151,9 @@ async fn run(
                 }
                 Err(_) => break,
             }
+        }
+        if let Some(p) = &pressure {
+            p.committed(jobs.len());
         }
         let mut messages = Vec::with_capacity(size);
         let mut rejected = Vec::new();

@@ -4,12 +4,14 @@
 
 pub mod api;
 pub mod guard;
+pub mod intake_first;
 pub mod lease;
 pub mod quarantine;
 
 use crate::storage::StorageError;
 use futures_util::FutureExt;
 pub use guard::{Batch, Guard, Next, Policy};
+pub use intake_first::IntakePressure;
 pub use lease::{LeaseStore, Leases, PgLeases};
 pub use quarantine::{Entry, NewEntry, PgQuarantine, QuarantineStore, SqliteQuarantine};
 use std::future::Future;
@@ -117,6 +119,8 @@ pub struct StageHealth {
     pub retries: AtomicU64,
     /// Positions set aside.
     pub quarantined: AtomicU64,
+    /// Milliseconds spent holding back for the intake in the same process.
+    pub held_ms: AtomicU64,
     /// When the current run of failures began (ms); 0 when the last step succeeded.
     pub failing_since_ms: AtomicI64,
     /// When the stage last succeeded (ms).
@@ -132,6 +136,7 @@ impl StageHealth {
             processed: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
+            held_ms: AtomicU64::new(0),
             failing_since_ms: AtomicI64::new(0),
             last_ok_ms: AtomicI64::new(0),
             last_error: Mutex::new(None),
@@ -207,7 +212,7 @@ impl Pipeline {
     /// Records the stages' counters into the current (per-scrape) recorder (`crate::exposition`).
     pub fn record_metrics(&self) {
         let stages = self.stages();
-        let counters: [CounterFamily; 3] = [
+        let counters: [CounterFamily; 4] = [
             (
                 "touchpoint_stage_processed_total",
                 "Positions a pipeline stage consumed.",
@@ -222,6 +227,11 @@ impl Pipeline {
                 "touchpoint_stage_quarantined_total",
                 "Messages a stage set aside after bounded retries (this process).",
                 |s| s.quarantined.load(Ordering::Relaxed),
+            ),
+            (
+                "touchpoint_stage_held_milliseconds_total",
+                "Time a stage held back while the intake in the same process was busy.",
+                |s| s.held_ms.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, read) in counters {
@@ -262,6 +272,9 @@ pub struct Runner {
     /// The runtime stages run on: the background one in the `touchpoint` binary (its threads
     /// yield the CPU to the intake, see `crate::background`), else the caller's.
     pub on: Option<tokio::runtime::Handle>,
+    /// The intake in the same process: while many requests wait on its commits, stages hold
+    /// back for a bounded time (see [`intake_first`]).
+    pub intake: Option<Arc<IntakePressure>>,
 }
 
 impl Runner {
@@ -298,6 +311,13 @@ impl Runner {
                 let _ = tokio::time::timeout(self.poll.max(leases.ttl / 3), self::changed(changed))
                     .await;
                 continue;
+            }
+            if let Some(intake) = &self.intake {
+                let held = intake.wait_turn().await;
+                health.held_ms.fetch_add(
+                    u64::try_from(held.as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
             }
             let batch = guard.batch();
             // A panic in a stage is a failure of the message being processed like any other: it
@@ -597,6 +617,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn poison_and_panicking_messages_are_set_aside_and_every_other_message_is_processed() {
+        run_fake_with_poison_to_the_end(None).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_held_back_by_an_intake_that_stays_busy_still_processes_every_message() {
+        // A stopped clock and a busy commit: the intake never calms down.
+        let intake = IntakePressure::new(Arc::new(ManualClock::at(0)), 1);
+        intake.committed(64);
+        run_fake_with_poison_to_the_end(Some(intake)).await;
+    }
+
+    async fn run_fake_with_poison_to_the_end(intake: Option<Arc<IntakePressure>>) {
         let cursor = Arc::new(AtomicI64::new(0));
         let done = Arc::new(Mutex::new(Vec::new()));
         let memory = Arc::new(Memory {
@@ -625,6 +657,7 @@ mod tests {
             leases: None,
             remote_progress: None,
             on: None,
+            intake,
         };
         let health = runner.pipeline.stage("fake");
         let task =
