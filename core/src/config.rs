@@ -75,9 +75,10 @@ pub struct Config {
     /// PostgreSQL by other processes' appends through `LISTEN`); the poll only covers lost wake-ups.
     pub stage_poll: Duration,
     /// Requests answered by one group commit from which the intake counts as busy, and the
-    /// stages in the same process hold back for a bounded time (`TOUCHPOINT_INTAKE_BUSY_REQUESTS`,
-    /// 16; 0 = never; see [`crate::pipeline::intake_first`]).
-    pub intake_busy_requests: usize,
+    /// stages in the same process hold back for a bounded time (`TOUCHPOINT_INTAKE_BUSY_REQUESTS`:
+    /// 0 = never, or 2 to 65536; unset: 16 on SQLite, never on PostgreSQL; see
+    /// [`crate::pipeline::intake_first`]).
+    pub intake_busy_requests: Option<usize>,
     /// On PostgreSQL with several processing nodes, how long a stage lease lasts without renewal
     /// (`TOUCHPOINT_LEASE_SECS`, 5): a dead node's stages move to the others within about this.
     pub lease_ttl: Duration,
@@ -151,7 +152,7 @@ impl Default for Config {
             stage_retry: crate::pipeline::Policy::default(),
             stall_after: Duration::from_secs(30),
             stage_poll: Duration::from_millis(250),
-            intake_busy_requests: crate::pipeline::intake_first::BUSY_REQUESTS,
+            intake_busy_requests: None,
             lease_ttl: Duration::from_secs(5),
             log_layout: Default::default(),
             reverse_etl: None,
@@ -286,9 +287,10 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_STAGE_POLL_MS", default_value_t = 250,
           value_parser = clap::value_parser!(u64).range(10..))]
     stage_poll_ms: u64,
-    /// Requests answered by one commit from which stages in this process hold back (0 = never).
-    #[arg(long, env = "TOUCHPOINT_INTAKE_BUSY_REQUESTS", default_value_t = crate::pipeline::intake_first::BUSY_REQUESTS)]
-    intake_busy_requests: usize,
+    /// Requests answered by one commit from which stages in this process hold back (0 = never;
+    /// unset: 16 on SQLite, never on PostgreSQL).
+    #[arg(long, env = "TOUCHPOINT_INTAKE_BUSY_REQUESTS", value_parser = busy_requests)]
+    intake_busy_requests: Option<usize>,
     /// Nice value of the threads doing pipeline work (Linux; 0 to 19, 0 = the intake's priority),
     /// so under a CPU-bound burst acknowledgements go first; see `crate::background`.
     #[arg(long, env = "TOUCHPOINT_BACKGROUND_NICE", default_value_t = crate::background::NICE,
@@ -354,6 +356,17 @@ impl Settings {
 /// `name=writeKey` pairs, one value for clap.
 #[derive(Debug, Clone)]
 struct Sources(Vec<(String, String)>);
+
+/// 0 (never hold back) or 2 to 65536: at 1 every commit would count as busy, and the stages would
+/// hold back at any load.
+fn busy_requests(v: &str) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n == 0 || (2..=65_536).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{v:?}: expected 0 (never hold back) or a number of requests from 2 to 65536"
+        )),
+    }
+}
 
 fn secret(v: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(v.to_owned()))
@@ -633,6 +646,29 @@ mod tests {
             err.to_string().starts_with("TOUCHPOINT_STAGE_POLL_MS:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_intake_busy_threshold_is_zero_or_two_and_more_and_left_to_the_database_when_unset() {
+        assert_eq!(
+            Config::from_lookup(|_| None).unwrap().intake_busy_requests,
+            None
+        );
+        let set = |v: &'static str| {
+            Config::from_lookup(move |k| {
+                (k == "TOUCHPOINT_INTAKE_BUSY_REQUESTS").then(|| v.to_owned())
+            })
+        };
+        assert_eq!(set("0").unwrap().intake_busy_requests, Some(0));
+        assert_eq!(set("32").unwrap().intake_busy_requests, Some(32));
+        for bad in ["1", "-3", "many", "65537"] {
+            let err = set(bad).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("TOUCHPOINT_INTAKE_BUSY_REQUESTS:"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -135,8 +135,11 @@ impl Application {
             .context("loading sources")?;
         let clock: Arc<dyn Clock> = config.clock.0.clone();
         // Stages in this process hold back while many requests wait on the intake's commits.
-        let intake = (config.process && config.intake_busy_requests > 0)
-            .then(|| IntakePressure::new(clock.clone(), config.intake_busy_requests));
+        let busy = crate::pipeline::intake_first::busy_requests(
+            config.intake_busy_requests,
+            config.database_url.starts_with("sqlite:"),
+        );
+        let intake = (config.process && busy > 0).then(|| IntakePressure::new(clock.clone(), busy));
         let writer = Writer::spawn(
             store.clone(),
             config.queue_capacity,

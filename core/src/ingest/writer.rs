@@ -57,7 +57,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task over `store`; at most `capacity` messages wait, at most `max_commit`
-    /// go in one transaction. `pressure` hears how many requests each commit answers.
+    /// go in one transaction. `pressure` hears how many requests each commit will answer.
     pub fn spawn(
         store: Arc<dyn EventStore>,
         capacity: usize,
@@ -153,7 +153,7 @@ async fn run(
             }
         }
         if let Some(p) = &pressure {
-            p.committed(jobs.len());
+            p.committing(jobs.len());
         }
         let mut messages = Vec::with_capacity(size);
         let mut rejected = Vec::new();

@@ -303,6 +303,19 @@ impl Runner {
         });
         let mut remote = self.remote_progress.clone();
         loop {
+            // Before the lease check, so a stage never steps on a lease it lost while holding
+            // back. A stage narrowing a failing batch to one message does not hold back.
+            if let Some(intake) = &self.intake
+                && guard.batch() == Batch::Full
+            {
+                let held = intake.wait_turn().await;
+                let held = u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
+                let _ = health
+                    .held_ms
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                        Some(t.saturating_add(held))
+                    });
+            }
             if let (Some(leases), Some(changed)) = (&self.leases, &mut leases_changed)
                 && !leases.holds(stage.name())
             {
@@ -311,13 +324,6 @@ impl Runner {
                 let _ = tokio::time::timeout(self.poll.max(leases.ttl / 3), self::changed(changed))
                     .await;
                 continue;
-            }
-            if let Some(intake) = &self.intake {
-                let held = intake.wait_turn().await;
-                health.held_ms.fetch_add(
-                    u64::try_from(held.as_millis()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
             }
             let batch = guard.batch();
             // A panic in a stage is a failure of the message being processed like any other: it
@@ -498,8 +504,12 @@ mod tests {
         p.stage("audiences")
             .quarantined
             .fetch_add(2, Ordering::Relaxed);
+        p.stage("audiences")
+            .held_ms
+            .fetch_add(1_500, Ordering::Relaxed);
         let out = crate::exposition::render(|| p.record_metrics());
         assert!(out.contains("touchpoint_stage_quarantined_total{stage=\"audiences\"} 2"));
+        assert!(out.contains("touchpoint_stage_held_milliseconds_total{stage=\"audiences\"} 1500"));
     }
 
     #[tokio::test]
@@ -624,11 +634,30 @@ mod tests {
     async fn a_stage_held_back_by_an_intake_that_stays_busy_still_processes_every_message() {
         // A stopped clock and a busy commit: the intake never calms down.
         let intake = IntakePressure::new(Arc::new(ManualClock::at(0)), 1);
-        intake.committed(64);
-        run_fake_with_poison_to_the_end(Some(intake)).await;
+        intake.committing(64);
+        let health = run_fake_with_poison_to_the_end(Some(intake)).await;
+        // Every full-batch step waited the longest hold (narrowing steps do not).
+        let steps = health.processed.load(Ordering::Relaxed);
+        assert!(
+            health.held_ms.load(Ordering::Relaxed) >= 250 * 3,
+            "held {} ms over {steps} positions",
+            health.held_ms.load(Ordering::Relaxed)
+        );
     }
 
-    async fn run_fake_with_poison_to_the_end(intake: Option<Arc<IntakePressure>>) {
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_beside_a_calm_intake_never_holds_back() {
+        let intake = IntakePressure::new(Arc::new(ManualClock::at(0)), 16);
+        intake.committing(1);
+        let health = run_fake_with_poison_to_the_end(Some(intake)).await;
+        assert_eq!(health.held_ms.load(Ordering::Relaxed), 0);
+    }
+
+    /// Runs the fake stage over positions 1..=20 (6 and 7 poison, 15 panics) until its cursor is at
+    /// the end, checks what was processed and set aside, and returns the stage's health.
+    async fn run_fake_with_poison_to_the_end(
+        intake: Option<Arc<IntakePressure>>,
+    ) -> Arc<StageHealth> {
         let cursor = Arc::new(AtomicI64::new(0));
         let done = Arc::new(Mutex::new(Vec::new()));
         let memory = Arc::new(Memory {
@@ -688,5 +717,6 @@ mod tests {
         let expected: Vec<i64> = (1..=20).filter(|p| ![6, 7, 15].contains(p)).collect();
         assert_eq!(*done.lock().unwrap(), expected);
         assert_eq!(health.quarantined.load(Ordering::Relaxed), 3);
+        health
     }
 }

@@ -170,11 +170,15 @@ async fn run(
     let period = Duration::from_micros(env_num("POLL_US", 1000));
     let mut config = test_config(url.clone());
     config.background = background();
-    // As `touchpoint serve` reads it: stages hold back while this many requests share a commit.
-    config.intake_busy_requests = env_num(
-        "TOUCHPOINT_INTAKE_BUSY_REQUESTS",
-        touchpoint_core::pipeline::intake_first::BUSY_REQUESTS as u64,
-    ) as usize;
+    // As `touchpoint serve` reads it (unset: chosen by the database): stages hold back while this
+    // many requests share a commit.
+    config.intake_busy_requests = match std::env::var("TOUCHPOINT_INTAKE_BUSY_REQUESTS") {
+        Ok(v) => Some(
+            v.parse()
+                .map_err(|e| anyhow::anyhow!("TOUCHPOINT_INTAKE_BUSY_REQUESTS={v:?}: {e}"))?,
+        ),
+        Err(_) => None,
+    };
     let app = Arc::new(spawn_app_with(config, tmp).await);
 
     // 2K profiles, each in an account with 5 seats (not yet in the audience: no integration).
