@@ -216,3 +216,60 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::ManualClock;
+    use crate::storage::{SqliteStore, Status};
+
+    fn message(source_id: i64, id: &str) -> NewMessage {
+        NewMessage {
+            source_id,
+            message_id: id.into(),
+            kind: "track",
+            event: Some("signed_up".into()),
+            user_id: None,
+            anonymous_id: Some("a-1".into()),
+            event_time_ms: 1,
+            received_at_ms: 1,
+            plan_version: Arc::from("1"),
+            status: Status::Accepted,
+            violations_json: "[]".into(),
+            body_json: "{}".into(),
+        }
+    }
+
+    /// Sends `requests` one-message requests at once and waits for their acknowledgements (on the
+    /// test's single thread, every request is queued before the writer runs: one commit).
+    async fn requests_sharing_a_commit(requests: usize) -> Arc<IntakePressure> {
+        let store = Arc::new(SqliteStore::connect("sqlite::memory:").await.unwrap());
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        let pressure = IntakePressure::new(Arc::new(ManualClock::at(7_000)), 16);
+        let writer = Writer::spawn(store, 1_000, 4_096, Some(pressure.clone()));
+        let writes =
+            (0..requests).map(|i| writer.write(vec![message(source, &format!("m{i}"))], vec![]));
+        for outcome in futures_util::future::join_all(writes).await {
+            assert!(matches!(outcome.unwrap()[..], [InsertOutcome::Stored(_)]));
+        }
+        assert_eq!(
+            writer.stats.commits.load(Ordering::Relaxed),
+            1,
+            "one group commit"
+        );
+        pressure
+    }
+
+    #[tokio::test]
+    async fn a_commit_answering_sixteen_requests_makes_the_intake_busy() {
+        assert_eq!(
+            requests_sharing_a_commit(16).await.last_busy_ms(),
+            Some(7_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_answering_fewer_requests_leaves_the_intake_calm() {
+        assert_eq!(requests_sharing_a_commit(15).await.last_busy_ms(), None);
+    }
+}
