@@ -221,24 +221,7 @@ async fn run(
 mod tests {
     use super::*;
     use crate::pipeline::ManualClock;
-    use crate::storage::{SqliteStore, Status};
-
-    fn message(source_id: i64, id: &str) -> NewMessage {
-        NewMessage {
-            source_id,
-            message_id: id.into(),
-            kind: "track",
-            event: Some("signed_up".into()),
-            user_id: None,
-            anonymous_id: Some("a-1".into()),
-            event_time_ms: 1,
-            received_at_ms: 1,
-            plan_version: Arc::from("1"),
-            status: Status::Accepted,
-            violations_json: "[]".into(),
-            body_json: "{}".into(),
-        }
-    }
+    use crate::storage::{SqliteStore, test_message as message};
 
     /// Sends `requests` one-message requests at once and waits for their acknowledgements (on the
     /// test's single thread, every request is queued before the writer runs: one commit).
