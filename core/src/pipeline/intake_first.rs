@@ -93,8 +93,8 @@ pub struct HoldPolicy {
     /// The intake counts as busy for this long after a busy commit (commits come every 1–2 ms
     /// under load, so one commit answering few requests does not end a burst).
     pub calm_after: Duration,
-    /// A stage that wants to step never waits longer than this: its lag stays bounded under a
-    /// burst that does not end.
+    /// A stage that wants to step never waits longer than this, so it keeps stepping under a
+    /// burst that does not end (its backlog still grows while the burst lasts).
     pub longest_hold: Duration,
     /// How often a holding stage looks again.
     pub recheck: Duration,
