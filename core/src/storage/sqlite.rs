@@ -8,7 +8,7 @@
 //! folder. An in-memory database keeps everything in one file with one gate.
 
 use super::sqlite_log_writer::{
-    CACHED_ROWS, INSERT_REJECTED, ROWS_PER_INSERT, insert_sql, match_stored,
+    CACHED_ROWS, INSERT_REJECTED, ROWS_PER_INSERT, Repeats, insert_sql, match_stored,
 };
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use futures_util::future::BoxFuture;
@@ -223,7 +223,7 @@ async fn insert_messages(
     chunk: &[NewMessage],
     out: &mut [InsertOutcome],
 ) -> Result<(), StorageError> {
-    let sql = insert_sql(chunk.len());
+    let sql = insert_sql(chunk.len(), Repeats::DroppedOnConflict);
     let mut q = sqlx::query_as::<_, (i64, i64, String)>(&sql);
     for m in chunk {
         q = q
@@ -245,7 +245,7 @@ async fn insert_messages(
         .persistent(chunk.len() <= CACHED_ROWS)
         .fetch_all(&mut *conn)
         .await?;
-    match_stored(chunk, &stored, out);
+    match_stored(chunk, 0..chunk.len(), &stored, out);
     Ok(())
 }
 
@@ -374,6 +374,52 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(again[0], InsertOutcome::Duplicate);
         assert!(matches!(again[1], InsertOutcome::Stored(seq) if seq > stored[n - 3]));
+    }
+
+    #[tokio::test]
+    async fn a_messageid_repeats_only_inside_the_dedup_window_and_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let web = store.upsert_source("web", "wk").await.unwrap().id;
+        let ios = store.upsert_source("ios", "wk2").await.unwrap().id;
+        let first = store.append(&[message(web, "m1")], &[]).await.unwrap();
+        assert!(matches!(first[0], InsertOutcome::Stored(_)));
+        // A retry of the same message, and the same messageId from another source.
+        let again = store
+            .append(&[message(web, "m1"), message(ios, "m1")], &[])
+            .await
+            .unwrap();
+        assert_eq!(again[0], InsertOutcome::Duplicate);
+        assert!(matches!(again[1], InsertOutcome::Stored(_)), "{again:?}");
+        // Once the window has passed, the messageId is new again.
+        assert_eq!(store.expire_dedup(i64::MAX).await.unwrap(), 2);
+        let later = store.append(&[message(web, "m1")], &[]).await.unwrap();
+        assert!(matches!(later[0], InsertOutcome::Stored(_)), "{later:?}");
+        assert_eq!(store.messages_by_id("m1").await.unwrap().len(), 3);
+        assert_eq!(
+            store.append(&[message(web, "m1")], &[]).await.unwrap()[0],
+            InsertOutcome::Duplicate,
+            "the new copy deduplicates in its own window"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_log_file_keeps_one_index_over_messageids() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = store_in(dir.path()).await;
+        let mut log = SqliteConnectOptions::new()
+            .filename(log_file(&dir.path().join("t.db")))
+            .connect()
+            .await
+            .unwrap();
+        let indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' \
+             AND sql LIKE '%message_id%' OR sql LIKE '%dedup_key)%' ORDER BY name",
+        )
+        .fetch_all(&mut log)
+        .await
+        .unwrap();
+        assert_eq!(indexes, [("messages_message_id".to_owned(),)]);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use rusqlite::{Connection, TransactionBehavior};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -120,16 +120,15 @@ impl LogWriter {
     }
 }
 
-/// One group commit. A commit that fits one statement runs it alone and SQLite commits it by itself
-/// (autocommit, `synchronous = FULL`: it commits on the step that ends the statement, which the row
-/// loop waits for); anything larger, or with rejected items, is one transaction.
+/// One group commit, in one transaction: the messages not already inside the dedup window
+/// ([`fresh`]), then the rejected items.
 fn write(
     conn: &mut Connection,
     messages: &[NewMessage],
     rejected: &[NewRejected],
 ) -> rusqlite::Result<Vec<InsertOutcome>> {
-    // A one-statement commit is durable only if it runs outside a transaction: end any that an
-    // earlier failure left open (rusqlite ignores a failed rollback when a transaction drops).
+    // End any transaction an earlier failure left open (rusqlite ignores a failed rollback when a
+    // transaction drops), so this commit is not folded into it.
     if !conn.is_autocommit() {
         tracing::warn!("the log writer found a transaction left open; rolling it back");
         conn.execute_batch("ROLLBACK")?;
@@ -138,16 +137,12 @@ fn write(
     if messages.is_empty() && rejected.is_empty() {
         return Ok(out);
     }
-    if rejected.is_empty() && messages.len() <= ROWS_PER_INSERT {
-        insert_messages(conn, messages, &mut out)?;
-        return Ok(out);
-    }
+    // Immediate: the dedup probes and the insert see no other writer's commit in between, even
+    // one from another process on the same file.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (chunk, out) in messages
-        .chunks(ROWS_PER_INSERT)
-        .zip(out.chunks_mut(ROWS_PER_INSERT))
-    {
-        insert_messages(&tx, chunk, out)?;
+    let keep = fresh(&tx, messages)?;
+    for slots in keep.chunks(ROWS_PER_INSERT) {
+        insert_messages(&tx, messages, slots, &mut out)?;
     }
     {
         let mut insert = tx.prepare_cached(INSERT_REJECTED)?;
@@ -164,6 +159,36 @@ fn write(
     Ok(out)
 }
 
+/// Whether the log holds a messageId of a source inside the dedup window (`dedup_key` is set
+/// until the window has passed). It runs on the log file's one index over messageIds,
+/// `(message_id, source_id)`; a hit reads the row, a miss (almost every message) does not.
+const IN_DEDUP_WINDOW: &str = "SELECT EXISTS (SELECT 1 FROM messages \
+     WHERE message_id = ?1 AND source_id = ?2 AND dedup_key IS NOT NULL)";
+
+/// The positions in `messages` to insert: the first of each (source, messageId) in the commit,
+/// unless the log already holds it inside the dedup window.
+///
+/// The log file keeps one index over messageIds instead of a unique one for deduplication beside
+/// one for lookups (migration `sqlite-log/0002`): SDKs send random (UUIDv4) messageIds, so each
+/// such index costs every message a page of its own in the commit's WAL frames and again in the
+/// checkpoint. The probe runs under the log gate in the commit's transaction, so no other writer
+/// can store the same messageId between the probe and the insert.
+fn fresh(tx: &Connection, messages: &[NewMessage]) -> rusqlite::Result<Vec<usize>> {
+    let mut seen: HashSet<(i64, &str)> = HashSet::with_capacity(messages.len());
+    let mut probe = tx.prepare_cached(IN_DEDUP_WINDOW)?;
+    let mut keep = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        if !seen.insert((m.source_id, m.message_id.as_str())) {
+            continue;
+        }
+        let held: bool = probe.query_row((&m.message_id, m.source_id), |r| r.get(0))?;
+        if !held {
+            keep.push(i);
+        }
+    }
+    Ok(keep)
+}
+
 /// The insert of one rejected item (source, received at, reason, truncated body); the in-memory
 /// path runs it through sqlx.
 pub(crate) const INSERT_REJECTED: &str =
@@ -172,11 +197,21 @@ pub(crate) const INSERT_REJECTED: &str =
 /// Values per message in [`insert_sql`]'s statement.
 const COLUMNS: usize = 13;
 
+/// How an insert of messages leaves out repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeats {
+    /// The caller left them out already ([`fresh`]): the log file, which has no unique index.
+    LeftOut,
+    /// `ON CONFLICT` on the unique `(source_id, dedup_key)` index drops them: a database of one
+    /// file (in memory), whose schema keeps that index.
+    DroppedOnConflict,
+}
+
 /// The insert of `rows` messages in one statement, `?` placeholders in the order the callers bind
 /// (source, messageId twice (the id and its dedup key), kind, event, userId, anonymousId, event
-/// time, received at, plan version, status, violations, body). The in-memory path runs the same
-/// statement through sqlx (`storage::sqlite`).
-pub(crate) fn insert_sql(rows: usize) -> String {
+/// time, received at, plan version, status, violations, body), returning each stored row's seq,
+/// source and messageId.
+pub(crate) fn insert_sql(rows: usize, repeats: Repeats) -> String {
     let mut sql = String::with_capacity(200 + rows * 2 * COLUMNS);
     sql.push_str(
         "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
@@ -187,17 +222,20 @@ pub(crate) fn insert_sql(rows: usize) -> String {
         sql.push_str(&",?".repeat(COLUMNS - 1));
         sql.push(')');
     }
-    sql.push_str(
-        " ON CONFLICT (source_id, dedup_key) DO NOTHING RETURNING seq, source_id, message_id",
-    );
+    if repeats == Repeats::DroppedOnConflict {
+        sql.push_str(" ON CONFLICT (source_id, dedup_key) DO NOTHING");
+    }
+    sql.push_str(" RETURNING seq, source_id, message_id");
     sql
 }
 
-/// Sets `out[i]` to where `chunk[i]` was stored, from the `RETURNING` rows of [`insert_sql`]
-/// (seq, source, messageId), which come in no promised order; a message without a row was a
-/// duplicate and keeps its outcome. Within a chunk the first input of a messageId wins.
+/// Sets `out[i]` to where `messages[i]` was stored, for each `i` in `slots`, from the `RETURNING`
+/// rows of [`insert_sql`] (seq, source, messageId), which come in no promised order; a message
+/// without a row was a duplicate and keeps its outcome. Among the slots, the first input of a
+/// messageId wins.
 pub(crate) fn match_stored(
-    chunk: &[NewMessage],
+    messages: &[NewMessage],
+    slots: impl IntoIterator<Item = usize>,
     stored: &[(i64, i64, String)],
     out: &mut [InsertOutcome],
 ) {
@@ -205,31 +243,33 @@ pub(crate) fn match_stored(
         .iter()
         .map(|(seq, source, id)| ((*source, id.as_str()), *seq))
         .collect();
-    for (m, slot) in chunk.iter().zip(out.iter_mut()) {
+    for i in slots {
+        let m = &messages[i];
         if let Some(seq) = inserted.remove(&(m.source_id, m.message_id.as_str())) {
-            *slot = InsertOutcome::Stored(seq);
+            out[i] = InsertOutcome::Stored(seq);
         }
     }
 }
 
-/// Inserts `chunk` (at most [`ROWS_PER_INSERT`] messages) with [`insert_sql`], setting `out[i]` to
-/// where each new message was stored.
+/// Inserts the messages at `slots` (at most [`ROWS_PER_INSERT`], no two alike) in one statement,
+/// setting their outcomes in `out` to where each was stored.
 fn insert_messages(
-    conn: &Connection,
-    chunk: &[NewMessage],
+    tx: &Connection,
+    messages: &[NewMessage],
+    slots: &[usize],
     out: &mut [InsertOutcome],
 ) -> rusqlite::Result<()> {
-    let sql = insert_sql(chunk.len());
+    let sql = insert_sql(slots.len(), Repeats::LeftOut);
     let mut cached;
     let mut once;
-    let statement = if chunk.len() <= CACHED_ROWS {
-        cached = conn.prepare_cached(&sql)?;
+    let statement = if slots.len() <= CACHED_ROWS {
+        cached = tx.prepare_cached(&sql)?;
         &mut *cached
     } else {
-        once = conn.prepare(&sql)?;
+        once = tx.prepare(&sql)?;
         &mut once
     };
-    for (i, m) in chunk.iter().enumerate() {
+    for (i, m) in slots.iter().map(|&s| &messages[s]).enumerate() {
         let at = i * COLUMNS;
         statement.raw_bind_parameter(at + 1, m.source_id)?;
         statement.raw_bind_parameter(at + 2, &m.message_id)?;
@@ -245,12 +285,12 @@ fn insert_messages(
         statement.raw_bind_parameter(at + 12, &m.violations_json)?;
         statement.raw_bind_parameter(at + 13, &m.body_json)?;
     }
-    let mut stored: Vec<(i64, i64, String)> = Vec::with_capacity(chunk.len());
+    let mut stored: Vec<(i64, i64, String)> = Vec::with_capacity(slots.len());
     let mut rows = statement.raw_query();
     while let Some(row) = rows.next()? {
         stored.push((row.get(0)?, row.get(1)?, row.get(2)?));
     }
-    match_stored(chunk, &stored, out);
+    match_stored(messages, slots.iter().copied(), &stored, out);
     Ok(())
 }
 
@@ -262,9 +302,11 @@ mod tests {
 
     #[test]
     fn the_insert_binds_thirteen_values_per_message() {
-        let sql = insert_sql(3);
+        let sql = insert_sql(3, Repeats::LeftOut);
         assert_eq!(sql.matches('?').count(), 3 * COLUMNS);
         assert_eq!(sql.matches("),(").count(), 2);
+        assert!(!sql.contains("ON CONFLICT"));
+        assert!(insert_sql(3, Repeats::DroppedOnConflict).contains("ON CONFLICT"));
     }
 
     #[test]
@@ -281,7 +323,7 @@ mod tests {
             (10, 1, "a".to_owned()),
             (11, 2, "a".to_owned()),
         ];
-        match_stored(&chunk, &stored, &mut out);
+        match_stored(&chunk, 0..chunk.len(), &stored, &mut out);
         assert_eq!(
             out,
             [
