@@ -232,6 +232,14 @@ impl Message {
         map.insert("type".into(), Value::String(kind.as_str().into()));
         for field in ID_FIELDS {
             match map.get_mut(field) {
+                Some(Value::Number(n)) if !exact_id(n) => {
+                    // Beyond 2^53 a JSON number has already lost digits: two people's ids
+                    // could become one string.
+                    return Err(MessageError::BadField {
+                        field,
+                        expected: "a string, or a number an id can be read from exactly (an integer within 64 bits, or below 2^53)",
+                    });
+                }
                 Some(Value::Number(n)) => {
                     let s = n.to_string();
                     notices.push(Notice {
@@ -337,6 +345,13 @@ impl Message {
     }
 }
 
+/// Whether a numeric id reads back exactly as sent: an integer that fits 64 bits, or a number
+/// below 2^53 (a float that large has lost digits in parsing, 18446744073709551616 and …617 alike).
+fn exact_id(n: &serde_json::Number) -> bool {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.abs() < EXACT)
+}
+
 fn contains_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
@@ -399,6 +414,32 @@ impl BatchEnvelope<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_numeric_id_too_large_to_read_exactly_is_refused_not_rounded() {
+        for body in [
+            r#"{"userId":18446744073709551616}"#,
+            r#"{"userId":100000000000000000001}"#,
+            r#"{"anonymousId":1e20}"#,
+            r#"{"userId":-9007199254740993.0}"#,
+        ] {
+            let value: Value = serde_json::from_str(body).unwrap();
+            let err = Message::from_value(value, Some(MessageType::Identify)).unwrap_err();
+            assert!(
+                matches!(err, MessageError::BadField { .. }),
+                "{body}: {err:?}"
+            );
+        }
+        for (body, id) in [
+            (r#"{"userId":18446744073709551615}"#, "18446744073709551615"),
+            (r#"{"userId":-9223372036854775808}"#, "-9223372036854775808"),
+            (r#"{"userId":1.5}"#, "1.5"),
+        ] {
+            let value: Value = serde_json::from_str(body).unwrap();
+            let parsed = Message::from_value(value, Some(MessageType::Identify)).unwrap();
+            assert_eq!(parsed.message.user_id.as_deref(), Some(id));
+        }
+    }
 
     #[test]
     fn a_numeric_user_id_is_normalised_to_a_string_and_reported() {

@@ -201,12 +201,29 @@ fn not_found(what: &str) -> Response {
         .into_response()
 }
 
-fn settings_response(body: Value) -> Response {
+/// Who may keep a settings document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    /// Any cache: the document is the same whoever asks.
+    Yes,
+    /// Only the client: the document names the host the request named, and a shared cache in
+    /// front (whose key may leave out `X-Forwarded-Host`) must not hand one client's answer to
+    /// another, or a forged header would send every client's events elsewhere.
+    No,
+}
+
+fn settings_response(body: Value, shared: Shared) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             // Short: a new or removed source shows within a minute.
-            (header::CACHE_CONTROL, "public, max-age=60"),
+            (
+                header::CACHE_CONTROL,
+                match shared {
+                    Shared::Yes => "public, max-age=60",
+                    Shared::No => "private, max-age=60",
+                },
+            ),
             // The document names the host it was asked on (unless TOUCHPOINT_PUBLIC_URL is set).
             (
                 header::VARY,
@@ -254,7 +271,12 @@ async fn segment_settings(
             .into_response();
     };
     tracing::debug!(source = %source.name, api_host = %base.api_host(), "segment settings served");
-    settings_response(segment_settings_document(key.as_ref(), &base))
+    let shared = if state.public_url.is_some() {
+        Shared::Yes
+    } else {
+        Shared::No
+    };
+    settings_response(segment_settings_document(key.as_ref(), &base), shared)
 }
 
 /// `GET /sourceConfig/?writeKey=…` (and Basic auth): RudderStack's JavaScript SDK with
@@ -276,7 +298,10 @@ async fn rudderstack_source_config(
     let Some((key, source)) = known_source(&state, &key) else {
         return not_found("unknown write key");
     };
-    settings_response(rudderstack_source_config_document(key.as_ref(), &source))
+    settings_response(
+        rudderstack_source_config_document(key.as_ref(), &source),
+        Shared::Yes,
+    )
 }
 
 /// `POST /beacon/v1/batch?writeKey=…`: RudderStack's `useBeacon` delivery (`navigator.sendBeacon`

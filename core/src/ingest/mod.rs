@@ -396,7 +396,7 @@ pub(crate) async fn accept(
                 .chars()
                 .take(1024)
                 .collect(),
-            body: e.raw.clone(),
+            body: prepare::rejected_body(&e.raw),
         })
         .collect();
     let outcomes = state.writer.write(rows, rejected).await?;

@@ -188,19 +188,35 @@ pub fn to_rows(
     Ok(rows)
 }
 
+/// Most bytes stored of an item that was not accepted (`rejected_messages.body`).
+pub const MAX_REJECTED_BYTES: usize = 4 * 1024;
+
 /// An item refused by a limit; the stored copy of what arrived is cut to a few KB.
 fn refusal(index: usize, e: &LimitError, body: &str) -> ItemError {
-    const KEEP: usize = 4 * 1024;
-    let mut end = body.len().min(KEEP);
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
     ItemError {
         index,
         error: e.to_string(),
         code: e.code(),
-        raw: body[..end].to_owned(),
+        raw: cut(body, MAX_REJECTED_BYTES).to_owned(),
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// What is stored of an item that was not accepted: re-serialised when it is JSON, so text sent
+/// escaped (`"j\u00fcrgen"`, as Python's `json.dumps` writes it) is stored as it reads and an
+/// erasure that searches for the identifier finds it; then cut to [`MAX_REJECTED_BYTES`].
+pub fn rejected_body(raw: &str) -> String {
+    let canonical = serde_json::from_str::<Value>(raw).map(|v| v.to_string());
+    let text = canonical.as_deref().unwrap_or(raw);
+    cut(text, MAX_REJECTED_BYTES).to_owned()
 }
 
 /// Stamps server fields, corrects the timestamp, applies the plan; the message is then ready to store.
@@ -214,7 +230,7 @@ pub fn check(parsed: Parsed, plan: &TrackingPlan, origin: Origin, now: DateTime<
         .map(|n| serde_json::json!({"kind": "normalised", "field": n.field, "message": n.message}))
         .collect();
     if message.message_id.as_deref().is_none_or(str::is_empty) {
-        message.message_id = Some(format!("tp-{}", uuid::Uuid::new_v4()));
+        message.message_id = Some(assigned_message_id(now));
     }
     if origin == Origin::Direct || message.received_at.is_none() {
         message.received_at = Some(rfc3339(now));
@@ -247,6 +263,18 @@ pub fn check(parsed: Parsed, plan: &TrackingPlan, origin: Origin, now: DateTime<
         status,
         findings,
     }
+}
+
+/// A messageId for a message sent without one: `tp-` and a UUIDv7 of `now`, so ids the server
+/// assigns ascend with time and land together in the log's messageId index (a random id costs a
+/// page of that index per message).
+fn assigned_message_id(now: DateTime<Utc>) -> String {
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(now.timestamp()).unwrap_or(0),
+        now.timestamp_subsec_nanos(),
+    );
+    format!("tp-{}", uuid::Uuid::new_v7(ts))
 }
 
 /// Most bytes of findings stored with one message: a message with hundreds of unplanned,
@@ -501,10 +529,38 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_item_is_stored_as_it_reads_and_cut_to_four_kilobytes() {
+        // Escaped text (Python's json.dumps) is stored unescaped, so erasure can find the id;
+        // a NUL stays escaped.
+        assert_eq!(
+            rejected_body(r#"{"userId":"j\u00fcrgen","event":"a\u0000"}"#),
+            r#"{"userId":"jürgen","event":"a\u0000"}"#
+        );
+        // What is not JSON is kept as sent.
+        assert_eq!(rejected_body("{not json"), "{not json");
+        let long = format!(r#"{{"userId":"u","x":"{}"}}"#, "é".repeat(30_000));
+        let stored = rejected_body(&long);
+        assert!(stored.len() <= MAX_REJECTED_BYTES && stored.len() > MAX_REJECTED_BYTES - 4);
+        assert!(stored.starts_with(r#"{"userId":"u""#));
+    }
+
+    #[test]
     fn a_message_without_message_id_gets_one() {
         let parsed = parse_single(br#"{"userId":"u","traits":{}}"#, MessageType::Identify).unwrap();
         let c = check(parsed, &plan(), Origin::Direct, now());
         assert!(c.message.message_id.unwrap().starts_with("tp-"));
+    }
+
+    #[test]
+    fn assigned_message_ids_ascend_with_the_clock_and_never_repeat() {
+        let t0 = now();
+        let ids: Vec<String> = (0..50)
+            .map(|i| assigned_message_id(t0 + chrono::Duration::milliseconds(i)))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let same_ms: std::collections::HashSet<String> =
+            (0..1_000).map(|_| assigned_message_id(t0)).collect();
+        assert_eq!(same_ms.len(), 1_000);
     }
 
     #[test]

@@ -393,6 +393,16 @@ async fn the_settings_document_names_touchpoint_and_the_short_paths_take_text_pl
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    // The host came from the request: no shared cache may hand this answer to another client.
+    assert_eq!(r.headers()["cache-control"], "private, max-age=60");
+    let vary: Vec<String> = r
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+        .collect();
+    let vary = vary.join(", ");
+    assert!(vary.contains("x-forwarded-host"), "{vary}");
     let doc: Value = r.json().await.unwrap();
     let seg = &doc["integrations"]["Segment.io"];
     assert_eq!(seg["apiKey"], WEB_KEY);
