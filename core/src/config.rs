@@ -55,6 +55,9 @@ pub struct Config {
     /// Longest time any request may take before it is answered 408, body upload included
     /// (`TOUCHPOINT_REQUEST_TIMEOUT_SECS`, default 30). The debugger's SSE stream is exempt.
     pub request_timeout: Duration,
+    /// Most HTTP connections open at once (`TOUCHPOINT_MAX_CONNECTIONS`; 0, the default: the
+    /// process's open-file limit less 256, at most 10,000; see [`crate::serve`]).
+    pub max_connections: usize,
     /// Messages the group-commit queue holds before new requests get 503 (`TOUCHPOINT_QUEUE`, 50000).
     pub queue_capacity: usize,
     /// Most messages written in one commit (`TOUCHPOINT_MAX_COMMIT`, 4096).
@@ -145,6 +148,7 @@ impl Default for Config {
             api_rate_limit_per_second: 100,
             api_rate_limit_burst: 200,
             request_timeout: Duration::from_secs(30),
+            max_connections: 0,
             queue_capacity: 50_000,
             max_commit: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
@@ -268,6 +272,10 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_secs: u64,
+    /// Most HTTP connections open at once (0: from the process's open-file limit).
+    #[arg(long, env = "TOUCHPOINT_MAX_CONNECTIONS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    max_connections: u32,
     /// Messages the group-commit queue holds before requests get 503.
     #[arg(long, env = "TOUCHPOINT_QUEUE", default_value_t = 50_000)]
     queue: usize,
@@ -460,6 +468,7 @@ impl Config {
             api_rate_limit_per_second: s.api_rate_limit_per_second,
             api_rate_limit_burst: s.api_rate_limit_burst,
             request_timeout: Duration::from_secs(s.request_timeout_secs),
+            max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
             queue_capacity: s.queue,
             max_commit: usize::try_from(s.max_commit).unwrap_or(usize::MAX),
             process: s.process,

@@ -25,6 +25,7 @@ pub mod privacy;
 pub mod profiles;
 pub mod reverse_etl;
 pub mod sdk;
+pub mod serve;
 pub mod sources;
 pub mod startup;
 pub mod state;

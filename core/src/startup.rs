@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    limits: crate::serve::Limits,
 }
 
 impl Application {
@@ -358,7 +359,12 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
-        Ok(Application { listener, state })
+        let limits = crate::serve::Limits::for_process(config.max_connections);
+        Ok(Application {
+            listener,
+            state,
+            limits,
+        })
     }
 
     /// The bound port (useful with port 0).
@@ -374,11 +380,15 @@ impl Application {
     /// Serves until ctrl-c / SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
-        tracing::info!(%addr, plan = %self.state.plan.current().version, "touchpoint serving");
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP")
+        tracing::info!(%addr, plan = %self.state.plan.current().version, max_connections = self.limits.max_connections, "touchpoint serving");
+        crate::serve::serve(
+            self.listener,
+            router(self.state),
+            self.limits,
+            shutdown_signal(),
+        )
+        .await
+        .context("serving HTTP")
     }
 }
 
