@@ -188,16 +188,17 @@ impl TrackingPlan {
                     Some("identify"),
                     &mut out,
                 );
-                // analytics.js repeats cached traits in `context.traits`; they reach the profile
-                // too, so they answer to the same table (never required: they are a copy).
-                if let Some(Value::Object(cached)) = msg.context.get("traits") {
-                    self.check_payload(&self.traits, cached, Bag::ContextTraits, None, &mut out);
-                }
             }
             MessageType::Group => {
                 self.check_payload(&self.traits, &msg.traits, Bag::Traits, None, &mut out)
             }
             MessageType::Alias => {}
+        }
+        // analytics.js repeats cached traits in `context.traits` on every call, and they reach the
+        // profile from any message, so they answer to the traits table (never required: they
+        // are a copy).
+        if let Some(Value::Object(cached)) = msg.context.get("traits") {
+            self.check_payload(&self.traits, cached, Bag::ContextTraits, None, &mut out);
         }
         out
     }
@@ -748,6 +749,30 @@ mod tests {
         assert_eq!(outcome.verdict, Verdict::Flag);
         assert_eq!(m.context["traits"], json!({"plan_tier": "pro"}));
         assert_eq!(m.traits["name"], "Ada");
+    }
+
+    #[test]
+    fn cached_context_traits_on_a_track_or_page_answer_to_the_traits_table_too() {
+        for mut m in [
+            msg(json!({"type": "page", "anonymousId": "a",
+                "context": {"traits": {"email": "not-an-email", "bogus_trait": 1}}})),
+            msg(json!({"type": "alias", "userId": "u", "previousId": "a",
+                "context": {"traits": {"email": "not-an-email", "bogus_trait": 1}}})),
+        ] {
+            let outcome = plan().enforce(&mut m);
+            let fields: Vec<_> = outcome
+                .violations
+                .iter()
+                .map(|v| v.field.as_deref().unwrap_or(""))
+                .collect();
+            assert!(
+                fields.contains(&"context.traits.email")
+                    && fields.contains(&"context.traits.bogus_trait"),
+                "{:?}",
+                outcome.violations
+            );
+            assert_eq!(outcome.verdict, Verdict::Block, "an invalid email blocks");
+        }
     }
 
     #[test]
