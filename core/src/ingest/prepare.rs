@@ -281,8 +281,24 @@ fn assigned_message_id(now: DateTime<Utc>) -> String {
 /// long-named properties must not store more violations than it has content.
 pub const MAX_FINDINGS_BYTES: usize = 4 * 1024;
 
-/// Keeps the findings that fit [`MAX_FINDINGS_BYTES`] and notes how many were left out.
+/// Longest text kept in one field of a finding: a violation quotes the value it refused, and a
+/// 30 KB value must not crowd out the finding's kind and field.
+const MAX_FINDING_TEXT: usize = 256;
+
+/// Shortens every finding's text fields to [`MAX_FINDING_TEXT`], then keeps the findings that fit
+/// [`MAX_FINDINGS_BYTES`] and notes how many were left out.
 fn cap_findings(findings: &mut Vec<Value>) {
+    for f in findings.iter_mut() {
+        if let Value::Object(fields) = f {
+            for text in fields.values_mut() {
+                if let Value::String(t) = text
+                    && t.len() > MAX_FINDING_TEXT
+                {
+                    *t = format!("{}…", cut(t, MAX_FINDING_TEXT));
+                }
+            }
+        }
+    }
     let mut used = 0usize;
     let mut keep = 0usize;
     for f in findings.iter() {
@@ -489,6 +505,22 @@ mod tests {
         let stored = Value::Array(c.findings.clone()).to_string();
         assert!(stored.len() <= MAX_FINDINGS_BYTES, "{}", stored.len());
         assert_eq!(c.findings.last().unwrap()["kind"], "truncated");
+    }
+
+    #[test]
+    fn a_huge_refused_value_still_leaves_the_reason_it_was_refused() {
+        let parsed = Message::from_value(
+            json!({"type": "identify", "userId": "u",
+                   "traits": {"email": format!("{}@", "x".repeat(30_000))}}),
+            None,
+        )
+        .unwrap();
+        let c = check(parsed, &plan(), Origin::Direct, now());
+        assert_eq!(c.status, Status::Blocked);
+        let first = &c.findings[0];
+        assert_eq!(first["field"], "traits.email", "{first}");
+        assert!(first["message"].as_str().unwrap().len() <= MAX_FINDING_TEXT + 3);
+        assert!(c.findings.iter().all(|f| f["kind"] != "truncated"));
     }
 
     #[test]
