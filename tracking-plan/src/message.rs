@@ -274,6 +274,20 @@ impl Message {
                 }
             }
         }
+        // An id of spaces alone is no id: as a userId it would make one person of everyone who
+        // sent it, as a messageId it would drop every later message as a repeat.
+        for field in ID_FIELDS.iter().chain(&["messageId"]) {
+            if let Some(Value::String(s)) = map.get(*field)
+                && !s.is_empty()
+                && s.trim().is_empty()
+            {
+                map.remove(*field);
+                notices.push(Notice {
+                    field: (*field).into(),
+                    message: format!("{field} of white space only ignored"),
+                });
+            }
+        }
         for field in OBJECT_FIELDS {
             match map.get(field) {
                 Some(Value::Null) => {
@@ -414,6 +428,23 @@ impl BatchEnvelope<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_id_of_white_space_only_is_no_id() {
+        let value: Value = serde_json::from_str(
+            r#"{"userId":" ","anonymousId":"a-1","messageId":"\t ","event":"x"}"#,
+        )
+        .unwrap();
+        let parsed = Message::from_value(value, Some(MessageType::Track)).unwrap();
+        assert_eq!(parsed.message.user_id, None);
+        assert_eq!(parsed.message.message_id, None, "the server assigns one");
+        assert_eq!(parsed.notices.len(), 2);
+        let value: Value = serde_json::from_str(r#"{"userId":"  ","event":"x"}"#).unwrap();
+        assert_eq!(
+            Message::from_value(value, Some(MessageType::Track)).unwrap_err(),
+            MessageError::MissingIdentity
+        );
+    }
 
     #[test]
     fn a_numeric_id_too_large_to_read_exactly_is_refused_not_rounded() {

@@ -339,6 +339,12 @@ fn correct_skew(message: &mut Message, now: DateTime<Utc>, findings: &mut Vec<Va
     };
     message.original_timestamp = Some(original_text);
     let sent = message.sent_at.as_deref().and_then(parse_time);
+    if let (Some(text), None) = (message.sent_at.as_deref(), sent) {
+        findings.push(serde_json::json!({
+            "kind": "bad_timestamp", "field": "sentAt",
+            "message": format!("{text:?} is not an ISO-8601 date-time; no clock-skew correction applied"),
+        }));
+    }
     let corrected = match sent {
         Some(sent) if plausible(sent, now) => now
             .checked_sub_signed(sent - original)
@@ -505,6 +511,30 @@ mod tests {
         let stored = Value::Array(c.findings.clone()).to_string();
         assert!(stored.len() <= MAX_FINDINGS_BYTES, "{}", stored.len());
         assert_eq!(c.findings.last().unwrap()["kind"], "truncated");
+    }
+
+    #[test]
+    fn an_unreadable_send_time_is_reported_and_the_event_time_kept() {
+        let parsed = Message::from_value(
+            json!({"type": "track", "event": "feature_toggled", "userId": "u",
+                   "properties": {"feature_name": "x", "new_status": true},
+                   "timestamp": "2026-11-25T11:00:00Z", "sentAt": "garbage"}),
+            None,
+        )
+        .unwrap();
+        let c = check(parsed, &plan(), Origin::Direct, now());
+        assert_eq!(c.status, Status::Flagged);
+        assert!(
+            c.findings
+                .iter()
+                .any(|f| f["kind"] == "bad_timestamp" && f["field"] == "sentAt"),
+            "{:?}",
+            c.findings
+        );
+        assert_eq!(
+            c.message.timestamp.as_deref(),
+            Some("2026-11-25T11:00:00.000Z")
+        );
     }
 
     #[test]
