@@ -58,6 +58,9 @@ pub struct Config {
     /// Most HTTP connections open at once (`TOUCHPOINT_MAX_CONNECTIONS`; 0, the default: the
     /// process's open-file limit less 256, at most 10,000; see [`crate::serve`]).
     pub max_connections: usize,
+    /// How long a client has to send a request's headers, and the longest a keep-alive
+    /// connection may sit idle (`TOUCHPOINT_HEADER_TIMEOUT_SECS`, 75; see [`crate::serve`]).
+    pub header_timeout: Duration,
     /// Messages the group-commit queue holds before new requests get 503 (`TOUCHPOINT_QUEUE`, 50000).
     pub queue_capacity: usize,
     /// Most messages written in one commit (`TOUCHPOINT_MAX_COMMIT`, 4096).
@@ -149,6 +152,7 @@ impl Default for Config {
             api_rate_limit_burst: 200,
             request_timeout: Duration::from_secs(30),
             max_connections: 0,
+            header_timeout: crate::serve::HEADER_READ_TIMEOUT,
             queue_capacity: 50_000,
             max_commit: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
@@ -276,6 +280,10 @@ pub struct Settings {
     #[arg(long, env = "TOUCHPOINT_MAX_CONNECTIONS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     max_connections: u32,
+    /// Seconds a client has to send a request's headers; also the longest idle keep-alive.
+    #[arg(long, env = "TOUCHPOINT_HEADER_TIMEOUT_SECS", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_secs: u64,
     /// Messages the group-commit queue holds before requests get 503.
     #[arg(long, env = "TOUCHPOINT_QUEUE", default_value_t = 50_000)]
     queue: usize,
@@ -469,6 +477,7 @@ impl Config {
             api_rate_limit_burst: s.api_rate_limit_burst,
             request_timeout: Duration::from_secs(s.request_timeout_secs),
             max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
+            header_timeout: Duration::from_secs(s.header_timeout_secs),
             queue_capacity: s.queue,
             max_commit: usize::try_from(s.max_commit).unwrap_or(usize::MAX),
             process: s.process,

@@ -18,10 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
-/// How long a client has to send a request's headers once it has started one (or opened the
-/// connection).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's headers, counted from when the connection opened or
+/// its last response was sent: hyper restarts the timer while a keep-alive connection waits for
+/// its next request, so this is also the longest a connection may sit idle. 75 s is above the
+/// usual load balancers' idle timeouts (60 s), so they close idle connections first and never send
+/// a request on one this server is closing (`TOUCHPOINT_HEADER_TIMEOUT_SECS`).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// How long open connections get to finish their requests once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -43,23 +47,30 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// `setting` (`TOUCHPOINT_MAX_CONNECTIONS`) when not 0, else [`connection_cap`] of the
-    /// process's open-file limit.
-    pub fn for_process(setting: usize) -> Limits {
-        let max_connections = if setting > 0 {
-            setting
+    /// `max_connections` (`TOUCHPOINT_MAX_CONNECTIONS`) when not 0, else [`connection_cap`] of
+    /// the process's open-file limit; headers within `header_read_timeout`.
+    pub fn for_process(max_connections: usize, header_read_timeout: Duration) -> Limits {
+        let max_connections = if max_connections > 0 {
+            max_connections
         } else {
-            connection_cap(open_file_limit())
+            let limit = open_file_limit();
+            if limit.is_some_and(|n| n < RESERVED_FDS + 64) {
+                tracing::warn!(
+                    open_files = limit,
+                    "the open-file limit leaves room for 64 connections at most; raise it (ulimit -n)"
+                );
+            }
+            connection_cap(limit)
         };
         Limits {
             max_connections,
-            header_read_timeout: HEADER_READ_TIMEOUT,
+            header_read_timeout,
         }
     }
 }
 
 /// The connection cap for an open-file limit: the limit less [`RESERVED_FDS`], at most
-/// [`MOST_CONNECTIONS`], at least 64 (a limit that low is a misconfiguration, logged at start).
+/// [`MOST_CONNECTIONS`], at least 64 (a limit that low is a misconfiguration, warned of at start).
 pub fn connection_cap(open_files: Option<u64>) -> usize {
     let cap = open_files
         .map(|n| n.saturating_sub(RESERVED_FDS))
@@ -90,6 +101,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (closing, closed) = watch::channel(false);
+    let mut connections = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -109,14 +121,18 @@ pub async fn serve(
         } else if permits.available_permits() > limits.max_connections / 2 {
             warned_full = false;
         }
+        // Finished connections' tasks, so the set holds open connections only.
+        while connections.try_join_next().is_some() {}
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // A client that went away before accept: nothing to wait for.
+                Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
-                    // Out of descriptors or a connection reset before accept: wait a little
-                    // (bounded) rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors (another part of the process holds them): wait, bounded,
+                    // rather than spin and log in a loop.
+                    tracing::warn!(error = %e, "accept failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
@@ -127,7 +143,7 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut closed = closed.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
@@ -145,14 +161,24 @@ pub async fn serve(
     }
     drop(listener);
     let _ = closing.send(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the shutdown grace period; closing them"
+        );
+        connections.shutdown().await;
     }
     Ok(())
+}
+
+/// An accept error that concerns one connection only (the client reset it before it was taken).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }
 
 #[cfg(test)]
@@ -166,6 +192,47 @@ mod tests {
         assert_eq!(connection_cap(Some(1_024)), 768);
         assert_eq!(connection_cap(Some(100)), 64);
         assert_eq!(connection_cap(None), 10_000);
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_a_connection_that_never_ends_after_the_grace() {
+        tokio::time::pause();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A response that never ends, like the debugger's event stream.
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                axum::body::Body::from_stream(futures_util::stream::pending::<
+                    Result<axum::body::Bytes, std::io::Error>,
+                >())
+            }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, limits(4), async {
+            let _ = stopped.await;
+        }));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        stop.send(()).unwrap();
+        // Paused time runs ahead to the grace's end; the server returns instead of waiting on.
+        tokio::time::timeout(SHUTDOWN_GRACE * 2, server)
+            .await
+            .expect("the server returned after the grace")
+            .unwrap()
+            .unwrap();
+    }
+
+    fn limits(max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            header_read_timeout: Duration::from_secs(30),
+        }
     }
 
     async fn served(limits: Limits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {

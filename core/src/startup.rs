@@ -359,7 +359,8 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
-        let limits = crate::serve::Limits::for_process(config.max_connections);
+        let limits =
+            crate::serve::Limits::for_process(config.max_connections, config.header_timeout);
         Ok(Application {
             listener,
             state,
