@@ -148,14 +148,12 @@ pub enum StorageError {
     /// The database driver failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The embedded log writer's SQLite call failed. Nothing of a transaction is stored; a
-    /// one-statement commit that failed only while its returned rows were read may be (a retry
-    /// comes back as a duplicate).
+    /// The embedded log writer's SQLite call failed. Nothing of its commit is stored (each is
+    /// one transaction).
     #[error("log write failed: {0}")]
     LogWrite(#[from] rusqlite::Error),
     /// The embedded log writer did not answer: its thread is gone, or it panicked on this commit
-    /// (a transaction is rolled back; a one-statement commit may already be stored, and a retry
-    /// comes back as a duplicate) and goes on with the next.
+    /// (its transaction is rolled back) and goes on with the next.
     #[error("the log writer stopped")]
     LogWriterStopped,
     /// A migration failed.

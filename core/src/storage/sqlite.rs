@@ -367,7 +367,7 @@ pub(super) mod tests {
         );
         assert_eq!(out[7], InsertOutcome::Duplicate);
         assert_eq!(out[ROWS_PER_INSERT + 5], InsertOutcome::Duplicate);
-        // A short append takes the one-statement path and commits by itself.
+        // A short append: a repeat of the first append's first message, and a new one.
         let again = store
             .append(&[message(source, "m0"), message(source, "late")], &[])
             .await
@@ -414,7 +414,7 @@ pub(super) mod tests {
             .unwrap();
         let indexes: Vec<(String,)> = sqlx::query_as(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' \
-             AND sql LIKE '%message_id%' OR sql LIKE '%dedup_key)%' ORDER BY name",
+             AND (sql LIKE '%message_id%' OR sql LIKE '%dedup_key)%') ORDER BY name",
         )
         .fetch_all(&mut log)
         .await

@@ -67,8 +67,7 @@ impl LogWriter {
                 let mut conn = conn;
                 while let Ok(job) = queue.recv() {
                     // A panic (a bug) fails its own commit and not every later one: its caller
-                    // sees the writer stop for that commit. Unwinding rolls a transaction back;
-                    // a one-statement commit may have committed (a retry deduplicates).
+                    // sees the writer stop for that commit. Unwinding rolls its transaction back.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         write(&mut conn, &job.messages, &job.rejected)
                     }));
