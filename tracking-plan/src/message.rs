@@ -237,7 +237,7 @@ impl Message {
                     // could become one string.
                     return Err(MessageError::BadField {
                         field,
-                        expected: "a string, or a number an id can be read from exactly (an integer within 64 bits, or below 2^53)",
+                        expected: "a string, or an integer within 64 bits",
                     });
                 }
                 Some(Value::Number(n)) => {
@@ -274,19 +274,18 @@ impl Message {
                 }
             }
         }
-        // An id of spaces alone is no id: as a userId it would make one person of everyone who
-        // sent it, as a messageId it would drop every later message as a repeat.
-        for field in ID_FIELDS.iter().chain(&["messageId"]) {
-            if let Some(Value::String(s)) = map.get(*field)
-                && !s.is_empty()
-                && s.trim().is_empty()
-            {
-                map.remove(*field);
-                notices.push(Notice {
-                    field: (*field).into(),
-                    message: format!("{field} of white space only ignored"),
-                });
-            }
+        // A messageId of spaces alone is no messageId: every later message that sent it would be
+        // dropped as a repeat. (Blank user and anonymous ids reach identity resolution, which
+        // never takes them as identifiers and reports them.)
+        if let Some(Value::String(s)) = map.get("messageId")
+            && !s.is_empty()
+            && s.trim().is_empty()
+        {
+            map.remove("messageId");
+            notices.push(Notice {
+                field: "messageId".into(),
+                message: "messageId of white space only ignored".into(),
+            });
         }
         for field in OBJECT_FIELDS {
             match map.get(field) {
@@ -359,11 +358,11 @@ impl Message {
     }
 }
 
-/// Whether a numeric id reads back exactly as sent: an integer that fits 64 bits, or a number
-/// below 2^53 (a float that large has lost digits in parsing, 18446744073709551616 and …617 alike).
+/// Whether a numeric id reads back exactly as sent: an integer that fits 64 bits. Anything else
+/// has lost digits in parsing or may have (18446744073709551616 and …617 alike; 1.00000000000000001
+/// and …02 both read 1.0).
 fn exact_id(n: &serde_json::Number) -> bool {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.abs() < EXACT)
+    n.is_i64() || n.is_u64()
 }
 
 fn contains_nul(v: &Value) -> bool {
@@ -430,20 +429,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn an_id_of_white_space_only_is_no_id() {
+    fn a_message_id_of_white_space_only_is_no_message_id() {
         let value: Value = serde_json::from_str(
-            r#"{"userId":" ","anonymousId":"a-1","messageId":"\t ","event":"x"}"#,
+            r#"{"userId":"u-1","anonymousId":"a-1","messageId":"\t ","event":"x"}"#,
         )
         .unwrap();
         let parsed = Message::from_value(value, Some(MessageType::Track)).unwrap();
-        assert_eq!(parsed.message.user_id, None);
         assert_eq!(parsed.message.message_id, None, "the server assigns one");
-        assert_eq!(parsed.notices.len(), 2);
-        let value: Value = serde_json::from_str(r#"{"userId":"  ","event":"x"}"#).unwrap();
-        assert_eq!(
-            Message::from_value(value, Some(MessageType::Track)).unwrap_err(),
-            MessageError::MissingIdentity
-        );
+        assert_eq!(parsed.notices.len(), 1);
     }
 
     #[test]
@@ -453,6 +446,7 @@ mod tests {
             r#"{"userId":100000000000000000001}"#,
             r#"{"anonymousId":1e20}"#,
             r#"{"userId":-9007199254740993.0}"#,
+            r#"{"userId":1.5}"#,
         ] {
             let value: Value = serde_json::from_str(body).unwrap();
             let err = Message::from_value(value, Some(MessageType::Identify)).unwrap_err();
@@ -464,7 +458,6 @@ mod tests {
         for (body, id) in [
             (r#"{"userId":18446744073709551615}"#, "18446744073709551615"),
             (r#"{"userId":-9223372036854775808}"#, "-9223372036854775808"),
-            (r#"{"userId":1.5}"#, "1.5"),
         ] {
             let value: Value = serde_json::from_str(body).unwrap();
             let parsed = Message::from_value(value, Some(MessageType::Identify)).unwrap();

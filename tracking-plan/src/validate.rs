@@ -227,20 +227,29 @@ impl TrackingPlan {
         let s = &self.settings;
         let dropping = s.unplanned_properties == UnplannedPropertyPolicy::Drop;
         let invalid_blocks = s.invalid_events == InvalidEventPolicy::Block;
+        // Cached traits an SDK repeats on a call that is not an identify never block it: one bad
+        // cached value would block every later event from the device. An invalid one is dropped
+        // instead (it must not reach the profile or identity resolution), an unplanned one as
+        // the policy says.
+        let identify = msg.kind == MessageType::Identify;
+        let cached_copy =
+            |v: &Violation| !identify && v.field.as_deref().is_some_and(is_cached_trait);
         let block = violations.iter().any(|v| match v.kind {
+            _ if cached_copy(v) => false,
             ViolationKind::UnplannedEvent => s.unplanned_events == UnplannedEventPolicy::Block,
             ViolationKind::UnplannedProperty | ViolationKind::UnplannedTrait => false,
             ViolationKind::BadPropertyName => invalid_blocks && !dropping,
             _ => invalid_blocks,
         });
         let mut dropped = Vec::new();
-        if !block && dropping {
+        if !block {
             for v in &violations {
-                if matches!(
+                let unplanned = matches!(
                     v.kind,
                     ViolationKind::UnplannedProperty | ViolationKind::UnplannedTrait
-                ) && let Some(field) = v.field.as_deref()
-                {
+                );
+                let drop_it = (dropping && unplanned) || (cached_copy(v) && !unplanned);
+                if drop_it && let Some(field) = v.field.as_deref() {
                     let removed = match field.strip_prefix("context.traits.") {
                         Some(key) => msg
                             .context
@@ -540,6 +549,11 @@ pub fn is_timestamp(s: &str) -> bool {
     }
 }
 
+/// Whether a violation's field is one of `context.traits`.
+fn is_cached_trait(field: &str) -> bool {
+    field.starts_with("context.traits.")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,7 +766,7 @@ mod tests {
     }
 
     #[test]
-    fn cached_context_traits_on_a_track_or_page_answer_to_the_traits_table_too() {
+    fn cached_context_traits_on_other_calls_are_checked_and_bad_ones_dropped_never_blocking() {
         for mut m in [
             msg(json!({"type": "page", "anonymousId": "a",
                 "context": {"traits": {"email": "not-an-email", "bogus_trait": 1}}})),
@@ -771,7 +785,10 @@ mod tests {
                 "{:?}",
                 outcome.violations
             );
-            assert_eq!(outcome.verdict, Verdict::Block, "an invalid email blocks");
+            // Not a block: the SDK repeats cached traits on every call. The invalid one is
+            // dropped so it never reaches a profile; the unplanned one as the policy says.
+            assert_eq!(outcome.verdict, Verdict::Flag);
+            assert_eq!(m.context["traits"], json!({}), "{:?}", m.context);
         }
     }
 

@@ -23,7 +23,8 @@ pub const MAX_KEYS_PER_OBJECT: usize = 500;
 /// Deepest nesting of objects and arrays below the message itself.
 pub const MAX_DEPTH: usize = 16;
 /// Largest absolute number that survives a round trip through a double exactly (2^53).
-/// Larger numbers are stored as sent but reported, and never summed into aggregates.
+/// Larger numbers are stored as parsed (integers within 64 bits exactly, others as the nearest
+/// double) but reported, and never summed into aggregates.
 pub const MAX_SAFE_NUMBER: f64 = 9_007_199_254_740_992.0;
 
 /// Why a message cannot be stored. Each kind has a stable [`LimitError::code`].

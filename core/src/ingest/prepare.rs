@@ -210,13 +210,18 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// What is stored of an item that was not accepted: re-serialised when it is JSON, so text sent
-/// escaped (`"j\u00fcrgen"`, as Python's `json.dumps` writes it) is stored as it reads and an
-/// erasure that searches for the identifier finds it; then cut to [`MAX_REJECTED_BYTES`].
+/// What is stored of an item that was not accepted, cut to [`MAX_REJECTED_BYTES`]: as sent, unless
+/// it is JSON with `\u` escapes (`"j\u00fcrgen"`, as Python's `json.dumps` writes it), which is
+/// stored re-serialised, so it reads as text and an erasure that searches for the identifier finds
+/// it. (Re-serialising anything else would only lose what was sent: a number past 2^64's digits,
+/// a repeated key.)
 pub fn rejected_body(raw: &str) -> String {
-    let canonical = serde_json::from_str::<Value>(raw).map(|v| v.to_string());
-    let text = canonical.as_deref().unwrap_or(raw);
-    cut(text, MAX_REJECTED_BYTES).to_owned()
+    let canonical = raw
+        .contains("\\u")
+        .then(|| serde_json::from_str::<Value>(raw).ok())
+        .flatten()
+        .map(|v| v.to_string());
+    cut(canonical.as_deref().unwrap_or(raw), MAX_REJECTED_BYTES).to_owned()
 }
 
 /// Stamps server fields, corrects the timestamp, applies the plan; the message is then ready to store.
@@ -242,7 +247,7 @@ pub fn check(parsed: Parsed, plan: &TrackingPlan, origin: Origin, now: DateTime<
     for field in limits::unsafe_numbers(&message) {
         findings.push(serde_json::json!({
             "kind": "number_out_of_range", "field": field,
-            "message": format!("{field} is beyond ±2^53: stored as sent, never summed into aggregates"),
+            "message": format!("{field} is beyond ±2^53: stored as parsed (past 2^64, the nearest double), never summed into aggregates"),
         }));
     }
     let outcome = plan.enforce(&mut message);
@@ -598,8 +603,12 @@ mod tests {
             rejected_body(r#"{"userId":"j\u00fcrgen","event":"a\u0000"}"#),
             r#"{"userId":"jürgen","event":"a\u0000"}"#
         );
-        // What is not JSON is kept as sent.
-        assert_eq!(rejected_body("{not json"), "{not json");
+        // What is not JSON, or has no escapes, is kept as sent.
+        assert_eq!(rejected_body("{not json \\u00fc"), "{not json \\u00fc");
+        assert_eq!(
+            rejected_body(r#"{"userId":18446744073709551616,"a":1,"a":2}"#),
+            r#"{"userId":18446744073709551616,"a":1,"a":2}"#
+        );
         let long = format!(r#"{{"userId":"u","x":"{}"}}"#, "é".repeat(30_000));
         let stored = rejected_body(&long);
         assert!(stored.len() <= MAX_REJECTED_BYTES && stored.len() > MAX_REJECTED_BYTES - 4);
