@@ -259,8 +259,8 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         let (addr, _stop) = served(Limits {
-            max_connections: 8,
             header_read_timeout: Duration::from_millis(200),
+            ..limits(8)
         })
         .await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -276,11 +276,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_past_the_cap_wait_until_one_closes() {
-        let (addr, _stop) = served(Limits {
-            max_connections: 2,
-            header_read_timeout: Duration::from_secs(30),
-        })
-        .await;
+        let (addr, _stop) = served(limits(2)).await;
         let idle: Vec<tokio::net::TcpStream> = vec![
             tokio::net::TcpStream::connect(addr).await.unwrap(),
             tokio::net::TcpStream::connect(addr).await.unwrap(),

@@ -518,16 +518,21 @@ mod tests {
         assert_eq!(c.findings.last().unwrap()["kind"], "truncated");
     }
 
-    #[test]
-    fn an_unreadable_send_time_is_reported_and_the_event_time_kept() {
+    /// A planned track with the client's `timestamp` and `sentAt`, checked at [`now`].
+    fn track_sent(timestamp: &str, sent_at: &str) -> Checked {
         let parsed = Message::from_value(
             json!({"type": "track", "event": "feature_toggled", "userId": "u",
                    "properties": {"feature_name": "x", "new_status": true},
-                   "timestamp": "2026-11-25T11:00:00Z", "sentAt": "garbage"}),
+                   "timestamp": timestamp, "sentAt": sent_at}),
             None,
         )
         .unwrap();
-        let c = check(parsed, &plan(), Origin::Direct, now());
+        check(parsed, &plan(), Origin::Direct, now())
+    }
+
+    #[test]
+    fn an_unreadable_send_time_is_reported_and_the_event_time_kept() {
+        let c = track_sent("2026-11-25T11:00:00Z", "garbage");
         assert_eq!(c.status, Status::Flagged);
         assert!(
             c.findings
@@ -560,14 +565,7 @@ mod tests {
 
     #[test]
     fn a_year_one_send_time_does_not_push_the_timestamp_past_year_9999() {
-        let parsed = Message::from_value(
-            json!({"type": "track", "event": "feature_toggled", "userId": "u",
-                   "properties": {"feature_name": "x", "new_status": true},
-                   "timestamp": "9999-12-31T23:59:59Z", "sentAt": "0001-01-01T00:00:00Z"}),
-            None,
-        )
-        .unwrap();
-        let c = check(parsed, &plan(), Origin::Direct, now());
+        let c = track_sent("9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z");
         assert_eq!(c.message.timestamp, c.message.received_at);
         assert!(c.findings.iter().any(|f| f["kind"] == "bad_timestamp"));
     }
