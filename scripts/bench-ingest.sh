@@ -10,7 +10,8 @@
 # Usage: scripts/bench-ingest.sh          (prints a markdown table on stdout; progress on stderr)
 # Knobs: TOUCHPOINT_BENCH_DURATION (10s), TOUCHPOINT_BENCH_WARMUP (3s), TOUCHPOINT_BENCH_CONNECTIONS (64),
 #        TOUCHPOINT_BENCH_BATCH (20), TOUCHPOINT_BENCH_PG_URL (unset: PostgreSQL rows skipped),
-#        TOUCHPOINT_BENCH_SKIP_BUILD=1 (reuse target/release binaries). Run it on an otherwise idle
+#        TOUCHPOINT_BENCH_IDS (ascending; random: a random v4 UUID per messageId, as Segment's
+#        libraries send), TOUCHPOINT_BENCH_SKIP_BUILD=1 (reuse target/release binaries). Run it on an otherwise idle
 #        machine: the load average before the runs is printed with the table.
 # Talks only to 127.0.0.1. Needs root to apt-get install wrk when it is missing.
 set -euo pipefail
@@ -21,6 +22,8 @@ warmup="${TOUCHPOINT_BENCH_WARMUP:-3s}"
 conns="${TOUCHPOINT_BENCH_CONNECTIONS:-64}"
 per_batch="${TOUCHPOINT_BENCH_BATCH:-20}"
 pg_url="${TOUCHPOINT_BENCH_PG_URL:-}"
+ids="${TOUCHPOINT_BENCH_IDS:-ascending}"
+case "$ids" in ascending|random) ;; *) echo "[bench] error: TOUCHPOINT_BENCH_IDS is ascending or random, not $ids" >&2; exit 1 ;; esac
 write_key="wk_bench"
 admin_token="bench-admin-token-$RANDOM$RANDOM"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
@@ -120,7 +123,7 @@ run_wrk() {
   # wrk stops by itself after DUR; timeout(1) bounds it anyway if the server wedges.
   timeout 120 wrk -t1 -c"$conns" -d"$dur" --latency --timeout 10s \
     -H "Authorization: Basic $auth" -s "$root/scripts/bench/$lua" \
-    "http://127.0.0.1:$port$path" -- "$run_id" "$per" >"$out" 2>&1 \
+    "http://127.0.0.1:$port$path" -- "$run_id" "$per" "$ids" >"$out" 2>&1 \
     || { cat "$out" >&2; die "wrk failed"; }
   grep -q '^BENCH ' "$out" || { cat "$out" >&2; die "wrk printed no summary"; }
 }
