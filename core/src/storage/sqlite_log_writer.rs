@@ -208,12 +208,23 @@ pub(crate) enum Repeats {
 
 /// The insert of `rows` messages in one statement, `?` placeholders in the order the callers bind
 /// (source, messageId twice (the id and its dedup key), kind, event, userId, anonymousId, event
-/// time, received at, plan version, status, violations, body), returning each stored row's seq,
-/// source and messageId.
+/// time, received at, plan version, status, violations, body).
+///
+/// With [`Repeats::DroppedOnConflict`] some rows may not be stored, so it returns each stored row's
+/// seq, source and messageId ([`match_stored`]). With [`Repeats::LeftOut`] every row is stored, in
+/// order, at consecutive seqs ending at the connection's last insert rowid (`AUTOINCREMENT` gives
+/// each row one more than the largest seq ever used, and the writer holds the file's write lock):
+/// no `RETURNING`, whose rows SQLite buffers and copies out one by one. It is `INSERT OR ROLLBACK`
+/// so that a constraint failure ends the whole commit at once: a multi-row insert that could
+/// abort alone would copy every page it changes into a statement journal first.
 pub(crate) fn insert_sql(rows: usize, repeats: Repeats) -> String {
     let mut sql = String::with_capacity(200 + rows * 2 * COLUMNS);
+    sql.push_str(match repeats {
+        Repeats::LeftOut => "INSERT OR ROLLBACK",
+        Repeats::DroppedOnConflict => "INSERT",
+    });
     sql.push_str(
-        "INSERT INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
+        " INTO messages (source_id, message_id, dedup_key, kind, event, user_id, \
          anonymous_id, event_time, received_at, plan_version, status, violations, body) VALUES ",
     );
     for i in 0..rows {
@@ -222,9 +233,10 @@ pub(crate) fn insert_sql(rows: usize, repeats: Repeats) -> String {
         sql.push(')');
     }
     if repeats == Repeats::DroppedOnConflict {
-        sql.push_str(" ON CONFLICT (source_id, dedup_key) DO NOTHING");
+        sql.push_str(
+            " ON CONFLICT (source_id, dedup_key) DO NOTHING RETURNING seq, source_id, message_id",
+        );
     }
-    sql.push_str(" RETURNING seq, source_id, message_id");
     sql
 }
 
@@ -284,13 +296,22 @@ fn insert_messages(
         statement.raw_bind_parameter(at + 12, &m.violations_json)?;
         statement.raw_bind_parameter(at + 13, &m.body_json)?;
     }
-    let mut stored: Vec<(i64, i64, String)> = Vec::with_capacity(slots.len());
-    let mut rows = statement.raw_query();
-    while let Some(row) = rows.next()? {
-        stored.push((row.get(0)?, row.get(1)?, row.get(2)?));
+    let inserted = statement.raw_execute()?;
+    if inserted != slots.len() {
+        // Cannot happen (no conflict clause, OR ROLLBACK on any constraint); refuse to guess seqs.
+        return Err(rusqlite::Error::StatementChangedRows(inserted));
     }
-    match_stored(messages, slots.iter().copied(), &stored, out);
+    let last = tx.last_insert_rowid();
+    for (seq, &slot) in consecutive_seqs(last, slots.len()).zip(slots) {
+        out[slot] = InsertOutcome::Stored(seq);
+    }
     Ok(())
+}
+
+/// The seqs of `rows` rows one multi-row insert stored, in `VALUES` order, the last at `last`.
+fn consecutive_seqs(last: i64, rows: usize) -> impl Iterator<Item = i64> {
+    let first = last - rows as i64 + 1;
+    first..=last
 }
 
 #[cfg(test)]
@@ -304,8 +325,84 @@ mod tests {
         let sql = insert_sql(3, Repeats::LeftOut);
         assert_eq!(sql.matches('?').count(), 3 * COLUMNS);
         assert_eq!(sql.matches("),(").count(), 2);
-        assert!(!sql.contains("ON CONFLICT"));
-        assert!(insert_sql(3, Repeats::DroppedOnConflict).contains("ON CONFLICT"));
+        assert!(sql.starts_with("INSERT OR ROLLBACK INTO"), "{sql}");
+        assert!(!sql.contains("ON CONFLICT") && !sql.contains("RETURNING"));
+        let on_conflict = insert_sql(3, Repeats::DroppedOnConflict);
+        assert!(on_conflict.contains("ON CONFLICT") && on_conflict.contains("RETURNING"));
+    }
+
+    #[test]
+    fn a_multi_row_insert_takes_consecutive_seqs_ending_at_the_last_rowid() {
+        assert_eq!(consecutive_seqs(12, 3).collect::<Vec<_>>(), [10, 11, 12]);
+        assert_eq!(consecutive_seqs(1, 1).collect::<Vec<_>>(), [1]);
+    }
+
+    #[tokio::test]
+    async fn seqs_returned_are_the_seqs_stored_even_after_the_newest_rows_were_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path()).await;
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        let mut conn = Connection::open(sqlite_log_file(&dir.path().join("t.db"))).unwrap();
+        let first = write(
+            &mut conn,
+            &[message(source, "a"), message(source, "b")],
+            &[],
+        )
+        .unwrap();
+        // AUTOINCREMENT never reuses a seq, even when the newest rows are gone.
+        conn.execute("DELETE FROM messages", []).unwrap();
+        let batch = [
+            message(source, "c"),
+            message(source, "d"),
+            message(source, "c"),
+        ];
+        let out = write(&mut conn, &batch, &[]).unwrap();
+        let stored: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, message_id FROM messages ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(first, [InsertOutcome::Stored(1), InsertOutcome::Stored(2)]);
+        assert_eq!(
+            out,
+            [
+                InsertOutcome::Stored(3),
+                InsertOutcome::Stored(4),
+                InsertOutcome::Duplicate
+            ]
+        );
+        assert_eq!(stored, [(3, "c".to_owned()), (4, "d".to_owned())]);
+    }
+
+    #[test]
+    fn a_constraint_failure_rolls_the_whole_commit_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-log.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite-log/0001_log.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!(
+            "../../migrations/sqlite-log/0002_one_message_id_index.sql"
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0)",
+            [],
+        )
+        .unwrap();
+        // Source 2 does not exist: the second row breaks the foreign key.
+        let err = write(&mut conn, &[message(1, "a"), message(2, "b")], &[]).unwrap_err();
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        assert!(conn.is_autocommit(), "no transaction is left open");
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 0, "the first row went with the second");
+        let out = write(&mut conn, &[message(1, "a")], &[]).unwrap();
+        assert_eq!(out, [InsertOutcome::Stored(1)], "the writer goes on");
     }
 
     #[test]
