@@ -1,8 +1,12 @@
 //! Group commit: requests hand their messages to one writer task, which appends everything waiting
-//! in one transaction and acknowledges each request only after that commit returned.
+//! in one transaction and acknowledges each request only after that commit returned. A store that
+//! groups concurrent appends itself (the embedded default's log writer thread) takes the requests'
+//! appends directly instead, with no task in between, and tells the writer of each commit.
 
 use crate::pipeline::IntakePressure;
-use crate::storage::{EventStore, InsertOutcome, NewMessage, NewRejected, StorageError};
+use crate::storage::{
+    CommitObserver, EventStore, InsertOutcome, NewMessage, NewRejected, StorageError,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -44,10 +48,58 @@ pub struct WriterStats {
     pub failures: AtomicU64,
 }
 
+/// Counts a store's own commits ([`EventStore::groups_appends`]) as the writer task counts its.
+struct Observer {
+    stats: Arc<WriterStats>,
+    pressure: Option<Arc<IntakePressure>>,
+}
+
+impl CommitObserver for Observer {
+    fn committed(&self, appends: usize, rows: usize, ok: bool) {
+        if let Some(p) = &self.pressure {
+            p.committing(appends);
+        }
+        if ok {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        } else {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where a request's messages go.
+#[derive(Clone)]
+enum Route {
+    /// To the writer task, which groups them with the other requests waiting.
+    Task(mpsc::UnboundedSender<Job>),
+    /// Straight to the store, which groups concurrent appends itself.
+    Store(Arc<dyn EventStore>),
+}
+
+/// Lowers the count of waiting messages and bytes when a request's commit has ended or the request
+/// has gone (its append still commits).
+struct Waiting<'a> {
+    writer: &'a Writer,
+    messages: usize,
+    bytes: usize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.writer
+            .pending
+            .fetch_sub(self.messages, Ordering::AcqRel);
+        self.writer
+            .pending_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Handle used by request handlers.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::UnboundedSender<Job>,
+    route: Route,
     pending: Arc<AtomicUsize>,
     pending_bytes: Arc<AtomicUsize>,
     capacity: usize,
@@ -56,29 +108,39 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task over `store`; at most `capacity` messages wait, at most `max_commit`
-    /// go in one transaction. `pressure` hears how many requests each commit will answer.
+    /// Starts the writer task over `store` (none when the store groups appends itself); at most
+    /// `capacity` messages wait, at most `max_commit` go in one transaction of the task.
+    /// `pressure` hears how many requests each commit answers.
     pub fn spawn(
         store: Arc<dyn EventStore>,
         capacity: usize,
         max_commit: usize,
         pressure: Option<Arc<IntakePressure>>,
     ) -> Writer {
-        let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let pending_bytes = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(
-            store,
-            rx,
-            pending.clone(),
-            pending_bytes.clone(),
-            stats.clone(),
-            max_commit,
-            pressure,
-        ));
+        let observer = Arc::new(Observer {
+            stats: stats.clone(),
+            pressure: pressure.clone(),
+        });
+        let route = if store.groups_appends(observer) {
+            Route::Store(store)
+        } else {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(
+                store,
+                rx,
+                pending.clone(),
+                pending_bytes.clone(),
+                stats.clone(),
+                max_commit,
+                pressure,
+            ));
+            Route::Task(tx)
+        };
         Writer {
-            tx,
+            route,
             pending,
             pending_bytes,
             capacity,
@@ -107,9 +169,22 @@ impl Writer {
             self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(WriteError::Overloaded);
         }
+        let tx = match &self.route {
+            Route::Store(store) => {
+                let _waiting = Waiting {
+                    writer: self,
+                    messages: n,
+                    bytes,
+                };
+                return store.append(&messages, &rejected).await.map_err(|e| {
+                    tracing::error!(error = %e, messages = n, "commit failed; request answered 503");
+                    WriteError::Storage(Arc::new(e))
+                });
+            }
+            Route::Task(tx) => tx,
+        };
         let (reply, answer) = oneshot::channel();
-        if self
-            .tx
+        if tx
             .send(Job {
                 bytes,
                 messages,
@@ -241,6 +316,42 @@ mod tests {
             "one group commit"
         );
         pressure
+    }
+
+    #[tokio::test]
+    async fn on_a_log_file_requests_go_straight_to_the_log_thread_which_commits_them_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        let pressure = IntakePressure::new(Arc::new(ManualClock::at(7_000)), 16);
+        let writer = Writer::spawn(store.clone(), 1_000, 4_096, Some(pressure.clone()));
+        assert!(matches!(writer.route, Route::Store(_)), "no writer task");
+        // Another writer of the log holds its gate while sixteen requests queue at the thread.
+        let gate = store.db().ingest_gate().await;
+        let mut writes: Vec<_> = (0..16)
+            .map(|i| Box::pin(writer.write(vec![message(source, &format!("m{i}"))], vec![])))
+            .collect();
+        for w in &mut writes {
+            assert!(futures_util::FutureExt::now_or_never(w.as_mut()).is_none());
+        }
+        assert_eq!(writer.queue_depth(), 16);
+        drop(gate);
+        for outcome in futures_util::future::join_all(writes).await {
+            assert!(matches!(outcome.unwrap()[..], [InsertOutcome::Stored(_)]));
+        }
+        assert_eq!(writer.queue_depth(), 0);
+        assert_eq!(
+            writer.stats.commits.load(Ordering::Relaxed),
+            1,
+            "one commit"
+        );
+        assert_eq!(writer.stats.rows.load(Ordering::Relaxed), 16);
+        assert_eq!(
+            pressure.last_busy_ms(),
+            Some(7_000),
+            "it answered sixteen requests"
+        );
     }
 
     #[tokio::test]

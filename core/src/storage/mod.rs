@@ -17,6 +17,7 @@ pub(crate) use dialect::{Dialect, params, placeholders};
 pub(crate) use partition::fnv1a;
 pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
 pub use sqlite::{SqliteStore, log_file as sqlite_log_file};
+pub use sqlite_log_writer::CommitObserver;
 
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -196,6 +197,14 @@ pub trait EventStore: Send + Sync + 'static {
         rejected: &'a [NewRejected],
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>>;
 
+    /// Whether the store groups concurrent appends into commits itself (the embedded default's log
+    /// writer): then it tells `observer` of each commit, and callers append directly instead of
+    /// through a group-commit task of their own. Other stores answer false and keep no observer.
+    fn groups_appends(&self, observer: Arc<dyn CommitObserver>) -> bool {
+        drop(observer);
+        false
+    }
+
     /// Creates a source, or updates its write key when the name exists.
     fn upsert_source<'a>(
         &'a self,
@@ -275,12 +284,22 @@ impl Gate {
 /// has priority: a writer of the log file lets a waiting ingest commit go first (for at most
 /// 100 ms), because clients wait for acknowledgements while the stages only catch up later.
 #[derive(Default)]
-struct SqliteGate {
+pub(crate) struct SqliteGate {
     lock: Arc<tokio::sync::Mutex<()>>,
     ingest_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl SqliteGate {
+    /// Takes the gate for an ingest commit, ahead of the other writers waiting for it (they see
+    /// `ingest_waiting`), from a thread outside the async runtime (the log writer's).
+    pub(crate) fn take_for_ingest(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        use std::sync::atomic::Ordering;
+        self.ingest_waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = self.lock.clone().blocking_lock_owned();
+        self.ingest_waiting.fetch_sub(1, Ordering::AcqRel);
+        guard
+    }
+
     /// Waits (at most 100 ms) while an ingest commit is queued on this gate.
     async fn yield_to_ingest(&self) {
         use std::sync::atomic::Ordering;
@@ -358,12 +377,14 @@ impl<D: sqlx::Database> Db<D> {
         }
     }
 
-    /// The same database, appending through `writer`.
-    pub(crate) fn with_log_writer(self, writer: sqlite_log_writer::LogWriter) -> Db<D> {
-        Db {
+    /// The same database, appending through a log writer thread on the log file at `log`; the
+    /// thread takes this database's log gate for each of its commits.
+    pub(crate) fn with_log_writer(self, log: &std::path::Path) -> Result<Db<D>, StorageError> {
+        let writer = sqlite_log_writer::LogWriter::open(log, self.log_gate.clone())?;
+        Ok(Db {
             log_writer: Some(Arc::new(writer)),
             ..self
-        }
+        })
     }
 
     /// The log writer thread, if the log has a file of its own.
@@ -444,8 +465,9 @@ impl Db<sqlx::Sqlite> {
         Ok((tx, Gate { _held: vec![guard] }))
     }
 
-    /// The log gate, ahead of the other writers waiting for it (they see `ingest_waiting`). Hold
-    /// it while the log writer appends.
+    /// The log gate, ahead of the other writers waiting for it (they see `ingest_waiting`): the
+    /// appends of a database of one file take it; the log writer thread takes it itself
+    /// ([`SqliteGate::take_for_ingest`]).
     pub(crate) async fn ingest_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
         use std::sync::atomic::Ordering;
         self.log_gate.ingest_waiting.fetch_add(1, Ordering::AcqRel);

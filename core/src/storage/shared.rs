@@ -4,8 +4,8 @@
 //! which it provides through [`AppendRows`]; everything else is one generic implementation.
 
 use super::{
-    BeginWrite, Db, Dialect, EventStore, InsertOutcome, NewMessage, NewRejected, SourceRow,
-    StorageError, StoredMessage,
+    BeginWrite, CommitObserver, Db, Dialect, EventStore, InsertOutcome, NewMessage, NewRejected,
+    SourceRow, StorageError, StoredMessage,
 };
 use futures_util::future::BoxFuture;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
@@ -50,6 +50,10 @@ where
         rejected: &'a [NewRejected],
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
         DB::append_rows(self, messages, rejected)
+    }
+
+    fn groups_appends(&self, observer: std::sync::Arc<dyn CommitObserver>) -> bool {
+        self.pool.log_writer().is_some_and(|w| w.observe(observer))
     }
 
     fn upsert_source<'a>(

@@ -92,7 +92,7 @@ impl SqliteStore {
         // Appends go through a thread of their own (see `sqlite_log_writer`); the shared pool
         // (stages, API, console) runs its SQLite threads in the background (see
         // `crate::background`), so under a burst acknowledgements go first.
-        let writer = super::sqlite_log_writer::LogWriter::open(&log)?;
+        let log_path = log.clone();
         let log = log.display().to_string();
         let pool = pool
             .after_connect(move |conn, _| {
@@ -109,7 +109,7 @@ impl SqliteStore {
             )
             .await?;
         Ok(SqliteStore {
-            pool: super::Db::split(pool).with_log_writer(writer),
+            pool: super::Db::split(pool).with_log_writer(&log_path)?,
             layout: super::partition::Layout::single(),
         })
     }
@@ -190,8 +190,7 @@ impl SqliteStore {
         rejected: &[NewRejected],
     ) -> Result<Vec<InsertOutcome>, StorageError> {
         if let Some(writer) = self.pool.log_writer() {
-            let gate = self.pool.ingest_gate().await;
-            return writer.append(messages, rejected, gate).await;
+            return writer.append(messages, rejected).await;
         }
         // A database of one file (in memory): one transaction on the shared pool.
         let mut out = vec![InsertOutcome::Duplicate; messages.len()];
@@ -543,6 +542,16 @@ pub(super) mod tests {
         let messages = [message(source, "m1")];
         assert!(store.append(&messages, &[]).now_or_never().is_none());
         let gate = &store.db().log_gate.lock;
+        let mut taken = false;
+        for _ in 0..1_000 {
+            if gate.try_lock().is_err() {
+                taken = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(taken, "the writer thread takes the gate for the commit");
+        // The thread waits for the blocker's lock inside its commit (busy timeout 10 s).
         assert!(
             gate.try_lock().is_err(),
             "the gate is held while the cancelled commit is still running"

@@ -1,24 +1,27 @@
 //! The embedded default's log writer: one OS thread that owns a rusqlite connection to the log file
-//! and appends every group commit with prepared statements.
+//! and makes the group commits of every append, with prepared statements.
 //!
 //! Through sqlx, an append went to sqlx's SQLite worker thread as a boxed command whose arguments
 //! were copied into owned values, and each `RETURNING` row came back over a channel on its own. Here
-//! the whole commit is one hand-off each way: the messages go to the thread, the thread binds them
-//! straight into a cached statement, steps it, commits, and sends back one vector of outcomes. The
-//! thread keeps the intake's CPU priority (it is not one of the background threads).
+//! an append is one hand-off each way: its messages go to the thread, the thread binds them straight
+//! into a cached statement, steps it, commits, and sends back one vector of outcomes. The thread
+//! keeps the intake's CPU priority (it is not one of the background threads).
 //!
-//! Callers take the log's write gate (see [`super::Db::ingest_gate`]), as any other writer of the
-//! log file does, and hand it to the thread with their commit: the thread lets go of it when the
-//! commit has ended, so a caller that stops waiting (a cancelled request) does not let another
-//! writer in while its commit is still running.
+//! The thread groups appends itself: when a commit ends, it takes the log's write gate (see
+//! [`super::Db::ingest_gate`]), as any other writer of the log file does, and makes one commit of
+//! every append that queued meanwhile. The next commit starts as soon as the last one ended, with
+//! no task to wake in between (a group-commit task in the runtime cost `/v1/track` about 8 %,
+//! BENCHMARKS.md, "The log thread groups appends"). The gate is held until the commit has ended,
+//! so a caller that stops waiting (a cancelled request) never lets another writer in while its
+//! commit still runs.
 
 use super::{InsertOutcome, NewMessage, NewRejected, StorageError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
-use tokio::sync::{OwnedMutexGuard, oneshot};
+use tokio::sync::oneshot;
 
 /// Messages per multi-row insert: 13 values each, 26,000 in all, under SQLite's limit of 32,766
 /// variables per statement. A group commit of up to this many messages is one statement (a batch
@@ -28,25 +31,46 @@ pub(crate) const ROWS_PER_INSERT: usize = 2_000;
 /// Inserts of at most this many rows keep their prepared statement (one per row count); larger ones,
 /// which SQLite compiles to hundreds of kilobytes, are prepared for the one use.
 pub(crate) const CACHED_ROWS: usize = 100;
+/// One commit takes queued appends until it holds this many messages (an append is never split).
+const COMMIT_UP_TO: usize = 4 * ROWS_PER_INSERT;
 
-/// One group commit, the log gate its caller took, and where its answer goes.
+/// Told of every commit the log writer makes, for the intake's statistics and pressure.
+pub trait CommitObserver: Send + Sync {
+    /// A commit of `appends` appends with `rows` messages and rejected items in all has ended;
+    /// `ok` is whether it stored them.
+    fn committed(&self, appends: usize, rows: usize, ok: bool);
+}
+
+/// One append and where its answer goes.
 struct Job {
     messages: Vec<NewMessage>,
     rejected: Vec<NewRejected>,
-    gate: OwnedMutexGuard<()>,
     done: oneshot::Sender<rusqlite::Result<Vec<InsertOutcome>>>,
 }
 
 /// The handle: appends go to the writer thread; the thread ends when this is dropped.
-#[derive(Debug)]
 pub(crate) struct LogWriter {
     jobs: mpsc::Sender<Job>,
     thread: std::thread::JoinHandle<()>,
+    observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("running", &self.is_running())
+            .field("observed", &self.observer.get().is_some())
+            .finish()
+    }
 }
 
 impl LogWriter {
-    /// Opens the log file at `path` (created and migrated already) and starts the writer thread.
-    pub(crate) fn open(path: &Path) -> Result<LogWriter, StorageError> {
+    /// Opens the log file at `path` (created and migrated already) and starts the writer thread,
+    /// which takes `gate` for each commit.
+    pub(crate) fn open(
+        path: &Path,
+        gate: Arc<super::SqliteGate>,
+    ) -> Result<LogWriter, StorageError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // Durable when a commit returns, as every connection of the embedded default.
@@ -61,30 +85,33 @@ impl LogWriter {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(CACHED_ROWS + 4);
         let (jobs, queue) = mpsc::channel::<Job>();
+        let observer = Arc::new(OnceLock::<Arc<dyn CommitObserver>>::new());
+        let told = observer.clone();
         let thread = std::thread::Builder::new()
             .name("tp-sqlite-in".into())
             .spawn(move || {
                 let mut conn = conn;
-                while let Ok(job) = queue.recv() {
-                    // A panic (a bug) fails its own commit and not every later one: its caller
-                    // sees the writer stop for that commit. Unwinding rolls its transaction back.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        write(&mut conn, &job.messages, &job.rejected)
-                    }));
-                    // The commit has ended either way: the next writer of the log may go.
-                    drop(job.gate);
-                    match result {
-                        // The caller may have gone (its request was cancelled): the commit stands.
-                        Ok(result) => drop(job.done.send(result)),
-                        Err(_) => tracing::error!(
-                            messages = job.messages.len(),
-                            "the log writer panicked on a commit; its caller gets an error"
-                        ),
+                while let Ok(first) = queue.recv() {
+                    // Take the gate first, so the appends that queue while another writer of the
+                    // log holds it join this commit.
+                    let held = gate.take_for_ingest();
+                    let mut jobs = vec![first];
+                    let mut rows = jobs[0].messages.len();
+                    while rows < COMMIT_UP_TO {
+                        let Ok(job) = queue.try_recv() else { break };
+                        rows += job.messages.len();
+                        jobs.push(job);
                     }
+                    commit_jobs(&mut conn, jobs, told.get().map(|o| &**o));
+                    drop(held);
                 }
             })
             .map_err(|e| StorageError::Database(sqlx::Error::Io(e)))?;
-        Ok(LogWriter { jobs, thread })
+        Ok(LogWriter {
+            jobs,
+            thread,
+            observer,
+        })
     }
 
     /// Whether the writer thread still runs (`/readyz` asks): it ends only if something outside
@@ -93,20 +120,23 @@ impl LogWriter {
         !self.thread.is_finished()
     }
 
-    /// Appends `messages` and `rejected` in one durable commit; one outcome per message. `gate`
-    /// is the log gate the caller took; the writer thread lets go of it when the commit has ended,
-    /// whether or not the caller still waits.
+    /// Tells `observer` of every commit from now on; false if one was set already.
+    pub(crate) fn observe(&self, observer: Arc<dyn CommitObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    /// Appends `messages` and `rejected` durably, in one commit with the other appends queued at
+    /// that moment; one outcome per message. The commit stands whether or not the caller still
+    /// waits.
     pub(crate) async fn append(
         &self,
         messages: &[NewMessage],
         rejected: &[NewRejected],
-        gate: OwnedMutexGuard<()>,
     ) -> Result<Vec<InsertOutcome>, StorageError> {
         let (done, answer) = oneshot::channel();
         let job = Job {
             messages: messages.to_vec(),
             rejected: rejected.to_vec(),
-            gate,
             done,
         };
         self.jobs
@@ -115,6 +145,63 @@ impl LogWriter {
         match answer.await {
             Ok(result) => Ok(result?),
             Err(_) => Err(StorageError::LogWriterStopped),
+        }
+    }
+}
+
+/// Makes one commit of `jobs` and answers each. When that commit fails and holds more than one
+/// append, each is tried again in a commit of its own, so one bad append does not fail the others
+/// that shared its commit. A panic (a bug) fails the appends of its commit alone: their callers see
+/// the writer stop for them; unwinding rolls the transaction back.
+fn commit_jobs(conn: &mut Connection, mut jobs: Vec<Job>, observer: Option<&dyn CommitObserver>) {
+    let mut messages = Vec::with_capacity(jobs.iter().map(|j| j.messages.len()).sum());
+    let mut rejected = Vec::new();
+    let mut shares = Vec::with_capacity(jobs.len());
+    for job in &mut jobs {
+        shares.push((job.messages.len(), job.rejected.len()));
+        messages.append(&mut job.messages);
+        rejected.append(&mut job.rejected);
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        write(conn, &messages, &rejected)
+    }));
+    if let Some(o) = observer {
+        o.committed(
+            jobs.len(),
+            messages.len() + rejected.len(),
+            matches!(result, Ok(Ok(_))),
+        );
+    }
+    match result {
+        Ok(Ok(outcomes)) => {
+            let mut rest = outcomes.as_slice();
+            for (job, (share, _)) in jobs.into_iter().zip(shares) {
+                let (mine, tail) = rest.split_at(share);
+                rest = tail;
+                // The caller may have gone (its request was cancelled): the commit stands.
+                drop(job.done.send(Ok(mine.to_vec())));
+            }
+        }
+        Ok(Err(e)) if jobs.len() == 1 => {
+            let job = jobs.pop().expect("one job");
+            drop(job.done.send(Err(e)));
+        }
+        Err(_) if jobs.len() == 1 => tracing::error!(
+            messages = messages.len(),
+            "the log writer panicked on a commit; its caller gets an error"
+        ),
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!(
+                appends = jobs.len(),
+                "a group commit of the log failed; trying its appends one by one"
+            );
+            let mut messages = messages.into_iter();
+            let mut rejected = rejected.into_iter();
+            for (mut job, (share, rejected_share)) in jobs.into_iter().zip(shares) {
+                job.messages = messages.by_ref().take(share).collect();
+                job.rejected = rejected.by_ref().take(rejected_share).collect();
+                commit_jobs(conn, vec![job], observer);
+            }
         }
     }
 }
@@ -379,20 +466,7 @@ mod tests {
     #[test]
     fn a_constraint_failure_rolls_the_whole_commit_back() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t-log.db");
-        let mut conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
-        conn.execute_batch(include_str!("../../migrations/sqlite-log/0001_log.sql"))
-            .unwrap();
-        conn.execute_batch(include_str!(
-            "../../migrations/sqlite-log/0002_one_message_id_index.sql"
-        ))
-        .unwrap();
-        conn.execute(
-            "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0)",
-            [],
-        )
-        .unwrap();
+        let mut conn = log_with_one_source(dir.path());
         // Source 2 does not exist: the second row breaks the foreign key.
         let err = write(&mut conn, &[message(1, "a"), message(2, "b")], &[]).unwrap_err();
         assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
@@ -428,6 +502,93 @@ mod tests {
                 InsertOutcome::Stored(12),
                 InsertOutcome::Duplicate,
             ]
+        );
+    }
+
+    /// A log file migrated by hand, with `foreign_keys` on as the writer thread has it, and source 1.
+    fn log_with_one_source(dir: &Path) -> Connection {
+        let conn = Connection::open(dir.join("t-log.db")).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite-log/0001_log.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!(
+            "../../migrations/sqlite-log/0002_one_message_id_index.sql"
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO sources (id, name, write_key, created_at) VALUES (1, 'web', 'wk', 0)",
+            [],
+        )
+        .unwrap();
+        conn
+    }
+
+    /// An append of `messages` and where its answer arrives.
+    fn job(
+        messages: Vec<NewMessage>,
+    ) -> (Job, oneshot::Receiver<rusqlite::Result<Vec<InsertOutcome>>>) {
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            messages,
+            rejected: vec![],
+            done,
+        };
+        (job, answer)
+    }
+
+    /// Remembers what it was told of each commit.
+    #[derive(Default)]
+    struct Told(std::sync::Mutex<Vec<(usize, usize, bool)>>);
+
+    impl CommitObserver for Told {
+        fn committed(&self, appends: usize, rows: usize, ok: bool) {
+            self.0.lock().unwrap().push((appends, rows, ok));
+        }
+    }
+
+    #[test]
+    fn queued_appends_share_one_commit_and_each_gets_its_own_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = log_with_one_source(dir.path());
+        let (a, a_answer) = job(vec![message(1, "a1"), message(1, "a2")]);
+        let (b, b_answer) = job(vec![message(1, "b1"), message(1, "a1")]);
+        let told = Told::default();
+        commit_jobs(&mut conn, vec![a, b], Some(&told));
+        assert_eq!(
+            a_answer.blocking_recv().unwrap().unwrap(),
+            [InsertOutcome::Stored(1), InsertOutcome::Stored(2)]
+        );
+        assert_eq!(
+            b_answer.blocking_recv().unwrap().unwrap(),
+            [InsertOutcome::Stored(3), InsertOutcome::Duplicate],
+            "the first of a messageId in the commit wins, across appends"
+        );
+        assert_eq!(*told.0.lock().unwrap(), [(2, 4, true)]);
+    }
+
+    #[test]
+    fn a_failed_shared_commit_is_retried_append_by_append_so_only_the_bad_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = log_with_one_source(dir.path());
+        let (good, good_answer) = job(vec![message(1, "g1")]);
+        // Source 2 does not exist: this append breaks the foreign key.
+        let (bad, bad_answer) = job(vec![message(2, "b1")]);
+        let (later, later_answer) = job(vec![message(1, "g2")]);
+        let told = Told::default();
+        commit_jobs(&mut conn, vec![good, bad, later], Some(&told));
+        assert_eq!(
+            good_answer.blocking_recv().unwrap().unwrap(),
+            [InsertOutcome::Stored(1)]
+        );
+        let err = bad_answer.blocking_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        assert_eq!(
+            later_answer.blocking_recv().unwrap().unwrap(),
+            [InsertOutcome::Stored(2)]
+        );
+        assert_eq!(
+            *told.0.lock().unwrap(),
+            [(3, 3, false), (1, 1, true), (1, 1, false), (1, 1, true)]
         );
     }
 
