@@ -124,7 +124,7 @@ impl Writer {
             stats: stats.clone(),
             pressure: pressure.clone(),
         });
-        let route = if store.groups_appends(observer) {
+        let route = if store.groups_appends(observer, max_commit) {
             Route::Store(store)
         } else {
             let (tx, rx) = mpsc::unbounded_channel();

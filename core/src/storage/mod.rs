@@ -198,10 +198,11 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>>;
 
     /// Whether the store groups concurrent appends into commits itself (the embedded default's log
-    /// writer): then it tells `observer` of each commit, and callers append directly instead of
-    /// through a group-commit task of their own. Other stores answer false and keep no observer.
-    fn groups_appends(&self, observer: Arc<dyn CommitObserver>) -> bool {
-        drop(observer);
+    /// writer): then it makes commits of at most `largest_commit` messages (or one append, if
+    /// larger), tells `observer` of each, and callers append directly instead of through a
+    /// group-commit task of their own. Other stores answer false and keep no observer.
+    fn groups_appends(&self, observer: Arc<dyn CommitObserver>, largest_commit: usize) -> bool {
+        drop((observer, largest_commit));
         false
     }
 

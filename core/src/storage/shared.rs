@@ -52,8 +52,14 @@ where
         DB::append_rows(self, messages, rejected)
     }
 
-    fn groups_appends(&self, observer: std::sync::Arc<dyn CommitObserver>) -> bool {
-        self.pool.log_writer().is_some_and(|w| w.observe(observer))
+    fn groups_appends(
+        &self,
+        observer: std::sync::Arc<dyn CommitObserver>,
+        largest_commit: usize,
+    ) -> bool {
+        self.pool
+            .log_writer()
+            .is_some_and(|w| w.observe(observer, largest_commit))
     }
 
     fn upsert_source<'a>(
