@@ -45,7 +45,7 @@ pub struct Services {
     pub audience_stage: Arc<crate::audiences::AudienceStage>,
     /// Wakes the processing pipeline after a commit.
     pub pipeline_wake: Arc<Notify>,
-    /// Group-commit writer in front of the store.
+    /// Group-commit writer in front of the store (or the store's own grouping, on a SQLite log file).
     pub writer: Writer,
     /// Write key → source.
     pub sources: Arc<Sources>,

@@ -29,7 +29,8 @@ pub enum WriteError {
     /// The queue is full; the client should retry later.
     #[error("ingest queue full")]
     Overloaded,
-    /// The writer stopped (shutting down).
+    /// The writer task stopped (shutting down). A stopped log writer thread is a
+    /// [`WriteError::Storage`] error (`LogWriterStopped`).
     #[error("writer stopped")]
     Stopped,
     /// The commit failed; nothing of this request was stored.
@@ -55,10 +56,13 @@ struct Observer {
 }
 
 impl CommitObserver for Observer {
-    fn committed(&self, appends: usize, rows: usize, ok: bool) {
+    fn starting(&self, appends: usize) {
         if let Some(p) = &self.pressure {
             p.committing(appends);
         }
+    }
+
+    fn committed(&self, rows: usize, ok: bool) {
         if ok {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
@@ -77,22 +81,20 @@ enum Route {
     Store(Arc<dyn EventStore>),
 }
 
-/// Lowers the count of waiting messages and bytes when a request's commit has ended or the request
-/// has gone (its append still commits).
-struct Waiting<'a> {
-    writer: &'a Writer,
+/// A request's share of the messages and bytes waiting for a commit, given back when dropped: by
+/// the store once the request's commit has ended, even if the request has gone meanwhile (its
+/// append still commits, so it still counts against the queue bound until then).
+struct Waiting {
+    pending: Arc<AtomicUsize>,
+    pending_bytes: Arc<AtomicUsize>,
     messages: usize,
     bytes: usize,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
-        self.writer
-            .pending
-            .fetch_sub(self.messages, Ordering::AcqRel);
-        self.writer
-            .pending_bytes
-            .fetch_sub(self.bytes, Ordering::AcqRel);
+        self.pending.fetch_sub(self.messages, Ordering::AcqRel);
+        self.pending_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -171,12 +173,14 @@ impl Writer {
         }
         let tx = match &self.route {
             Route::Store(store) => {
-                let _waiting = Waiting {
-                    writer: self,
+                let waiting = Waiting {
+                    pending: self.pending.clone(),
+                    pending_bytes: self.pending_bytes.clone(),
                     messages: n,
                     bytes,
                 };
-                return store.append(&messages, &rejected).await.map_err(|e| {
+                let appended = store.append_keeping(messages, rejected, Box::new(waiting));
+                return appended.await.map_err(|e| {
                     tracing::error!(error = %e, messages = n, "commit failed; request answered 503");
                     WriteError::Storage(Arc::new(e))
                 });
@@ -352,6 +356,42 @@ mod tests {
             Some(7_000),
             "it answered sixteen requests"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_goes_away_counts_against_the_queue_until_its_commit_has_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
+        let source = store.upsert_source("web", "wk").await.unwrap().id;
+        let writer = Writer::spawn(store.clone(), 1, 4_096, None);
+        let gate = store.db().ingest_gate().await;
+        let mut first = Box::pin(writer.write(vec![message(source, "m1")], vec![]));
+        assert!(futures_util::FutureExt::now_or_never(first.as_mut()).is_none());
+        drop(first);
+        assert_eq!(
+            writer.queue_depth(),
+            1,
+            "its append still waits at the thread"
+        );
+        assert!(
+            matches!(
+                writer.write(vec![message(source, "m2")], vec![]).await,
+                Err(WriteError::Overloaded)
+            ),
+            "the queue of one is still full"
+        );
+        drop(gate);
+        let mut drained = false;
+        for _ in 0..1_000 {
+            if writer.queue_depth() == 0 {
+                drained = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(drained, "the count drops once the commit has ended");
+        assert_eq!(store.counts().await.unwrap().0, 1, "the append committed");
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@
 //! share one at a load the node handles with CPU to spare, and holding back would only slow
 //! processing; there ingest and processing nodes are split instead.
 //!
-//! The intake's writer reports each commit it starts ([`IntakePressure::committing`]); the decision
+//! The intake's writer reports each commit it starts ([`IntakePressure::committing`]), through the
+//! log writer thread when that groups the appends (`CommitObserver::starting`); the decision
 //! ([`turn`]) is a pure function of the times involved.
 
 use super::Clock;

@@ -17,7 +17,7 @@ pub(crate) use dialect::{Dialect, params, placeholders};
 pub(crate) use partition::fnv1a;
 pub use postgres::{APPENDS_CHANNEL, PROGRESS_CHANNEL, PgStore, listen_for_appends};
 pub use sqlite::{SqliteStore, log_file as sqlite_log_file};
-pub use sqlite_log_writer::CommitObserver;
+pub use sqlite_log_writer::{CommitObserver, Ticket};
 
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -196,6 +196,22 @@ pub trait EventStore: Send + Sync + 'static {
         messages: &'a [NewMessage],
         rejected: &'a [NewRejected],
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>>;
+
+    /// [`append`](Self::append) for an intake that counts what waits for a commit: `ticket` is
+    /// kept until the commit has ended, even when the caller stops waiting (a store that groups
+    /// appends itself keeps it with the queued append; others drop it once the append returns).
+    fn append_keeping<'a>(
+        &'a self,
+        messages: Vec<NewMessage>,
+        rejected: Vec<NewRejected>,
+        ticket: Ticket,
+    ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
+        Box::pin(async move {
+            let result = self.append(&messages, &rejected).await;
+            drop(ticket);
+            result
+        })
+    }
 
     /// Whether the store groups concurrent appends into commits itself (the embedded default's log
     /// writer): then it makes commits of at most `largest_commit` messages (or one append, if

@@ -5,7 +5,7 @@
 
 use super::{
     BeginWrite, CommitObserver, Db, Dialect, EventStore, InsertOutcome, NewMessage, NewRejected,
-    SourceRow, StorageError, StoredMessage,
+    SourceRow, StorageError, StoredMessage, Ticket,
 };
 use futures_util::future::BoxFuture;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
@@ -50,6 +50,24 @@ where
         rejected: &'a [NewRejected],
     ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
         DB::append_rows(self, messages, rejected)
+    }
+
+    fn append_keeping<'a>(
+        &'a self,
+        messages: Vec<NewMessage>,
+        rejected: Vec<NewRejected>,
+        ticket: Ticket,
+    ) -> BoxFuture<'a, Result<Vec<InsertOutcome>, StorageError>> {
+        Box::pin(async move {
+            match self.pool.log_writer() {
+                Some(writer) => writer.append(messages, rejected, Some(ticket)).await,
+                None => {
+                    let result = DB::append_rows(self, &messages, &rejected).await;
+                    drop(ticket);
+                    result
+                }
+            }
+        })
     }
 
     fn groups_appends(
