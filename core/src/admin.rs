@@ -3,9 +3,10 @@
 
 use crate::debugger::{self, DebugEvent};
 use crate::domain::WriteKey;
+use crate::hardening::Query;
 use crate::state::AppState;
 use crate::storage::StorageError;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -105,9 +106,9 @@ impl FromRequestParts<AppState> for AdminStream {
         }
         let given = match bearer(parts) {
             Some(t) => t,
-            None => Query::<TokenQuery>::try_from_uri(&parts.uri)
+            None => axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)
                 .ok()
-                .and_then(|Query(q)| q.token)
+                .and_then(|axum::extract::Query(q)| q.token)
                 .ok_or(AdminError::Unauthorized)?,
         };
         verify(&given, state).map(|()| AdminStream)

@@ -1,4 +1,5 @@
-//! HTTP hardening shared by every route: the request body cap, and the security headers of the
+//! HTTP hardening shared by every route: the request body cap, a query-string extractor whose
+//! errors are JSON like every other API error ([`Query`]), and the security headers of the
 //! admin pages — a Content-Security-Policy allowing only the page's own inline scripts and styles
 //! (by hash), no framing (`frame-ancestors 'none'`, `X-Frame-Options: DENY`), no MIME sniffing and
 //! no referrer. The request timeout is applied in `startup::router` around every route but the
@@ -24,6 +25,36 @@ pub fn declares_more_than(headers: &axum::http::HeaderMap, limit: usize) -> bool
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n > limit as u64)
+}
+
+/// `axum::extract::Query`, but a query string that does not fit `T` (`?limit=abc`) is answered
+/// `400 {"error": "…", "code": "bad_query"}` as every other API error is, not in plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err((
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({
+                    "error": rejection.body_text(),
+                    "code": "bad_query",
+                })),
+            )
+                .into_response()),
+        }
+    }
 }
 
 /// The largest HTML page the header middleware buffers to hash its inline scripts (pages are
@@ -180,6 +211,28 @@ fn style_attributes(html: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_query_string_that_does_not_fit_is_answered_400_in_json() {
+        use axum::extract::FromRequestParts;
+        #[derive(Debug, serde::Deserialize)]
+        struct Limit {
+            limit: Option<u32>,
+        }
+        let parts = |uri: &str| Request::get(uri).body(()).unwrap().into_parts().0;
+        let Query(ok) = Query::<Limit>::from_request_parts(&mut parts("/x?limit=5"), &())
+            .await
+            .unwrap();
+        assert_eq!(ok.limit, Some(5));
+        let refused = Query::<Limit>::from_request_parts(&mut parts("/x?limit=abc"), &())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        let body = to_bytes(refused.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "bad_query");
+        assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+    }
 
     #[test]
     fn inline_scripts_are_found_and_scripts_with_a_src_are_not() {

@@ -3,9 +3,10 @@
 use super::condition::Condition;
 use super::definitions::{self, Definition};
 use crate::admin::{Admin, AdminError};
+use crate::hardening::Query;
 use crate::identity::ProfileId;
 use crate::state::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::{get, post};

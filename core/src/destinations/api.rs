@@ -3,8 +3,9 @@
 use super::Destinations;
 use super::store::{LogEntry, OutboxRow, OutboxStatus};
 use crate::admin::{Admin, AdminError};
+use crate::hardening::Query;
 use crate::state::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};

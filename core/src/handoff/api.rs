@@ -3,9 +3,10 @@
 //! now) and its console page (`/handoffs`).
 
 use crate::admin::{Admin, AdminError};
+use crate::hardening::Query;
 use crate::identity::ProfileId;
 use crate::state::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};

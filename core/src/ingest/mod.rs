@@ -37,6 +37,9 @@ pub enum IngestError {
     /// Larger than the endpoint's limit.
     #[error("request body exceeds {0} bytes")]
     TooLarge(usize),
+    /// The body broke off or was badly framed (an invalid chunk, a connection closed early).
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
     /// A `Content-Encoding` other than `gzip` or `identity`.
     #[error("Content-Encoding {0:?} is not supported; send gzip or uncompressed JSON")]
     UnsupportedEncoding(String),
@@ -89,6 +92,7 @@ impl IngestError {
             IngestError::Body(BodyError::EmptyBatch) => "empty_batch",
             IngestError::Body(BodyError::TooManyItems(_) | BodyError::ExpandsTooMuch(_))
             | IngestError::TooLarge(_) => "too_large",
+            IngestError::UnreadableBody(_) => "unreadable_body",
             IngestError::Body(BodyError::Invalid(e)) => prepare::message_error_code(e),
             IngestError::Limit(e) => e.code(),
             IngestError::BadGzip(_) => "bad_gzip",
@@ -111,9 +115,10 @@ impl IntoResponse for IngestError {
             | IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Limit(e) if e.is_size() => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Limit(_) => StatusCode::BAD_REQUEST,
-            IngestError::Body(_) | IngestError::NothingValid(_) | IngestError::BadGzip(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            IngestError::Body(_)
+            | IngestError::NothingValid(_)
+            | IngestError::BadGzip(_)
+            | IngestError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::MissingWriteKey
             | IngestError::UnknownWriteKey
@@ -194,10 +199,21 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| IngestError::TooLarge(limit))?;
+        .map_err(|e| body_error(e, limit))?;
     match encoding {
         BodyEncoding::Identity => Ok(bytes),
         BodyEncoding::Gzip => gunzip(&bytes, limit),
+    }
+}
+
+/// Why a body could not be read: past the limit, or broken off or badly framed (not a size
+/// problem, so not 413).
+fn body_error(e: axum::Error, limit: usize) -> IngestError {
+    let e = e.into_inner();
+    if e.is::<http_body_util::LengthLimitError>() {
+        IngestError::TooLarge(limit)
+    } else {
+        IngestError::UnreadableBody(e.to_string())
     }
 }
 
@@ -472,7 +488,8 @@ fn publish(
 
 #[cfg(test)]
 mod tests {
-    use super::{BodyEncoding, IngestError, body_encoding, gunzip};
+    use super::{BodyEncoding, IngestError, body_encoding, gunzip, read_body};
+    use axum::body::{Body, Bytes};
     use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
     use axum::response::IntoResponse;
     use flate2::Compression;
@@ -527,6 +544,30 @@ mod tests {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_unreadable_and_one_past_the_limit_is_too_large() {
+        let broken = Body::from_stream(futures_util::stream::iter([
+            Ok(Bytes::from_static(b"{\"type\"")),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )),
+        ]));
+        let err = read_body(&HeaderMap::new(), broken, 1000)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, IngestError::UnreadableBody(_)), "{err:?}");
+        assert_eq!(err.code(), "unreadable_body");
+        assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST);
+
+        let long = Body::from_stream(futures_util::stream::iter([
+            Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 600])),
+            Ok(Bytes::from(vec![b' '; 600])),
+        ]));
+        let err = read_body(&HeaderMap::new(), long, 1000).await.unwrap_err();
+        assert!(matches!(err, IngestError::TooLarge(1000)), "{err:?}");
     }
 
     #[test]

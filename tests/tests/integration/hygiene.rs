@@ -15,6 +15,7 @@ crate::on_both_stores!(
     a_write_key_over_its_rate_limit_is_answered_429_with_retry_after,
     an_admin_token_in_the_query_string_is_refused_except_on_the_debugger_stream,
     an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end,
+    a_badly_framed_chunked_body_is_a_bad_request_and_not_too_large,
     bodies_over_the_global_limit_are_refused_on_every_non_ingest_route,
     a_request_that_outlasts_the_timeout_gets_408_while_the_debugger_stream_stays_open,
     admin_pages_carry_a_content_security_policy_and_refuse_framing,
@@ -216,6 +217,21 @@ async fn an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end(
         status_of_unfinished_request(&app, head, Vec::new()).await,
         413
     );
+}
+
+async fn a_badly_framed_chunked_body_is_a_bad_request_and_not_too_large(db: Db) {
+    use base64::Engine;
+    let app = spawn_app(db).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{WEB_KEY}:"));
+    let head = format!(
+        "POST /v1/track HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         authorization: Basic {auth}\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    // One good chunk, then a chunk size that is not hexadecimal.
+    let chunks = vec![b"5\r\n{\"typ\r\nzz\r\n".to_vec()];
+    let (status, body) = app.unfinished_request(head, chunks).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"unreadable_body\""), "{body}");
 }
 
 async fn bodies_over_the_global_limit_are_refused_on_every_non_ingest_route(db: Db) {
