@@ -3,10 +3,10 @@
 
 use crate::debugger::{self, DebugEvent};
 use crate::domain::WriteKey;
-use crate::hardening::Query;
+use crate::hardening::{JsonBody, Path, Query};
 use crate::state::AppState;
 use crate::storage::StorageError;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -190,7 +190,7 @@ struct NewSource {
 async fn create_source(
     _: Admin,
     State(state): State<AppState>,
-    Json(input): Json<NewSource>,
+    JsonBody(input): JsonBody<NewSource>,
 ) -> Result<(StatusCode, Json<Value>), AdminError> {
     let name = input.name.trim();
     if name.is_empty()

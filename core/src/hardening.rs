@@ -1,5 +1,5 @@
-//! HTTP hardening shared by every route: the request body cap, a query-string extractor whose
-//! errors are JSON like every other API error ([`Query`]), and the security headers of the
+//! HTTP hardening shared by every route: the request body cap, extractors whose errors are JSON
+//! like every other API error ([`Query`], [`Path`], [`JsonBody`]), and the security headers of the
 //! admin pages — a Content-Security-Policy allowing only the page's own inline scripts and styles
 //! (by hash), no framing (`frame-ancestors 'none'`, `X-Frame-Options: DENY`), no MIME sniffing and
 //! no referrer. The request timeout is applied in `startup::router` around every route but the
@@ -27,10 +27,63 @@ pub fn declares_more_than(headers: &axum::http::HeaderMap, limit: usize) -> bool
         .is_some_and(|n| n > limit as u64)
 }
 
+/// An extractor's rejection as the JSON every API error is (`{"error": "…", "code": "…"}`), with the
+/// status axum chose, instead of axum's plain text.
+fn json_rejection(status: StatusCode, text: String, code: &'static str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": text, "code": code})),
+    )
+        .into_response()
+}
+
 /// `axum::extract::Query`, but a query string that does not fit `T` (`?limit=abc`) is answered
 /// `400 {"error": "…", "code": "bad_query"}` as every other API error is, not in plain text.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
+
+/// `axum::extract::Path`, but a path parameter that does not fit `T` (a profile id that is not
+/// one) is answered `400 {"error": "…", "code": "bad_path"}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(r) => Err(json_rejection(r.status(), r.body_text(), "bad_path")),
+        }
+    }
+}
+
+/// `axum::Json` as a request body, but a body that is not JSON or does not fit `T` is answered
+/// with axum's status (400, 415 or 422) and `{"error": "…", "code": "bad_json"}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(JsonBody(value)),
+            Err(r) => Err(json_rejection(r.status(), r.body_text(), "bad_json")),
+        }
+    }
+}
 
 impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
 where
@@ -45,14 +98,7 @@ where
     ) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
-            Err(rejection) => Err((
-                StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({
-                    "error": rejection.body_text(),
-                    "code": "bad_query",
-                })),
-            )
-                .into_response()),
+            Err(r) => Err(json_rejection(r.status(), r.body_text(), "bad_query")),
         }
     }
 }
@@ -232,6 +278,37 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["code"], "bad_query");
         assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_the_expected_json_is_answered_in_json() {
+        use axum::extract::FromRequest;
+        #[derive(Debug, serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let request = |body: &'static str| {
+            Request::post("/x")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let JsonBody(ok) = JsonBody::<Named>::from_request(request(r#"{"name":"a"}"#), &())
+            .await
+            .unwrap();
+        assert_eq!(ok.name, "a");
+        for (body, status) in [
+            ("{", StatusCode::BAD_REQUEST),
+            (r#"{"name":1}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        ] {
+            let refused = JsonBody::<Named>::from_request(request(body), &())
+                .await
+                .unwrap_err();
+            assert_eq!(refused.status(), status, "{body}");
+            let text = to_bytes(refused.into_body(), 4096).await.unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            assert_eq!(json["code"], "bad_json", "{body}");
+        }
     }
 
     #[test]

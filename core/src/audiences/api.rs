@@ -3,10 +3,10 @@
 use super::condition::Condition;
 use super::definitions::{self, Definition};
 use crate::admin::{Admin, AdminError};
-use crate::hardening::Query;
+use crate::hardening::{JsonBody, Path, Query};
 use crate::identity::ProfileId;
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::{get, post};
@@ -62,7 +62,7 @@ struct NewAudience {
 async fn create(
     _: Admin,
     State(state): State<AppState>,
-    Json(input): Json<NewAudience>,
+    JsonBody(input): JsonBody<NewAudience>,
 ) -> Result<(StatusCode, Json<Value>), AdminError> {
     let condition = condition_from(&input.condition)?;
     let def = Definition {
@@ -138,7 +138,7 @@ struct Preview {
 async fn preview(
     _: Admin,
     State(state): State<AppState>,
-    Json(input): Json<Preview>,
+    JsonBody(input): JsonBody<Preview>,
 ) -> Result<Json<Value>, AdminError> {
     let condition = condition_from(&input.condition)?;
     let (count, sample, total) = state.audience_stage.preview(&condition, 10).await?;

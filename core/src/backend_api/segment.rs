@@ -12,10 +12,10 @@
 use super::auth::{ProfilesRead, SegmentScoped};
 use super::store::EventQuery;
 use super::{ApiError, cached, cursor, iso, list_param, profile_of, time_param};
-use crate::hardening::Query;
+use crate::hardening::{Path, Query};
 use crate::profiles::computed;
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -4,8 +4,9 @@
 use super::auth::{AdminScope, Scoped};
 use super::store::{NewToken, TokenRow};
 use super::{ApiError, ErrorBody};
+use crate::hardening::{JsonBody, Path};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -231,7 +232,7 @@ pub async fn list(
 pub async fn create_route(
     _: Scoped<AdminScope>,
     State(state): State<AppState>,
-    Json(input): Json<NewTokenRequest>,
+    JsonBody(input): JsonBody<NewTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let scopes = Scope::parse_list(&input.scopes.join(","))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;

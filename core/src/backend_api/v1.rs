@@ -6,12 +6,12 @@
 use super::auth::{AudiencesRead, ProfilesRead, Scoped};
 use super::store::EventQuery;
 use super::{ApiError, ErrorBody, cached, cursor, list_param, profile_of, time_param};
-use crate::hardening::Query;
+use crate::hardening::{Path, Query};
 use crate::identity::ProfileId;
 use crate::profiles::computed;
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;

@@ -7,10 +7,10 @@ use super::{
 };
 use crate::admin::{Admin, AdminError};
 use crate::destinations::Activation;
-use crate::hardening::Query;
+use crate::hardening::{Path, Query};
 use crate::identity::ProfileId;
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;

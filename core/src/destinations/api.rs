@@ -3,9 +3,9 @@
 use super::Destinations;
 use super::store::{LogEntry, OutboxRow, OutboxStatus};
 use crate::admin::{Admin, AdminError};
-use crate::hardening::Query;
+use crate::hardening::{Path, Query};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};

@@ -3,10 +3,10 @@
 //! now) and its console page (`/handoffs`).
 
 use crate::admin::{Admin, AdminError};
-use crate::hardening::Query;
+use crate::hardening::{Path, Query};
 use crate::identity::ProfileId;
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};

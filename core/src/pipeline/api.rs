@@ -2,9 +2,9 @@
 
 use super::Entry;
 use crate::admin::{Admin, AdminError};
-use crate::hardening::Query;
+use crate::hardening::{Path, Query};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;

@@ -3,11 +3,11 @@
 
 use super::computed;
 use crate::admin::{Admin, AdminError};
-use crate::hardening::Query;
+use crate::hardening::{Path, Query};
 use crate::identity::{Identifier, ProfileId, normalise_email, normalise_phone};
 use crate::privacy::store::EraseRequest;
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::get;

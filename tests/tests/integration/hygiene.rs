@@ -16,6 +16,7 @@ crate::on_both_stores!(
     an_admin_token_in_the_query_string_is_refused_except_on_the_debugger_stream,
     an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end,
     a_badly_framed_chunked_body_is_a_bad_request_and_not_too_large,
+    bad_query_strings_path_parameters_and_json_bodies_on_admin_routes_are_answered_in_json,
     bodies_over_the_global_limit_are_refused_on_every_non_ingest_route,
     a_request_that_outlasts_the_timeout_gets_408_while_the_debugger_stream_stays_open,
     admin_pages_carry_a_content_security_policy_and_refuse_framing,
@@ -232,6 +233,37 @@ async fn a_badly_framed_chunked_body_is_a_bad_request_and_not_too_large(db: Db) 
     let (status, body) = app.unfinished_request(head, chunks).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("\"unreadable_body\""), "{body}");
+}
+
+async fn bad_query_strings_path_parameters_and_json_bodies_on_admin_routes_are_answered_in_json(
+    db: Db,
+) {
+    let app = spawn_app(db).await;
+    let (status, body) = app.admin_get("/admin/sources/web/messages?limit=abc").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_query")),
+        "{body}"
+    );
+    let (status, body) = app
+        .admin_post("/admin/quarantine/not-a-number/replay")
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_path")),
+        "{body}"
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/sources", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.expect("a JSON error body");
+    assert_eq!(body["code"], "bad_json", "{body}");
 }
 
 async fn bodies_over_the_global_limit_are_refused_on_every_non_ingest_route(db: Db) {
