@@ -2,6 +2,7 @@
 
 use super::condition::Condition;
 use super::definitions::{self, Definition};
+use super::stage;
 use crate::admin::{Admin, AdminError};
 use crate::hardening::{JsonBody, Path, Query};
 use crate::identity::ProfileId;
@@ -72,12 +73,10 @@ async fn create(
         condition,
         line: 0,
     };
-    let existing: Vec<String> = state
-        .audiences
-        .list()
-        .await?
-        .into_iter()
-        .map(|r| r.id)
+    let stored = state.audiences.list().await?;
+    let existing: Vec<String> = stored
+        .iter()
+        .map(|r| r.id.clone())
         .filter(|id| *id != def.id)
         .collect();
     let plan = state.plan.current();
@@ -96,6 +95,27 @@ async fn create(
     }
     if let Some(p) = problems.iter().find(|p| p.error) {
         return Err(AdminError::BadRequest(p.message.clone()));
+    }
+    let mut all: Vec<Definition> = stage::parse_definitions(&stored)
+        .into_iter()
+        .filter(|d| d.id != def.id)
+        .collect();
+    all.push(def.clone());
+    if let Some(path) = definitions::cycle_through(&all, &def.id) {
+        return Err(AdminError::BadRequest(format!(
+            "audience {} would depend on itself through IN AUDIENCE: {}",
+            def.id,
+            path.join(" → ")
+        )));
+    }
+    let (_, on_cycle) = definitions::order_acyclic(&all);
+    if on_cycle.iter().any(|d| d.id == def.id) {
+        let ids: Vec<&str> = on_cycle.iter().map(|d| d.id.as_str()).collect();
+        return Err(AdminError::BadRequest(format!(
+            "audience {} refers to audiences on an IN AUDIENCE cycle ({}); break the cycle first",
+            def.id,
+            ids.join(", ")
+        )));
     }
     let text = def.condition.to_string();
     let changed = state

@@ -281,6 +281,75 @@ pub fn order(defs: &[Definition]) -> Result<Vec<&Definition>, String> {
     Ok(out)
 }
 
+/// The audiences each definition refers to with `IN AUDIENCE`.
+fn references(d: &Definition) -> Vec<String> {
+    let mut refs = Vec::new();
+    d.condition.audiences(&mut refs);
+    refs
+}
+
+/// Orders what can be ordered: every audience after those it refers to, leaving out each audience
+/// on an `IN AUDIENCE` cycle or depending on one (returned apart, in their given order). One cycle
+/// (two writers racing past the API's check) then stops only the audiences it touches. A
+/// reference to an audience not in `defs` is ignored, as in [`order`].
+pub fn order_acyclic(defs: &[Definition]) -> (Vec<&Definition>, Vec<&Definition>) {
+    let known: HashSet<&str> = defs.iter().map(|d| d.id.as_str()).collect();
+    let mut placed: HashSet<&str> = HashSet::new();
+    let mut ordered: Vec<&Definition> = Vec::with_capacity(defs.len());
+    let mut waiting: Vec<(&Definition, Vec<String>)> = defs
+        .iter()
+        .map(|d| {
+            let refs = references(d)
+                .into_iter()
+                .filter(|r| known.contains(r.as_str()))
+                .collect();
+            (d, refs)
+        })
+        .collect();
+    // Each pass places every audience whose references are all placed; at most one pass per
+    // definition, since a pass that places nothing ends the loop.
+    loop {
+        let before = waiting.len();
+        waiting.retain(|(d, refs)| {
+            if refs.iter().all(|r| placed.contains(r.as_str())) {
+                placed.insert(d.id.as_str());
+                ordered.push(d);
+                false
+            } else {
+                true
+            }
+        });
+        if waiting.is_empty() || waiting.len() == before {
+            break;
+        }
+    }
+    (ordered, waiting.into_iter().map(|(d, _)| d).collect())
+}
+
+/// A path of `IN AUDIENCE` references from `id` back to itself, if one exists: `[a, b, a]`.
+pub fn cycle_through(defs: &[Definition], id: &str) -> Option<Vec<String>> {
+    let by_id: HashMap<&str, &Definition> = defs.iter().map(|d| (d.id.as_str(), d)).collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    // Depth-first over (audience, the path that reached it); each audience expanded once.
+    let mut stack: Vec<(String, Vec<String>)> = vec![(id.to_owned(), vec![id.to_owned()])];
+    while let Some((at, path)) = stack.pop() {
+        let Some(d) = by_id.get(at.as_str()) else {
+            continue;
+        };
+        for r in references(d) {
+            let mut next = path.clone();
+            next.push(r.clone());
+            if r == id {
+                return Some(next);
+            }
+            if seen.insert(r.clone()) {
+                stack.push((r, next));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +404,46 @@ mod tests {
             .map(|d| d.id.as_str())
             .collect();
         assert_eq!(ids, vec!["a", "b"]);
+    }
+
+    fn defs(src: &str) -> Vec<Definition> {
+        let (defs, problems) = parse_file(src);
+        assert!(problems.is_empty(), "{problems:?}");
+        defs
+    }
+
+    #[test]
+    fn a_cycle_leaves_out_only_the_audiences_on_it_or_depending_on_it() {
+        let defs = defs(
+            "## a\n```audience\nIN AUDIENCE b\n```\n## b\n```audience\nIN AUDIENCE a\n```\n\
+             ## c\n```audience\nIN AUDIENCE a\n```\n## d\n```audience\nIN AUDIENCE e\n```\n\
+             ## e\n```audience\nplan_tier = 'pro'\n```\n## f\n```audience\nIN AUDIENCE gone\n```\n",
+        );
+        let (ordered, skipped) = order_acyclic(&defs);
+        let ids = |v: &[&Definition]| v.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&ordered), vec!["e", "f", "d"]);
+        assert_eq!(ids(&skipped), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn without_a_cycle_every_audience_is_ordered_after_its_references() {
+        let defs = defs(
+            "## c\n```audience\nIN AUDIENCE b AND IN AUDIENCE a\n```\n## b\n```audience\nIN AUDIENCE a\n```\n\
+             ## a\n```audience\nplan_tier = 'pro'\n```\n",
+        );
+        let (ordered, skipped) = order_acyclic(&defs);
+        let ids: Vec<&str> = ordered.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "b", "c"]);
+        assert!(skipped.is_empty());
+    }
+
+    #[test]
+    fn the_cycle_through_an_audience_is_named_as_a_path() {
+        let defs = defs(
+            "## a\n```audience\nIN AUDIENCE b\n```\n## b\n```audience\nIN AUDIENCE c\n```\n\
+             ## c\n```audience\nIN AUDIENCE a OR IN AUDIENCE d\n```\n## d\n```audience\nplan_tier = 'pro'\n```\n",
+        );
+        assert_eq!(cycle_through(&defs, "a").unwrap(), vec!["a", "b", "c", "a"]);
+        assert_eq!(cycle_through(&defs, "d"), None);
     }
 }

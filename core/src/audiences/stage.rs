@@ -19,10 +19,10 @@ const CURSOR: &str = "audiences";
 /// Most processed messages one evaluation window covers.
 const WINDOW: i64 = 1000;
 
-/// Definitions parsed from their stored text, in dependency order.
-pub fn load_definitions(rows: &[super::store::AudienceRow]) -> Vec<Definition> {
-    let defs: Vec<Definition> = rows
-        .iter()
+/// Definitions parsed from their stored text, in their stored order; one that does not parse is
+/// logged and left out.
+pub fn parse_definitions(rows: &[super::store::AudienceRow]) -> Vec<Definition> {
+    rows.iter()
         .filter_map(|r| match Condition::parse(&r.condition) {
             Ok(condition) => Some(Definition {
                 id: r.id.clone(),
@@ -36,14 +36,22 @@ pub fn load_definitions(rows: &[super::store::AudienceRow]) -> Vec<Definition> {
                 None
             }
         })
-        .collect();
-    match definitions::order(&defs) {
-        Ok(ordered) => ordered.into_iter().cloned().collect(),
-        Err(cycle) => {
-            tracing::error!(audience = %cycle, "audience cycle; evaluating none");
-            Vec::new()
-        }
+        .collect()
+}
+
+/// Definitions parsed from their stored text, in dependency order. Audiences on an `IN AUDIENCE`
+/// cycle, or depending on one, are logged and left out; every other audience is still evaluated.
+pub fn load_definitions(rows: &[super::store::AudienceRow]) -> Vec<Definition> {
+    let defs = parse_definitions(rows);
+    let (ordered, on_cycle) = definitions::order_acyclic(&defs);
+    if !on_cycle.is_empty() {
+        let ids: Vec<&str> = on_cycle.iter().map(|d| d.id.as_str()).collect();
+        tracing::error!(
+            audiences = ?ids,
+            "IN AUDIENCE cycle: these audiences are not evaluated until it is broken"
+        );
     }
+    ordered.into_iter().cloned().collect()
 }
 
 /// Counts of the stage, for tests and the admin API.

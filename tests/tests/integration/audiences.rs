@@ -16,6 +16,7 @@ crate::on_both_stores!(
     a_new_audience_is_previewed_then_backfilled_over_existing_profiles,
     membership_is_visible_on_the_profile_with_its_history,
     bad_conditions_are_refused_with_the_position,
+    a_cycle_through_stored_audiences_is_refused_and_the_audiences_keep_updating,
     a_membership_ends_on_schedule_when_its_time_window_expires,
     pro_users_without_activity_for_seven_days_are_dormant,
     a_member_merged_into_another_profile_leaves_quietly_and_the_winner_is_evaluated,
@@ -278,6 +279,49 @@ async fn bad_conditions_are_refused_with_the_position(db: Db) {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "write keys cannot define audiences");
+}
+
+async fn a_cycle_through_stored_audiences_is_refused_and_the_audiences_keep_updating(db: Db) {
+    let app = spawn_app(db).await;
+    let define = |id: &'static str, condition: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/admin/audiences", app.address))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"id": id, "condition": condition}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(define("cyc_a", "plan_tier = 'business'").await.0, 201);
+    assert_eq!(define("cyc_b", "IN AUDIENCE cyc_a").await.0, 201);
+    assert_eq!(define("cyc_c", "IN AUDIENCE cyc_b").await.0, 201);
+    let (status, body) = define("cyc_a", "IN AUDIENCE cyc_c").await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("cyc_a → cyc_c → cyc_b → cyc_a"), "{body}");
+    let (_, a) = app.admin_get("/admin/audiences/cyc_a").await;
+    assert_eq!(a["audience"]["condition"], "plan_tier = 'business'", "{a}");
+
+    app.send_batch(
+        SERVER_KEY,
+        vec![json!({"type": "identify", "userId": "cyc-1", "traits": {"plan_tier": "business"}})],
+    )
+    .await;
+    settle(&app).await;
+    let id = profile_id(&app, "user_id", "cyc-1").await;
+    for audience in ["cyc_a", "cyc_b", "cyc_c"] {
+        assert_eq!(
+            members(&app, audience).await,
+            vec![id.clone()],
+            "{audience}"
+        );
+    }
 }
 
 async fn a_membership_ends_on_schedule_when_its_time_window_expires(db: Db) {
