@@ -43,17 +43,21 @@ pub enum AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::NotFound => StatusCode::NOT_FOUND,
-            AdminError::Plan(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        let (status, code) = match &self {
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AdminError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::Plan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "plan_invalid"),
             AdminError::Storage(e) => {
                 tracing::error!(error = %e, "admin storage error");
-                StatusCode::SERVICE_UNAVAILABLE
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
         };
-        (status, Json(json!({"error": self.to_string()}))).into_response()
+        (
+            status,
+            Json(json!({"error": self.to_string(), "code": code})),
+        )
+            .into_response()
     }
 }
 

@@ -37,6 +37,26 @@ fn json_rejection(status: StatusCode, text: String, code: &'static str) -> Respo
         .into_response()
 }
 
+/// The answer to a path no route serves: `404 {"error": "…", "code": "not_found"}`, not an
+/// empty body.
+pub async fn no_route() -> Response {
+    json_rejection(
+        StatusCode::NOT_FOUND,
+        "no route serves this path".into(),
+        "not_found",
+    )
+}
+
+/// The answer to a method a route does not take: `405 {"error": "…", "code":
+/// "method_not_allowed"}`; axum still adds the `Allow` header.
+pub async fn method_not_allowed() -> Response {
+    json_rejection(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take this method".into(),
+        "method_not_allowed",
+    )
+}
+
 /// `axum::extract::Query`, but a query string that does not fit `T` (`?limit=abc`) is answered
 /// `400 {"error": "…", "code": "bad_query"}` as every other API error is, not in plain text.
 #[derive(Debug, Clone, Copy, Default)]

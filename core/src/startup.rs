@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(timed)
         .merge(admin::stream_routes())
+        .fallback(hardening::no_route)
+        .method_not_allowed_fallback(hardening::method_not_allowed)
         .layer(axum::middleware::from_fn(hardening::security_headers))
         .with_state(state)
 }

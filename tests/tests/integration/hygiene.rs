@@ -20,6 +20,7 @@ crate::on_both_stores!(
     bodies_over_the_global_limit_are_refused_on_every_non_ingest_route,
     a_request_that_outlasts_the_timeout_gets_408_while_the_debugger_stream_stays_open,
     admin_pages_carry_a_content_security_policy_and_refuse_framing,
+    unknown_paths_and_wrong_methods_are_answered_in_json,
 );
 
 fn mid(name: &str) -> String {
@@ -410,4 +411,45 @@ async fn admin_pages_carry_a_content_security_policy_and_refuse_framing(db: Db) 
         .unwrap();
     assert_eq!(demo.status(), 200);
     assert!(demo.headers().get("content-security-policy").is_none());
+}
+
+async fn unknown_paths_and_wrong_methods_are_answered_in_json(db: Db) {
+    let app = spawn_app(db).await;
+    let r = app
+        .client
+        .get(format!("{}/v1/nothing-here", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "not_found", "{body}");
+    let r = app
+        .client
+        .get(format!("{}/v1/track", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let allow = r
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        allow.as_deref().is_some_and(|a| a.contains("POST")),
+        "{allow:?}"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed", "{body}");
+    // Admin errors carry a code too.
+    let r = app
+        .client
+        .get(format!("{}/admin/audiences/no_such_audience", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "not_found", "{body}");
 }
