@@ -8,7 +8,8 @@
 //! - rows that carry no profile key are matched by the person's identifier *values* (every
 //!   identity of the profile): SQL narrows the candidates with `LIKE`, then [`Scrubber`] decides
 //!   exactly — a value matches as a whole string, inside quotes, or (values of at least
-//!   [`MIN_MENTION`] characters) as a word inside longer text, ASCII case-insensitively;
+//!   [`MIN_MENTION`] characters) as a word inside longer text, case-insensitively (Unicode), as
+//!   sent or as escaped inside JSON text;
 //! - blocked and unresolved messages whose own userId / anonymousId is the person's, rejected items
 //!   and resolution reports mentioning them, and merges naming them are deleted; messages, traits
 //!   and outbox payloads of *other* people that mention them are rewritten with [`ERASED`] in
@@ -97,7 +98,9 @@ pub fn identifier_hash(id: &Identifier) -> String {
 /// Finds and replaces mentions of a person's identifier values.
 #[derive(Debug, Clone, Default)]
 pub struct Scrubber {
-    /// ASCII-lowercased values, longest first (so a longer value wins over its prefix).
+    /// Each value case-folded ([`fold`]), as sent and, when it differs, as it reads inside a JSON
+    /// string (`CORP\\jsmith`, `O\"Brien`), so raw JSON text (a rejected item, a logged request)
+    /// is matched too; longest first, so a longer value wins over its prefix.
     values: Vec<String>,
 }
 
@@ -106,17 +109,78 @@ fn word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'@' | b'_' | b'-' | b'+')
 }
 
+/// A text case-folded character by character (Unicode lowercase: `ÅSA` and `åsa` fold alike, as
+/// identity normalises emails), so a value matches whatever case it was written in.
+fn fold(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// A text folded for matching, with each folded character's source: the byte range of the
+/// character it came from, and whether it is the first of that character's folded form.
+struct Folded {
+    chars: Vec<char>,
+    source: Vec<(usize, usize)>,
+    first: Vec<bool>,
+}
+
+impl Folded {
+    fn new(text: &str) -> Folded {
+        let mut folded = Folded {
+            chars: Vec::with_capacity(text.len()),
+            source: Vec::with_capacity(text.len()),
+            first: Vec::with_capacity(text.len()),
+        };
+        for (at, c) in text.char_indices() {
+            for (k, lower) in c.to_lowercase().enumerate() {
+                folded.chars.push(lower);
+                folded.source.push((at, at + c.len_utf8()));
+                folded.first.push(k == 0);
+            }
+        }
+        folded
+    }
+
+    /// Byte ranges of the source text whose folded form is `value`, in order, overlapping ones
+    /// included; a match must cover whole source characters.
+    fn find_all(&self, value: &[char]) -> Vec<(usize, usize)> {
+        let (n, m) = (self.chars.len(), value.len());
+        if m == 0 || m > n {
+            return Vec::new();
+        }
+        (0..=n - m)
+            .filter(|&i| {
+                self.chars[i] == value[0]
+                    && self.first[i]
+                    && self.first.get(i + m).is_none_or(|f| *f)
+                    && self.chars[i..i + m] == *value
+            })
+            .map(|i| (self.source[i].0, self.source[i + m - 1].1))
+            .collect()
+    }
+}
+
 impl Scrubber {
     /// A scrubber for these values (empty ones ignored).
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Scrubber {
-        let mut values: Vec<String> = values
-            .into_iter()
-            .map(|v| v.trim().to_ascii_lowercase())
-            .filter(|v| !v.is_empty())
-            .collect();
-        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        values.dedup();
-        Scrubber { values }
+        let mut out: Vec<String> = Vec::new();
+        for v in values {
+            let v = fold(v.trim());
+            if v.is_empty() {
+                continue;
+            }
+            let quoted = serde_json::to_string(&v).unwrap_or_default();
+            let escaped = quoted
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or_default();
+            if !escaped.is_empty() && escaped != v {
+                out.push(escaped.to_owned());
+            }
+            out.push(v);
+        }
+        out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        out.dedup();
+        Scrubber { values: out }
     }
 
     /// Whether there is nothing to look for.
@@ -125,12 +189,23 @@ impl Scrubber {
     }
 
     /// `LIKE` patterns (for `LOWER(column) LIKE p ESCAPE '\'`) that every text the scrubber would
-    /// change matches: a superset, narrowed exactly by [`Scrubber::mentions`].
+    /// change matches: a superset, narrowed exactly by [`Scrubber::mentions`]. A letter outside
+    /// ASCII is `_` (any one character): SQLite's `LOWER` and `LIKE` fold ASCII only, and
+    /// PostgreSQL's `LOWER` folds it or not by the database's locale.
     pub fn like_patterns(&self) -> Vec<String> {
         let escape = |v: &str| {
-            v.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
+            let mut out = String::with_capacity(v.len());
+            for c in v.chars() {
+                match c {
+                    '\\' | '%' | '_' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c if !c.is_ascii() && (c.is_lowercase() || c.is_uppercase()) => out.push('_'),
+                    c => out.push(c),
+                }
+            }
+            out
         };
         let mut out = Vec::new();
         for v in &self.values {
@@ -146,21 +221,21 @@ impl Scrubber {
     }
 
     /// Byte ranges of `text` to replace: the whole (trimmed) text when it equals a value; quoted
-    /// occurrences; and, for long values, occurrences not inside a longer identifier.
+    /// occurrences; and, for long values, occurrences not inside a longer identifier. Matching is
+    /// case-insensitive ([`fold`]).
     fn ranges(&self, text: &str) -> Vec<(usize, usize)> {
-        let lower = text.to_ascii_lowercase();
-        let trimmed = lower.trim();
-        if self.values.iter().any(|v| v == trimmed) {
-            let start = lower.len() - lower.trim_start().len();
+        let trimmed = text.trim();
+        let folded_whole = fold(trimmed);
+        if self.values.contains(&folded_whole) {
+            let start = text.len() - text.trim_start().len();
             return vec![(start, start + trimmed.len())];
         }
-        let bytes = lower.as_bytes();
+        let bytes = text.as_bytes();
+        let folded = Folded::new(text);
         let mut out: Vec<(usize, usize)> = Vec::new();
         for v in &self.values {
-            let mut from = 0;
-            while let Some(pos) = lower[from..].find(v.as_str()) {
-                let (s, e) = (from + pos, from + pos + v.len());
-                from = s + v.chars().next().map_or(1, char::len_utf8);
+            let value: Vec<char> = v.chars().collect();
+            for (s, e) in folded.find_all(&value) {
                 let quoted = s > 0 && bytes[s - 1] == b'"' && bytes.get(e) == Some(&b'"');
                 let bounded = (s == 0 || !word_byte(bytes[s - 1]))
                     && bytes.get(e).is_none_or(|b| !word_byte(*b));
@@ -369,6 +444,52 @@ mod tests {
         assert_eq!(v["properties"]["note"], "invited [erased] and u1");
         assert_eq!(v["properties"]["ids"], json!([ERASED, "u2"]));
         assert_eq!(v["userId"], "bob");
+    }
+
+    #[test]
+    fn values_are_found_in_any_case_including_letters_outside_ascii() {
+        let s = Scrubber::new(["åsa@example.com", "JÜRGEN"]);
+        assert!(s.mentions("ÅSA@EXAMPLE.COM"));
+        assert!(s.mentions("mail to Åsa@Example.com failed"));
+        assert!(s.mentions(r#"{"userId":"jürgen"}"#));
+        assert_eq!(
+            s.scrub_text("from ÅSA@EXAMPLE.COM to x").unwrap(),
+            "from [erased] to x"
+        );
+        assert!(
+            !s.mentions("xåsa@example.com"),
+            "a longer email is someone else"
+        );
+        // A letter whose lowercase is longer (İ → i̇) keeps the byte ranges of the source text.
+        let s = Scrubber::new(["İstanbul-42"]);
+        assert_eq!(s.scrub_text("to İSTANBUL-42.").unwrap(), "to [erased].");
+    }
+
+    #[test]
+    fn values_that_json_escapes_are_found_in_json_text_as_well_as_in_strings() {
+        let s = Scrubber::new([r"CORP\jsmith", r#"O"Brien-77"#]);
+        let raw = r#"{"type":"bogus","userId":"CORP\\jsmith","note":"ask O\"Brien-77"}"#;
+        assert!(s.mentions(raw));
+        let scrubbed = s.scrub_text(raw).unwrap();
+        let v: Value = serde_json::from_str(&scrubbed).expect("still JSON");
+        assert_eq!(v["userId"], ERASED);
+        assert_eq!(v["note"], "ask [erased]");
+        let mut parsed: Value = serde_json::from_str(raw).unwrap();
+        assert!(s.scrub_json(&mut parsed));
+        assert_eq!(parsed["userId"], ERASED);
+        let p = s.like_patterns();
+        assert!(p.contains(&r"%corp\\\\jsmith%".to_owned()), "{p:?}");
+        assert!(p.contains(&r#"%o\\"brien-77%"#.to_owned()), "{p:?}");
+    }
+
+    #[test]
+    fn like_patterns_leave_letters_outside_ascii_to_any_one_character() {
+        let p = Scrubber::new(["JÜRGEN@example.de", "東京-user"]).like_patterns();
+        assert!(p.contains(&"%j_rgen@example.de%".to_owned()), "{p:?}");
+        assert!(
+            p.contains(&"%東京-user%".to_owned()),
+            "uncased letters stay: {p:?}"
+        );
     }
 
     #[test]

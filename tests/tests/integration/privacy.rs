@@ -27,6 +27,7 @@ crate::on_both_stores!(
     salesforce_can_blank_the_contact_instead_of_deleting_it,
     retention_purges_old_raw_data_but_never_what_a_stage_has_not_processed,
     a_blocked_message_from_an_erased_person_is_dropped_too,
+    erasure_finds_identifiers_that_json_escapes_or_that_are_written_in_another_case,
 );
 
 const EMAIL: &str = "erase.me@example.com";
@@ -700,4 +701,45 @@ async fn a_blocked_message_from_an_erased_person_is_dropped_too(db: Db) {
         other[0]["status"], "blocked",
         "other people's blocked messages stay"
     );
+}
+
+async fn erasure_finds_identifiers_that_json_escapes_or_that_are_written_in_another_case(db: Db) {
+    let app = spawn(db, |_| {}).await;
+    let user = r"CORP\jsmith-9";
+    batch(
+        &app,
+        json!([
+            {"type": "identify", "messageId": "esc-own", "userId": user,
+             "traits": {"email": "ÅSA.Lind@Example.com"}},
+            {"type": "nope", "userId": user},
+            {"type": "identify", "messageId": "esc-bob", "userId": "bob-escapes",
+             "traits": {"company": "ÅSA.LIND@EXAMPLE.COM"}},
+            {"type": "track", "messageId": "esc-bob-2", "userId": "bob-escapes",
+             "event": "contact_shared", "properties": {"with": user, "cc": "åsa.lind@example.com"}},
+        ]),
+    )
+    .await;
+    app.wait_processed().await;
+    // As the database holds them: case-folded, and JSON text with the backslash escaped.
+    let needles = [r"corp\jsmith-9", r"corp\\jsmith-9", "åsa.lind@example.com"];
+    let before = scan(&app.database_url, &needles).await;
+    for table in ["messages", "rejected_messages"] {
+        assert!(
+            before.iter().any(|f| f.starts_with(&format!("{table}."))),
+            "the scenario puts the person in {table}: {before:#?}"
+        );
+    }
+    let id = profile_id(&app, user).await;
+    let regulation = erase(&app, &id).await;
+    assert_eq!(settled(&app, &regulation).await["status"], "succeeded");
+    let left = scan(&app.database_url, &needles).await;
+    assert!(left.is_empty(), "copies survived the erasure: {left:#?}");
+    let bob = app
+        .profile("user_id", "bob-escapes")
+        .await
+        .expect("bob stays");
+    assert_eq!(bob["traits"]["company"], "[erased]");
+    let shared = &app.stored("esc-bob-2").await[0];
+    assert_eq!(shared["body"]["properties"]["with"], "[erased]");
+    assert_eq!(shared["body"]["properties"]["cc"], "[erased]");
 }
