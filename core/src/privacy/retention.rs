@@ -1,5 +1,5 @@
-//! Retention: raw messages, rejected items, delivered activation payloads (outbox rows) and
-//! delivery-log entries older than `TOUCHPOINT_RETENTION_DAYS` are purged by an hourly janitor
+//! Retention: raw messages, rejected items, delivered activation payloads (outbox rows),
+//! delivery-log entries and identity resolution reports older than `TOUCHPOINT_RETENTION_DAYS` are purged by an hourly janitor
 //! (or `POST /admin/retention/run`). A message is only purged once every pipeline stage has
 //! processed it; what the stages derived (profiles, traits, timeline counts, audiences) stays.
 
@@ -59,6 +59,7 @@ pub async fn run_once(
         rejected = purged.rejected,
         outbox = purged.outbox,
         delivery_log = purged.delivery_log,
+        identity_reports = purged.identity_reports,
         "retention purge"
     );
     Ok(Some(purged))

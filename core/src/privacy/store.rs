@@ -132,6 +132,8 @@ pub struct Purged {
     pub outbox: u64,
     /// Delivery-log entries.
     pub delivery_log: u64,
+    /// Identity resolution reports (identifiers dropped, with the message's detail).
+    pub identity_reports: u64,
 }
 
 /// Erasure, regulations and retention.
@@ -165,7 +167,8 @@ pub trait PrivacyStore: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'a, Result<(), StorageError>>;
     /// Deletes raw messages received before `before` (ms) that every stage named in `cursors`
-    /// has processed, rejected items, delivered or dead outbox rows and delivery-log entries.
+    /// has processed, rejected items, delivered or dead outbox rows, delivery-log entries and
+    /// identity resolution reports.
     fn purge<'a>(
         &'a self,
         before: i64,
@@ -1128,7 +1131,7 @@ where
                 WHERE seq <= $3 AND received_at < $1 AND seq NOT IN (SELECT position FROM \
                 quarantine WHERE replayed_at IS NULL AND cursor_name <> 'destinations_audiences') \
                 ORDER BY seq LIMIT $2)";
-            let batches: [(&str, &mut u64); 4] = [
+            let batches: [(&str, &mut u64); 5] = [
                 (messages, &mut out.messages),
                 (
                     "DELETE FROM rejected_messages WHERE id IN (SELECT id FROM rejected_messages \
@@ -1144,6 +1147,11 @@ where
                     "DELETE FROM delivery_log WHERE id IN (SELECT id FROM delivery_log \
                      WHERE at < $1 ORDER BY id LIMIT $2)",
                     &mut out.delivery_log,
+                ),
+                (
+                    "DELETE FROM identity_reports WHERE id IN (SELECT id FROM identity_reports \
+                     WHERE at < $1 ORDER BY id LIMIT $2)",
+                    &mut out.identity_reports,
                 ),
             ];
             for (sql, count) in batches {

@@ -381,7 +381,7 @@ pub trait ProfileStore: Send + Sync + 'static {
         &'a self,
         id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<TraitRow>, StorageError>>;
-    /// Accounts (groupId → traits) of a profile.
+    /// Accounts (groupId → traits) of a profile, the first [`MAX_ACCOUNTS_SHOWN`] by group id.
     fn accounts<'a>(
         &'a self,
         id: &'a ProfileId,
@@ -415,7 +415,7 @@ pub trait ProfileStore: Send + Sync + 'static {
         &'a self,
         id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<MergeRow>, StorageError>>;
-    /// Resolution reports of the profile.
+    /// Resolution reports of the profile: the newest [`MAX_REPORTS_PER_PROFILE`], oldest first.
     fn reports<'a>(
         &'a self,
         id: &'a ProfileId,
@@ -825,8 +825,39 @@ where
         });
         DB::build(&mut q).execute(&mut **tx).await?;
     }
+    // A profile keeps its newest MAX_REPORTS_PER_PROFILE reports: a shared device over the
+    // identifier limit is reported on every message it sends, and nothing else bounds that.
+    // Profiles in a fixed order, so two partitions' batches never wait on each other in a cycle.
+    let mut reported: Vec<&ProfileId> = reports
+        .iter()
+        .filter_map(|op| match op {
+            Op::Report {
+                profile: Some(p), ..
+            } => Some(p),
+            _ => None,
+        })
+        .collect();
+    reported.sort();
+    reported.dedup();
+    for profile in reported {
+        sqlx::query(
+            "DELETE FROM identity_reports WHERE profile_id = $1 AND id < \
+             (SELECT id FROM identity_reports WHERE profile_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
+        )
+        .bind(Some(profile.clone()))
+        .bind(Some(profile.clone()))
+        .bind(MAX_REPORTS_PER_PROFILE - 1)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
+
+/// Most accounts a profile read shows (the first by group id); the profile keeps every one.
+pub const MAX_ACCOUNTS_SHOWN: i64 = 100;
+
+/// Most identity resolution reports a profile keeps (the newest).
+pub const MAX_REPORTS_PER_PROFILE: i64 = 100;
 
 /// Where each profile a batch merged away ends: its last winner, following chains (`a` into `b`,
 /// then `b` into `c`, sends `a` to `c`), in the order of the merges. A pure decision.
@@ -1382,29 +1413,34 @@ where
         id: &'a ProfileId,
     ) -> BoxFuture<'a, Result<Vec<Account>, StorageError>> {
         Box::pin(async move {
-            let groups: Vec<String> = sqlx::query_scalar(
-                "SELECT group_id FROM profile_accounts WHERE profile_id = $1 ORDER BY group_id",
+            // One statement for the accounts and their traits (not one per account), and at most
+            // MAX_ACCOUNTS_SHOWN of them: a client can attach a profile to any number of groups.
+            type Row = (String, Option<String>, Option<String>, Option<i64>);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT a.group_id, t.key, t.value, t.updated_at FROM \
+                 (SELECT group_id FROM profile_accounts WHERE profile_id = $1 \
+                  ORDER BY group_id LIMIT $2) a \
+                 LEFT JOIN account_traits t ON t.group_id = a.group_id \
+                 ORDER BY a.group_id, t.key",
             )
             .bind(id)
+            .bind(MAX_ACCOUNTS_SHOWN)
             .fetch_all(&self.pool)
             .await?;
-            let mut out = Vec::with_capacity(groups.len());
-            for g in groups {
-                let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                    "SELECT key, value, updated_at FROM account_traits WHERE group_id = $1 ORDER BY key",
-                )
-                .bind(&g)
-                .fetch_all(&self.pool)
-                .await?;
-                let traits = rows
-                    .into_iter()
-                    .map(|(key, value, updated_at)| TraitRow {
+            let mut out: Vec<Account> = Vec::new();
+            for (group, key, value, updated_at) in rows {
+                if out.last().is_none_or(|(g, _)| *g != group) {
+                    out.push((group, Vec::new()));
+                }
+                if let (Some(key), Some(value), Some(updated_at), Some((_, traits))) =
+                    (key, value, updated_at, out.last_mut())
+                {
+                    traits.push(TraitRow {
                         key,
                         value: json_or_string(value),
                         updated_at,
-                    })
-                    .collect();
-                out.push((g, traits));
+                    });
+                }
             }
             Ok(out)
         })
@@ -1551,13 +1587,15 @@ where
         Box::pin(async move {
             let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
                 "SELECT seq, kind, id_kind, id_value, detail FROM identity_reports \
-                 WHERE profile_id = $1 ORDER BY id",
+                 WHERE profile_id = $1 ORDER BY id DESC LIMIT $2",
             )
             .bind(id)
+            .bind(MAX_REPORTS_PER_PROFILE)
             .fetch_all(&self.pool)
             .await?;
             Ok(rows
                 .into_iter()
+                .rev()
                 .map(|(seq, kind, id_kind, id_value, detail)| ReportRow {
                     seq,
                     kind,

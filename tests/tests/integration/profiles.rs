@@ -7,7 +7,9 @@ crate::on_both_stores!(
     the_seed_story_ends_in_one_profile_holding_everything,
     traits_are_last_write_wins_by_event_time_not_arrival_order,
     two_user_ids_sharing_a_device_stay_two_profiles_and_the_conflict_is_reported,
+    a_device_that_keeps_conflicting_leaves_only_the_newest_reports_on_the_profile,
     a_group_call_attaches_the_account_and_its_traits,
+    a_profile_in_many_accounts_shows_the_first_hundred_with_their_traits,
     deleting_a_profile_erases_it_and_drops_re_sent_data,
     blocked_identifier_values_never_join_profiles,
     processing_resumes_from_the_log_after_a_restart,
@@ -194,6 +196,43 @@ async fn two_user_ids_sharing_a_device_stay_two_profiles_and_the_conflict_is_rep
     assert!(bob["merges"].as_array().unwrap().is_empty());
 }
 
+async fn a_device_that_keeps_conflicting_leaves_only_the_newest_reports_on_the_profile(db: Db) {
+    let app = spawn_app(db).await;
+    let cap = touchpoint_core::profiles::store::MAX_REPORTS_PER_PROFILE as usize;
+    app.send_batch(
+        WEB_KEY,
+        vec![json!({"type": "identify", "userId": "carol", "anonymousId": "kiosk"})],
+    )
+    .await;
+    // Every later identify from the kiosk as dave is a refused merge, reported each time.
+    for round in 0..3 {
+        let batch: Vec<Value> = (0..50)
+            .map(|i| {
+                json!({"type": "identify", "userId": "dave", "anonymousId": "kiosk",
+                            "messageId": format!("kiosk-{round}-{i}")})
+            })
+            .collect();
+        app.send_batch(WEB_KEY, batch).await;
+        app.wait_processed().await;
+    }
+    let dave = app.profile("user_id", "dave").await.unwrap();
+    let reports = dave["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), cap, "the profile shows the newest reports");
+    assert!(reports.iter().all(|r| r["kind"] == "merge_refused"));
+    let seqs: Vec<i64> = reports.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {seqs:?}"
+    );
+    let pool = touchpoint_tests::any_pool(&app.database_url).await;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM identity_reports")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(stored as usize, cap, "and no more are stored");
+}
+
 async fn a_group_call_attaches_the_account_and_its_traits(db: Db) {
     let app = spawn_app(db).await;
     app.send_batch(SERVER_KEY, vec![
@@ -207,6 +246,25 @@ async fn a_group_call_attaches_the_account_and_its_traits(db: Db) {
     assert_eq!(p["accounts"][0]["groupId"], "acct-9");
     assert_eq!(p["accounts"][0]["traits"]["seats_provisioned"], 4);
     assert_eq!(p["accounts"][0]["traits"]["company"], "Acme");
+}
+
+async fn a_profile_in_many_accounts_shows_the_first_hundred_with_their_traits(db: Db) {
+    let app = spawn_app(db).await;
+    let cap = touchpoint_core::profiles::store::MAX_ACCOUNTS_SHOWN as usize;
+    let groups: Vec<Value> = (0..cap + 5)
+        .map(|i| {
+            json!({"type": "group", "userId": "many-accounts", "groupId": format!("acct-{i:03}"),
+                        "traits": {"seats_provisioned": i}})
+        })
+        .collect();
+    app.send_batch(SERVER_KEY, groups).await;
+    app.wait_processed().await;
+    let p = app.profile("user_id", "many-accounts").await.unwrap();
+    let accounts = p["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), cap);
+    assert_eq!(accounts[0]["groupId"], "acct-000");
+    assert_eq!(accounts[7]["traits"]["seats_provisioned"], 7);
+    assert_eq!(accounts[cap - 1]["groupId"], format!("acct-{:03}", cap - 1));
 }
 
 async fn deleting_a_profile_erases_it_and_drops_re_sent_data(db: Db) {
