@@ -308,7 +308,9 @@ impl Message {
     }
 
     fn check_required(&self) -> Result<(), MessageError> {
-        let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        // White space alone names no one and no event: such a message is refused with the
+        // field named, not stored where it would reach no profile.
+        let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
         if !present(&self.user_id) && !present(&self.anonymous_id) {
             return Err(MessageError::MissingIdentity);
         }
@@ -505,6 +507,27 @@ mod tests {
     fn messages_without_any_id_are_rejected() {
         let err = Message::from_value(json!({"type": "track", "event": "x"}), None).unwrap_err();
         assert_eq!(err, MessageError::MissingIdentity);
+    }
+
+    #[test]
+    fn ids_and_events_of_white_space_alone_count_as_missing() {
+        let err = Message::from_value(json!({"type": "track", "event": "x", "userId": "  "}), None)
+            .unwrap_err();
+        assert_eq!(err, MessageError::MissingIdentity);
+        let err = Message::from_value(
+            json!({"type": "track", "event": "\t ", "userId": "u"}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err, MessageError::MissingEvent);
+        // A blank userId beside a real anonymousId still goes through; resolution ignores it.
+        assert!(
+            Message::from_value(
+                json!({"type": "track", "event": "x", "userId": " ", "anonymousId": "a"}),
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]

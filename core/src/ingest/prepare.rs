@@ -5,7 +5,7 @@
 
 use super::limits::{self, LimitError};
 use crate::storage::{NewMessage, Status};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -426,7 +426,14 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// `t` as `2026-11-25T12:00:00.000Z`. A leap second (`23:59:60`, which chrono keeps) is written
+/// as the last millisecond before it: JavaScript's `Date` and most warehouses refuse `:60`.
 fn rfc3339(t: DateTime<Utc>) -> String {
+    let t = if t.nanosecond() >= 1_000_000_000 {
+        t.with_nanosecond(999_000_000).unwrap_or(t)
+    } else {
+        t
+    };
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -470,6 +477,15 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_leap_second_is_stored_as_the_last_millisecond_before_it() {
+        let leap = parse_time("2016-12-31T23:59:60Z").expect("chrono reads leap seconds");
+        assert_eq!(rfc3339(leap), "2016-12-31T23:59:59.999Z");
+        let leap = parse_time("2016-12-31T23:59:60.5Z").unwrap();
+        assert_eq!(rfc3339(leap), "2016-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(now()), "2026-11-25T12:00:00.000Z");
     }
 
     #[test]
