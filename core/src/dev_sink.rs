@@ -52,13 +52,15 @@ async fn receive(
     let Some(sink) = state.dev_sink.clone() else {
         return Err((
             StatusCode::NOT_FOUND,
-            Json(json!({"error": "dev sink disabled"})),
+            Json(json!({"error": "dev sink disabled", "code": "not_found"})),
         ));
     };
     let too_large = || {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
-            Json(json!({"error": format!("request body exceeds {MAX_BODY_BYTES} bytes")})),
+            Json(
+                json!({"error": format!("request body exceeds {MAX_BODY_BYTES} bytes"), "code": "too_large"}),
+            ),
         )
     };
     if crate::hardening::declares_more_than(&headers, MAX_BODY_BYTES) {
@@ -80,14 +82,14 @@ async fn receive(
         .map_err(|e| {
             (
                 StatusCode::UNAUTHORIZED,
-                Json(json!({"error": e.to_string()})),
+                Json(json!({"error": e.to_string(), "code": "bad_signature"})),
             )
         })?;
     }
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": e.to_string()})),
+            Json(json!({"error": e.to_string(), "code": "malformed_json"})),
         )
     })?;
     let mut received = sink.received.lock().unwrap_or_else(|e| e.into_inner());

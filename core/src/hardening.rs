@@ -127,6 +127,34 @@ where
 /// compiled-in assets of a few KB).
 const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
+/// Turns the few answers the HTTP layers write themselves (tower-http's 413 for a body over the
+/// limit, in plain text; the timeout's empty 408) into JSON `{"error", "code"}` like every other
+/// error. Handlers' own answers, already JSON, pass unchanged.
+pub async fn json_layer_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if json {
+        return response;
+    }
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => json_rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than this route takes".into(),
+            "too_large",
+        ),
+        StatusCode::REQUEST_TIMEOUT => json_rejection(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took longer than the server's timeout".into(),
+            "timeout",
+        ),
+        _ => response,
+    }
+}
+
 /// Paths of HTML pages that are not admin pages: the demo page runs the public SDK snippet and is
 /// meant to be copied onto other sites, so it gets no admin policy.
 const NOT_ADMIN_PAGES: &[&str] = &["/demo"];

@@ -206,7 +206,10 @@ async fn an_oversized_dev_sink_body_is_refused_413_before_it_is_read_to_the_end(
         "POST /dev/webhook-sink HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
                 transfer-encoding: chunked\r\n\r\n"
             .to_owned();
-    assert_eq!(status_of_unfinished_request(&app, head, chunks).await, 413);
+    let (status, body) = app.unfinished_request(head, chunks).await;
+    assert_eq!(status, 413);
+    let body: Value = serde_json::from_str(&body).expect("JSON error");
+    assert_eq!(body["code"], "too_large", "{body}");
 
     // With a declared size, it is refused from the header alone: no byte of the body is sent (a
     // client still writing 600 KB could see the connection closed under it, which is not the point).
@@ -289,11 +292,10 @@ async fn bodies_over_the_global_limit_are_refused_on_every_non_ingest_route(db: 
         let head = format!(
             "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: {declared}\r\n\r\n"
         );
-        assert_eq!(
-            status_of_unfinished_request(&app, head, Vec::new()).await,
-            413,
-            "{path}"
-        );
+        let (status, body) = app.unfinished_request(head, Vec::new()).await;
+        assert_eq!(status, 413, "{path}");
+        let body: Value = serde_json::from_str(&body).expect("JSON error");
+        assert_eq!(body["code"], "too_large", "{path}: {body}");
     }
     // Ingest keeps its own, smaller limits with JSON errors.
     let head = format!(
@@ -325,8 +327,15 @@ async fn a_request_that_outlasts_the_timeout_gets_408_while_the_debugger_stream_
         let head = format!(
             "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: 100\r\n\r\n"
         );
-        let status = status_of_unfinished_request(&app, head, vec![b"{\"name\":\"".to_vec()]).await;
+        let (status, body) = app
+            .unfinished_request(head, vec![b"{\"name\":\"".to_vec()])
+            .await;
         assert_eq!(status, 408, "{path}");
+        let body: Value = serde_json::from_str(&body).expect("JSON error");
+        assert!(
+            ["timeout", "request_timeout"].contains(&body["code"].as_str().unwrap_or_default()),
+            "{path}: {body}"
+        );
     }
 
     // The SSE stream is exempt: it keeps delivering well past the timeout.
