@@ -47,16 +47,6 @@ pub async fn no_route() -> Response {
     )
 }
 
-/// The answer to a method a route does not take: `405 {"error": "…", "code":
-/// "method_not_allowed"}`; axum still adds the `Allow` header.
-pub async fn method_not_allowed() -> Response {
-    json_rejection(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "this route does not take this method".into(),
-        "method_not_allowed",
-    )
-}
-
 /// `axum::extract::Query`, but a query string that does not fit `T` (`?limit=abc`) is answered
 /// `400 {"error": "…", "code": "bad_query"}` as every other API error is, not in plain text.
 #[derive(Debug, Clone, Copy, Default)]
@@ -128,8 +118,10 @@ where
 const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// Turns the few answers the HTTP layers write themselves (tower-http's 413 for a body over the
-/// limit, in plain text; the timeout's empty 408) into JSON `{"error", "code"}` like every other
-/// error. Handlers' own answers, already JSON, pass unchanged.
+/// limit, in plain text; the timeout's empty 408; axum's empty 405 for a method a route does not
+/// take) into JSON `{"error", "code"}` like every other error, keeping their headers (`Allow`).
+/// Handlers' own answers, already JSON, pass unchanged. (Not `method_not_allowed_fallback`: it
+/// would answer CORS preflights before the CORS layer sees them.)
 pub async fn json_layer_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let json = response
@@ -140,19 +132,28 @@ pub async fn json_layer_errors(req: Request, next: Next) -> Response {
     if json {
         return response;
     }
-    match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => json_rejection(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is larger than this route takes".into(),
+    let (text, code) = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "the request body is larger than this route takes",
             "too_large",
         ),
-        StatusCode::REQUEST_TIMEOUT => json_rejection(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request took longer than the server's timeout".into(),
+        StatusCode::REQUEST_TIMEOUT => (
+            "the request took longer than the server's timeout",
             "timeout",
         ),
-        _ => response,
-    }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("this route does not take this method", "method_not_allowed")
+        }
+        _ => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({"error": text, "code": code}).to_string();
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Paths of HTML pages that are not admin pages: the demo page runs the public SDK snippet and is

@@ -59,7 +59,6 @@ pub fn router(state: AppState) -> Router {
         .merge(timed)
         .merge(admin::stream_routes())
         .fallback(hardening::no_route)
-        .method_not_allowed_fallback(hardening::method_not_allowed)
         .layer(axum::middleware::from_fn(hardening::json_layer_errors))
         .layer(axum::middleware::from_fn(hardening::security_headers))
         .with_state(state)

@@ -6,7 +6,7 @@
 use crate::bot;
 use crate::cookie::CookieState;
 use crate::privacy::IpPrivacy;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -347,7 +347,7 @@ impl Enrich<'_> {
         if let (Some(id), Value::Object(map)) = (self.cookie_id, &mut value) {
             let missing = |v: Option<&Value>| match v {
                 None | Some(Value::Null) => true,
-                Some(Value::String(s)) => s.is_empty(),
+                Some(Value::String(s)) => s.trim().is_empty(),
                 Some(_) => false,
             };
             if missing(map.get("anonymousId")) {
@@ -486,7 +486,14 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// `t` with milliseconds; a leap second (`23:59:60`) as the last millisecond before it, as core
+/// stores it: JavaScript's `Date` and most warehouses refuse `:60`.
 fn rfc3339(t: DateTime<Utc>) -> String {
+    let t = if t.nanosecond() >= 1_000_000_000 {
+        t.with_nanosecond(999_000_000).unwrap_or(t)
+    } else {
+        t
+    };
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -532,6 +539,12 @@ mod tests {
 
     fn sent(p: &Prepared) -> Value {
         serde_json::from_slice(&p.body).unwrap()
+    }
+
+    #[test]
+    fn a_leap_second_is_written_as_the_last_millisecond_before_it() {
+        let leap = parse_time("2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(rfc3339(leap), "2016-12-31T23:59:59.999Z");
     }
 
     #[test]
@@ -643,6 +656,17 @@ mod tests {
         let m = &sent(&p)["batch"][0];
         assert_eq!(m["anonymousId"], "a-cookie");
         assert_eq!(m["context"]["edge"]["anonymousIdFrom"], "cookie");
+
+        // An anonymousId of white space alone is missing too.
+        let blank = json!({"event": "feature_toggled", "writeKey": "k", "anonymousId": "  ",
+            "properties": {"feature_name": "dark_mode", "new_status": true}})
+        .to_string();
+        let p = prepare(
+            &incoming(blank.as_bytes(), Some(MessageType::Track), &cookie, &geo),
+            plan(),
+        )
+        .unwrap();
+        assert_eq!(sent(&p)["batch"][0]["anonymousId"], "a-cookie");
 
         // A forged cookie fills nothing: the message has no id and is refused.
         let err = prepare(

@@ -201,7 +201,9 @@ pub fn extract(message: &Message, rules: &IdentityRules) -> (Vec<Identifier>, Ve
                     .into(),
                 identifier: Identifier::new(&truncate(kind, 64), &truncate(&id.value, 64)),
             });
-        } else if rules.is_blocked(&id.value) {
+        } else if id.value.is_empty() || rules.is_blocked(&id.value) {
+            // White space alone is blocked whatever the plan says: taking it would join everyone
+            // who sends a blank id into one profile.
             reports.push(Report {
                 kind: "blocked_value",
                 detail: format!("{kind} {:?} is a blocked value and was ignored", id.value),
@@ -559,6 +561,17 @@ mod tests {
             n += 1;
             ProfileId::from(format!("p{n}"))
         }
+    }
+
+    #[test]
+    fn a_blank_id_is_no_identifier_even_when_the_plan_does_not_block_it() {
+        let rules = IdentityRules::default();
+        let (ids, reports) = extract(
+            &msg(json!({"type": "track", "event": "x", "userId": "  ", "anonymousId": "a-9"})),
+            &rules,
+        );
+        assert_eq!(ids, vec![Identifier::new("anonymous_id", "a-9")]);
+        assert_eq!(reports[0].kind, "blocked_value");
     }
 
     #[test]

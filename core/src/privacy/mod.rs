@@ -112,7 +112,14 @@ fn word_byte(b: u8) -> bool {
 /// A text case-folded character by character (Unicode lowercase: `ÅSA` and `åsa` fold alike, as
 /// identity normalises emails), so a value matches whatever case it was written in.
 fn fold(text: &str) -> String {
-    text.chars().flat_map(char::to_lowercase).collect()
+    text.chars().flat_map(fold_char).collect()
+}
+
+/// One character case-folded: its Unicode lowercase, with a final sigma as any other sigma (identity
+/// lowercases whole strings, which writes `ς` at the end of a word, while a character alone gives
+/// `σ`).
+fn fold_char(c: char) -> impl Iterator<Item = char> {
+    c.to_lowercase().map(|l| if l == 'ς' { 'σ' } else { l })
 }
 
 /// A text folded for matching, with each folded character's source: the byte range of the
@@ -131,7 +138,7 @@ impl Folded {
             first: Vec::with_capacity(text.len()),
         };
         for (at, c) in text.char_indices() {
-            for (k, lower) in c.to_lowercase().enumerate() {
+            for (k, lower) in fold_char(c).enumerate() {
                 folded.chars.push(lower);
                 folded.source.push((at, at + c.len_utf8()));
                 folded.first.push(k == 0);
@@ -189,18 +196,26 @@ impl Scrubber {
     }
 
     /// `LIKE` patterns (for `LOWER(column) LIKE p ESCAPE '\'`) that every text the scrubber would
-    /// change matches: a superset, narrowed exactly by [`Scrubber::mentions`]. A letter outside
-    /// ASCII is `_` (any one character): SQLite's `LOWER` and `LIKE` fold ASCII only, and
-    /// PostgreSQL's `LOWER` folds it or not by the database's locale.
+    /// change matches: a superset, narrowed exactly by [`Scrubber::mentions`]. A cased letter
+    /// outside ASCII is `_` (any one character): SQLite's `LOWER` and `LIKE` fold ASCII only, and
+    /// PostgreSQL's `LOWER` folds it or not by the database's locale. So are `i` and `k`, the
+    /// folds of `İ` and the Kelvin sign (and a Turkish locale lowers `I` to `ı`); `i` followed by
+    /// a combining dot (İ folded) is `%`.
     pub fn like_patterns(&self) -> Vec<String> {
         let escape = |v: &str| {
             let mut out = String::with_capacity(v.len());
-            for c in v.chars() {
+            let mut chars = v.chars().peekable();
+            while let Some(c) = chars.next() {
                 match c {
                     '\\' | '%' | '_' => {
                         out.push('\\');
                         out.push(c);
                     }
+                    'i' if chars.peek() == Some(&'\u{307}') => {
+                        chars.next();
+                        out.push('%');
+                    }
+                    'i' | 'k' => out.push('_'),
                     c if !c.is_ascii() && (c.is_lowercase() || c.is_uppercase()) => out.push('_'),
                     c => out.push(c),
                 }
@@ -226,7 +241,13 @@ impl Scrubber {
     fn ranges(&self, text: &str) -> Vec<(usize, usize)> {
         let trimmed = text.trim();
         let folded_whole = fold(trimmed);
-        if self.values.contains(&folded_whole) {
+        // A short value must be the whole text as it is (its LIKE pattern has no wildcards); a
+        // long one may have white space around it.
+        if self
+            .values
+            .iter()
+            .any(|v| *v == folded_whole && (v.len() >= MIN_MENTION || trimmed.len() == text.len()))
+        {
             let start = text.len() - text.trim_start().len();
             return vec![(start, start + trimmed.len())];
         }
@@ -478,8 +499,8 @@ mod tests {
         assert!(s.scrub_json(&mut parsed));
         assert_eq!(parsed["userId"], ERASED);
         let p = s.like_patterns();
-        assert!(p.contains(&r"%corp\\\\jsmith%".to_owned()), "{p:?}");
-        assert!(p.contains(&r#"%o\\"brien-77%"#.to_owned()), "{p:?}");
+        assert!(p.contains(&r"%corp\\\\jsm_th%".to_owned()), "{p:?}");
+        assert!(p.contains(&r#"%o\\"br_en-77%"#.to_owned()), "{p:?}");
     }
 
     #[test]
@@ -494,10 +515,68 @@ mod tests {
 
     #[test]
     fn like_patterns_cover_every_text_the_scrubber_changes() {
-        let s = Scrubber::new(["a_b%c@example.com", "u1"]);
-        let p = s.like_patterns();
-        assert!(p.contains(&"%a\\_b\\%c@example.com%".to_owned()));
-        assert!(p.contains(&"%\"u1\"%".to_owned()) && p.contains(&"u1".to_owned()));
+        /// SQL `LIKE` with `ESCAPE '\'`; `ci`: ASCII case-insensitive, as SQLite's.
+        fn like(p: &[char], t: &[char], ci: bool) -> bool {
+            let eq = |a: char, b: char| a == b || (ci && a.eq_ignore_ascii_case(&b));
+            match p.split_first() {
+                None => t.is_empty(),
+                Some(('%', rest)) => (0..=t.len()).any(|i| like(rest, &t[i..], ci)),
+                Some(('_', rest)) => !t.is_empty() && like(rest, &t[1..], ci),
+                Some(('\\', [c, rest @ ..])) | Some((c, rest)) => {
+                    !t.is_empty() && eq(*c, t[0]) && like(rest, &t[1..], ci)
+                }
+            }
+        }
+        // How each database lowers a column: SQLite and PostgreSQL in the C locale fold ASCII
+        // only; PostgreSQL in a UTF-8 locale folds everything; LIKE is case-insensitive (ASCII)
+        // on SQLite only.
+        type Database = (&'static str, fn(&str) -> String, bool);
+        let databases: [Database; 3] = [
+            ("sqlite", |t| t.to_ascii_lowercase(), true),
+            ("postgres C", |t| t.to_ascii_lowercase(), false),
+            ("postgres UTF-8", |t| t.to_lowercase(), false),
+        ];
+        let cases: [(&str, &[&str]); 9] = [
+            ("a_b%c@example.com", &["to A_B%C@EXAMPLE.COM now"]),
+            ("u1", &["u1", r#"{"userId":"u1"}"#]),
+            (
+                "åsa@example.com",
+                &["ÅSA@EXAMPLE.COM", "mail to Åsa@example.com"],
+            ),
+            ("İstanbul-42", &["to İSTANBUL-42."]),
+            ("kelvin-user", &["\u{212A}ELVIN-USER"]),
+            ("νίκος@example.gr", &["ΝΊΚΟΣ@EXAMPLE.GR"]),
+            (
+                r"CORP\jsmith",
+                &[r#"{"userId":"CORP\\jsmith"}"#, r"CORP\jsmith"],
+            ),
+            ("JÜRGEN", &[r#"{"userId":"jürgen"}"#, "JÜRGEN"]),
+            (
+                "ada@example.com",
+                &[" ADA@example.com ", "ask Ada@Example.com"],
+            ),
+        ];
+        for (value, texts) in cases {
+            let s = Scrubber::new([value]);
+            let patterns: Vec<Vec<char>> = s
+                .like_patterns()
+                .iter()
+                .map(|p| p.chars().collect())
+                .collect();
+            for text in texts {
+                assert!(s.mentions(text), "{value:?} in {text:?}");
+                for (db, lower, ci) in databases {
+                    let lowered: Vec<char> = lower(text).chars().collect();
+                    assert!(
+                        patterns.iter().any(|p| like(p, &lowered, ci)),
+                        "{db}: no pattern of {value:?} selects {text:?}: {:?}",
+                        s.like_patterns()
+                    );
+                }
+            }
+        }
+        // A short value with white space around it is not the whole text, so not a mention.
+        assert!(!Scrubber::new(["u1"]).mentions(" u1 "));
     }
 
     #[test]

@@ -825,21 +825,37 @@ where
         });
         DB::build(&mut q).execute(&mut **tx).await?;
     }
-    // A profile keeps its newest MAX_REPORTS_PER_PROFILE reports: a shared device over the
-    // identifier limit is reported on every message it sends, and nothing else bounds that.
-    // Profiles in a fixed order, so two partitions' batches never wait on each other in a cycle.
-    let mut reported: Vec<&ProfileId> = reports
+    Ok(())
+}
+
+/// Deletes all but the newest [`MAX_REPORTS_PER_PROFILE`] reports of every profile the batch
+/// reported on or merged into (a merge moves the loser's reports to the winner). A shared device
+/// over the identifier limit is reported on every message it sends, and nothing else bounds that.
+/// Profiles in a fixed order, so two partitions' batches never wait on each other in a cycle.
+async fn prune_reports<DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    ops: &[Op],
+) -> Result<(), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    Option<ProfileId>: Type<DB> + for<'q> Encode<'q, DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB>,
+{
+    let mut touched: Vec<&ProfileId> = ops
         .iter()
         .filter_map(|op| match op {
             Op::Report {
                 profile: Some(p), ..
             } => Some(p),
+            Op::Merge { winner, .. } => Some(winner),
             _ => None,
         })
         .collect();
-    reported.sort();
-    reported.dedup();
-    for profile in reported {
+    touched.sort();
+    touched.dedup();
+    for profile in touched {
         sqlx::query(
             "DELETE FROM identity_reports WHERE profile_id = $1 AND id < \
              (SELECT id FROM identity_reports WHERE profile_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
@@ -1244,7 +1260,8 @@ where
                     | Op::Merge { .. } => {}
                 }
             }
-            merge_all(tx, ops).await
+            merge_all(tx, ops).await?;
+            prune_reports(tx, ops).await
         })
     }
 
