@@ -829,7 +829,8 @@ where
 }
 
 /// Deletes all but the newest [`MAX_REPORTS_PER_PROFILE`] reports of every profile the batch
-/// reported on or merged into (a merge moves the loser's reports to the winner). A shared device
+/// reported on or merged into (a merge moves the loser's reports to the winner), and all but the
+/// newest [`MAX_UNATTACHED_REPORTS`] of those on no profile. A shared device
 /// over the identifier limit is reported on every message it sends, and nothing else bounds that.
 /// Profiles in a fixed order, so two partitions' batches never wait on each other in a cycle.
 async fn prune_reports<DB>(
@@ -855,6 +856,21 @@ where
         .collect();
     touched.sort();
     touched.dedup();
+    let unattached = ops
+        .iter()
+        .any(|op| matches!(op, Op::Report { profile: None, .. }));
+    if unattached {
+        // Reports on messages that reached no profile (every id blocked): a client sending
+        // `userId: "null"` forever would otherwise add a row per message.
+        sqlx::query(
+            "DELETE FROM identity_reports WHERE profile_id IS NULL AND id < \
+             (SELECT id FROM identity_reports WHERE profile_id IS NULL \
+              ORDER BY id DESC LIMIT 1 OFFSET $1)",
+        )
+        .bind(MAX_UNATTACHED_REPORTS - 1)
+        .execute(&mut **tx)
+        .await?;
+    }
     for profile in touched {
         sqlx::query(
             "DELETE FROM identity_reports WHERE profile_id = $1 AND id < \
@@ -871,6 +887,9 @@ where
 
 /// Most accounts a profile read shows (the first by group id); the profile keeps every one.
 pub const MAX_ACCOUNTS_SHOWN: i64 = 100;
+
+/// Most identity resolution reports kept for messages that reached no profile (the newest).
+pub const MAX_UNATTACHED_REPORTS: i64 = 10_000;
 
 /// Most identity resolution reports a profile keeps (the newest).
 pub const MAX_REPORTS_PER_PROFILE: i64 = 100;

@@ -8,6 +8,7 @@ crate::on_both_stores!(
     traits_are_last_write_wins_by_event_time_not_arrival_order,
     two_user_ids_sharing_a_device_stay_two_profiles_and_the_conflict_is_reported,
     a_device_that_keeps_conflicting_leaves_only_the_newest_reports_on_the_profile,
+    messages_whose_every_id_is_blocked_leave_a_bounded_report_trail,
     a_group_call_attaches_the_account_and_its_traits,
     a_profile_in_many_accounts_shows_the_first_hundred_with_their_traits,
     deleting_a_profile_erases_it_and_drops_re_sent_data,
@@ -231,6 +232,36 @@ async fn a_device_that_keeps_conflicting_leaves_only_the_newest_reports_on_the_p
         .unwrap();
     pool.close().await;
     assert_eq!(stored as usize, cap, "and no more are stored");
+}
+
+async fn messages_whose_every_id_is_blocked_leave_a_bounded_report_trail(db: Db) {
+    let app = spawn_app(db).await;
+    let cap = touchpoint_core::profiles::store::MAX_UNATTACHED_REPORTS as usize;
+    // `null` is a blocked value in the plan: each such message reaches no profile and is reported.
+    let total = cap + 300;
+    for chunk in 0..total.div_ceil(1000) {
+        let batch: Vec<Value> = (chunk * 1000..((chunk + 1) * 1000).min(total))
+            .map(|i| json!({"type": "track", "event": "feature_toggled", "userId": "null",
+                            "messageId": format!("blocked-{i}"),
+                            "properties": {"feature_name": "x", "new_status": true}}))
+            .collect();
+        app.send_batch(SERVER_KEY, batch).await;
+    }
+    app.wait_processed().await;
+    let pool = touchpoint_tests::any_pool(&app.database_url).await;
+    let (stored, newest): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), MAX(seq) FROM identity_reports WHERE profile_id IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let head: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(stored as usize, cap, "the newest reports are kept, no more");
+    assert_eq!(newest, head, "the last message's report is among them");
 }
 
 async fn a_group_call_attaches_the_account_and_its_traits(db: Db) {
