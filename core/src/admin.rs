@@ -39,6 +39,9 @@ pub enum AdminError {
     /// Storage failed (details logged only).
     #[error("storage unavailable")]
     Storage(#[from] StorageError),
+    /// A system Touchpoint reads from failed (a reverse-ETL replica): 502.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl IntoResponse for AdminError {
@@ -48,6 +51,7 @@ impl IntoResponse for AdminError {
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdminError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::Plan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "plan_invalid"),
+            AdminError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_failed"),
             AdminError::Storage(e) => {
                 tracing::error!(error = %e, "admin storage error");
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")

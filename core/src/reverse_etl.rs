@@ -117,6 +117,47 @@ pub fn row_to_identify(sync: &str, row: Map<String, Value>) -> Result<(Value, St
     Ok((message, cursor))
 }
 
+/// What a run makes of the rows its query returned.
+#[derive(Debug, Default)]
+pub struct ReadRows {
+    /// Rows that became messages, with their position.
+    pub messages: Vec<(usize, touchpoint_tracking_plan::message::Parsed)>,
+    /// Rows left out, with their position and why (no `user_id`, not JSON, not a message).
+    pub skipped: Vec<(usize, String)>,
+    /// The last cursor any row carried, bad rows included, so one bad row does not hold the
+    /// sync back forever; `None` when no row had one.
+    pub cursor: Option<String>,
+}
+
+/// Turns the rows of one run into messages; a bad row is skipped and reported, never stops the run.
+pub fn read_rows(sync: &str, rows: &[String]) -> ReadRows {
+    let mut out = ReadRows::default();
+    for (index, text) in rows.iter().enumerate() {
+        let row: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(row) => row,
+            Err(e) => {
+                out.skipped.push((index, e.to_string()));
+                continue;
+            }
+        };
+        let cursor = match row.get("cursor") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let parsed = row_to_identify(sync, row)
+            .and_then(|(message, _)| Message::from_value(message, None).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(p) => out.messages.push((index, p)),
+            Err(reason) => out.skipped.push((index, reason)),
+        }
+        if cursor.is_some() {
+            out.cursor = cursor;
+        }
+    }
+    out
+}
+
 /// Runs the sync once: query after the stored cursor, ingest durably, then move the cursor.
 /// Returns the number of rows read.
 pub async fn run_once(state: &AppState, sync: &ReverseEtl) -> Result<usize, SyncError> {
@@ -137,23 +178,16 @@ pub async fn run_once(state: &AppState, sync: &ReverseEtl) -> Result<usize, Sync
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut parsed = Vec::with_capacity(rows.len());
-    let mut last_cursor = String::new();
-    for (index, text) in rows.iter().enumerate() {
-        let row: Map<String, Value> = serde_json::from_str(text).map_err(|e| SyncError::Row {
-            index,
-            reason: e.to_string(),
-        })?;
-        let (message, cursor) =
-            row_to_identify(name, row).map_err(|reason| SyncError::Row { index, reason })?;
-        let p = Message::from_value(message, None).map_err(|e| SyncError::Row {
-            index,
-            reason: e.to_string(),
-        })?;
-        parsed.push((index, p));
-        last_cursor = cursor;
+    let read = read_rows(name, &rows);
+    for (index, reason) in &read.skipped {
+        tracing::warn!(sync = %name, row = index, error = %reason, "reverse-ETL row skipped");
     }
-    let n = parsed.len();
+    let parsed = read.messages;
+    let Some(last_cursor) = read.cursor else {
+        // No row said where it stands: nothing to move past (the next run reads them again).
+        return Ok(0);
+    };
+    let n = rows.len();
     // In request-sized chunks: intake measures what one request may store.
     let mut parsed = parsed.into_iter().peekable();
     while parsed.peek().is_some() {
@@ -201,15 +235,43 @@ async fn run_now(_: Admin, State(state): State<AppState>) -> Result<Json<Value>,
         .reverse_etl
         .clone()
         .ok_or_else(|| AdminError::BadRequest("no reverse ETL sync is configured".into()))?;
-    let rows = run_once(&state, &sync)
-        .await
-        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    let rows = run_once(&state, &sync).await.map_err(|e| match e {
+        SyncError::Storage(e) => AdminError::Storage(e),
+        SyncError::NoSource(_) => AdminError::BadRequest(e.to_string()),
+        // The replica or the intake failed: not the caller's request.
+        SyncError::Query(_) | SyncError::Intake(_) | SyncError::Row { .. } => {
+            AdminError::Upstream(e.to_string())
+        }
+    })?;
     Ok(Json(json!({"sync": sync.config.name, "rows": rows})))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_row_is_skipped_and_the_cursor_still_moves_past_it() {
+        let rows = vec![
+            r#"{"user_id": "u-1", "cursor": "2026-11-01T00:00:00Z", "plan_tier": "pro"}"#
+                .to_owned(),
+            r#"{"user_id": null, "cursor": "2026-11-02T00:00:00Z"}"#.to_owned(),
+            "not json".to_owned(),
+            r#"{"user_id": "u-3", "cursor": "2026-11-03T00:00:00Z"}"#.to_owned(),
+            r#"{"user_id": "u-4"}"#.to_owned(),
+        ];
+        let read = read_rows("crm", &rows);
+        let kept: Vec<usize> = read.messages.iter().map(|(i, _)| *i).collect();
+        assert_eq!(kept, vec![0, 3]);
+        let skipped: Vec<usize> = read.skipped.iter().map(|(i, _)| *i).collect();
+        assert_eq!(skipped, vec![1, 2, 4]);
+        assert!(read.skipped[0].1.contains("user_id"), "{:?}", read.skipped);
+        assert_eq!(read.cursor.as_deref(), Some("2026-11-03T00:00:00Z"));
+        // Only a bad row, with its cursor: the run still moves past it.
+        let read = read_rows("crm", &rows[1..2]);
+        assert!(read.messages.is_empty());
+        assert_eq!(read.cursor.as_deref(), Some("2026-11-02T00:00:00Z"));
+    }
 
     #[test]
     fn a_row_becomes_an_identify_with_a_stable_message_id() {

@@ -385,6 +385,15 @@ fn is_integer(n: &Number) -> bool {
             .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
 }
 
+/// What is wrong with `value` as the trait `spec` describes it (type, allowed values, range,
+/// pattern, length): empty when it fits. For values that arrive outside a message, such as a CRM
+/// field synced into a trait.
+pub fn trait_violations(spec: &PropertySpec, value: &Value) -> Vec<Violation> {
+    let mut out = Vec::new();
+    check_value(spec, value, Bag::Traits, &mut out);
+    out
+}
+
 fn check_value(spec: &PropertySpec, value: &Value, bag: Bag, out: &mut Vec<Violation>) {
     let c = &spec.constraints;
     let wrong_type = |expected: &str, out: &mut Vec<Violation>| {

@@ -313,6 +313,27 @@ fn changed(
         None if raw.is_null() => return None,
         _ => {}
     }
+    let spec = plan.trait_spec(&f.trait_name);
+    let converted = mapping::inbound(f, &raw, spec.map(|s| s.ty)).map_err(|e| e.to_string());
+    // A value the plan would refuse (a custom lifecycle stage, a 300-character title, a NUL) is
+    // left out alone, so it does not block the record's other fields; its state is not recorded,
+    // so the corrected value flows once the CRM has it.
+    let refused = match (&converted, spec) {
+        (Ok(v), _) if has_nul(v) => Some("a value may not contain the NUL character".to_owned()),
+        (Ok(v), Some(spec)) if !v.is_null() => {
+            touchpoint_tracking_plan::validate::trait_violations(spec, v)
+                .first()
+                .map(|violation| violation.message.clone())
+        }
+        _ => None,
+    };
+    if let Some(why) = refused {
+        d.notes.push(format!(
+            "{crm} {} {}: field {} left out: {why}",
+            c.object, c.id, f.field
+        ));
+        return None;
+    }
     fields_now.insert(k, text.clone());
     d.writes.fields.push((
         c.object.clone(),
@@ -324,8 +345,7 @@ fn changed(
             origin: "in".into(),
         },
     ));
-    let ty = plan.trait_spec(&f.trait_name).map(|s| s.ty);
-    match mapping::inbound(f, &raw, ty) {
+    match converted {
         Ok(v) => {
             d.changed_fields += 1;
             Some(v)
@@ -334,6 +354,16 @@ fn changed(
             d.notes.push(format!("{crm} {} {}: {e}", c.object, c.id));
             None
         }
+    }
+}
+
+/// Whether a JSON value holds the NUL character anywhere (the intake refuses such messages).
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -755,6 +785,42 @@ mod tests {
         assert_eq!(next.messages.len(), 1);
         let traits = next.messages[0]["traits"].as_object().unwrap();
         assert_eq!(traits.keys().collect::<Vec<_>>(), vec!["lead_status"]);
+    }
+
+    #[test]
+    fn a_field_the_plan_refuses_is_left_out_alone_and_flows_once_corrected() {
+        let (m, p) = (Mappings::bundled(), plan());
+        let mut known = Known::default();
+        let mut c = lead("Working - Contacted", 1_000);
+        c.values.insert("Title".into(), json!("J".repeat(300)));
+        let d = decide(Crm::Salesforce, &[c.clone()], &known, &m, &p);
+        assert_eq!(d.messages.len(), 1, "{:#?}", d.messages);
+        let traits = &d.messages[0]["traits"];
+        assert!(traits.get("job_title").is_none(), "{traits}");
+        assert_eq!(
+            traits["lead_status"], "Working",
+            "the other fields still travel"
+        );
+        assert_eq!(traits["first_name"], "Ada");
+        assert!(
+            d.notes.iter().any(|n| n.contains("Title left out")),
+            "{:?}",
+            d.notes
+        );
+        apply(&mut known, &d);
+        // The rep shortens the title: now it travels.
+        c.values.insert("Title".into(), json!("CTO"));
+        c.modified_at = 2_000;
+        let next = decide(Crm::Salesforce, &[c.clone()], &known, &m, &p);
+        assert_eq!(next.messages[0]["traits"]["job_title"], "CTO");
+        // A NUL character is left out the same way.
+        c.values.insert("Title".into(), json!("C\u{0}O"));
+        let nul = decide(Crm::Salesforce, &[c], &known, &m, &p);
+        assert!(
+            nul.notes.iter().any(|n| n.contains("NUL")),
+            "{:?}",
+            nul.notes
+        );
     }
 
     #[test]

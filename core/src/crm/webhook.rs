@@ -104,7 +104,7 @@ pub fn verify(
         .parse()
         .map_err(|_| SignatureError::Header(TIMESTAMP_HEADER))?;
     let given = signature.ok_or(SignatureError::Header(SIGNATURE_HEADER))?;
-    if (now_ms - at).unsigned_abs() > tolerance.as_millis() as u64 {
+    if now_ms.abs_diff(at) > tolerance.as_millis() as u64 {
         return Err(SignatureError::Stale(tolerance.as_secs()));
     }
     let expected = sign(secret, method, uri, body, ts.trim());
@@ -317,6 +317,25 @@ mod tests {
             ),
             Err(SignatureError::Header(TIMESTAMP_HEADER))
         );
+    }
+
+    #[test]
+    fn a_timestamp_at_the_ends_of_i64_is_stale_not_an_overflow() {
+        for ts in ["-9223372036854775808", "9223372036854775807"] {
+            assert!(matches!(
+                verify(
+                    b"k",
+                    "POST",
+                    "https://x.test/a",
+                    b"[]",
+                    Some(ts),
+                    Some("x"),
+                    1_800_000_000_000,
+                    Duration::from_secs(300)
+                ),
+                Err(SignatureError::Stale(_))
+            ));
+        }
     }
 
     #[test]

@@ -451,11 +451,9 @@ fn invoice(ctx: &Ctx, object: &Map<String, Value>, event: &str) -> Mapped {
     } else {
         "amount_due"
     };
-    let amount = object
-        .get(amount_field)
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    p.insert("amount".into(), json!(major_units(amount, currency)));
+    if let Some(amount) = cents(object.get(amount_field)) {
+        p.insert("amount".into(), json!(major_units(amount, currency)));
+    }
     p.insert("currency".into(), json!(currency.to_ascii_lowercase()));
     let subscription = invoice_subscription(object);
     put_text(
@@ -566,10 +564,7 @@ fn refund(ctx: &Ctx, object: &Map<String, Value>) -> Mapped {
         return nobody(ctx);
     }
     let currency = object.get("currency").and_then(text).unwrap_or("usd");
-    let total = object
-        .get("amount_refunded")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let total = cents(object.get("amount_refunded"));
     // This refund: the newest in `refunds` (older API versions list them, newest first), else
     // what `amount_refunded` grew by, else the whole refunded amount.
     let newest = object
@@ -577,15 +572,22 @@ fn refund(ctx: &Ctx, object: &Map<String, Value>) -> Mapped {
         .and_then(|r| r["data"].get(0))
         .filter(|r| r.is_object());
     let previous = ctx.event["data"]["previous_attributes"]["amount_refunded"].as_i64();
-    let amount = newest
-        .and_then(|r| r["amount"].as_i64())
-        .or_else(|| previous.map(|prev| total - prev))
-        .unwrap_or(total);
+    let amount = match newest {
+        Some(r) => cents(r.get("amount")),
+        None => match (total, previous) {
+            (Some(total), Some(prev)) => total.checked_sub(prev),
+            (total, _) => total,
+        },
+    };
     let mut p = Map::new();
     put_text(&mut p, "charge_id", object.get("id"));
-    p.insert("amount".into(), json!(major_units(amount, currency)));
+    if let Some(amount) = amount {
+        p.insert("amount".into(), json!(major_units(amount, currency)));
+    }
     p.insert("currency".into(), json!(currency.to_ascii_lowercase()));
-    p.insert("total_refunded".into(), json!(major_units(total, currency)));
+    if let Some(total) = total {
+        p.insert("total_refunded".into(), json!(major_units(total, currency)));
+    }
     if let Some(full) = object.get("refunded").and_then(Value::as_bool) {
         p.insert("fully_refunded".into(), json!(full));
     }
@@ -596,6 +598,16 @@ fn refund(ctx: &Ctx, object: &Map<String, Value>) -> Mapped {
     put_text(&mut p, "payment_intent_id", object.get("payment_intent"));
     let id = format!("stripe-{}", ctx.event_id);
     Mapped::Messages(vec![track(ctx, &who, "refund_created", id, p)])
+}
+
+/// An amount in the currency's smallest unit: absent is 0; `None` when it is present but not an
+/// integer within 64 bits (`1.5e300`, `2^64 - 1`), so the property is left out and the plan
+/// flags the message, instead of recording a payment of 0.
+fn cents(value: Option<&Value>) -> Option<i64> {
+    match value {
+        None | Some(Value::Null) => Some(0),
+        Some(v) => v.as_i64(),
+    }
 }
 
 fn put_text(p: &mut Map<String, Value>, key: &str, value: Option<&Value>) {
@@ -882,6 +894,22 @@ mod tests {
         let mut other = event("invoice.payment_succeeded", invoice_object());
         other["id"] = json!("evt_2");
         assert_eq!(messages(&other)[0]["messageId"], "stripe-in_1-paid");
+    }
+
+    #[test]
+    fn an_amount_that_is_not_an_integer_within_64_bits_is_left_out_not_recorded_as_zero() {
+        let mut invoice = invoice_object();
+        invoice["amount_paid"] = json!(18_446_744_073_709_551_615_u64);
+        let paid = messages(&event("invoice.paid", invoice));
+        assert!(paid[0]["properties"].get("amount").is_none(), "{}", paid[0]);
+        let refund = json!({"id": "ch_1", "object": "charge", "customer": "cus_123",
+                            "amount_refunded": 1.5e300, "currency": "usd", "refunded": true});
+        let refunded = messages(&event("charge.refunded", refund));
+        let p = &refunded[0]["properties"];
+        assert!(
+            p.get("amount").is_none() && p.get("total_refunded").is_none(),
+            "{p}"
+        );
     }
 
     #[test]
