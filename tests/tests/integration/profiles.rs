@@ -241,20 +241,21 @@ async fn messages_whose_every_id_is_blocked_leave_a_bounded_report_trail(db: Db)
     let total = cap + 300;
     for chunk in 0..total.div_ceil(1000) {
         let batch: Vec<Value> = (chunk * 1000..((chunk + 1) * 1000).min(total))
-            .map(|i| json!({"type": "track", "event": "feature_toggled", "userId": "null",
+            .map(|i| {
+                json!({"type": "track", "event": "feature_toggled", "userId": "null",
                             "messageId": format!("blocked-{i}"),
-                            "properties": {"feature_name": "x", "new_status": true}}))
+                            "properties": {"feature_name": "x", "new_status": true}})
+            })
             .collect();
         app.send_batch(SERVER_KEY, batch).await;
     }
     app.wait_processed().await;
     let pool = touchpoint_tests::any_pool(&app.database_url).await;
-    let (stored, newest): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), MAX(seq) FROM identity_reports WHERE profile_id IS NULL",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (stored, newest): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), MAX(seq) FROM identity_reports WHERE profile_id IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let head: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM messages")
         .fetch_one(&pool)
         .await
