@@ -119,7 +119,7 @@ const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// Turns the few answers the HTTP layers write themselves (tower-http's 413 for a body over the
 /// limit, in plain text; the timeout's empty 408; axum's empty 405 for a method a route does not
-/// take) into JSON `{"error", "code"}` like every other error, keeping their headers (`Allow`).
+/// take) into JSON `{"error", "code"}` like every other error, keeping `Allow`.
 /// Handlers' own answers, already JSON, pass unchanged. (Not `method_not_allowed_fallback`: it
 /// would answer CORS preflights before the CORS layer sees them.)
 pub async fn json_layer_errors(req: Request, next: Next) -> Response {
@@ -146,14 +146,11 @@ pub async fn json_layer_errors(req: Request, next: Next) -> Response {
         }
         _ => return response,
     };
-    let (mut parts, _) = response.into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let body = serde_json::json!({"error": text, "code": code}).to_string();
-    Response::from_parts(parts, Body::from(body))
+    let mut out = json_rejection(response.status(), text.into(), code);
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
 }
 
 /// Paths of HTML pages that are not admin pages: the demo page runs the public SDK snippet and is

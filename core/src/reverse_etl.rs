@@ -85,6 +85,15 @@ impl ReverseEtl {
     }
 }
 
+/// A row's `cursor` column as text (a string or a number).
+fn cursor_of(row: &Map<String, Value>) -> Option<String> {
+    match row.get("cursor") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Turns one result row into an identify message; `cursor` is the row's cursor as text.
 pub fn row_to_identify(sync: &str, row: Map<String, Value>) -> Result<(Value, String), String> {
     let mut row = row;
@@ -93,11 +102,8 @@ pub fn row_to_identify(sync: &str, row: Map<String, Value>) -> Result<(Value, St
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err("missing user_id column (text or number)".into()),
     };
-    let cursor = match row.remove("cursor") {
-        Some(Value::String(s)) => s,
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err("missing cursor column".into()),
-    };
+    let cursor = cursor_of(&row).ok_or("missing cursor column")?;
+    row.remove("cursor");
     let digest = Sha256::digest(format!("{sync}\u{0}{user_id}\u{0}{cursor}"));
     let message_id = format!("retl-{}", &hex::encode(digest)[..32]);
     let timestamp = crate::ingest::prepare::parse_time(&cursor)
@@ -140,11 +146,7 @@ pub fn read_rows(sync: &str, rows: &[String]) -> ReadRows {
                 continue;
             }
         };
-        let cursor = match row.get("cursor") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
+        let cursor = cursor_of(&row);
         let parsed = row_to_identify(sync, row)
             .and_then(|(message, _)| Message::from_value(message, None).map_err(|e| e.to_string()));
         match parsed {

@@ -318,14 +318,18 @@ fn changed(
     // A value the plan would refuse (a custom lifecycle stage, a 300-character title, a NUL) is
     // left out alone, so it does not block the record's other fields; its state is not recorded,
     // so the corrected value flows once the CRM has it.
-    let refused = match (&converted, spec) {
-        (Ok(v), _) if has_nul(v) => Some("a value may not contain the NUL character".to_owned()),
-        (Ok(v), Some(spec)) if !v.is_null() => {
-            touchpoint_tracking_plan::validate::trait_violations(spec, v)
-                .first()
-                .map(|violation| violation.message.clone())
-        }
-        _ => None,
+    let refused = match &converted {
+        Ok(v) => crate::ingest::limits::check_trait_value(&f.trait_name, v)
+            .err()
+            .map(|e| e.to_string())
+            .or_else(|| {
+                let spec = spec.filter(|_| !v.is_null())?;
+                let violations = touchpoint_tracking_plan::validate::trait_violations(spec, v);
+                violations
+                    .first()
+                    .map(|violation| violation.message.clone())
+            }),
+        Err(_) => None,
     };
     if let Some(why) = refused {
         d.notes.push(format!(
@@ -354,16 +358,6 @@ fn changed(
             d.notes.push(format!("{crm} {} {}: {e}", c.object, c.id));
             None
         }
-    }
-}
-
-/// Whether a JSON value holds the NUL character anywhere (the intake refuses such messages).
-fn has_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
     }
 }
 

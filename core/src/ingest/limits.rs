@@ -214,6 +214,12 @@ fn check_object(field: &str, map: &Map<String, Value>, depth: usize) -> Result<(
     Ok(())
 }
 
+/// The limits a trait value must keep when it arrives outside a message (a CRM field synced into
+/// `traits.<name>`): no NUL character, no deeper nesting or more keys than a message may carry.
+pub fn check_trait_value(name: &str, value: &Value) -> Result<(), LimitError> {
+    check_value(&join("traits", name), value, 1)
+}
+
 fn check_value(field: &str, value: &Value, depth: usize) -> Result<(), LimitError> {
     match value {
         Value::String(s) if s.contains('\0') => Err(LimitError::Nul(field.to_owned())),
